@@ -1,0 +1,89 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrStoreUnavailable marks errors caused by the counter store (memcached
+// down, a timeout, a broken connection). Callers decide with errors.Is
+// whether to fail open or closed; the limiter itself never guesses.
+var ErrStoreUnavailable = errors.New("counter store unavailable")
+
+// Store is the counter storage a Strategy keeps its buckets in. The memcached
+// store (package limiter/memcache) and the in-memory MemoryStore implement it.
+//
+// Implementations must be safe for concurrent use by many goroutines and by
+// many processes sharing the same backend: Add must be atomic. A key that does
+// not exist counts as zero. The store owns expiry: a counter disappears ttl
+// after it was created (Add does not extend the TTL of an existing counter).
+// Every error a Store returns wraps ErrStoreUnavailable.
+type Store interface {
+	// Add adds delta (which may be negative) to the counter at key, creating it
+	// with value delta and the given time to live when it does not exist, and
+	// returns the counter's new value. A counter never goes below zero.
+	Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
+
+	// Get returns the values of keys in one round trip per backend server.
+	// Missing keys are absent from the map and count as zero.
+	Get(ctx context.Context, keys []string) (map[string]int64, error)
+}
+
+// Request is one rate-limit question: may this requestor, under this scope,
+// make one more request now?
+type Request struct {
+	// Scope names the counter family. Counters of different scopes never mix;
+	// "" is the default scope.
+	Scope string
+	// Requestor identifies who is counted: a client address, an API key, a
+	// host name. Any bytes are allowed; it is hashed before it reaches a Store.
+	Requestor string
+	// Limit is the number of requests allowed per Window; at least 1.
+	Limit int64
+	// Window is the length of the sliding window, a whole number of seconds,
+	// at least one second.
+	Window time.Duration
+}
+
+// Validate reports whether r's Limit and Window are usable.
+func (r Request) Validate() error {
+	if r.Limit < 1 {
+		return fmt.Errorf("limit %d: must be at least 1", r.Limit)
+	}
+	if r.Window < time.Second || r.Window%time.Second != 0 {
+		return fmt.Errorf("window %s: must be a whole number of seconds, at least 1s", r.Window)
+	}
+	return nil
+}
+
+// Decision is a Strategy's answer to a Request.
+type Decision struct {
+	// Allowed reports whether the request may proceed. An allowed request has
+	// been counted; a denied one leaves no trace.
+	Allowed bool
+	// Limit and Window echo the Request, for response headers.
+	Limit  int64
+	Window time.Duration
+	// Remaining is how many more requests the requestor may make right now,
+	// after this one; 0 when denied.
+	Remaining int64
+	// RetryAfter is how long until the requestor's next request would be
+	// allowed, in whole seconds: 0 when Remaining > 0, otherwise at least one
+	// second. A denied requestor that waits RetryAfter is let in (unless other
+	// requests of its own, allowed meanwhile by another scope's rules, used the
+	// quota first).
+	RetryAfter time.Duration
+}
+
+// Strategy is a rate-limiting algorithm. Sliding (the sliding window of
+// 1-second buckets) is the default; fixed windows or token buckets implement
+// the same interface, so the gRPC adapter never changes when one is added.
+//
+// Implementations are safe for concurrent use. Allow returns an error wrapping
+// ErrStoreUnavailable when the store fails; the Decision is then meaningless
+// and the caller applies its failure mode.
+type Strategy interface {
+	Allow(ctx context.Context, req Request, now time.Time) (Decision, error)
+}
