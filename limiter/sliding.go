@@ -1,0 +1,567 @@
+package limiter
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Key layout and timing constants of the sliding window. See doc.go.
+const (
+	// KeyPrefix starts every key Sliding writes; the version lets a future
+	// layout live beside this one during a rolling upgrade.
+	KeyPrefix = "fg1:"
+
+	// SkewMargin is added to every counter's TTL, so a counter outlives its
+	// window even when replica clocks disagree by up to this much.
+	SkewMargin = 60 * time.Second
+
+	// minuteSeconds is the width of an aggregate bucket.
+	minuteSeconds = 60
+
+	// minuteWindowMin is the smallest window (in seconds) for which Sliding
+	// keeps minute aggregates; below it they would never save a read.
+	minuteWindowMin = 180
+
+	// defaultMaxRequestors bounds the per-replica history cache.
+	defaultMaxRequestors = 1 << 18
+
+	cacheShards = 64
+)
+
+// SlidingConfig tunes a Sliding limiter. The zero value is ready to use.
+type SlidingConfig struct {
+	// MaxRequestors bounds how many requestor histories this replica keeps
+	// cached (a history is a few hundred bytes). An evicted requestor is
+	// simply reloaded from the store on its next request. Zero means 262,144.
+	MaxRequestors int
+}
+
+// Sliding is the sliding-window Strategy: a request at second t is allowed if
+// and only if fewer than Limit allowed requests of the same requestor fall in
+// the 1-second buckets of seconds [t-Window+1, t]. Denied requests are not
+// counted.
+//
+// Counts live in a Store as one counter per requestor per second, plus one
+// aggregate counter per requestor per minute, so that any number of Sliding
+// instances (in any number of processes) sharing one Store enforce one limit.
+// Each instance caches the settled part of every active requestor's history,
+// so a returning requestor costs one small read per second and one increment
+// per allowed request; see doc.go for the design.
+//
+// A Sliding is safe for concurrent use. Create it with NewSliding.
+type Sliding struct {
+	store  Store
+	maxPer int // max histories per shard
+	seed   maphash.Seed
+	shards [cacheShards]historyShard
+}
+
+type historyShard struct {
+	mu sync.Mutex
+	m  map[string]*history
+}
+
+// NewSliding returns a Sliding limiter counting in store.
+func NewSliding(store Store, cfg SlidingConfig) *Sliding {
+	max := cfg.MaxRequestors
+	if max <= 0 {
+		max = defaultMaxRequestors
+	}
+	s := &Sliding{store: store, maxPer: (max + cacheShards - 1) / cacheShards, seed: maphash.MakeSeed()}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]*history)
+	}
+	return s
+}
+
+// Close releases the cached histories. It does not close the Store. It
+// always returns nil.
+func (s *Sliding) Close() error {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		sh.m = make(map[string]*history)
+		sh.mu.Unlock()
+	}
+	return nil
+}
+
+// span is a run of seconds [start, start+width) holding n counted requests.
+// width is 1 for a second bucket and 60 for a minute aggregate.
+type span struct {
+	start int64
+	width int64
+	n     int64
+}
+
+func (sp span) end() int64 { return sp.start + sp.width - 1 }
+
+// load is an in-flight read of a history's missing buckets; concurrent
+// decisions for the same requestor wait for it instead of reading again.
+type load struct {
+	done chan struct{}
+	err  error
+}
+
+// history is one requestor's cached view of its buckets in one replica.
+//
+// Invariant: every second in (window start, synced] is settled (no replica
+// will still add to it) and its count is in spans; nothing newer is in spans.
+type history struct {
+	mu     sync.Mutex
+	window int64  // seconds; fixed, as it is part of the requestor's ID
+	synced int64  // newest settled second whose count is in spans
+	spans  []span // ascending, non-overlapping, non-zero counts only
+
+	recentAt int64 // the second at which recent was read
+	recent   int64 // the count of second recentAt-1, which may still change
+
+	latest int64 // the newest second decided
+	satAt  int64 // a second in which this replica saw the limit reached
+	used   int64 // the second of the last decision, for eviction (shard lock)
+
+	loading *load
+}
+
+// Allow decides whether req's requestor may make one more request at now and
+// counts it when allowed. It implements Strategy.
+func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
+	if err := req.Validate(); err != nil {
+		return Decision{}, fmt.Errorf("sliding window: %w", err)
+	}
+	w := int64(req.Window / time.Second)
+	id := RequestorID(req.Scope, w, req.Requestor)
+	t := now.Unix()
+	d := Decision{Limit: req.Limit, Window: req.Window}
+
+	h := s.history(id, w, t)
+	// Read what this replica does not know yet, then decide on complete data.
+	for {
+		h.mu.Lock()
+		if l := h.loading; l != nil {
+			h.mu.Unlock()
+			select {
+			case <-l.done:
+			case <-ctx.Done():
+				return Decision{}, fmt.Errorf("sliding window: wait for %s: %w: %w", id, ErrStoreUnavailable, ctx.Err())
+			}
+			if l.err != nil {
+				return Decision{}, l.err
+			}
+			continue
+		}
+		// Decisions of one requestor never go back in time: one that read
+		// the clock just before another crossed into a new second joins it.
+		t = max(t, h.latest)
+		h.latest = t
+		h.prepare(t, w)
+		p := h.plan(id, t, w)
+		if len(p.keys) == 0 {
+			break // h.mu stays locked
+		}
+		l := &load{done: make(chan struct{})}
+		h.loading = l
+		h.mu.Unlock()
+		vals, err := s.store.Get(ctx, p.keys)
+		h.mu.Lock()
+		if err == nil {
+			h.merge(p, vals, t)
+		} else {
+			l.err = fmt.Errorf("sliding window: read %d buckets of %s: %w", len(p.keys), id, err)
+		}
+		h.loading = nil
+		close(l.done)
+		h.mu.Unlock()
+		if err != nil {
+			return Decision{}, l.err
+		}
+	}
+
+	// h.mu is held here and h knows every bucket of the window but second t.
+	base := h.sum(t, w)
+	threshold := req.Limit - base
+	if threshold <= 0 || h.satAt == t {
+		// Over the limit on settled data alone, or this second is full.
+		ra, ok := h.retryAfter(t, w, req.Limit)
+		h.mu.Unlock()
+		if !ok {
+			return s.needDetail(ctx, h, id, t, d)
+		}
+		d.RetryAfter = ra
+		return d, nil
+	}
+	h.mu.Unlock()
+
+	// Count the request in second t; the counter arbitrates between all
+	// concurrent decisions of all replicas: the first threshold increments win.
+	sKey, mKey := secondKey(id, t), ""
+	if w >= minuteWindowMin {
+		mKey = minuteKey(id, floorDiv(t, minuteSeconds))
+	}
+	v, err := s.add(ctx, sKey, mKey, 1, req.Window)
+	if err != nil {
+		return Decision{}, fmt.Errorf("sliding window: count %s: %w", id, err)
+	}
+	if v <= threshold {
+		d.Allowed = true
+		d.Remaining = threshold - v
+		if d.Remaining == 0 {
+			h.mu.Lock()
+			ra, ok := h.retryAfter(t, w, req.Limit)
+			h.mu.Unlock()
+			d.RetryAfter = ra
+			if !ok {
+				// The request is counted; only the retry time is missing.
+				if rd, err := s.needDetail(ctx, h, id, t, d); err == nil {
+					d.RetryAfter = rd.RetryAfter
+				} else {
+					d.RetryAfter = req.Window
+				}
+			}
+		}
+		return d, nil
+	}
+
+	// Denied: undo the increment so a denied request leaves no trace. If the
+	// undo fails the counter stays one too high, which errs on the safe side
+	// and heals when the bucket leaves the window.
+	_, _ = s.add(ctx, sKey, mKey, -1, req.Window)
+	h.mu.Lock()
+	h.satAt = max(h.satAt, t)
+	ra, ok := h.retryAfter(t, w, req.Limit)
+	h.mu.Unlock()
+	if !ok {
+		return s.needDetail(ctx, h, id, t, d)
+	}
+	d.RetryAfter = ra
+	return d, nil
+}
+
+// needDetail completes decision d when the retry time falls inside a minute
+// known only as an aggregate: it loads that minute's seconds into h and
+// computes the retry time again. Nothing is counted.
+func (s *Sliding) needDetail(ctx context.Context, h *history, id string, t int64, d Decision) (Decision, error) {
+	w, limit := h.window, d.Limit
+	h.mu.Lock()
+	keys, m := h.detailKeys(id, t, limit)
+	h.mu.Unlock()
+	if len(keys) > 0 {
+		vals, err := s.store.Get(ctx, keys)
+		if err != nil {
+			return Decision{}, fmt.Errorf("sliding window: read minute %d of %s: %w", m, id, err)
+		}
+		h.mu.Lock()
+		h.expand(m, t-w+1, vals, keys)
+		h.mu.Unlock()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ra, ok := h.retryAfter(t, w, limit)
+	if !ok {
+		// The minute's seconds are gone (evicted from memcached): promise
+		// the minute's last second, which is never too early.
+		ra = min(ra+(minuteSeconds-1)*time.Second, time.Duration(w)*time.Second)
+	}
+	d.RetryAfter = ra
+	return d, nil
+}
+
+// add applies delta to the second counter and, when mKey is set, to the
+// minute aggregate, concurrently; it returns the second counter's value.
+func (s *Sliding) add(ctx context.Context, sKey, mKey string, delta int64, window time.Duration) (int64, error) {
+	sTTL := window + SkewMargin
+	if mKey == "" {
+		return s.store.Add(ctx, sKey, delta, sTTL)
+	}
+	var mErr error
+	done := make(chan struct{})
+	go func() {
+		_, mErr = s.store.Add(ctx, mKey, delta, window+2*SkewMargin+minuteSeconds*time.Second)
+		close(done)
+	}()
+	v, err := s.store.Add(ctx, sKey, delta, sTTL)
+	<-done
+	if err == nil && mErr != nil {
+		err = mErr
+	}
+	return v, err
+}
+
+// history returns the cached history for id, creating it (and evicting
+// others when the shard is full).
+func (s *Sliding) history(id string, w, t int64) *history {
+	sh := &s.shards[maphash.String(s.seed, id)%cacheShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	h := sh.m[id]
+	if h == nil {
+		if len(sh.m) >= s.maxPer {
+			sh.evict(t, s.maxPer)
+		}
+		h = &history{window: w, synced: -1 << 62}
+		sh.m[id] = h
+	}
+	h.used = t // a benign race with readers: only eviction looks at it
+	return h
+}
+
+// evict drops histories that have been idle for longer than their window,
+// and then arbitrary ones until the shard has room. A dropped history is
+// only a cache: the next request reloads it from the store.
+func (sh *historyShard) evict(t int64, max int) {
+	for k, h := range sh.m {
+		if h.used < t-h.window {
+			delete(sh.m, k)
+		}
+	}
+	for k := range sh.m {
+		if len(sh.m) < max {
+			break
+		}
+		delete(sh.m, k)
+	}
+}
+
+// prepare drops what has left the window ending at t and resets the history
+// when it went stale. Called with h.mu held and no load in flight.
+func (h *history) prepare(t, w int64) {
+	lo := t - w + 1
+	if h.synced < lo-1 {
+		h.synced = lo - 1
+		h.spans = h.spans[:0]
+		h.recentAt = 0
+		return
+	}
+	i := 0
+	for i < len(h.spans) && h.spans[i].end() < lo {
+		i++
+	}
+	if i > 0 {
+		h.spans = append(h.spans[:0], h.spans[i:]...)
+	}
+}
+
+// plan lists the buckets to read so that h knows every second of the window
+// ending at t except t itself. Called with h.mu held.
+type plan struct {
+	from, to int64 // the settled seconds to merge, inclusive; from > to if none
+	keys     []string
+	expand   int64 // start of a straddling minute span being replaced; -1 if none
+	nExpand  int   // keys begin with this many seconds of that minute
+	recent   bool  // keys end with second t-1
+}
+
+func (h *history) plan(id string, t, w int64) plan {
+	lo := t - w + 1
+	p := plan{from: h.synced + 1, to: t - 2, expand: -1}
+	if p.from < lo {
+		p.from = lo
+	}
+	// A minute aggregate that straddles the window's start must be replaced
+	// by the seconds of it still inside the window.
+	if len(h.spans) > 0 && h.spans[0].width > 1 && h.spans[0].start < lo {
+		sp := h.spans[0]
+		p.expand = sp.start
+		for sec := lo; sec <= sp.end(); sec++ {
+			p.keys = append(p.keys, secondKey(id, sec))
+		}
+		p.nExpand = len(p.keys)
+	}
+	for sec := p.from; sec <= p.to; {
+		if w >= minuteWindowMin && floorMod(sec, minuteSeconds) == 0 && sec+minuteSeconds-1 <= p.to {
+			p.keys = append(p.keys, minuteKey(id, floorDiv(sec, minuteSeconds)))
+			sec += minuteSeconds
+			continue
+		}
+		p.keys = append(p.keys, secondKey(id, sec))
+		sec++
+	}
+	if w >= 2 && h.recentAt != t {
+		p.recent = true
+		p.keys = append(p.keys, secondKey(id, t-1))
+	}
+	return p
+}
+
+// merge records what plan p read. Called with h.mu held, and with no other
+// load in flight, so nothing else moved h.synced meanwhile.
+func (h *history) merge(p plan, vals map[string]int64, t int64) {
+	keys := p.keys
+	if p.expand >= 0 {
+		h.expand(p.expand, t-h.window+1, vals, keys[:p.nExpand])
+		keys = keys[p.nExpand:]
+	}
+	if p.recent {
+		h.recent = vals[keys[len(keys)-1]]
+		h.recentAt = t
+		keys = keys[:len(keys)-1]
+	}
+	if p.from <= p.to {
+		sec := p.from
+		for _, k := range keys {
+			width := int64(1)
+			if isMinuteKey(k) {
+				width = minuteSeconds
+			}
+			if n := vals[k]; n > 0 {
+				h.spans = append(h.spans, span{start: sec, width: width, n: n})
+			}
+			sec += width
+		}
+		h.synced = p.to
+	}
+}
+
+// expand replaces the minute span starting at m with the seconds of it from
+// lo on, read under keys (which name those seconds in order).
+func (h *history) expand(m, lo int64, vals map[string]int64, keys []string) {
+	i := 0
+	for i < len(h.spans) && h.spans[i].start != m {
+		i++
+	}
+	if i == len(h.spans) || h.spans[i].width == 1 {
+		return // already expanded by someone else
+	}
+	first := max(m, lo)
+	secs := make([]span, 0, len(keys))
+	for j, k := range keys {
+		if n := vals[k]; n > 0 {
+			secs = append(secs, span{start: first + int64(j), width: 1, n: n})
+		}
+	}
+	rest := append(secs, h.spans[i+1:]...)
+	h.spans = append(h.spans[:i], rest...)
+}
+
+// sum counts the requests in the window ending at t, excluding second t.
+// Called with h.mu held after a complete plan.
+func (h *history) sum(t, w int64) int64 {
+	lo := t - w + 1
+	var n int64
+	for _, sp := range h.spans {
+		if sp.end() >= lo {
+			n += sp.n
+		}
+	}
+	if w >= 2 && h.recentAt == t {
+		n += h.recent
+	}
+	return n
+}
+
+// retryAfter returns how long until a request would be allowed at the limit
+// reached at second t, or false when the answer lies inside a minute
+// aggregate whose seconds are not loaded. Called with h.mu held.
+//
+// Second t holds limit-sum requests when the settled history sums to less
+// than limit (the counter stops at the limit), none otherwise. As nothing
+// more is counted while the limit is reached, the window ending at t+d holds
+// the total minus the buckets older than t+d-w+1; the answer is the smallest
+// d at which that drops below limit. It lies in [1s, window].
+func (h *history) retryAfter(t, w, limit int64) (time.Duration, bool) {
+	sec, ok := h.crossing(t, w, limit)
+	return time.Duration(sec+w-t) * time.Second, ok
+}
+
+// crossing returns the second whose bucket, once it leaves the window, brings
+// the count below limit; for a minute aggregate that is not loaded it returns
+// the aggregate's start and false.
+func (h *history) crossing(t, w, limit int64) (int64, bool) {
+	base := h.sum(t, w)
+	need := max(base, limit) - limit + 1 // requests that must leave the window
+	lo := t - w + 1
+	for _, sp := range h.spans {
+		if sp.end() < lo {
+			continue
+		}
+		if sp.n >= need {
+			return sp.start, sp.width == 1
+		}
+		need -= sp.n
+	}
+	if w >= 2 && h.recentAt == t {
+		if h.recent >= need {
+			return t - 1, true
+		}
+	}
+	return t, true
+}
+
+// detailKeys names the seconds of the minute aggregate in which crossing
+// falls, and that minute's start; none when crossing needs no detail.
+func (h *history) detailKeys(id string, t, limit int64) ([]string, int64) {
+	m, ok := h.crossing(t, h.window, limit)
+	if ok {
+		return nil, -1
+	}
+	lo := t - h.window + 1
+	keys := make([]string, 0, minuteSeconds)
+	for sec := max(m, lo); sec < m+minuteSeconds; sec++ {
+		keys = append(keys, secondKey(id, sec))
+	}
+	return keys, m
+}
+
+// RequestorID derives the store identity of a requestor within a scope and
+// window (in seconds): the first 128 bits of SHA-256 over the scope, a NUL,
+// the window as 8 big-endian bytes and the requestor, in unpadded base64url
+// (22 characters). Hashing keeps every key short and free of memcached's
+// forbidden bytes whatever the requestor contains; the window is part of it
+// so that two windows never share counters.
+func RequestorID(scope string, window int64, requestor string) string {
+	hsh := sha256.New()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(window))
+	hsh.Write([]byte(scope))
+	hsh.Write([]byte{0})
+	hsh.Write(b[:])
+	hsh.Write([]byte(requestor))
+	var sum [sha256.Size]byte
+	return base64.RawURLEncoding.EncodeToString(hsh.Sum(sum[:0])[:16])
+}
+
+// secondKey names the counter of second sec (Unix seconds) for id.
+func secondKey(id string, sec int64) string {
+	b := make([]byte, 0, len(KeyPrefix)+len(id)+1+20)
+	b = append(b, KeyPrefix...)
+	b = append(b, id...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, sec, 10)
+	return string(b)
+}
+
+// minuteKey names the aggregate of minute m (Unix seconds / 60) for id.
+func minuteKey(id string, m int64) string {
+	b := make([]byte, 0, len(KeyPrefix)+len(id)+2+20)
+	b = append(b, KeyPrefix...)
+	b = append(b, id...)
+	b = append(b, ':', 'm')
+	b = strconv.AppendInt(b, m, 10)
+	return string(b)
+}
+
+func isMinuteKey(k string) bool {
+	for i := len(k) - 1; i >= 0; i-- {
+		if k[i] == ':' {
+			return i+1 < len(k) && k[i+1] == 'm'
+		}
+	}
+	return false
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+func floorMod(a, b int64) int64 { return a - floorDiv(a, b)*b }
