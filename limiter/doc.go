@@ -1,0 +1,73 @@
+// Package limiter decides whether a requestor may make one more request. It
+// holds the algorithms (Strategy implementations), the Store abstraction they
+// count in, and the embedded in-memory Store; the memcached Store lives in
+// the subpackage limiter/memcache. The package knows nothing of Envoy or
+// gRPC: package authz translates Envoy's CheckRequest into a Request.
+//
+// # The sliding window
+//
+// Sliding allows a request at second t if and only if fewer than Limit
+// allowed requests of the same requestor fall in the seconds
+// [t-Window+1, t]. Denied requests are not counted, so a requestor told to
+// retry in N seconds is let in after N seconds however often it retried
+// meanwhile.
+//
+// # Buckets and keys
+//
+// Every allowed request increments one counter per requestor per second and,
+// for windows of three minutes or more, one aggregate counter per requestor
+// per minute. Keys are
+//
+//	fg1:<id>:<unix second>     e.g. fg1:q3Jd0yY6p1o1Yz7mS5b1Zw:1800000000
+//	fg1:<id>:m<unix minute>    e.g. fg1:q3Jd0yY6p1o1Yz7mS5b1Zw:m30000000
+//
+// where <id> is RequestorID: 22 characters of base64url over a SHA-256 of
+// the scope, the window and the requestor. Whatever a client sends (spaces,
+// control bytes, memcached protocol text, 64 KB headers) the key is 37-41
+// printable bytes, far below memcached's 250-byte limit, so no requestor can
+// make a store call fail and slip through a fail-open path. The memcached
+// store picks the server from the part before the last ':' so all buckets of
+// one requestor live on one server and are read in one round trip.
+//
+// Second counters expire Window+SkewMargin after creation, minute aggregates
+// Window+2*SkewMargin+60s, so every bucket outlives the window in which it
+// counts even when replica clocks disagree.
+//
+// # Reading an hour without reading 3,600 keys
+//
+// A decision needs the sum of the window's buckets. Reading 3,600 keys per
+// decision is far too slow, so each Sliding instance caches, per requestor, the
+// part of the window that is settled: seconds older than t-1, which no
+// replica will count in again. The cache holds only non-zero buckets (at most
+// Limit of them plus 60 aggregates) and knows up to which second it is
+// complete. A decision then reads only what it does not know yet:
+//
+//   - a requestor seen in the last seconds: the one or two seconds since its
+//     last decision, in one Get;
+//   - a requestor this instance has not seen within the window: whole settled
+//     minutes as aggregates and the partial minutes at either end as seconds,
+//     at most about 180 keys, in one Get;
+//   - a denied requestor within the same second: nothing at all.
+//
+// When the window's start moves into a minute known only as an aggregate, or
+// the retry time of a denial falls inside one, that minute's seconds are read
+// once (60 keys) and replace the aggregate. Concurrent decisions for one
+// requestor share a single read.
+//
+// # Exactness across replicas
+//
+// With the settled sum S known, the request is counted by an atomic increment
+// of second t's counter; the value v it returns arbitrates between all
+// concurrent decisions of all replicas: the request is allowed if v <= Limit-S
+// and otherwise denied and decremented again. As every replica computes the
+// same S for second t, exactly Limit-S increments succeed however many race.
+// This holds while replica clocks agree to within a second (NTP); a failed
+// decrement leaves the counter one too high, which errs on the safe side.
+//
+// # Retry time
+//
+// When the limit is reached, no further request is counted, so the window
+// ending at t+d holds the current buckets minus those older than t+d-Window+1.
+// RetryAfter is the smallest d at which that drops below Limit: found by
+// walking the buckets from the oldest until enough requests have left.
+package limiter
