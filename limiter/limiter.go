@@ -21,9 +21,11 @@ var ErrStoreUnavailable = errors.New("counter store unavailable")
 // after it was created (Add does not extend the TTL of an existing counter).
 // Every error a Store returns wraps ErrStoreUnavailable.
 type Store interface {
-	// Add adds delta (which may be negative) to the counter at key, creating it
-	// with value delta and the given time to live when it does not exist, and
-	// returns the counter's new value. A counter never goes below zero.
+	// Add adds delta (which may be negative) to the counter at key and
+	// returns the counter's new value. A counter never goes below zero. When
+	// the counter does not exist, a positive delta creates it with value delta
+	// and the given time to live, rounded up to whole seconds (at least one);
+	// a zero or negative delta returns 0 and creates nothing.
 	Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
 
 	// Get returns the values of keys in one round trip per backend server.

@@ -1,0 +1,260 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"sync"
+	"time"
+)
+
+// Compile-time check that MemoryStore implements Store.
+var _ Store = (*MemoryStore)(nil)
+
+const (
+	// memShards is the number of independently locked maps of a MemoryStore.
+	// A power of two, so a shard is picked with a mask.
+	memShards = 64
+
+	// sweepEvery is how often the janitor removes expired counters.
+	sweepEvery = 5 * time.Second
+
+	// shrinkMin is the smallest peak size at which a shard whose map has
+	// emptied out is rebuilt; Go maps never give memory back on delete.
+	shrinkMin = 1024
+)
+
+// MemoryStore is the embedded, in-process Store: counters live in the memory
+// of one process, so it suits a single floodgate instance, tests and
+// benchmarks. Several processes that must share counters need the memcached
+// store (package limiter/memcache).
+//
+// Create a MemoryStore with NewMemoryStore; the zero value is not usable.
+// Its methods are safe for concurrent use by many goroutines. Close it when
+// done to stop its janitor goroutine.
+//
+// Counters are spread over 64 shards by a hash of their key, each with its own
+// mutex. Like memcached, a MemoryStore keeps counters as values with no
+// pointers: a counter is identified by a 128-bit seeded hash of its key rather
+// than the key itself, so a counter costs about 40 bytes whatever its key's
+// length and the garbage collector never scans the maps. Two keys share a
+// counter only if their 128-bit hashes collide: with two million counters the
+// odds are about 2^-87. The hash seeds are random per store, so keys cannot be
+// chosen to collide.
+//
+// A counter expires its ttl (rounded up to a whole second, at least one
+// second, as memcached does) after Add created it. An expired counter counts
+// as missing at once; a janitor goroutine removes expired counters every few
+// seconds so memory stays bounded however many distinct keys pass through.
+type MemoryStore struct {
+	now          func() time.Time
+	seedA, seedB maphash.Seed
+	shards       [memShards]memShard
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// memKey identifies a counter: a 128-bit hash of its key.
+type memKey [2]uint64
+
+// memCounter is one counter: its value and when it expires, in Unix
+// nanoseconds.
+type memCounter struct {
+	value   int64
+	expires int64
+}
+
+// memShard is one lock's worth of counters, padded to its own cache line so
+// that shards locked by different cores do not contend.
+type memShard struct {
+	mu   sync.Mutex
+	m    map[memKey]memCounter
+	peak int // largest len(m) since m was allocated
+	_    [40]byte
+}
+
+// NewMemoryStore returns an empty MemoryStore that reads the time from now
+// (time.Now when nil) to decide which counters have expired, and starts its
+// janitor goroutine. The janitor wakes on the real clock every few seconds
+// whatever now returns.
+func NewMemoryStore(now func() time.Time) *MemoryStore {
+	if now == nil {
+		now = time.Now
+	}
+	m := &MemoryStore{
+		now:   now,
+		seedA: maphash.MakeSeed(),
+		seedB: maphash.MakeSeed(),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	for i := range m.shards {
+		m.shards[i].m = make(map[memKey]memCounter)
+	}
+	go m.janitor()
+	return m
+}
+
+// Close stops the janitor goroutine and waits for it to exit. It always
+// returns nil; calling it again does nothing. The store still answers Add and
+// Get after Close, but expired counters are no longer removed from memory.
+func (m *MemoryStore) Close() error {
+	m.closeOnce.Do(func() {
+		close(m.stop)
+		<-m.done
+	})
+	return nil
+}
+
+// Len returns the number of live counters: those that exist and have not
+// expired. It visits every counter, so it is meant for tests and occasional
+// metrics, not for the request path.
+func (m *MemoryStore) Len() int {
+	now := m.now().UnixNano()
+	n := 0
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, c := range sh.m {
+			if c.expires > now {
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Add implements Store. It adds delta to the counter at key and returns the
+// new value. A missing or expired counter is created with value delta and the
+// given ttl when delta > 0; otherwise Add returns 0 and creates nothing, as
+// memcached does. The value never goes below 0 and saturates at the largest
+// int64 instead of wrapping. Add fails only when ctx is already done.
+func (m *MemoryStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("memory add %q: %w: %w", key, ErrStoreUnavailable, err)
+	}
+	k := m.hash(key)
+	now := m.now().UnixNano()
+	sh := &m.shards[k[0]&(memShards-1)]
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c, ok := sh.m[k]
+	if !ok || c.expires <= now {
+		if delta <= 0 {
+			if ok {
+				delete(sh.m, k)
+			}
+			return 0, nil
+		}
+		sh.m[k] = memCounter{value: delta, expires: expiry(now, ttl)}
+		if len(sh.m) > sh.peak {
+			sh.peak = len(sh.m)
+		}
+		return delta, nil
+	}
+	c.value = addClamped(c.value, delta)
+	sh.m[k] = c
+	return c.value, nil
+}
+
+// Get implements Store. It returns the values of the live counters among keys;
+// missing and expired ones are absent from the map. Get fails only when ctx is
+// already done.
+func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+	if err := ctx.Err(); err != nil {
+		if len(keys) == 1 {
+			return nil, fmt.Errorf("memory get %q: %w: %w", keys[0], ErrStoreUnavailable, err)
+		}
+		return nil, fmt.Errorf("memory get %d keys: %w: %w", len(keys), ErrStoreUnavailable, err)
+	}
+	now := m.now().UnixNano()
+	out := make(map[string]int64, len(keys))
+	for _, key := range keys {
+		k := m.hash(key)
+		sh := &m.shards[k[0]&(memShards-1)]
+		sh.mu.Lock()
+		c, ok := sh.m[k]
+		sh.mu.Unlock()
+		if ok && c.expires > now {
+			out[key] = c.value
+		}
+	}
+	return out, nil
+}
+
+// hash returns the identity of key's counter.
+func (m *MemoryStore) hash(key string) memKey {
+	return memKey{maphash.String(m.seedA, key), maphash.String(m.seedB, key)}
+}
+
+// janitor calls sweep every sweepEvery until Close.
+func (m *MemoryStore) janitor() {
+	defer close(m.done)
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.sweep()
+		}
+	}
+}
+
+// sweep removes the counters that have expired by now, one shard at a time so
+// requests to other shards go on meanwhile. A shard that has shrunk to under a
+// quarter of its peak is copied into a map of the right size, because Go maps
+// keep their memory after deletes.
+func (m *MemoryStore) sweep() {
+	for i := range m.shards {
+		now := m.now().UnixNano()
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.m {
+			if c.expires <= now {
+				delete(sh.m, k)
+			}
+		}
+		if sh.peak >= shrinkMin && len(sh.m) < sh.peak/4 {
+			fresh := make(map[memKey]memCounter, len(sh.m))
+			for k, c := range sh.m {
+				fresh[k] = c
+			}
+			sh.m = fresh
+			sh.peak = len(fresh)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// expiry returns when a counter created at now (Unix nanoseconds) with ttl
+// expires: ttl is rounded up to a whole second, at least one, as memcached
+// does.
+func expiry(now int64, ttl time.Duration) int64 {
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second != 0 {
+		secs++
+	}
+	secs = max(secs, 1)
+	if secs > (math.MaxInt64-now)/int64(time.Second) {
+		return math.MaxInt64
+	}
+	return now + secs*int64(time.Second)
+}
+
+// addClamped returns v+delta, kept within [0, math.MaxInt64].
+func addClamped(v, delta int64) int64 {
+	switch {
+	case delta > 0 && v > math.MaxInt64-delta:
+		return math.MaxInt64
+	case v+delta < 0:
+		return 0
+	}
+	return v + delta
+}
