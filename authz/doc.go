@@ -1,0 +1,99 @@
+// Package authz is floodgate's Envoy-facing translator: it implements the
+// external authorization service envoy.service.auth.v3.Authorization, which
+// Envoy's ext_authz HTTP filter calls for every request. It knows Envoy's
+// protos and gRPC; the rate-limiting algorithm lives behind a
+// limiter.Strategy, which knows neither.
+//
+// # Translation
+//
+// For each CheckRequest a Server:
+//
+//  1. builds a limiter.Request: the requestor identity comes from the
+//     configured KeySpec (see ParseKey); Limit, Window and Scope are the
+//     server defaults unless the route overrides them with context
+//     extensions (below);
+//  2. calls Strategy.Allow with the time from Config.Now;
+//  3. turns the Decision into a CheckResponse.
+//
+// An allowed request gets status OK; with Config.Headers the client's
+// response also carries (ok_response.response_headers_to_add)
+//
+//	X-RateLimit-Limit: L
+//	X-RateLimit-Remaining: R
+//	X-RateLimit-Reset: T
+//	RateLimit-Policy: "<policy>";q=L;w=W
+//	RateLimit: "<policy>";r=R;t=T
+//
+// where W is the window in seconds and T the seconds until the next request
+// would be allowed (0 while R > 0, otherwise the Decision's RetryAfter rounded
+// up, at least 1). <policy> is the scope, or "default" for the default scope.
+// The RateLimit-Policy and RateLimit fields follow
+// draft-ietf-httpapi-ratelimit-headers-10.
+//
+// A denied request gets status RESOURCE_EXHAUSTED and
+// denied_response{status: 429}, whatever Config.Headers says, with the body
+// "Rate limit exceeded. Try again in N seconds" and the headers
+//
+//	Retry-After: N
+//	Content-Type: text/plain
+//	X-RateLimit-Limit: L
+//	X-RateLimit-Remaining: 0
+//	X-RateLimit-Reset: N
+//	RateLimit-Policy: "<policy>";q=L;w=W
+//	RateLimit: "<policy>";r=0;t=N
+//
+// where N is RetryAfter rounded up to whole seconds, at least 1. Every header
+// floodgate emits replaces an existing one (append_action
+// OVERWRITE_IF_EXISTS_OR_ADD).
+//
+// # Failures
+//
+// Check never returns a gRPC error, because Envoy would then apply its own
+// failure_mode_allow or status_on_error (403, empty body) instead of
+// floodgate's. When the Strategy fails (an error, usually wrapping
+// limiter.ErrStoreUnavailable), the request's deadline (Envoy's grpc-timeout)
+// has already passed, or the translation panics, the Config.FailMode decides:
+// FailOpen answers OK without rate-limit headers; FailClosed answers status
+// UNAVAILABLE with denied_response{status: 503, body: "Rate limiter
+// unavailable"}. Failures are counted and logged at most once per 10 seconds
+// (with the number of failures since the previous line).
+//
+// # Per-route overrides
+//
+// Envoy passes ExtAuthzPerRoute check_settings.context_extensions of the
+// matched virtual host and route as attributes.context_extensions. floodgate
+// reads:
+//
+//	floodgate.limit   requests per window, an integer >= 1 (ExtLimit)
+//	floodgate.window  a Go duration of whole seconds, >= 1s (ExtWindow)
+//	floodgate.key     a key form as for ParseKey; "xff" uses the server's
+//	                  trusted hop count (ExtKey)
+//	floodgate.scope   counter family and policy name, 1-64 characters of
+//	                  [A-Za-z0-9_.-] (ExtScope); the default scope is ""
+//
+// for example
+//
+//	typed_per_filter_config:
+//	  envoy.filters.http.ext_authz:
+//	    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+//	    check_settings:
+//	      context_extensions:
+//	        floodgate.scope: login
+//	        floodgate.limit: "10"
+//	        floodgate.window: 60s
+//
+// An invalid value (or one longer than 512 bytes) is ignored in favour of the
+// server default: it never denies a request. It is counted on every request
+// in floodgate_invalid_overrides_total{name} and logged once per distinct
+// (name, value). Parse results of up to 1024 distinct values are remembered,
+// so the hot path does not parse again; beyond that, values are parsed on
+// each request and invalid ones logged at most once per 10 seconds.
+//
+// # Identities
+//
+// The requestor identity carries its kind so kinds never share a counter:
+// "ip:203.0.113.7" (a normalised address from the source or X-Forwarded-For),
+// "header:x-api-key:<value>" (any bytes, any length: the limiter hashes
+// identities), or FallbackIdentity ("unknown") for requests with no usable
+// identity, which are all limited together as one requestor.
+package authz

@@ -1,0 +1,229 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// FallbackIdentity is the requestor identity of a request that carries no
+// usable identity: no attributes, no source address, a pipe or Envoy-internal
+// address, or an address that does not parse as an IP. All such requests share
+// one counter, so a misconfigured listener is limited as a single client
+// rather than not at all. It cannot collide with a real identity, which always
+// carries a kind prefix ("ip:", "header:").
+const FallbackIdentity = "unknown"
+
+// keyKind is the form of a KeySpec.
+type keyKind uint8
+
+const (
+	keySource keyKind = iota // the zero KeySpec keys on the source address
+	keyHeader
+	keyXFF
+)
+
+// KeySpec says how the requestor identity is taken from a CheckRequest. Build
+// one with ParseKey. The zero KeySpec is the "source" form with no trusted
+// X-Forwarded-For hops.
+//
+// Identities carry their kind, so different forms never share a counter by
+// accident: "ip:203.0.113.7" for an address (from the source or from
+// X-Forwarded-For; the same client address is the same requestor either way),
+// "header:x-api-key:abc" for a header value, and FallbackIdentity when there is
+// nothing usable.
+//
+// A KeySpec is an immutable value, safe to copy and to use concurrently.
+type KeySpec struct {
+	kind keyKind
+	// header is the lower-cased header name for the header form.
+	header string
+	// prefix is "header:<name>:", precomputed for the header form.
+	prefix string
+	// hops is the number of trusted X-Forwarded-For hops. It is kept for every
+	// form so that a per-route "xff" override inherits the server's count.
+	hops int
+}
+
+// ParseKey parses a key form:
+//
+//   - "source": the downstream peer address
+//     (attributes.source.address.socket_address.address), without its port,
+//     normalised (IPv4-mapped IPv6 addresses are unmapped, zones dropped).
+//   - "header:<name>": the value of request header <name> (matched
+//     case-insensitively; Envoy sends lower-case keys). When the header is
+//     absent or empty the source address is used instead.
+//   - "xff": the X-Forwarded-For entry that xffTrustedHops trusted proxies
+//     vouch for. The header is split on ',' and entries trimmed; skipping
+//     xffTrustedHops entries from the right, the next one (index
+//     len-1-xffTrustedHops) is used. With too few entries, or an entry that is
+//     empty or not an IP address (an optional port is allowed), the source
+//     address is used instead.
+//
+// xffTrustedHops must not be negative; it is remembered by every form (see
+// TrustedHops) because per-route "xff" overrides use the server's count.
+func ParseKey(s string, xffTrustedHops int) (KeySpec, error) {
+	if xffTrustedHops < 0 {
+		return KeySpec{}, fmt.Errorf("parse key %q: xff trusted hops %d: must not be negative", s, xffTrustedHops)
+	}
+	switch {
+	case s == "source":
+		return KeySpec{kind: keySource, hops: xffTrustedHops}, nil
+	case s == "xff":
+		return KeySpec{kind: keyXFF, hops: xffTrustedHops}, nil
+	case strings.HasPrefix(s, "header:"):
+		name := strings.ToLower(strings.TrimPrefix(s, "header:"))
+		if err := validHeaderName(name); err != nil {
+			return KeySpec{}, fmt.Errorf("parse key %q: %w", s, err)
+		}
+		return KeySpec{kind: keyHeader, header: name, prefix: "header:" + name + ":", hops: xffTrustedHops}, nil
+	default:
+		return KeySpec{}, fmt.Errorf("parse key %q: unknown form: want \"source\", \"header:<name>\" or \"xff\"", s)
+	}
+}
+
+// validHeaderName accepts an HTTP field name (RFC 9110 token), lower-cased,
+// optionally with a leading ':' for Envoy's pseudo-headers (":authority").
+func validHeaderName(name string) error {
+	token := strings.TrimPrefix(name, ":")
+	if token == "" {
+		return errors.New("empty header name")
+	}
+	for i := 0; i < len(token); i++ {
+		if !isTokenChar(token[i]) {
+			return fmt.Errorf("header name %q: invalid character %q", name, token[i])
+		}
+	}
+	return nil
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// String returns the form k was parsed from: "source", "header:<name>" (name
+// lower-cased) or "xff". The hop count is not part of it.
+func (k KeySpec) String() string {
+	switch k.kind {
+	case keyHeader:
+		return "header:" + k.header
+	case keyXFF:
+		return "xff"
+	default:
+		return "source"
+	}
+}
+
+// TrustedHops returns the number of trusted X-Forwarded-For hops k was parsed
+// with.
+func (k KeySpec) TrustedHops() int { return k.hops }
+
+// Identity returns the requestor identity of req under k, or FallbackIdentity.
+// req may be nil. Header values of any size and content are used as they are.
+func (k KeySpec) Identity(req *authv3.CheckRequest) string {
+	attrs := req.GetAttributes()
+	switch k.kind {
+	case keyHeader:
+		if v := requestHeader(attrs, k.header); v != "" {
+			return k.prefix + v
+		}
+	case keyXFF:
+		if addr, ok := xffAddr(requestHeader(attrs, "x-forwarded-for"), k.hops); ok {
+			return ipIdentity(addr)
+		}
+	}
+	return sourceIdentity(attrs)
+}
+
+// sourceIdentity returns the identity of the downstream peer address.
+func sourceIdentity(attrs *authv3.AttributeContext) string {
+	sa := attrs.GetSource().GetAddress().GetSocketAddress()
+	if sa == nil {
+		return FallbackIdentity
+	}
+	addr, ok := parseAddr(sa.GetAddress())
+	if !ok {
+		return FallbackIdentity
+	}
+	return ipIdentity(addr)
+}
+
+// xffAddr picks the entry of an X-Forwarded-For value that hops trusted
+// proxies vouch for: index len-1-hops after splitting on ','.
+func xffAddr(xff string, hops int) (netip.Addr, bool) {
+	if xff == "" {
+		return netip.Addr{}, false
+	}
+	// Walk from the right without allocating a slice of entries.
+	end := len(xff)
+	for i := 0; ; i++ {
+		start := strings.LastIndexByte(xff[:end], ',') + 1
+		if i == hops {
+			return parseAddr(strings.TrimSpace(xff[start:end]))
+		}
+		if start == 0 {
+			return netip.Addr{}, false // too few entries
+		}
+		end = start - 1
+	}
+}
+
+// parseAddr parses an IP address, with or without a port ("1.2.3.4:80",
+// "[::1]:80"), and normalises it: IPv4-mapped IPv6 addresses are unmapped and
+// zones dropped.
+func parseAddr(s string) (netip.Addr, bool) {
+	if s == "" {
+		return netip.Addr{}, false
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		addr = ap.Addr()
+	}
+	return addr.Unmap().WithZone(""), true
+}
+
+// ipIdentity formats addr as "ip:<addr>" in a single allocation.
+func ipIdentity(addr netip.Addr) string {
+	var buf [3 + len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")]byte
+	b := append(buf[:0], "ip:"...)
+	return string(addr.AppendTo(b))
+}
+
+// requestHeader returns the value of the request header name (lower-case), or "".
+// Envoy sends headers in http.headers, or, with encode_raw_headers, in
+// http.header_map, where repeated headers are separate entries; those are
+// joined with "," as Envoy joins them in http.headers.
+func requestHeader(attrs *authv3.AttributeContext, name string) string {
+	http := attrs.GetRequest().GetHttp()
+	if v, ok := http.GetHeaders()[name]; ok {
+		return v
+	}
+	var joined string
+	found := false
+	for _, h := range http.GetHeaderMap().GetHeaders() {
+		if !strings.EqualFold(h.GetKey(), name) {
+			continue
+		}
+		v := h.GetValue()
+		if raw := h.GetRawValue(); len(raw) > 0 {
+			v = string(raw)
+		}
+		if found {
+			joined += "," + v
+		} else {
+			joined, found = v, true
+		}
+	}
+	return joined
+}

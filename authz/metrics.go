@@ -1,0 +1,71 @@
+package authz
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Server's Prometheus collectors. They are created for every
+// Server and registered only when Config.Registerer is set.
+type metrics struct {
+	decisions  *prometheus.CounterVec
+	allowed    prometheus.Counter
+	denied     prometheus.Counter
+	failOpen   prometheus.Counter
+	failClosed prometheus.Counter
+
+	duration prometheus.Histogram
+
+	invalidVec *prometheus.CounterVec
+	invalid    [len(extNames)]prometheus.Counter // by index in extNames
+
+	panics prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_decisions_total",
+			Help: "Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed).",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "floodgate_check_duration_seconds",
+			Help:    "Time to answer a Check, including the limiter decision.",
+			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3},
+		}),
+		invalidVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_invalid_overrides_total",
+			Help: "Checks that carried an invalid floodgate.* context extension (the server default was used), by extension name.",
+		}, []string{"name"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "floodgate_check_panics_total",
+			Help: "Panics recovered in Check (answered by the fail mode).",
+		}),
+	}
+	// Resolve every label value now: the hot path does no label lookup, and
+	// every series is exported at 0 from the start.
+	m.allowed = m.decisions.WithLabelValues("allowed")
+	m.denied = m.decisions.WithLabelValues("denied")
+	m.failOpen = m.decisions.WithLabelValues("fail_open")
+	m.failClosed = m.decisions.WithLabelValues("fail_closed")
+	for i, name := range extNames {
+		m.invalid[i] = m.invalidVec.WithLabelValues(name)
+	}
+	return m
+}
+
+// register registers every collector on r, or none: on an error it
+// unregisters those it had registered.
+func (m *metrics) register(r prometheus.Registerer) error {
+	cs := []prometheus.Collector{m.decisions, m.duration, m.invalidVec, m.panics}
+	for i, c := range cs {
+		if err := r.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				r.Unregister(done)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
+}

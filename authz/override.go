@@ -1,0 +1,174 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+// Context extension names read from attributes.context_extensions. Envoy sets
+// them per route or virtual host with ExtAuthzPerRoute
+// check_settings.context_extensions.
+const (
+	// ExtLimit overrides Config.Limit: a decimal integer, at least 1.
+	ExtLimit = "floodgate.limit"
+	// ExtWindow overrides Config.Window: a Go duration ("90s", "1h") that is a
+	// whole number of seconds, at least 1s.
+	ExtWindow = "floodgate.window"
+	// ExtKey overrides Config.Key: a form accepted by ParseKey. "xff" uses the
+	// server's trusted hop count (Config.Key.TrustedHops()).
+	ExtKey = "floodgate.key"
+	// ExtScope sets limiter.Request.Scope, so the route's counters are
+	// separate from other routes': 1 to 64 characters of [A-Za-z0-9_.-]. It is
+	// also the policy name in the RateLimit-Policy and RateLimit headers. The
+	// default scope is "" (shown as "default" in those headers).
+	ExtScope = "floodgate.scope"
+)
+
+// extNames lists the context extensions floodgate reads, in a fixed order.
+var extNames = [...]string{ExtLimit, ExtWindow, ExtKey, ExtScope}
+
+const (
+	// maxOverrides caps the number of distinct (name, value) pairs whose parse
+	// result is remembered. Beyond it values are parsed on every request and
+	// invalid ones are logged at most once per overflow interval.
+	maxOverrides = 1024
+	// maxOverrideLen is the longest extension value floodgate accepts. Longer
+	// values are invalid for every extension and are never remembered.
+	maxOverrideLen = 512
+	// maxScopeLen is the longest valid scope name.
+	maxScopeLen = 64
+)
+
+// overrideKey identifies one extension value.
+type overrideKey struct{ name, value string }
+
+// override is the parse result of one extension value. Exactly one of the
+// value fields is meaningful, according to the name; err is set when the value
+// is invalid.
+type override struct {
+	limit  int64
+	window time.Duration
+	key    KeySpec
+	scope  string
+	err    error
+}
+
+// overrideCache remembers parse results per distinct extension value. Reads
+// are lock-free (an immutable map behind an atomic pointer); the rare insert
+// copies the map under mu. The map never holds more than maxOverrides entries.
+type overrideCache struct {
+	hops int // server's X-Forwarded-For trusted hops, for ExtKey "xff"
+	m    atomic.Pointer[map[overrideKey]override]
+	mu   sync.Mutex
+}
+
+// lookup says how overrideCache.get found a value.
+type lookup uint8
+
+const (
+	seen      lookup = iota // remembered earlier
+	firstSeen               // parsed now and remembered: log it if invalid
+	forgotten               // parsed now, not remembered (cache full or value too long)
+)
+
+// get returns the parse result of value for extension name, and whether it was
+// remembered before.
+func (c *overrideCache) get(name, value string) (override, lookup) {
+	k := overrideKey{name, value}
+	if m := c.m.Load(); m != nil {
+		if o, ok := (*m)[k]; ok {
+			return o, seen
+		}
+	}
+	o := parseOverride(name, value, c.hops)
+	if len(value) > maxOverrideLen {
+		return o, forgotten
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old != nil {
+		if prev, ok := (*old)[k]; ok {
+			return prev, seen // another goroutine remembered it first
+		}
+		if len(*old) >= maxOverrides {
+			return o, forgotten
+		}
+	}
+	var n map[overrideKey]override
+	if old == nil {
+		n = make(map[overrideKey]override, 1)
+	} else {
+		n = make(map[overrideKey]override, len(*old)+1)
+		for k, v := range *old {
+			n[k] = v
+		}
+	}
+	n[k] = o
+	c.m.Store(&n)
+	return o, firstSeen
+}
+
+// parseOverride parses value as the extension name.
+func parseOverride(name, value string, hops int) override {
+	if len(value) > maxOverrideLen {
+		return override{err: fmt.Errorf("%d bytes: longer than %d", len(value), maxOverrideLen)}
+	}
+	var o override
+	switch name {
+	case ExtLimit:
+		o.limit, o.err = parseLimit(value)
+	case ExtWindow:
+		o.window, o.err = parseWindow(value)
+	case ExtKey:
+		o.key, o.err = ParseKey(value, hops)
+	case ExtScope:
+		o.scope, o.err = value, validScope(value)
+	default:
+		o.err = errors.New("unknown extension")
+	}
+	return o
+}
+
+func parseLimit(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a decimal integer: %w", err)
+	}
+	if n < 1 {
+		return 0, fmt.Errorf("%d: must be at least 1", n)
+	}
+	return n, nil
+}
+
+func parseWindow(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if err := (limiter.Request{Limit: 1, Window: d}).Validate(); err != nil {
+		return 0, err
+	}
+	return d, nil
+}
+
+func validScope(s string) error {
+	if s == "" || len(s) > maxScopeLen {
+		return fmt.Errorf("length %d: must be 1 to %d", len(s), maxScopeLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return fmt.Errorf("invalid character %q: want [A-Za-z0-9_.-]", c)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,418 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+// FailMode says how Check answers when the limiter cannot decide: the
+// Strategy returned an error (usually wrapping limiter.ErrStoreUnavailable),
+// the request's deadline had already passed, or the translation panicked.
+// The zero value is FailOpen.
+type FailMode int
+
+const (
+	// FailOpen allows the request: status OK without rate-limit headers.
+	FailOpen FailMode = iota
+	// FailClosed denies the request with HTTP 503 and the body
+	// "Rate limiter unavailable" (gRPC status code Unavailable).
+	FailClosed
+)
+
+// ParseFailMode parses "open" or "closed".
+func ParseFailMode(s string) (FailMode, error) {
+	switch s {
+	case "open":
+		return FailOpen, nil
+	case "closed":
+		return FailClosed, nil
+	}
+	return 0, fmt.Errorf("parse fail mode %q: want \"open\" or \"closed\"", s)
+}
+
+// String returns "open" or "closed" (ParseFailMode's input), or
+// "FailMode(n)" for an invalid value.
+func (m FailMode) String() string {
+	switch m {
+	case FailOpen:
+		return "open"
+	case FailClosed:
+		return "closed"
+	}
+	return "FailMode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// Config configures a Server. Limit and Window are required; every other zero
+// value is usable.
+type Config struct {
+	// Limit is the default number of requests a requestor may make per
+	// Window; at least 1. Routes override it with the floodgate.limit
+	// context extension.
+	Limit int64
+	// Window is the default sliding window: a whole number of seconds, at
+	// least 1s. Routes override it with floodgate.window.
+	Window time.Duration
+	// Key says how the requestor identity is taken from a request; the zero
+	// value is the "source" form. Its TrustedHops also applies to per-route
+	// "xff" keys (floodgate.key).
+	Key KeySpec
+	// Headers adds X-RateLimit-* and RateLimit-Policy/RateLimit headers to
+	// allowed responses. Denied responses always carry them.
+	Headers bool
+	// FailMode says how to answer when the limiter fails; the zero value is
+	// FailOpen.
+	FailMode FailMode
+	// Logger receives failures (rate-limited), invalid context extensions
+	// (once per distinct value) and recovered panics. nil discards logs.
+	Logger *slog.Logger
+	// Registerer receives the Server's metrics (see NewServer). nil registers
+	// nothing; the metrics are still counted but never exported.
+	Registerer prometheus.Registerer
+	// Now is the clock whose time is passed to the Strategy. nil means
+	// time.Now. Check latency is always measured with the real clock.
+	Now func() time.Time
+}
+
+// Server implements the Envoy external authorization service
+// (envoy.service.auth.v3.Authorization) on top of a limiter.Strategy. Create
+// one with NewServer; it is safe for concurrent use.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	strategy limiter.Strategy
+	limit    int64
+	window   time.Duration
+	key      KeySpec
+	headers  bool
+	failMode FailMode
+	log      *slog.Logger
+	now      func() time.Time
+
+	overrides overrideCache
+	m         *metrics
+
+	failLog     rate.Sometimes // strategy failures: the first, then one per interval
+	failsUnlog  atomic.Int64   // failures since the last failure log
+	overflowLog rate.Sometimes // invalid extension values that cannot be remembered
+	panicLog    rate.Sometimes // recovered panics
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// logInterval is the minimum time between repeated log lines about failures,
+// panics and invalid extension values beyond the remembered set.
+const logInterval = 10 * time.Second
+
+// NewServer returns a Server that asks s about every request, with the
+// defaults in cfg. It returns an error when s is nil, cfg.Limit or cfg.Window
+// is invalid, cfg.FailMode is neither FailOpen nor FailClosed, or a metric
+// cannot be registered (for example because another Server registered it on
+// the same Registerer). It registers:
+//
+//   - floodgate_decisions_total{result="allowed|denied|fail_open|fail_closed"}
+//   - floodgate_check_duration_seconds (histogram of Check latency)
+//   - floodgate_invalid_overrides_total{name="floodgate.limit|..."} (requests
+//     that carried an invalid context extension, counted on every such request)
+//   - floodgate_check_panics_total
+func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
+	if s == nil {
+		return nil, errors.New("new authz server: nil strategy")
+	}
+	if err := (limiter.Request{Limit: cfg.Limit, Window: cfg.Window}).Validate(); err != nil {
+		return nil, fmt.Errorf("new authz server: %w", err)
+	}
+	if cfg.FailMode != FailOpen && cfg.FailMode != FailClosed {
+		return nil, fmt.Errorf("new authz server: invalid fail mode %s", cfg.FailMode)
+	}
+	srv := &Server{
+		strategy:    s,
+		limit:       cfg.Limit,
+		window:      cfg.Window,
+		key:         cfg.Key,
+		headers:     cfg.Headers,
+		failMode:    cfg.FailMode,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		overrides:   overrideCache{hops: cfg.Key.hops},
+		m:           newMetrics(),
+		failLog:     rate.Sometimes{First: 1, Interval: logInterval},
+		overflowLog: rate.Sometimes{First: 1, Interval: logInterval},
+		panicLog:    rate.Sometimes{First: 1, Interval: logInterval},
+	}
+	if srv.log == nil {
+		srv.log = slog.New(slog.DiscardHandler)
+	}
+	if srv.now == nil {
+		srv.now = time.Now
+	}
+	if cfg.Registerer != nil {
+		if err := srv.m.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("new authz server: %w", err)
+		}
+	}
+	return srv, nil
+}
+
+// Register registers s as the Authorization service of g.
+func (s *Server) Register(g *grpc.Server) {
+	authv3.RegisterAuthorizationServer(g, s)
+}
+
+// Check answers one Envoy ext_authz request. It always returns a response and
+// a nil error, so Envoy's failure_mode_allow and status_on_error never come
+// into play: when the limiter fails, the deadline has passed or the
+// translation panics, the response follows the configured FailMode. req may be
+// nil (limited under FallbackIdentity).
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			resp = s.recovered(v)
+		}
+		s.m.duration.Observe(time.Since(start).Seconds())
+	}()
+	return s.check(ctx, req), nil
+}
+
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
+	r := s.request(req)
+	if err := ctx.Err(); err != nil {
+		return s.failure(r.Scope, fmt.Errorf("check: before asking the limiter: %w", err))
+	}
+	d, err := s.strategy.Allow(ctx, r, s.now())
+	if err != nil {
+		return s.failure(r.Scope, fmt.Errorf("check: %w", err))
+	}
+	if d.Allowed {
+		s.m.allowed.Inc()
+		return s.allowedResponse(r, d)
+	}
+	s.m.denied.Inc()
+	return s.deniedResponse(r, d)
+}
+
+// request builds the limiter.Request for req from the server's defaults and
+// the valid context extensions.
+func (s *Server) request(req *authv3.CheckRequest) limiter.Request {
+	r := limiter.Request{Limit: s.limit, Window: s.window}
+	key := s.key
+	if ext := req.GetAttributes().GetContextExtensions(); len(ext) > 0 {
+		for i, name := range extNames {
+			v, ok := ext[name]
+			if !ok {
+				continue
+			}
+			o, ok := s.override(i, name, v)
+			if !ok {
+				continue
+			}
+			switch name {
+			case ExtLimit:
+				r.Limit = o.limit
+			case ExtWindow:
+				r.Window = o.window
+			case ExtKey:
+				key = o.key
+			case ExtScope:
+				r.Scope = o.scope
+			}
+		}
+	}
+	r.Requestor = key.Identity(req)
+	return r
+}
+
+// override returns the parsed value of extension name (extNames[i]), or false
+// when it is invalid; invalid values are counted every time and logged once
+// per distinct value.
+func (s *Server) override(i int, name, value string) (override, bool) {
+	o, l := s.overrides.get(name, value)
+	if o.err == nil {
+		return o, true
+	}
+	s.m.invalid[i].Inc()
+	logIt := func() {
+		s.log.Warn("invalid context extension ignored, using the server default",
+			"name", name, "value", truncate(value, 128), "error", o.err)
+	}
+	switch l {
+	case firstSeen:
+		logIt()
+	case forgotten:
+		s.overflowLog.Do(logIt)
+	}
+	return o, false
+}
+
+// failure is the one place where a failed decision becomes a response: it
+// counts the outcome, logs it without flooding the log, and answers according
+// to the fail mode.
+func (s *Server) failure(scope string, err error) *authv3.CheckResponse {
+	s.failsUnlog.Add(1)
+	result := "fail_open"
+	if s.failMode == FailClosed {
+		result = "fail_closed"
+	}
+	s.failLog.Do(func() {
+		level := slog.LevelWarn
+		if s.failMode == FailClosed {
+			level = slog.LevelError
+		}
+		s.log.Log(context.Background(), level, "rate limiter failed, applying fail mode",
+			"fail_mode", s.failMode.String(),
+			"result", result,
+			"scope", scope,
+			"store_unavailable", errors.Is(err, limiter.ErrStoreUnavailable),
+			"failures_since_last_log", s.failsUnlog.Swap(0),
+			"error", err)
+	})
+	if s.failMode == FailClosed {
+		s.m.failClosed.Inc()
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(codes.Unavailable), Message: "rate limiter unavailable"},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+				Headers: []*corev3.HeaderValueOption{headerOption("Content-Type", "text/plain")},
+				Body:    "Rate limiter unavailable",
+			}},
+		}
+	}
+	s.m.failOpen.Inc()
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
+}
+
+// recovered handles a panic in Check: counted, logged with its stack (at most
+// once per logInterval), and answered as a limiter failure.
+func (s *Server) recovered(v any) *authv3.CheckResponse {
+	s.m.panics.Inc()
+	s.panicLog.Do(func() {
+		s.log.Error("check panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	})
+	return s.failure("", fmt.Errorf("check panicked: %v", v))
+}
+
+// allowedResponse is status OK, with rate-limit headers when configured.
+func (s *Server) allowedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
+	resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
+	if !s.headers {
+		return resp
+	}
+	limit, window := echo(r, d)
+	remaining := min(max(d.Remaining, 0), limit)
+	var reset int64
+	if remaining == 0 {
+		reset = ceilSeconds(d.RetryAfter)
+	}
+	policy := policyName(r.Scope)
+	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+		ResponseHeadersToAdd: []*corev3.HeaderValueOption{
+			headerOption("X-RateLimit-Limit", strconv.FormatInt(limit, 10)),
+			headerOption("X-RateLimit-Remaining", strconv.FormatInt(remaining, 10)),
+			headerOption("X-RateLimit-Reset", strconv.FormatInt(reset, 10)),
+			headerOption("RateLimit-Policy", policyField(policy, limit, window)),
+			headerOption("RateLimit", rateLimitField(policy, remaining, reset)),
+		},
+	}}
+	return resp
+}
+
+// deniedResponse is a non-OK status with an HTTP 429 and rate-limit headers.
+func (s *Server) deniedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
+	limit, window := echo(r, d)
+	n := ceilSeconds(d.RetryAfter)
+	ns := strconv.FormatInt(n, 10)
+	policy := policyName(r.Scope)
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.ResourceExhausted), Message: "rate limit exceeded"},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests},
+			Headers: []*corev3.HeaderValueOption{
+				headerOption("Retry-After", ns),
+				headerOption("Content-Type", "text/plain"),
+				headerOption("X-RateLimit-Limit", strconv.FormatInt(limit, 10)),
+				headerOption("X-RateLimit-Remaining", "0"),
+				headerOption("X-RateLimit-Reset", ns),
+				headerOption("RateLimit-Policy", policyField(policy, limit, window)),
+				headerOption("RateLimit", rateLimitField(policy, 0, n)),
+			},
+			Body: "Rate limit exceeded. Try again in " + ns + " seconds",
+		}},
+	}
+}
+
+// echo returns the limit and window for response headers: the Decision's echo
+// of the Request, or the Request's own when a Strategy left them unset.
+func echo(r limiter.Request, d limiter.Decision) (int64, time.Duration) {
+	limit, window := d.Limit, d.Window
+	if limit < 1 {
+		limit = r.Limit
+	}
+	if window < time.Second {
+		window = r.Window
+	}
+	return limit, window
+}
+
+// ceilSeconds rounds d up to whole seconds, at least 1: the wait a client is
+// told when it has no quota left.
+func ceilSeconds(d time.Duration) int64 {
+	n := int64(d / time.Second)
+	if d%time.Second > 0 {
+		n++
+	}
+	return max(n, 1)
+}
+
+// policyName is the quota policy name in RateLimit-Policy and RateLimit: the
+// scope, or "default".
+func policyName(scope string) string {
+	if scope == "" {
+		return "default"
+	}
+	return scope
+}
+
+// policyField formats a RateLimit-Policy item (draft-ietf-httpapi-ratelimit-
+// headers-10): "name";q=quota;w=window-seconds. Scope names never need
+// escaping inside a structured-field string.
+func policyField(name string, limit int64, window time.Duration) string {
+	return `"` + name + `";q=` + strconv.FormatInt(limit, 10) + ";w=" + strconv.FormatInt(int64(window/time.Second), 10)
+}
+
+// rateLimitField formats a RateLimit item: "name";r=remaining;t=reset-seconds.
+func rateLimitField(name string, remaining, reset int64) string {
+	return `"` + name + `";r=` + strconv.FormatInt(remaining, 10) + ";t=" + strconv.FormatInt(reset, 10)
+}
+
+// headerOption returns a HeaderValueOption that replaces any existing header k.
+func headerOption(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// truncate shortens s for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "...(" + strconv.Itoa(len(s)) + " bytes)"
+}
