@@ -44,18 +44,22 @@ type Request struct {
 	Requestor string
 	// Limit is the number of requests allowed per Window; at least 1.
 	Limit int64
-	// Window is the length of the sliding window, a whole number of seconds,
-	// at least one second.
+	// Window is the length of the sliding window, a whole number of seconds
+	// from one second to MaxWindow.
 	Window time.Duration
 }
+
+// MaxWindow is the longest window a Request may have. It bounds what a
+// replica reads for a requestor it has not seen (see doc.go).
+const MaxWindow = 24 * time.Hour
 
 // Validate reports whether r's Limit and Window are usable.
 func (r Request) Validate() error {
 	if r.Limit < 1 {
 		return fmt.Errorf("limit %d: must be at least 1", r.Limit)
 	}
-	if r.Window < time.Second || r.Window%time.Second != 0 {
-		return fmt.Errorf("window %s: must be a whole number of seconds, at least 1s", r.Window)
+	if r.Window < time.Second || r.Window%time.Second != 0 || r.Window > MaxWindow {
+		return fmt.Errorf("window %s: must be a whole number of seconds from 1s to %s", r.Window, MaxWindow)
 	}
 	return nil
 }
