@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Compile-time check that MemoryStore implements Store.
-var _ Store = (*MemoryStore)(nil)
+// Compile-time check that MemoryStore implements SwapStore.
+var _ SwapStore = (*MemoryStore)(nil)
 
 const (
 	// memShards is the number of independently locked maps of a MemoryStore.
@@ -25,7 +25,7 @@ const (
 	shrinkMin = 1024
 )
 
-// MemoryStore is the embedded, in-process Store: counters live in the memory
+// MemoryStore is the embedded, in-process SwapStore: counters live in the memory
 // of one process, so it suits a single floodgate instance, tests and
 // benchmarks. Several processes that must share counters need the memcached
 // store (package limiter/memcache).
@@ -47,6 +47,14 @@ const (
 // second, as memcached does) after Add created it. An expired counter counts
 // as missing at once; a janitor goroutine removes expired counters every few
 // seconds so memory stays bounded however many distinct keys pass through.
+//
+// Values (GetVersioned, CompareAndSwap) live in maps of their own beside the
+// counters, keyed by the same hashes; a value holds a copy of its bytes, its
+// version and its expiry, and expires its ttl after its last write. Versions
+// come from a per-shard sequence, so a key recreated after it expired never
+// gets back a version it had before. Unlike counters, values hold a pointer
+// to their bytes, so the garbage collector does scan the value maps; the
+// strategies keep one small value per active requestor.
 type MemoryStore struct {
 	now          func() time.Time
 	seedA, seedB maphash.Seed
@@ -67,13 +75,24 @@ type memCounter struct {
 	expires int64
 }
 
-// memShard is one lock's worth of counters, padded to its own cache line so
-// that shards locked by different cores do not contend.
+// memValue is one value of the SwapStore methods: its bytes, its version and
+// when it expires, in Unix nanoseconds.
+type memValue struct {
+	data    []byte
+	version uint64
+	expires int64
+}
+
+// memShard is one lock's worth of counters and values, padded to a multiple
+// of a cache line so that shards locked by different cores do not contend.
 type memShard struct {
-	mu   sync.Mutex
-	m    map[memKey]memCounter
-	peak int // largest len(m) since m was allocated
-	_    [40]byte
+	mu    sync.Mutex
+	m     map[memKey]memCounter
+	peak  int // largest len(m) since m was allocated
+	vals  map[memKey]memValue
+	vpeak int    // largest len(vals) since vals was allocated
+	seq   uint64 // the last version handed out in this shard
+	_     [16]byte
 }
 
 // NewMemoryStore returns an empty MemoryStore that reads the time from now
@@ -93,6 +112,7 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 	}
 	for i := range m.shards {
 		m.shards[i].m = make(map[memKey]memCounter)
+		m.shards[i].vals = make(map[memKey]memValue)
 	}
 	go m.janitor()
 	return m
@@ -109,9 +129,9 @@ func (m *MemoryStore) Close() error {
 	return nil
 }
 
-// Len returns the number of live counters: those that exist and have not
-// expired. It visits every counter, so it is meant for tests and occasional
-// metrics, not for the request path.
+// Len returns the number of live counters and values: those that exist and
+// have not expired. It visits every one, so it is meant for tests and
+// occasional metrics, not for the request path.
 func (m *MemoryStore) Len() int {
 	now := m.now().UnixNano()
 	n := 0
@@ -120,6 +140,11 @@ func (m *MemoryStore) Len() int {
 		sh.mu.Lock()
 		for _, c := range sh.m {
 			if c.expires > now {
+				n++
+			}
+		}
+		for _, v := range sh.vals {
+			if v.expires > now {
 				n++
 			}
 		}
@@ -187,6 +212,57 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 	return out, nil
 }
 
+// GetVersioned implements SwapStore. It returns a copy of the value at key
+// and its version; a missing or expired value returns nil, 0 and no error.
+// GetVersioned fails only when ctx is already done.
+func (m *MemoryStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("memory get %q: %w: %w", key, ErrStoreUnavailable, err)
+	}
+	k := m.hash(key)
+	now := m.now().UnixNano()
+	sh := &m.shards[k[0]&(memShards-1)]
+	sh.mu.Lock()
+	v, ok := sh.vals[k]
+	sh.mu.Unlock()
+	if !ok || v.expires <= now {
+		return nil, 0, nil
+	}
+	// The stored bytes are never modified, only replaced, so the copy can
+	// be made outside the lock.
+	return append([]byte{}, v.data...), v.version, nil
+}
+
+// CompareAndSwap implements SwapStore. Under the shard's lock it stores a
+// copy of value with the given ttl if key's version is version (0 for a
+// missing or expired key) and gives the key the shard's next version. It
+// fails only when ctx is already done.
+func (m *MemoryStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("memory cas %q: %w: %w", key, ErrStoreUnavailable, err)
+	}
+	k := m.hash(key)
+	data := append([]byte{}, value...)
+	now := m.now().UnixNano()
+	sh := &m.shards[k[0]&(memShards-1)]
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var current uint64
+	if v, ok := sh.vals[k]; ok && v.expires > now {
+		current = v.version
+	}
+	if current != version {
+		return false, nil
+	}
+	sh.seq++
+	sh.vals[k] = memValue{data: data, version: sh.seq, expires: expiry(now, ttl)}
+	if len(sh.vals) > sh.vpeak {
+		sh.vpeak = len(sh.vals)
+	}
+	return true, nil
+}
+
 // hash returns the identity of key's counter.
 func (m *MemoryStore) hash(key string) memKey {
 	return memKey{maphash.String(m.seedA, key), maphash.String(m.seedB, key)}
@@ -207,7 +283,7 @@ func (m *MemoryStore) janitor() {
 	}
 }
 
-// sweep removes the counters that have expired by now, one shard at a time so
+// sweep removes the counters and values that have expired by now, one shard at a time so
 // requests to other shards go on meanwhile. A shard that has shrunk to under a
 // quarter of its peak is copied into a map of the right size, because Go maps
 // keep their memory after deletes.
@@ -228,6 +304,19 @@ func (m *MemoryStore) sweep() {
 			}
 			sh.m = fresh
 			sh.peak = len(fresh)
+		}
+		for k, v := range sh.vals {
+			if v.expires <= now {
+				delete(sh.vals, k)
+			}
+		}
+		if sh.vpeak >= shrinkMin && len(sh.vals) < sh.vpeak/4 {
+			fresh := make(map[memKey]memValue, len(sh.vals))
+			for k, v := range sh.vals {
+				fresh[k] = v
+			}
+			sh.vals = fresh
+			sh.vpeak = len(fresh)
 		}
 		sh.mu.Unlock()
 	}

@@ -1,8 +1,11 @@
-// Package memcache is the limiter.Store on memcached, for floodgate instances
-// that share their counters.
+// Package memcache is the limiter.Store (and limiter.SwapStore) on memcached,
+// for floodgate instances that share their counters.
 //
 // Counters are memcached's decimal values, changed with incr and decr, which
-// memcached applies atomically however many clients share it. All the keys
+// memcached applies atomically however many clients share it. Values of the
+// limiter.SwapStore methods are read with gets, whose CAS unique is their
+// version, and written with add (version 0: create only if absent) or cas,
+// which memcached applies only if the item was not written since. All the keys
 // of one requestor live on one server, so a decision's Get is one round trip
 // and a server that fails affects only the requestors it holds.
 package memcache
@@ -22,8 +25,8 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
-// Compile-time check that Store implements limiter.Store.
-var _ limiter.Store = (*Store)(nil)
+// Compile-time check that Store implements limiter.SwapStore.
+var _ limiter.SwapStore = (*Store)(nil)
 
 const (
 	// DefaultTimeout is the Timeout used when Config.Timeout is zero.
@@ -53,7 +56,7 @@ type Config struct {
 	MaxIdleConns int
 }
 
-// Store is a limiter.Store on one or more memcached servers. Create it with
+// Store is a limiter.SwapStore on one or more memcached servers. Create it with
 // New; the zero value is not usable. It is safe for concurrent use by many
 // goroutines, and many processes may share the same servers.
 //
@@ -191,6 +194,58 @@ func (s *Store) Get(ctx context.Context, keys []string) (map[string]int64, error
 		out[key] = v
 	}
 	return out, nil
+}
+
+// GetVersioned implements limiter.SwapStore with one gets; the item's CAS
+// unique, which memcached changes on every write, is the version. A missing
+// key returns nil, 0 and no error. It needs memcached's CAS support, which is
+// on unless the server runs with -C; without it GetVersioned fails.
+func (s *Store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, opError("gets", key, err)
+	}
+	it, err := s.client.Get(key)
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, opError("gets", key, err)
+	}
+	if it.CasID == 0 {
+		return nil, 0, opError("gets", key, errors.New("no CAS unique: memcached runs with CAS disabled (-C)"))
+	}
+	return it.Value, it.CasID, nil
+}
+
+// CompareAndSwap implements limiter.SwapStore. Version 0 is memcached's add,
+// which stores only when the key is missing; any other version is cas, which
+// stores only when the item's CAS unique is still version. Either sets the
+// item's expiration to ttl from now. A refused write, and a cas on an item
+// that has expired or been evicted meanwhile, return false and no error.
+func (s *Store) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+	op := "cas"
+	if version == 0 {
+		op = "add"
+	}
+	if err := ctx.Err(); err != nil {
+		return false, opError(op, key, err)
+	}
+	it := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, s.now()), CasID: version}
+	var err error
+	if version == 0 {
+		err = s.client.Add(it)
+	} else {
+		err = s.client.CompareAndSwap(it)
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrCacheMiss):
+		// Not stored: the key exists (add), or was written, expired or
+		// evicted since it was read (cas).
+		return false, nil
+	}
+	return false, opError(op, key, err)
 }
 
 // serverKey returns the part of key that picks its server: the key up to its

@@ -1,12 +1,16 @@
 // Package storetest is the conformance suite every limiter.Store passes. A
-// store's tests call Run with a constructor; the suite checks the contract
-// documented on limiter.Store against the store running for real.
+// store's tests call Run with a constructor, and RunSwap too when the store
+// is a limiter.SwapStore; the suites check the contracts documented on
+// limiter.Store and limiter.SwapStore against the store running for real.
 package storetest
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -294,5 +298,293 @@ func testDoneContext(t *testing.T, s limiter.Store) {
 	}
 	if len(got) != 0 {
 		t.Errorf("Add with a cancelled context changed the store: Get = %v", got)
+	}
+}
+
+// RunSwap runs the conformance suite of the limiter.SwapStore methods
+// (GetVersioned and CompareAndSwap) against the stores newStore returns, on
+// the same terms as Run: one fresh store per subtest, subtests in parallel,
+// and one subtest that waits about two seconds for values to expire. A
+// SwapStore passes Run as well.
+func RunSwap(t *testing.T, newStore func(t *testing.T) limiter.SwapStore) {
+	t.Helper()
+	t.Run("SwapSequences", func(t *testing.T) {
+		t.Parallel()
+		testSwapSequences(t, newStore)
+	})
+	t.Run("SwapValuesAreCopies", func(t *testing.T) {
+		t.Parallel()
+		testSwapCopies(t, newStore(t))
+	})
+	t.Run("ConcurrentSwaps", func(t *testing.T) {
+		t.Parallel()
+		testConcurrentSwaps(t, newStore(t))
+	})
+	t.Run("SwapExpiry", func(t *testing.T) {
+		t.Parallel()
+		testSwapExpiry(t, newStore(t))
+	})
+	t.Run("SwapDoneContext", func(t *testing.T) {
+		t.Parallel()
+		testSwapDoneContext(t, newStore(t))
+	})
+}
+
+// swapStep is one CompareAndSwap and its expected outcome. ver picks the
+// version to pass: 0, the version the last successful write gave the key
+// (-1), or the one before it (-2).
+type swapStep struct {
+	value string
+	ver   int
+	want  bool
+}
+
+const (
+	create  = 0
+	current = -1
+	stale   = -2
+	bogus   = -3 // a version the key never had
+)
+
+func testSwapSequences(t *testing.T, newStore func(t *testing.T) limiter.SwapStore) {
+	binary := "\x00\x01\r\nEND\r\n\xff" + strings.Repeat("\x00", 100)
+	big := strings.Repeat(printable, 64<<10/len(printable)+1)[:64<<10]
+	tests := []struct {
+		name  string
+		steps []swapStep
+		want  string // the value GetVersioned finds at the end
+		found bool
+	}{
+		{name: "missing key has version 0 and no value"},
+		{
+			name:  "create with version 0",
+			steps: []swapStep{{"a", create, true}},
+			want:  "a", found: true,
+		},
+		{
+			name:  "version 0 does not overwrite an existing value",
+			steps: []swapStep{{"a", create, true}, {"b", create, false}},
+			want:  "a", found: true,
+		},
+		{
+			name:  "swap with the current version",
+			steps: []swapStep{{"a", create, true}, {"b", current, true}, {"c", current, true}},
+			want:  "c", found: true,
+		},
+		{
+			name:  "swap with a stale version is refused",
+			steps: []swapStep{{"a", create, true}, {"b", current, true}, {"c", stale, false}},
+			want:  "b", found: true,
+		},
+		{
+			name:  "swap of a missing key is refused and creates nothing",
+			steps: []swapStep{{"a", bogus, false}},
+		},
+		{
+			name:  "empty value",
+			steps: []swapStep{{"", create, true}},
+			want:  "", found: true,
+		},
+		{
+			name:  "binary value with protocol bytes",
+			steps: []swapStep{{binary, create, true}, {"x" + binary, current, true}},
+			want:  "x" + binary, found: true,
+		},
+		{
+			name:  "64 KiB value",
+			steps: []swapStep{{"small", create, true}, {big, current, true}},
+			want:  big, found: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			ctx := context.Background()
+			const key = "fg1:swap:l"
+			var versions []uint64 // of the successful writes, in order
+			for i, st := range tt.steps {
+				var ver uint64
+				switch st.ver {
+				case current:
+					ver = versions[len(versions)-1]
+				case stale:
+					ver = versions[len(versions)-2]
+				case bogus:
+					ver = 123456789
+				}
+				ok, err := s.CompareAndSwap(ctx, key, []byte(st.value), ver, ttl)
+				if err != nil {
+					t.Fatalf("step %d: CompareAndSwap(version %d): %v", i, ver, err)
+				}
+				if ok != st.want {
+					t.Fatalf("step %d: CompareAndSwap(version %d) = %v, want %v", i, ver, ok, st.want)
+				}
+				if !ok {
+					continue
+				}
+				_, v, err := s.GetVersioned(ctx, key)
+				if err != nil {
+					t.Fatalf("step %d: GetVersioned: %v", i, err)
+				}
+				if v == 0 || slices.Contains(versions, v) {
+					t.Fatalf("step %d: write gave version %d; want non-zero and new (had %v)", i, v, versions)
+				}
+				versions = append(versions, v)
+			}
+			got, v, err := s.GetVersioned(ctx, key)
+			if err != nil {
+				t.Fatalf("GetVersioned: %v", err)
+			}
+			if (v != 0) != tt.found {
+				t.Fatalf("GetVersioned: version %d, want found=%v", v, tt.found)
+			}
+			if !tt.found && got != nil {
+				t.Errorf("GetVersioned of a missing key = %q, want nil", got)
+			}
+			if string(got) != tt.want {
+				t.Errorf("GetVersioned = %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), tt.want, len(tt.want))
+			}
+		})
+	}
+}
+
+// testSwapCopies checks that neither the caller's slice nor the one
+// GetVersioned returns aliases what the store keeps.
+func testSwapCopies(t *testing.T, s limiter.SwapStore) {
+	ctx := context.Background()
+	buf := []byte("original")
+	if ok, err := s.CompareAndSwap(ctx, "k", buf, 0, ttl); err != nil || !ok {
+		t.Fatalf("CompareAndSwap = %v, %v; want true, nil", ok, err)
+	}
+	copy(buf, "XXXXXXXX")
+	got, _, err := s.GetVersioned(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "original" {
+		t.Fatalf("after changing the written slice: GetVersioned = %q, want %q", got, "original")
+	}
+	copy(got, "YYYYYYYY")
+	again, _, err := s.GetVersioned(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != "original" {
+		t.Fatalf("after changing a read slice: GetVersioned = %q, want %q", again, "original")
+	}
+}
+
+// testConcurrentSwaps has 20 goroutines increment a decimal value by
+// read-modify-write, each retrying on conflicts: no increment may be lost,
+// which holds only if at most one of concurrent swaps succeeds.
+func testConcurrentSwaps(t *testing.T, s limiter.SwapStore) {
+	const (
+		goroutines = 20
+		increments = 25
+	)
+	ctx := context.Background()
+	const key = "fg1:cas-race:l"
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for range goroutines {
+		wg.Go(func() {
+			for range increments {
+				for {
+					b, v, err := s.GetVersioned(ctx, key)
+					if err != nil {
+						errs <- err
+						return
+					}
+					n := 0
+					if v != 0 {
+						if n, err = strconv.Atoi(string(b)); err != nil {
+							errs <- fmt.Errorf("value %q: %w", b, err)
+							return
+						}
+					}
+					ok, err := s.CompareAndSwap(ctx, key, strconv.AppendInt(nil, int64(n+1), 10), v, ttl)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if ok {
+						break
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("read-modify-write: %v", err)
+	}
+	b, _, err := s.GetVersioned(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strconv.Itoa(goroutines * increments); string(b) != want {
+		t.Errorf("after %d concurrent increments by compare-and-swap: value %q, want %q", goroutines*increments, b, want)
+	}
+}
+
+// testSwapExpiry checks, in one wait, that a value expires its ttl after its
+// last write, that each write sets the ttl anew, and that once expired a key
+// counts as missing: a swap with its old version is refused and version 0
+// creates it again.
+func testSwapExpiry(t *testing.T, s limiter.SwapStore) {
+	ctx := context.Background()
+	mustSwap := func(key, value string, ver uint64, ttl time.Duration) uint64 {
+		t.Helper()
+		ok, err := s.CompareAndSwap(ctx, key, []byte(value), ver, ttl)
+		if err != nil || !ok {
+			t.Fatalf("CompareAndSwap(%q, %q, %d, %v) = %v, %v; want true", key, value, ver, ttl, ok, err)
+		}
+		_, v, err := s.GetVersioned(ctx, key)
+		if err != nil || v == 0 {
+			t.Fatalf("GetVersioned(%q) after a write: version %d, %v", key, v, err)
+		}
+		return v
+	}
+	shortV := mustSwap("short", "1", 0, time.Second)
+	v := mustSwap("extended", "1", 0, time.Second)
+	mustSwap("extended", "2", v, time.Hour) // sets the ttl anew
+
+	// memcached's clock ticks once a second, so a 1s value lives up to 2s.
+	time.Sleep(2100 * time.Millisecond)
+
+	if b, v, err := s.GetVersioned(ctx, "short"); err != nil || v != 0 || b != nil {
+		t.Errorf("after the 1s TTL: GetVersioned = %q, %d, %v; want nil, 0, nil", b, v, err)
+	}
+	if b, _, err := s.GetVersioned(ctx, "extended"); err != nil || string(b) != "2" {
+		t.Errorf("rewritten with a 1h TTL: GetVersioned = %q, %v; want %q", b, err, "2")
+	}
+	if ok, err := s.CompareAndSwap(ctx, "short", []byte("x"), shortV, time.Hour); err != nil || ok {
+		t.Errorf("swap of an expired value with its old version = %v, %v; want false, nil", ok, err)
+	}
+	mustSwap("short", "3", 0, time.Hour)
+}
+
+// testSwapDoneContext checks that a cancelled context fails both methods and
+// changes nothing.
+func testSwapDoneContext(t *testing.T, s limiter.SwapStore) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	wantErr := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, limiter.ErrStoreUnavailable) {
+			t.Errorf("%s with a cancelled context: error %v, want one wrapping context.Canceled and limiter.ErrStoreUnavailable", op, err)
+		}
+	}
+	ok, err := s.CompareAndSwap(ctx, "k", []byte("v"), 0, ttl)
+	wantErr("CompareAndSwap", err)
+	if ok {
+		t.Error("CompareAndSwap with a cancelled context reported a write")
+	}
+	_, _, err = s.GetVersioned(ctx, "k")
+	wantErr("GetVersioned", err)
+	if b, v, err := s.GetVersioned(context.Background(), "k"); err != nil || v != 0 || b != nil {
+		t.Errorf("CompareAndSwap with a cancelled context changed the store: GetVersioned = %q, %d, %v", b, v, err)
 	}
 }

@@ -1,0 +1,422 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memcache"
+)
+
+// version is the release printed by --version and logged at startup. The
+// Makefile sets it with -ldflags "-X main.version=..."; when it is empty the
+// module version from the build info is used, else "dev".
+var version string
+
+// Version returns floodgate's version string: the linker-set version, else
+// the main module's version from the build info, else "dev".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// envPrefix is prepended to a flag's upper-cased name, with '-' turned into
+// '_', to form the environment variable that also sets it.
+const envPrefix = "FLOODGATE_"
+
+// Config is floodgate's effective configuration, read from the command line
+// and the FLOODGATE_* environment by ParseConfig. Its zero value is not
+// useful; DefaultConfig and ParseConfig return valid ones.
+type Config struct {
+	// GRPCAddr is the listen address of the gRPC server (Envoy's ext_authz
+	// Authorization service and grpc.health.v1), host:port.
+	GRPCAddr string
+	// AdminAddr is the listen address of the HTTP admin server (/healthz,
+	// /readyz, /metrics), host:port.
+	AdminAddr string
+	// MemcacheServers lists the memcached servers as host:port. Empty means
+	// the embedded in-memory store.
+	MemcacheServers []string
+	// MemcacheTimeout bounds each memcached round trip; positive.
+	MemcacheTimeout time.Duration
+	// Limit is the number of requests a requestor may make per Window; ≥ 1.
+	Limit int64
+	// Window is the sliding window: whole seconds, from one second to
+	// limiter.MaxWindow.
+	Window time.Duration
+	// Key says how authz identifies the requestor (--key source,
+	// header:<name> or xff).
+	Key authz.KeySpec
+	// XFFTrustedHops is the number of trusted proxies at the right end of
+	// X-Forwarded-For, used with --key xff; ≥ 0.
+	XFFTrustedHops int
+	// FailMode says what happens to a request when the store fails.
+	FailMode authz.FailMode
+	// Headers turns the X-RateLimit-* headers on allowed responses on or off.
+	Headers bool
+	// LogFormat is "text" or "json".
+	LogFormat string
+	// LogLevel is the minimum level logged.
+	LogLevel slog.Level
+	// ShutdownTimeout bounds the graceful drain of in-flight checks after
+	// SIGTERM or SIGINT; positive.
+	ShutdownTimeout time.Duration
+	// Version asks for the version to be printed instead of serving. When it
+	// is set, ParseConfig does not validate the other values.
+	Version bool
+}
+
+// option is one command-line flag with its environment variable. parse
+// checks a raw value and stores it in the Config; its error is the reason
+// only, without the value or the flag name, which ParseConfig adds.
+type option struct {
+	name   string // flag name without dashes
+	arg    string // placeholder for the value in --help; "" for a bool flag
+	def    string // default, as a command-line value
+	usage  string
+	isBool bool
+	noEnv  bool // read from the command line only
+	parse  func(c *Config, v string) error
+}
+
+// env is the environment variable that sets o.
+func (o option) env() string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(o.name, "-", "_"))
+}
+
+// options lists every flag in the order --help shows them and ParseConfig
+// validates them. --xff-trusted-hops comes before --key, whose check needs it.
+var options = []option{
+	{name: "grpc-addr", arg: "host:port", def: ":9001",
+		usage: "gRPC listen address (Envoy ext_authz Check and grpc.health.v1)",
+		parse: func(c *Config, v string) (err error) { c.GRPCAddr, err = parseAddr(v); return err }},
+	{name: "admin-addr", arg: "host:port", def: ":9090",
+		usage: "HTTP admin listen address (/healthz, /readyz, /metrics)",
+		parse: func(c *Config, v string) (err error) { c.AdminAddr, err = parseAddr(v); return err }},
+	{name: "memcache-servers", arg: "host:port[,...]", def: "",
+		usage: "memcached servers shared by all replicas; empty: embedded in-memory store",
+		parse: parseServers},
+	{name: "memcache-timeout", arg: "duration", def: "100ms",
+		usage: "timeout of one memcached round trip; keep it well below Envoy's ext_authz timeout",
+		parse: func(c *Config, v string) (err error) { c.MemcacheTimeout, err = parsePositiveDuration(v); return err }},
+	{name: "limit", arg: "n", def: "100",
+		usage: "requests allowed per requestor per window",
+		parse: parseLimit},
+	{name: "window", arg: "duration", def: "1h",
+		usage: "sliding window length, whole seconds from 1s to 24h (e.g. 1h, 90s)",
+		parse: parseWindow},
+	{name: "xff-trusted-hops", arg: "n", def: "0",
+		usage: "with --key xff: trusted proxies at the right end of X-Forwarded-For",
+		parse: parseHops},
+	{name: "key", arg: "source|header:<name>|xff", def: "source",
+		usage: "requestor identity: client address, a request header, or X-Forwarded-For",
+		parse: parseKey},
+	{name: "fail-mode", arg: "open|closed", def: "open",
+		usage: "when the store fails: open allows the request, closed denies it with 503",
+		parse: parseFailMode},
+	{name: "headers", def: "true", isBool: true,
+		usage: "add X-RateLimit-* headers to allowed responses",
+		parse: func(c *Config, v string) (err error) { c.Headers, err = parseBool(v); return err }},
+	{name: "log-format", arg: "text|json", def: "text",
+		usage: "log format (logs go to stderr)",
+		parse: parseLogFormat},
+	{name: "log-level", arg: "debug|info|warn|error", def: "info",
+		usage: "minimum log level",
+		parse: parseLogLevel},
+	{name: "shutdown-timeout", arg: "duration", def: "15s",
+		usage: "how long SIGTERM waits for in-flight checks before closing connections",
+		parse: func(c *Config, v string) (err error) { c.ShutdownTimeout, err = parsePositiveDuration(v); return err }},
+	{name: "version", def: "false", isBool: true, noEnv: true,
+		usage: "print the version and exit"},
+}
+
+// rawValue is a flag.Value that only records what was given; ParseConfig
+// validates it afterwards so that flag and environment errors read alike.
+type rawValue struct {
+	s      string
+	isBool bool
+}
+
+func (v *rawValue) String() string     { return v.s }
+func (v *rawValue) Set(s string) error { v.s = s; return nil }
+func (v *rawValue) IsBoolFlag() bool   { return v.isBool }
+
+// ParseConfig reads the configuration from args (the command line without
+// the program name) and getenv (os.Getenv in production). Every flag --name
+// but --version may also be given as the environment variable FLOODGATE_NAME
+// (upper case, '-' as '_'); a flag on the command line wins over the
+// environment, an empty variable counts as unset, and other FLOODGATE_*
+// variables (such as those Kubernetes sets for a Service named floodgate) are
+// ignored.
+//
+// Errors are one line that names the flag or variable at fault. For --help
+// ParseConfig returns an error wrapping flag.ErrHelp; print Usage then.
+func ParseConfig(args []string, getenv func(string) string) (Config, error) {
+	fs := flag.NewFlagSet("floodgate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	raw := make([]rawValue, len(options))
+	for i, o := range options {
+		raw[i] = rawValue{s: o.def, isBool: o.isBool}
+		fs.Var(&raw[i], o.name, o.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, flagError(err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: floodgate takes only flags", fs.Arg(0))
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	// value returns the raw value of options[i] and where it came from.
+	value := func(i int) (v, where string) {
+		o := options[i]
+		if !set[o.name] && !o.noEnv {
+			if e := getenv(o.env()); e != "" {
+				return e, o.env()
+			}
+		}
+		return raw[i].s, "flag --" + o.name
+	}
+
+	// --version is an action, not configuration: it is read from the
+	// command line only (a FLOODGATE_VERSION in a deployment's environment
+	// more likely holds an image tag), and it works whatever else is wrong.
+	if set["version"] {
+		v := fs.Lookup("version").Value.String()
+		on, err := parseBool(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("invalid value %q for flag --version: %v", v, err)
+		}
+		if on {
+			return Config{Version: true}, nil
+		}
+	}
+
+	var c Config
+	for i, o := range options {
+		if o.name == "version" {
+			continue
+		}
+		v, where := value(i)
+		if err := o.parse(&c, v); err != nil {
+			return Config{}, fmt.Errorf("invalid value %q for %s: %v", v, where, oneLine(err))
+		}
+	}
+	return c, nil
+}
+
+// DefaultConfig returns the configuration floodgate runs with when given no
+// flags and no environment.
+func DefaultConfig() Config {
+	c, err := ParseConfig(nil, func(string) string { return "" })
+	if err != nil {
+		panic("floodgate: defaults do not parse: " + err.Error())
+	}
+	return c
+}
+
+// Usage writes the --help text: every flag with its default and
+// environment variable.
+func Usage(w io.Writer) {
+	fmt.Fprintf(w, `Usage: floodgate [flags]
+
+floodgate is a rate limiter for Envoy's ext_authz filter (envoy.service.auth.v3
+gRPC). Each requestor may make --limit requests per sliding --window; further
+requests get HTTP 429. Counters live in memcached (--memcache-servers), so
+replicas share one limit, or in memory when no servers are given.
+
+Flags (each can also be set by the environment variable shown; a flag given on
+the command line wins):
+`)
+	for _, o := range options {
+		name := "--" + o.name
+		if o.arg != "" {
+			name += " " + o.arg
+		}
+		fmt.Fprintf(w, "  %s\n    \t%s\n", name, o.usage)
+		if o.noEnv {
+			continue
+		}
+		def := o.def
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "      default %s, env %s\n", def, o.env())
+	}
+	fmt.Fprintf(w, `
+Exit status: 0 after a clean shutdown (SIGTERM, SIGINT), --help or --version;
+1 when serving fails (e.g. a port in use); 2 for invalid configuration.
+`)
+}
+
+// flagError turns an error of the flag package into one line in floodgate's
+// double-dash spelling.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag --%s (see --help)", strings.TrimLeft(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("missing value for flag --%s", strings.TrimLeft(name, "-"))
+	}
+	return errors.New(oneLine(err))
+}
+
+// oneLine returns err's message with line breaks folded into spaces.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// trimPrefix drops prefix from err's message, for errors that repeat the
+// value ParseConfig already quotes.
+func trimPrefix(err error, prefix string) error {
+	if msg, ok := strings.CutPrefix(err.Error(), prefix); ok {
+		return errors.New(msg)
+	}
+	return err
+}
+
+func parseAddr(v string) (string, error) {
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		return "", errors.New("want host:port, e.g. :9001 or 127.0.0.1:9001")
+	}
+	return v, nil
+}
+
+func parseServers(c *Config, v string) error {
+	c.MemcacheServers = nil
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	servers, err := memcache.ParseServers(v)
+	if err != nil {
+		return err
+	}
+	c.MemcacheServers = servers
+	return nil
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("not a duration (use a number with a unit: 100ms, 15s, 1h)")
+	}
+	return d, nil
+}
+
+func parsePositiveDuration(v string) (time.Duration, error) {
+	d, err := parseDuration(v)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, errors.New("must be positive")
+	}
+	return d, nil
+}
+
+func parseLimit(c *Config, v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	if n < 1 {
+		return errors.New("must be at least 1")
+	}
+	c.Limit = n
+	return nil
+}
+
+func parseWindow(c *Config, v string) error {
+	d, err := parseDuration(v)
+	if err != nil {
+		return err
+	}
+	if d < time.Second || d%time.Second != 0 || d > limiter.MaxWindow {
+		return fmt.Errorf("must be a whole number of seconds from 1s to %s", shortDuration(limiter.MaxWindow))
+	}
+	c.Window = d
+	return nil
+}
+
+func parseHops(c *Config, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	if n < 0 {
+		return errors.New("must be at least 0")
+	}
+	c.XFFTrustedHops = n
+	return nil
+}
+
+func parseKey(c *Config, v string) error {
+	k, err := authz.ParseKey(v, c.XFFTrustedHops)
+	if err != nil {
+		return trimPrefix(err, fmt.Sprintf("parse key %q: ", v))
+	}
+	c.Key = k
+	return nil
+}
+
+func parseFailMode(c *Config, v string) error {
+	m, err := authz.ParseFailMode(v)
+	if err != nil {
+		return trimPrefix(err, fmt.Sprintf("parse fail mode %q: ", v))
+	}
+	c.FailMode = m
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, errors.New("want true or false")
+	}
+	return b, nil
+}
+
+func parseLogFormat(c *Config, v string) error {
+	switch v {
+	case "text", "json":
+		c.LogFormat = v
+		return nil
+	}
+	return errors.New("want text or json")
+}
+
+func parseLogLevel(c *Config, v string) error {
+	switch strings.ToLower(v) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		return errors.New("want debug, info, warn or error")
+	}
+	return nil
+}

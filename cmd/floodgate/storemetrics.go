@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+// Store operation label values.
+const (
+	opAdd          = "add"
+	opGet          = "get"
+	opGetVersioned = "get_versioned" // SwapStore only
+	opCAS          = "cas"           // SwapStore only
+)
+
+// storeOps lists every op label value, pre-initialised at zero.
+var storeOps = []string{opAdd, opGet, opGetVersioned, opCAS}
+
+// storeMetrics holds the Prometheus metrics of the counter store. Create it
+// with newStoreMetrics; wrap a Store to have its calls recorded.
+type storeMetrics struct {
+	duration *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+	ops      *prometheus.CounterVec
+	keysRead prometheus.Counter
+}
+
+// newStoreMetrics registers the floodgate_store_* metrics with reg, with
+// every op label value present from the start so that rates and ratios are
+// defined before the first error.
+func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
+	m := &storeMetrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "floodgate_store_duration_seconds",
+			Help: "Latency of counter store operations, including failed ones.",
+			// 100µs (a local memcached) to the 100ms default timeout and past it.
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"op"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_store_errors_total",
+			Help: "Counter store operations that failed (timeouts, connection errors).",
+		}, []string{"op"}),
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_store_operations_total",
+			Help: "Counter store operations: add increments one counter, get reads many at once, " +
+				"get_versioned and cas read and replace one value. " +
+				"With memcached each is normally one round trip, as all of a requestor's keys live on one server.",
+		}, []string{"op"}),
+		keysRead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "floodgate_store_keys_read_total",
+			Help: "Keys requested from the counter store by read operations (get, get_versioned).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.duration, m.errors, m.ops, m.keysRead} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register store metrics: %w", err)
+		}
+	}
+	for _, op := range storeOps {
+		m.duration.WithLabelValues(op)
+		m.errors.WithLabelValues(op)
+		m.ops.WithLabelValues(op)
+	}
+	return m, nil
+}
+
+// wrap returns a Store that forwards to next and records each call. When
+// next is a limiter.SwapStore, so is the returned Store (the strategies that
+// need one check with a type assertion).
+func (m *storeMetrics) wrap(next limiter.Store) limiter.Store {
+	s := &instrumentedStore{
+		next: next,
+		add:  m.bind(opAdd),
+		get:  m.bind(opGet),
+		keys: m.keysRead,
+	}
+	if ss, ok := next.(limiter.SwapStore); ok {
+		return &instrumentedSwapStore{
+			instrumentedStore: s,
+			next:              ss,
+			getVersioned:      m.bind(opGetVersioned),
+			cas:               m.bind(opCAS),
+		}
+	}
+	return s
+}
+
+// opMetrics are the metrics of one op label, looked up once.
+type opMetrics struct {
+	duration prometheus.Observer
+	errors   prometheus.Counter
+	ops      prometheus.Counter
+}
+
+func (m *storeMetrics) bind(op string) opMetrics {
+	return opMetrics{
+		duration: m.duration.WithLabelValues(op),
+		errors:   m.errors.WithLabelValues(op),
+		ops:      m.ops.WithLabelValues(op),
+	}
+}
+
+// record counts one operation that started at start and ended with err.
+func (o opMetrics) record(start time.Time, err error) {
+	o.duration.Observe(time.Since(start).Seconds())
+	o.ops.Inc()
+	if err != nil {
+		o.errors.Inc()
+	}
+}
+
+// instrumentedStore is a limiter.Store that records metrics around another.
+// It is safe for concurrent use when the wrapped Store is.
+type instrumentedStore struct {
+	next     limiter.Store
+	add, get opMetrics
+	keys     prometheus.Counter
+}
+
+var _ limiter.Store = (*instrumentedStore)(nil)
+
+// Add implements limiter.Store.
+func (s *instrumentedStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	start := time.Now()
+	n, err := s.next.Add(ctx, key, delta, ttl)
+	s.add.record(start, err)
+	return n, err
+}
+
+// Get implements limiter.Store. A Get of no keys is passed on but not
+// counted: it makes no round trip.
+func (s *instrumentedStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+	if len(keys) == 0 {
+		return s.next.Get(ctx, keys)
+	}
+	start := time.Now()
+	vals, err := s.next.Get(ctx, keys)
+	s.get.record(start, err)
+	s.keys.Add(float64(len(keys)))
+	return vals, err
+}
+
+// instrumentedSwapStore is an instrumentedStore around a limiter.SwapStore.
+// A conflict (CompareAndSwap returning false without an error) is not an
+// error.
+type instrumentedSwapStore struct {
+	*instrumentedStore
+	next              limiter.SwapStore
+	getVersioned, cas opMetrics
+}
+
+var _ limiter.SwapStore = (*instrumentedSwapStore)(nil)
+
+// GetVersioned implements limiter.SwapStore.
+func (s *instrumentedSwapStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+	start := time.Now()
+	v, ver, err := s.next.GetVersioned(ctx, key)
+	s.getVersioned.record(start, err)
+	s.keys.Inc()
+	return v, ver, err
+}
+
+// CompareAndSwap implements limiter.SwapStore.
+func (s *instrumentedSwapStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+	start := time.Now()
+	ok, err := s.next.CompareAndSwap(ctx, key, value, version, ttl)
+	s.cas.record(start, err)
+	return ok, err
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+// failingStore is a limiter.Store whose every call fails.
+type failingStore struct{}
+
+func (failingStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
+	return 0, fmt.Errorf("add: %w", limiter.ErrStoreUnavailable)
+}
+
+func (failingStore) Get(context.Context, []string) (map[string]int64, error) {
+	return nil, fmt.Errorf("get: %w", limiter.ErrStoreUnavailable)
+}
+
+func TestStoreMetricsPreinitialised(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := newStoreMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP floodgate_store_errors_total Counter store operations that failed (timeouts, connection errors).
+# TYPE floodgate_store_errors_total counter
+floodgate_store_errors_total{op="add"} 0
+floodgate_store_errors_total{op="cas"} 0
+floodgate_store_errors_total{op="get"} 0
+floodgate_store_errors_total{op="get_versioned"} 0
+# HELP floodgate_store_keys_read_total Keys requested from the counter store by read operations (get, get_versioned).
+# TYPE floodgate_store_keys_read_total counter
+floodgate_store_keys_read_total 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"floodgate_store_errors_total", "floodgate_store_keys_read_total"); err != nil {
+		t.Error(err)
+	}
+	// 4 histograms and 4 op counters are there at zero too.
+	if n, err := testutil.GatherAndCount(reg, "floodgate_store_duration_seconds", "floodgate_store_operations_total"); err != nil || n != 8 {
+		t.Errorf("GatherAndCount = %d, %v; want 8 series", n, err)
+	}
+}
+
+func TestStoreMetricsRecords(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	m, err := newStoreMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := limiter.NewMemoryStore(time.Now)
+	t.Cleanup(func() { mem.Close() })
+	ok := m.wrap(mem)
+	bad := m.wrap(failingStore{})
+
+	if n, err := ok.Add(ctx, "k1", 3, time.Minute); err != nil || n != 3 {
+		t.Fatalf("Add = %d, %v; want 3, nil", n, err)
+	}
+	if _, err := ok.Add(ctx, "k2", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := ok.Get(ctx, []string{"k1", "k2", "missing"})
+	if err != nil || vals["k1"] != 3 || vals["k2"] != 1 || len(vals) != 2 {
+		t.Fatalf("Get = %v, %v; want k1=3 k2=1", vals, err)
+	}
+	if _, err := ok.Get(ctx, nil); err != nil { // no round trip: not counted
+		t.Fatal(err)
+	}
+	swap, isSwap := ok.(limiter.SwapStore)
+	if !isSwap {
+		t.Fatal("wrapped MemoryStore is not a limiter.SwapStore")
+	}
+	if _, isSwap := bad.(limiter.SwapStore); isSwap {
+		t.Error("wrapped plain Store claims to be a limiter.SwapStore")
+	}
+	if swapped, err := swap.CompareAndSwap(ctx, "v", []byte("x"), 0, time.Minute); err != nil || !swapped {
+		t.Fatalf("CompareAndSwap(create) = %v, %v; want true", swapped, err)
+	}
+	if swapped, err := swap.CompareAndSwap(ctx, "v", []byte("y"), 0, time.Minute); err != nil || swapped {
+		t.Fatalf("CompareAndSwap(create again) = %v, %v; want a conflict", swapped, err)
+	}
+	if v, ver, err := swap.GetVersioned(ctx, "v"); err != nil || string(v) != "x" || ver == 0 {
+		t.Fatalf("GetVersioned = %q, %d, %v; want x at a non-zero version", v, ver, err)
+	}
+	if _, err := bad.Add(ctx, "k", 1, time.Minute); !errors.Is(err, limiter.ErrStoreUnavailable) {
+		t.Fatalf("failing Add error = %v, want ErrStoreUnavailable passed through", err)
+	}
+	if _, err := bad.Get(ctx, []string{"a", "b"}); !errors.Is(err, limiter.ErrStoreUnavailable) {
+		t.Fatalf("failing Get error = %v, want ErrStoreUnavailable passed through", err)
+	}
+
+	for _, c := range []struct {
+		name string
+		got  prometheus.Collector
+		want float64
+	}{
+		{"operations add", m.ops.WithLabelValues(opAdd), 3},
+		{"operations get", m.ops.WithLabelValues(opGet), 2},
+		{"errors add", m.errors.WithLabelValues(opAdd), 1},
+		{"errors get", m.errors.WithLabelValues(opGet), 1},
+		{"operations cas", m.ops.WithLabelValues(opCAS), 2},
+		{"errors cas (a conflict is no error)", m.errors.WithLabelValues(opCAS), 0},
+		{"operations get_versioned", m.ops.WithLabelValues(opGetVersioned), 1},
+		{"keys read", m.keysRead, 6},
+	} {
+		if got := testutil.ToFloat64(c.got); got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, got, c.want)
+		}
+	}
+	want := map[string]uint64{opAdd: 3, opGet: 2, opCAS: 2, opGetVersioned: 1}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "floodgate_store_duration_seconds" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			op := mt.GetLabel()[0].GetValue()
+			if got := mt.GetHistogram().GetSampleCount(); got != want[op] {
+				t.Errorf("duration{op=%q} count = %d, want %d", op, got, want[op])
+			}
+		}
+	}
+}
+
+func TestStoreMetricsRegisterTwice(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if _, err := newStoreMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newStoreMetrics(reg); err == nil {
+		t.Error("second newStoreMetrics on one registry: nil error, want a duplicate registration error")
+	}
+}
