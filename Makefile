@@ -40,7 +40,7 @@ build:
 # upstream; without it, floodgate alone on the embedded store.
 run: deps build
 	@if [ -f scripts/run-stack.sh ]; then \
-		exec bash scripts/run-stack.sh; \
+		exec bash scripts/run-stack.sh $(ARGS); \
 	else \
 		exec ./$(BIN) $(ARGS); \
 	fi

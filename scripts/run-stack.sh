@@ -151,6 +151,9 @@ while true; do
 		if ! kill -0 "${pids[$i]}" 2>/dev/null; then
 			status=0
 			wait "${pids[$i]}" || status=$?
+			# Ctrl-C reaches every process of the terminal's group at once;
+			# one that stopped cleanly is a shutdown, not a failure.
+			((status == 0)) && { echo "run-stack: ${names[$i]} stopped; stopping the stack"; exit 0; }
 			die "${names[$i]} exited (status $status); stopping the stack"
 		fi
 	done
