@@ -70,4 +70,48 @@
 // ending at t+d holds the current buckets minus those older than t+d-Window+1.
 // RetryAfter is the smallest d at which that drops below Limit: found by
 // walking the buckets from the oldest until enough requests have left.
+//
+// # Other strategies
+//
+// NewStrategy builds a strategy by name: "sliding" (the default, above),
+// "fixed", "token-bucket" or "sliding-log"; Strategies lists them, and
+// ParseStrategy checks a name from a flag or a file. Each is one file here,
+// so adding one touches neither package authz nor the command. Like Sliding,
+// each promises a RetryAfter in whole seconds that a denied requestor may
+// rely on. The three others key their state by a RequestorID over the scope
+// tagged with the strategy's name, the window and the requestor, so their
+// keys are as short and safe as Sliding's and never share an identity with
+// another strategy's. Each instance remembers whom it denied until when; as
+// nothing any replica does can let that requestor in before that instant,
+// the memory is exact, and a requestor hammering past its limit costs no
+// store round trip.
+//
+// Fixed counts in windows aligned to the Unix epoch (a window of Window
+// starts at every multiple of it): one counter per requestor per window,
+// fg1:<id>:f<Unix second / window>, living Window+SkewMargin. It is Sliding's
+// increment-then-check with a single bucket, exact across replicas, and
+// RetryAfter is the time to the boundary. It is the cheapest strategy but
+// lets up to twice the limit through around a boundary.
+//
+// TokenBucket is GCRA: a bucket of Burst tokens (Limit when Request.Burst
+// is zero) refilled at Limit per Window. Its state is one instant per
+// requestor, the theoretical arrival time, exact to 1/Limit of a
+// millisecond, in fg1:<id>:g, where the id also covers the limit and burst.
+//
+// SlidingLog stores the millisecond of every allowed request, varint-encoded
+// in one value fg1:<id>:l, and allows a request when fewer than Limit fall in
+// the last Window. It is exact but costs a read and a write of the whole log,
+// so Limit is capped at MaxSlidingLogLimit (1,000).
+//
+// # Values and compare-and-swap
+//
+// A token bucket or a log is not a counter, so TokenBucket and SlidingLog
+// need a SwapStore: a Store that can also read a value with its version and
+// write it back only if nobody wrote it meanwhile (memcached's gets and cas,
+// or add to create). A decision reads the value, decides, and writes the new
+// value conditionally; when another replica won the race it reads again,
+// after a short random pause, up to 24 times, and then fails with
+// ErrContention (an ErrStoreUnavailable). Decisions of one instance for one
+// requestor take turns, so only replicas race each other, and a denial
+// writes nothing at all. Each write sets the value's time to live anew.
 package limiter

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -103,6 +104,30 @@ func (m *Memcached) Restart() {
 func (m *Memcached) Freeze() {
 	m.tb.Helper()
 	m.signal(syscall.SIGSTOP)
+	// SIGSTOP is asynchronous: wait until the kernel reports the process
+	// stopped, so a request sent after Freeze returns is never answered.
+	m.mu.Lock()
+	pid := m.cmd.Process.Pid
+	m.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for !processStopped(pid) {
+		if time.Now().After(deadline) {
+			m.tb.Fatalf("memcached %s: still running 5s after SIGSTOP", m.Addr())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// processStopped reports whether /proc says pid is stopped (state T). Where
+// there is no /proc it reports true, trusting the signal.
+func processStopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't')
 }
 
 // Thaw resumes a server suspended by Freeze with SIGCONT.

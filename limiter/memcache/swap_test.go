@@ -1,0 +1,16 @@
+package memcache
+
+import (
+	"testing"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
+	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/storetest"
+)
+
+func TestSwapConformance(t *testing.T) {
+	storetest.RunSwap(t, func(t *testing.T) limiter.SwapStore {
+		mc := testutil.StartMemcached(t)
+		return newStore(t, []string{mc.Addr()}, Config{})
+	})
+}
