@@ -4,7 +4,10 @@
 #   make test    install test dependencies (memcached, Envoy), vet, run every test with -race
 #   make build   build bin/floodgate
 #   make bench   run the benchmarks
-#   make lint    check formatting and vet; make fmt fixes formatting
+#   make lint    check formatting, vet and staticcheck; make fmt fixes formatting
+#   make vulncheck  govulncheck: known vulnerabilities in the code's call graph
+#   make fuzz    run every fuzz target for FUZZTIME (10s) each
+#   make soak    10 minutes of mixed load with memcached restarts (SOAK_DURATION); not in CI
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,11 +25,17 @@ endif
 LDFLAGS := -s -w -X main.version=$(VERSION)
 TEST_TIMEOUT ?= 15m
 ARGS ?=
+FUZZTIME ?= 10s
+SOAK_DURATION ?= 10m
+# Linters, pinned, run from the Go module proxy with go run (cached after the
+# first run); they do not touch go.mod.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
 # Go files outside hidden directories (.tools, .git) and bin/.
 GOFILES = $(shell find . -path './.*' -prune -o -path ./bin -prune -o -name '*.go' -print)
 
-.PHONY: all deps build run test bench fmt lint clean
+.PHONY: all deps build run test bench fmt lint vulncheck fuzz soak clean
 
 all: build
 
@@ -59,6 +68,16 @@ lint:
 	@out=$$(gofmt -l $(GOFILES)); \
 	if [ -n "$$out" ]; then echo "gofmt needed (run make fmt):"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+vulncheck:
+	$(GO) run $(GOVULNCHECK) ./...
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) bash scripts/fuzz.sh
+
+soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) GO=$(GO) bash scripts/soak.sh
 
 clean:
 	rm -rf bin dist coverage*

@@ -58,6 +58,15 @@
 // unavailable"}. Failures are counted and logged at most once per 10 seconds
 // (with the number of failures since the previous line).
 //
+// # Degraded decisions
+//
+// A Strategy that also implements DegradedStrategy (resilient.Fallback) can
+// report that it decided without the shared store, with a per-replica
+// limiter. Such an answer is the usual OK or 429, plus the header
+// X-Floodgate-Degraded: <reason> (e.g. memcached-unavailable) whatever
+// Config.Headers says, and is counted as fallback_allowed or fallback_denied
+// instead of allowed or denied.
+//
 // # Per-route overrides
 //
 // Envoy passes ExtAuthzPerRoute check_settings.context_extensions of the

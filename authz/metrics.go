@@ -9,11 +9,13 @@ import (
 // metrics are the Server's Prometheus collectors. They are created for every
 // Server and registered only when Config.Registerer is set.
 type metrics struct {
-	decisions  *prometheus.CounterVec
-	allowed    prometheus.Counter
-	denied     prometheus.Counter
-	failOpen   prometheus.Counter
-	failClosed prometheus.Counter
+	decisions      *prometheus.CounterVec
+	allowed        prometheus.Counter
+	denied         prometheus.Counter
+	failOpen       prometheus.Counter
+	failClosed     prometheus.Counter
+	fallbackAllow  prometheus.Counter // decided by a DegradedStrategy's degraded path
+	fallbackDenied prometheus.Counter
 
 	duration prometheus.Histogram
 
@@ -27,7 +29,8 @@ func newMetrics() *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_decisions_total",
-			Help: "Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed).",
+			Help: "Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed), " +
+				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable).",
 		}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "floodgate_check_duration_seconds",
@@ -49,6 +52,8 @@ func newMetrics() *metrics {
 	m.denied = m.decisions.WithLabelValues("denied")
 	m.failOpen = m.decisions.WithLabelValues("fail_open")
 	m.failClosed = m.decisions.WithLabelValues("fail_closed")
+	m.fallbackAllow = m.decisions.WithLabelValues("fallback_allowed")
+	m.fallbackDenied = m.decisions.WithLabelValues("fallback_denied")
 	for i, name := range extNames {
 		m.invalid[i] = m.invalidVec.WithLabelValues(name)
 	}

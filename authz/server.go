@@ -59,6 +59,26 @@ func (m FailMode) String() string {
 	return "FailMode(" + strconv.Itoa(int(m)) + ")"
 }
 
+// DegradedStrategy is a limiter.Strategy that can say that a decision was
+// made on a degraded path: resilient.Fallback, which decides with a
+// per-replica in-memory limiter while memcached is unavailable, is one.
+// NewServer checks whether its strategy implements it.
+type DegradedStrategy interface {
+	limiter.Strategy
+	// AllowDegraded is Allow, and also returns why the decision is
+	// degraded: "" for a normal decision, else a short token such as
+	// "memcached-unavailable", sent in the DegradedHeader.
+	AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (d limiter.Decision, reason string, err error)
+}
+
+// DegradedHeader is added, with the reason as its value, to the client's
+// response (allowed or denied, whatever Config.Headers says) when a
+// DegradedStrategy decided on its degraded path, so that operators see in
+// access logs which answers did not come from the shared limit. Such
+// decisions are counted as floodgate_decisions_total{result="fallback_allowed"}
+// or {result="fallback_denied"}.
+const DegradedHeader = "X-Floodgate-Degraded"
+
 // Config configures a Server. Limit and Window are required; every other zero
 // value is usable.
 type Config struct {
@@ -97,6 +117,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
 	strategy limiter.Strategy
+	degraded DegradedStrategy // strategy, when it implements DegradedStrategy
 	limit    int64
 	window   time.Duration
 	key      KeySpec
@@ -126,7 +147,9 @@ const logInterval = 10 * time.Second
 // cannot be registered (for example because another Server registered it on
 // the same Registerer). It registers:
 //
-//   - floodgate_decisions_total{result="allowed|denied|fail_open|fail_closed"}
+//   - floodgate_decisions_total{result="allowed|denied|fail_open|fail_closed|
+//     fallback_allowed|fallback_denied"} (the last two: decided on a
+//     DegradedStrategy's degraded path)
 //   - floodgate_check_duration_seconds (histogram of Check latency)
 //   - floodgate_invalid_overrides_total{name="floodgate.limit|..."} (requests
 //     that carried an invalid context extension, counted on every such request)
@@ -156,6 +179,7 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		overflowLog: rate.Sometimes{First: 1, Interval: logInterval},
 		panicLog:    rate.Sometimes{First: 1, Interval: logInterval},
 	}
+	srv.degraded, _ = s.(DegradedStrategy)
 	if srv.log == nil {
 		srv.log = slog.New(slog.DiscardHandler)
 	}
@@ -196,9 +220,19 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.Ch
 	if err := ctx.Err(); err != nil {
 		return s.failure(r.Scope, fmt.Errorf("check: before asking the limiter: %w", err))
 	}
-	d, err := s.strategy.Allow(ctx, r, s.now())
+	var d limiter.Decision
+	var reason string
+	var err error
+	if s.degraded != nil {
+		d, reason, err = s.degraded.AllowDegraded(ctx, r, s.now())
+	} else {
+		d, err = s.strategy.Allow(ctx, r, s.now())
+	}
 	if err != nil {
 		return s.failure(r.Scope, fmt.Errorf("check: %w", err))
+	}
+	if reason != "" {
+		return s.degradedResponse(r, d, reason)
 	}
 	if d.Allowed {
 		s.m.allowed.Inc()
@@ -206,6 +240,47 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.Ch
 	}
 	s.m.denied.Inc()
 	return s.deniedResponse(r, d)
+}
+
+// degradedResponse answers a decision made on a DegradedStrategy's degraded
+// path: as any other, plus the DegradedHeader, and counted apart.
+func (s *Server) degradedResponse(r limiter.Request, d limiter.Decision, reason string) *authv3.CheckResponse {
+	if !validDegradedReason(reason) {
+		reason = "degraded"
+	}
+	h := headerOption(DegradedHeader, reason)
+	if !d.Allowed {
+		s.m.fallbackDenied.Inc()
+		resp := s.deniedResponse(r, d)
+		dr := resp.GetDeniedResponse()
+		dr.Headers = append(dr.Headers, h)
+		return resp
+	}
+	s.m.fallbackAllow.Inc()
+	resp := s.allowedResponse(r, d)
+	if ok := resp.GetOkResponse(); ok != nil {
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, h)
+	} else {
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			ResponseHeadersToAdd: []*corev3.HeaderValueOption{h},
+		}}
+	}
+	return resp
+}
+
+// validDegradedReason reports whether reason can be sent as a header value
+// as it is: 1 to 64 of [A-Za-z0-9._-].
+func validDegradedReason(reason string) bool {
+	if len(reason) == 0 || len(reason) > 64 {
+		return false
+	}
+	for i := 0; i < len(reason); i++ {
+		c := reason[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // request builds the limiter.Request for req from the server's defaults and

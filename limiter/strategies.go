@@ -41,6 +41,7 @@ var registry = []struct {
 	build func(Store, StrategyConfig) (Strategy, error)
 }{
 	{StrategySliding, func(st Store, cfg StrategyConfig) (Strategy, error) {
+		//lint:ignore S1016 StrategyConfig and SlidingConfig are separate types that may grow apart.
 		return NewSliding(st, SlidingConfig{MaxRequestors: cfg.MaxRequestors}), nil
 	}},
 	{StrategyFixed, func(st Store, cfg StrategyConfig) (Strategy, error) {

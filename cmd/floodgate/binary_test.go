@@ -372,7 +372,7 @@ func TestBinaryServeAndDrain(t *testing.T) {
 	want := startupLine{
 		Msg: "floodgate serving", Version: testVersion,
 		GRPCAddr: s.startup.GRPCAddr, AdminAddr: s.startup.AdminAddr,
-		Store: "memory", Limit: 2, Window: "1h", Key: "source", FailMode: "open", Headers: true,
+		Store: "memory", Limit: 2, Window: "1h", Key: "source", FailMode: "local", Headers: true,
 		ShutdownTimeout: "20s",
 	}
 	if s.startup != want {
@@ -532,7 +532,9 @@ func metricValue(t *testing.T, exposition, series string) float64 {
 func TestBinaryMemcached(t *testing.T) {
 	t.Parallel()
 	mc := testutil.StartMemcached(t)
-	s := startServer(t, "--memcache-servers", mc.Addr(), "--memcache-timeout", "50ms", "--limit", "2")
+	// --fail-mode open: the per-replica fallback (the default, local) is
+	// tested in internal/faults.
+	s := startServer(t, "--memcache-servers", mc.Addr(), "--memcache-timeout", "50ms", "--limit", "2", "--fail-mode", "open")
 	if s.startup.Store != "memcache" {
 		t.Errorf("startup line store = %q, want memcache", s.startup.Store)
 	}

@@ -53,6 +53,9 @@ type Config struct {
 	MemcacheServers []string
 	// MemcacheTimeout bounds each memcached round trip; positive.
 	MemcacheTimeout time.Duration
+	// MemcacheMaxConns bounds the concurrent memcached calls, and so the
+	// connections, of this process; ≥ 1.
+	MemcacheMaxConns int
 	// Limit is the number of requests a requestor may make per Window; ≥ 1.
 	Limit int64
 	// Window is the sliding window: whole seconds, from one second to
@@ -64,8 +67,19 @@ type Config struct {
 	// XFFTrustedHops is the number of trusted proxies at the right end of
 	// X-Forwarded-For, used with --key xff; ≥ 0.
 	XFFTrustedHops int
-	// FailMode says what happens to a request when the store fails.
+	// FailMode says what happens to a request when the store fails and
+	// there is no local fallback, or the fallback fails too.
 	FailMode authz.FailMode
+	// LocalFallback (--fail-mode local) decides with a per-replica
+	// in-memory limiter while memcached is unavailable; FailMode is then
+	// FailOpen, for what even that cannot decide.
+	LocalFallback bool
+	// TLSCert and TLSKey are PEM files of the gRPC listener's certificate
+	// chain and private key; both empty means plaintext.
+	TLSCert, TLSKey string
+	// TLSClientCA is a PEM bundle of the CAs that client certificates must
+	// chain to; set, the gRPC listener requires one (mutual TLS).
+	TLSClientCA string
 	// Headers turns the X-RateLimit-* headers on allowed responses on or off.
 	Headers bool
 	// LogFormat is "text" or "json".
@@ -104,6 +118,15 @@ var options = []option{
 	{name: "grpc-addr", arg: "host:port", def: ":9001",
 		usage: "gRPC listen address (Envoy ext_authz Check and grpc.health.v1)",
 		parse: func(c *Config, v string) (err error) { c.GRPCAddr, err = parseAddr(v); return err }},
+	{name: "tls-cert", arg: "file", def: "",
+		usage: "PEM certificate chain for TLS on the gRPC listener, with --tls-key; reloaded when the file changes",
+		parse: func(c *Config, v string) error { c.TLSCert = v; return nil }},
+	{name: "tls-key", arg: "file", def: "",
+		usage: "PEM private key of --tls-cert",
+		parse: func(c *Config, v string) error { c.TLSKey = v; return nil }},
+	{name: "tls-client-ca", arg: "file", def: "",
+		usage: "PEM CA bundle: require client certificates signed by these CAs on the gRPC listener (mutual TLS); needs --tls-cert",
+		parse: func(c *Config, v string) error { c.TLSClientCA = v; return nil }},
 	{name: "admin-addr", arg: "host:port", def: ":9090",
 		usage: "HTTP admin listen address (/healthz, /readyz, /metrics)",
 		parse: func(c *Config, v string) (err error) { c.AdminAddr, err = parseAddr(v); return err }},
@@ -113,6 +136,9 @@ var options = []option{
 	{name: "memcache-timeout", arg: "duration", def: "100ms",
 		usage: "timeout of one memcached round trip; keep it well below Envoy's ext_authz timeout",
 		parse: func(c *Config, v string) (err error) { c.MemcacheTimeout, err = parsePositiveDuration(v); return err }},
+	{name: "memcache-max-conns", arg: "n", def: "64",
+		usage: "most concurrent memcached calls (each on its own connection) per replica; more wait up to --memcache-timeout; the sum over all replicas must stay below memcached's connection limit (-c, 1024 by default)",
+		parse: parseMaxConns},
 	{name: "limit", arg: "n", def: "100",
 		usage: "requests allowed per requestor per window",
 		parse: parseLimit},
@@ -125,8 +151,8 @@ var options = []option{
 	{name: "key", arg: "source|header:<name>|xff", def: "source",
 		usage: "requestor identity: client address, a request header, or X-Forwarded-For",
 		parse: parseKey},
-	{name: "fail-mode", arg: "open|closed", def: "open",
-		usage: "when the store fails: open allows the request, closed denies it with 503",
+	{name: "fail-mode", arg: "local|open|closed", def: "local",
+		usage: "when memcached fails: local decides with a per-replica in-memory limiter (the limit then holds per replica), open allows the request, closed denies it with 503",
 		parse: parseFailMode},
 	{name: "headers", def: "true", isBool: true,
 		usage: "add X-RateLimit-* headers to allowed responses",
@@ -218,6 +244,9 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("invalid value %q for %s: %v", v, where, oneLine(err))
 		}
 	}
+	if err := checkTLS(c); err != nil {
+		return Config{}, err
+	}
 	return c, nil
 }
 
@@ -273,12 +302,25 @@ func flagError(err error) error {
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-		return fmt.Errorf("unknown flag --%s (see --help)", strings.TrimLeft(name, "-"))
+		return fmt.Errorf("unknown flag %s (see --help)", dashed(name))
 	}
 	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
-		return fmt.Errorf("missing value for flag --%s", strings.TrimLeft(name, "-"))
+		return fmt.Errorf("missing value for flag %s", dashed(name))
 	}
 	return errors.New(oneLine(err))
+}
+
+// dashed spells a flag name from the command line with two dashes, quoted
+// when it holds anything but printable ASCII, so the error stays one
+// readable line.
+func dashed(name string) string {
+	s := "--" + strings.TrimLeft(name, "-")
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // oneLine returns err's message with line breaks folded into spaces.
@@ -358,6 +400,18 @@ func parseWindow(c *Config, v string) error {
 	return nil
 }
 
+func parseMaxConns(c *Config, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	if n < 1 {
+		return errors.New("must be at least 1")
+	}
+	c.MemcacheMaxConns = n
+	return nil
+}
+
 func parseHops(c *Config, v string) error {
 	n, err := strconv.Atoi(v)
 	if err != nil {
@@ -380,11 +434,36 @@ func parseKey(c *Config, v string) error {
 }
 
 func parseFailMode(c *Config, v string) error {
+	if v == "local" {
+		c.FailMode, c.LocalFallback = authz.FailOpen, true
+		return nil
+	}
 	m, err := authz.ParseFailMode(v)
 	if err != nil {
-		return trimPrefix(err, fmt.Sprintf("parse fail mode %q: ", v))
+		return errors.New(`want "local", "open" or "closed"`)
 	}
-	c.FailMode = m
+	c.FailMode, c.LocalFallback = m, false
+	return nil
+}
+
+// FailModeName returns the --fail-mode value c was parsed from: "local",
+// "open" or "closed".
+func (c Config) FailModeName() string {
+	if c.LocalFallback {
+		return "local"
+	}
+	return c.FailMode.String()
+}
+
+// checkTLS checks that the TLS flags make sense together; it does not read
+// the files (serve does, and fails with exit status 1 when they do not load).
+func checkTLS(c Config) error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together: set both or neither")
+	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		return errors.New("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS that also checks client certificates")
+	}
 	return nil
 }
 

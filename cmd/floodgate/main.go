@@ -25,9 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -108,10 +108,29 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	store = sm.wrap(store)
 
-	sliding := limiter.NewSliding(store, limiter.SlidingConfig{})
-	defer closeAndLog(log, "limiter", sliding.Close) // runs before the store's Close
+	newStrategy := func(st limiter.Store) (limiter.Strategy, error) {
+		return limiter.NewSliding(st, limiter.SlidingConfig{}), nil
+	}
+	// With memcached: a circuit breaker, and the per-replica fallback.
+	strategy, closeStrategy, err := resilientStrategy(cfg, storeKind, store, newStrategy, reg, log)
+	if err != nil {
+		return fmt.Errorf("limiter: %w", err)
+	}
+	defer closeAndLog(log, "limiter", closeStrategy) // runs before the store's Close
 
-	az, err := authz.NewServer(sliding, authz.Config{
+	var creds credentials.TransportCredentials
+	if cfg.TLSCert != "" {
+		tf, err := newTLSFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA, log)
+		if err != nil {
+			return err
+		}
+		if err := tf.register(reg); err != nil {
+			return fmt.Errorf("tls metrics: %w", err)
+		}
+		creds = tf.credentials()
+	}
+
+	az, err := authz.NewServer(strategy, authz.Config{
 		Limit:      cfg.Limit,
 		Window:     cfg.Window,
 		Key:        cfg.Key,
@@ -136,14 +155,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer adminLn.Close()
 
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(4<<20),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
-			PermitWithoutStream: true,
-		}),
-	)
+	gs := grpc.NewServer(grpcServerOptions(cfg, creds)...)
 	az.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -208,7 +220,7 @@ func openStore(cfg Config) (store limiter.Store, kind string, closeFn func() err
 		mem := limiter.NewMemoryStore(time.Now)
 		return mem, "memory", mem.Close, nil
 	}
-	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout})
+	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout, MaxIdleConns: cfg.MemcacheMaxConns})
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("open memcache store: %w", err)
 	}
@@ -227,7 +239,8 @@ func startupAttrs(cfg Config, storeKind string, grpcAddr, adminAddr net.Addr) []
 	if storeKind == "memcache" {
 		attrs = append(attrs,
 			"memcache_servers", strings.Join(cfg.MemcacheServers, ","),
-			"memcache_timeout", cfg.MemcacheTimeout.String())
+			"memcache_timeout", cfg.MemcacheTimeout.String(),
+			"memcache_max_conns", cfg.MemcacheMaxConns)
 	}
 	attrs = append(attrs,
 		"limit", cfg.Limit,
@@ -237,9 +250,22 @@ func startupAttrs(cfg Config, storeKind string, grpcAddr, adminAddr net.Addr) []
 		attrs = append(attrs, "xff_trusted_hops", cfg.XFFTrustedHops)
 	}
 	return append(attrs,
-		"fail_mode", cfg.FailMode.String(),
+		"fail_mode", cfg.FailModeName(),
+		"tls", tlsMode(cfg),
 		"headers", cfg.Headers,
 		"shutdown_timeout", cfg.ShutdownTimeout.String())
+}
+
+// tlsMode describes the gRPC listener's security for the startup line:
+// "off", "on" or "mutual".
+func tlsMode(cfg Config) string {
+	switch {
+	case cfg.TLSClientCA != "":
+		return "mutual"
+	case cfg.TLSCert != "":
+		return "on"
+	}
+	return "off"
 }
 
 // stopGRPC stops gs gracefully, letting in-flight RPCs finish, and forcibly

@@ -250,6 +250,7 @@ func RemoveBuilds() {
 // goTool returns the go command: the one of the toolchain running the tests
 // when it exists, else the one in PATH.
 func goTool() string {
+	//lint:ignore SA1019 a test binary runs where it was built, so its GOROOT is the toolchain running the tests.
 	p := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(p); err == nil {
 		return p

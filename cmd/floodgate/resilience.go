@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/resilient"
+)
+
+// degradedReason is the X-Floodgate-Degraded value of decisions made by the
+// per-replica limiter.
+const degradedReason = "memcached-unavailable"
+
+// resilientStrategy builds the strategy floodgate decides with. With the
+// in-memory store it is newStrategy(store). With memcached, store is wrapped
+// in a circuit breaker (resilient.Breaker, with its metrics and logs) and a
+// bulkhead (at most --memcache-max-conns calls at once), and
+// with --fail-mode local the strategy on it is wrapped in a
+// resilient.Fallback whose local strategy, newStrategy on a MemoryStore of
+// this process, decides while memcached is unavailable.
+//
+// closeFn releases the strategies and the local store.
+func resilientStrategy(cfg Config, storeKind string, store limiter.Store, newStrategy func(limiter.Store) (limiter.Strategy, error),
+	reg prometheus.Registerer, log *slog.Logger,
+) (s limiter.Strategy, closeFn func() error, err error) {
+	var closers []io.Closer
+	closeFn = func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i].Close())
+		}
+		return errors.Join(errs...)
+	}
+	closeLater := func(v any) {
+		if c, ok := v.(io.Closer); ok {
+			closers = append(closers, c)
+		}
+	}
+
+	if storeKind != "memcache" {
+		if s, err = newStrategy(store); err != nil {
+			return nil, nil, err
+		}
+		closeLater(s)
+		return s, closeFn, nil
+	}
+
+	transitions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "floodgate_store_breaker_transitions_total",
+		Help: "State changes of the memcached circuit breaker, by the state entered: open, half_open (probing), closed.",
+	}, []string{"to"})
+	bl := breakerLog{logger: log, local: cfg.LocalFallback, failMode: cfg.FailModeName()}
+	store = resilient.NewBreaker(store, resilient.BreakerConfig{
+		OnTransition: func(tr resilient.Transition) {
+			transitions.WithLabelValues(tr.To.String()).Inc()
+			bl.log(tr)
+		},
+	})
+	breaker := resilient.BreakerOf(store)
+	// The bulkhead goes outside the breaker: a call that waited for a slot
+	// while memcached hung then finds the breaker open and fails at once,
+	// instead of waiting for a timeout of its own.
+	store = resilient.NewBulkhead(store, cfg.MemcacheMaxConns, cfg.MemcacheTimeout)
+	if err := registerBreakerMetrics(reg, breaker, resilient.BulkheadOf(store), transitions); err != nil {
+		return nil, nil, err
+	}
+
+	primary, err := newStrategy(store)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeLater(primary)
+	if !cfg.LocalFallback {
+		return primary, closeFn, nil
+	}
+	mem := limiter.NewMemoryStore(time.Now)
+	closers = append(closers, mem)
+	local, err := newStrategy(mem)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
+	}
+	closeLater(local)
+	return resilient.NewFallback(primary, local, resilient.FallbackConfig{Reason: degradedReason, Logger: log}), closeFn, nil
+}
+
+// breakerLog logs the transitions of the memcached circuit breaker: opening
+// (WARN) and closing (INFO) once per outage; each probe at DEBUG.
+type breakerLog struct {
+	logger   *slog.Logger
+	local    bool
+	failMode string
+}
+
+func (l breakerLog) log(tr resilient.Transition) {
+	switch {
+	case tr.From == resilient.Closed && tr.To == resilient.Open:
+		then := "deciding with the per-replica in-memory limiter"
+		if !l.local {
+			then = "applying fail mode " + l.failMode
+		}
+		l.logger.Warn("memcached circuit breaker opened: "+then,
+			"consecutive_failures", tr.Failures, "probe_in", tr.Backoff.String(), "error", tr.Err)
+	case tr.To == resilient.HalfOpen:
+		l.logger.Debug("memcached circuit breaker probing")
+	case tr.To == resilient.Open:
+		l.logger.Debug("memcached circuit breaker probe failed", "probe_in", tr.Backoff.String(), "error", tr.Err)
+	case tr.To == resilient.Closed:
+		l.logger.Info("memcached circuit breaker closed: counting in memcached again",
+			"outage", tr.At.Sub(tr.OutageStart).Round(time.Millisecond).String(), "calls_not_sent", tr.Rejected)
+	}
+}
+
+// registerBreakerMetrics registers the metrics of the breaker b and the
+// bulkhead bh: the breaker's state (a gauge), the calls it did not send, the
+// calls the bulkhead refused and those in flight (all read at scrape time),
+// and the breaker's transitions, with every state present from the start.
+func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, bh *resilient.Bulkhead, transitions *prometheus.CounterVec) error {
+	for _, st := range []resilient.State{resilient.Closed, resilient.Open, resilient.HalfOpen} {
+		transitions.WithLabelValues(st.String())
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "floodgate_store_breaker_state",
+			Help: "State of the memcached circuit breaker: 0 closed (memcached in use), 1 open (not called), 2 half-open (probing).",
+		}, func() float64 { return float64(b.State()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_store_breaker_rejected_total",
+			Help: "memcached calls not made because the circuit breaker was open; each failed at once instead of waiting for a timeout.",
+		}, func() float64 { return float64(b.Rejected()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_store_saturated_total",
+			Help: "memcached calls not made because --memcache-max-conns calls were in flight for --memcache-timeout.",
+		}, func() float64 { return float64(bh.Busy()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "floodgate_store_calls_in_flight",
+			Help: "memcached calls in flight now; at most --memcache-max-conns.",
+		}, func() float64 { return float64(bh.InFlight()) }),
+		transitions,
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register breaker metrics: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package faults_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBuilds()
+	os.Exit(code)
+}
+
+// envoyDeadline is the ext_authz timeout of the shipped Envoy configs
+// (timeout: 0.25s in envoy/*.yaml). A check that floodgate answers later is
+// an error for Envoy, so the tests give every Check this deadline: "no gRPC
+// error" then also means "answered before Envoy would have given up". It is
+// a functional bound, not a performance target: floodgate's own bound is
+// --memcache-timeout (100ms) per store round trip, and with the circuit
+// breaker open, none.
+const envoyDeadline = 250 * time.Millisecond
+
+// degradedHeader is authz.DegradedHeader, as the tests expect it on the wire.
+const degradedHeader = "X-Floodgate-Degraded"
+
+// authClient is a gRPC ext_authz client of one floodgate.
+type authClient struct {
+	authv3.AuthorizationClient
+	fg *testutil.Floodgate
+}
+
+// dial connects to fg's gRPC server.
+func dial(t *testing.T, fg *testutil.Floodgate) *authClient {
+	t.Helper()
+	conn, err := grpc.NewClient(fg.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &authClient{AuthorizationClient: authv3.NewAuthorizationClient(conn), fg: fg}
+}
+
+// outcome is what one Check returned.
+type outcome struct {
+	err      error
+	allowed  bool
+	code     codes.Code
+	degraded string // the X-Floodgate-Degraded value, "" when absent
+	headers  map[string]string
+	took     time.Duration
+}
+
+// check sends one Check for ip with Envoy's deadline.
+func (c *authClient) check(ip string) outcome {
+	ctx, cancel := context.WithTimeout(context.Background(), envoyDeadline)
+	defer cancel()
+	start := time.Now()
+	resp, err := c.Check(ctx, checkRequest(ip))
+	o := outcome{err: err, took: time.Since(start)}
+	if err != nil {
+		return o
+	}
+	o.code = codes.Code(resp.GetStatus().GetCode())
+	o.allowed = o.code == codes.OK
+	hs := resp.GetOkResponse().GetResponseHeadersToAdd()
+	if !o.allowed {
+		hs = resp.GetDeniedResponse().GetHeaders()
+	}
+	o.headers = make(map[string]string)
+	for _, h := range hs {
+		o.headers[strings.ToLower(h.GetHeader().GetKey())] = h.GetHeader().GetValue()
+	}
+	o.degraded = o.headers[strings.ToLower(degradedHeader)]
+	return o
+}
+
+// mustCheck sends one Check and fails the test on a gRPC error or a result
+// other than an allow or a 429.
+func (c *authClient) mustCheck(t *testing.T, ip string) outcome {
+	t.Helper()
+	o := c.check(ip)
+	if o.err != nil {
+		t.Fatalf("Check for %s: %v", ip, o.err)
+	}
+	if o.code != codes.OK && o.code != codes.ResourceExhausted {
+		t.Fatalf("Check for %s: status %v, want OK or RESOURCE_EXHAUSTED", ip, o.code)
+	}
+	return o
+}
+
+// checkRequest is what Envoy sends for GET / from the client at ip.
+func checkRequest(ip string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{
+			Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address:       ip,
+				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000},
+			}},
+		}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method:  "GET",
+			Path:    "/",
+			Host:    "example.com",
+			Headers: map[string]string{":method": "GET", ":path": "/", ":authority": "example.com"},
+		}},
+	}}
+}
+
+// metrics returns every sample of fg's /metrics as "name{labels}" -> value.
+func metrics(t *testing.T, fg *testutil.Floodgate) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(fg.AdminURL() + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	out := make(map[string]float64)
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		line := s.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	return out
+}
+
+// storeErrors sums floodgate_store_errors_total over all operations.
+func storeErrors(m map[string]float64) float64 {
+	var n float64
+	for k, v := range m {
+		if strings.HasPrefix(k, "floodgate_store_errors_total{") {
+			n += v
+		}
+	}
+	return n
+}
+
+// tally counts outcomes, safe for concurrent use.
+type tally struct {
+	mu       sync.Mutex
+	n        int
+	errs     []error
+	allowed  int
+	degraded int
+	took     []time.Duration
+}
+
+func (ta *tally) add(o outcome) {
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	ta.n++
+	ta.took = append(ta.took, o.took)
+	switch {
+	case o.err != nil:
+		ta.errs = append(ta.errs, o.err)
+	case o.code != codes.OK && o.code != codes.ResourceExhausted:
+		ta.errs = append(ta.errs, &unexpectedCode{o.code})
+	}
+	if o.allowed {
+		ta.allowed++
+	}
+	if o.degraded != "" {
+		ta.degraded++
+	}
+}
+
+type unexpectedCode struct{ code codes.Code }
+
+func (e *unexpectedCode) Error() string { return "status " + e.code.String() }
+
+// percentile returns the p-th percentile (0-100) of the latencies seen.
+func (ta *tally) percentile(p float64) time.Duration {
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	if len(ta.took) == 0 {
+		return 0
+	}
+	s := slices.Clone(ta.took)
+	slices.Sort(s)
+	return s[int(p/100*float64(len(s)-1))]
+}

@@ -1,0 +1,354 @@
+package resilient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+// ErrOpen is returned, without calling the store, by a Breaker that is open
+// or half-open. It wraps
+// limiter.ErrStoreUnavailable, so callers apply their failure handling as for
+// any store failure.
+var ErrOpen = fmt.Errorf("store circuit breaker open: %w", limiter.ErrStoreUnavailable)
+
+// Defaults of BreakerConfig.
+const (
+	// DefaultFailures is how many consecutive failed calls open a breaker.
+	DefaultFailures = 5
+	// DefaultMinBackoff is the first open period.
+	DefaultMinBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff is the longest open period: while the store is
+	// down and calls keep coming, it is probed at least this often, so a
+	// store that comes back is used again within about this long.
+	DefaultMaxBackoff = time.Second
+	// DefaultProbeKey is the key a probe reads.
+	DefaultProbeKey = "fg1:breaker:probe"
+	// DefaultProbeTimeout bounds a probe through its context; the memcached
+	// store bounds each round trip with its own timeout anyway.
+	DefaultProbeTimeout = time.Second
+)
+
+// State is the state of a Breaker.
+type State int32
+
+const (
+	// Closed: every call goes to the store.
+	Closed State = iota
+	// Open: every call fails at once with ErrOpen until the backoff ends.
+	Open
+	// HalfOpen: the backoff has ended and a probe is in flight; calls
+	// still fail at once with ErrOpen until it succeeds.
+	HalfOpen
+)
+
+// String returns "closed", "open" or "half_open" (the spelling of metric
+// labels and log attributes).
+func (s State) String() string {
+	switch s {
+	case Closed:
+		return "closed"
+	case Open:
+		return "open"
+	case HalfOpen:
+		return "half_open"
+	}
+	return fmt.Sprintf("State(%d)", int32(s))
+}
+
+// Transition describes one change of a Breaker's state, for logs and
+// metrics.
+type Transition struct {
+	From, To State
+	// At is when it happened, by the Breaker's clock.
+	At time.Time
+	// Failures is the number of consecutive failed calls that opened the
+	// breaker (Closed to Open only).
+	Failures int
+	// Err is the failure that opened or reopened the breaker (To == Open).
+	Err error
+	// Backoff is how long the breaker stays open before it probes
+	// (To == Open).
+	Backoff time.Duration
+	// OutageStart is when the breaker last left Closed; with To == Closed,
+	// At minus OutageStart is how long the store was not used.
+	OutageStart time.Time
+	// Rejected is how many calls failed with ErrOpen since the breaker left
+	// Closed (To == Closed).
+	Rejected uint64
+}
+
+// BreakerConfig tunes a Breaker. The zero value uses the defaults.
+type BreakerConfig struct {
+	// Failures is how many consecutive failed calls open the breaker. A
+	// success while closed starts the count again. Zero means
+	// DefaultFailures (5).
+	Failures int
+	// MinBackoff is the open period after the breaker opens; after each
+	// failed probe the period doubles, up to MaxBackoff. Each period is
+	// drawn at random from [d/2, d] for the current d, so that replicas
+	// that opened together do not probe together. Zero values mean
+	// DefaultMinBackoff (100ms) and DefaultMaxBackoff (1s); MaxBackoff is
+	// raised to MinBackoff if lower.
+	MinBackoff, MaxBackoff time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand returns a number in [0, 1) for the jitter; nil means
+	// math/rand/v2.Float64. It is called with the breaker's lock held.
+	Rand func() float64
+	// ProbeKey is the key a probe reads with Get; empty means
+	// DefaultProbeKey. Its value does not matter.
+	ProbeKey string
+	// ProbeTimeout is the deadline of a probe's context; zero means
+	// DefaultProbeTimeout (1s).
+	ProbeTimeout time.Duration
+	// OnTransition, when set, is called on every state change, in order,
+	// with the breaker's lock held: it must be quick and must not call the
+	// Breaker, except State and Rejected, which do not lock.
+	OnTransition func(Transition)
+}
+
+// Breaker is a circuit breaker around a limiter.Store. It is itself a
+// limiter.Store; NewBreaker returns a Breaker that is also a
+// limiter.SwapStore when the wrapped store is one.
+//
+// A call counts as failed when the store returns an error, unless the
+// caller's context was done and the error is the context's (the store did
+// not fail; the caller gave up) or the error is ErrBusy (a Bulkhead below
+// the Breaker had no free slot). Every Failures consecutive failures open
+// the breaker. While open, calls fail at once with ErrOpen. The first call
+// after the backoff turns the breaker half-open and starts a probe, a Get of
+// ProbeKey in a goroutine of its own, and fails at once like the others: no
+// caller ever waits for a probe, and no decision has some of its store calls
+// sent and others refused. The probe's success closes the breaker; its
+// failure opens it again for a longer backoff (up to MaxBackoff). The
+// outcome of a call that started while the breaker was closed and ended
+// after it opened is ignored.
+//
+// One Breaker covers the whole store: with several memcached servers, one
+// dead server opens it only if its failures come in a run with no success
+// from another server in between.
+//
+// A Breaker is safe for concurrent use. While closed, a call costs two
+// atomic loads beyond the store's own work.
+type Breaker struct {
+	next limiter.Store
+	cfg  BreakerConfig
+
+	state    atomic.Int32 // a State
+	failures atomic.Int64 // consecutive failures while closed
+	rejected atomic.Uint64
+
+	mu          sync.Mutex
+	backoff     time.Duration // the current open period, before jitter
+	probeAt     time.Time     // when an open breaker turns half-open
+	outageStart time.Time
+	rejectedAt  uint64 // rejected when the outage started
+}
+
+// breakerSwap is a Breaker around a limiter.SwapStore.
+type breakerSwap struct {
+	*Breaker
+	next limiter.SwapStore
+}
+
+var (
+	_ limiter.Store     = (*Breaker)(nil)
+	_ limiter.SwapStore = breakerSwap{}
+)
+
+// NewBreaker returns a closed Breaker around next. The returned Store is a
+// *Breaker or, when next is a limiter.SwapStore, a limiter.SwapStore around
+// one; BreakerOf returns the *Breaker in either case.
+func NewBreaker(next limiter.Store, cfg BreakerConfig) limiter.Store {
+	b := newBreaker(next, cfg)
+	if ss, ok := next.(limiter.SwapStore); ok {
+		return breakerSwap{Breaker: b, next: ss}
+	}
+	return b
+}
+
+// BreakerOf returns the *Breaker of a Store that NewBreaker returned, or nil.
+func BreakerOf(s limiter.Store) *Breaker {
+	switch b := s.(type) {
+	case *Breaker:
+		return b
+	case breakerSwap:
+		return b.Breaker
+	}
+	return nil
+}
+
+func newBreaker(next limiter.Store, cfg BreakerConfig) *Breaker {
+	if cfg.Failures <= 0 {
+		cfg.Failures = DefaultFailures
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	if cfg.ProbeKey == "" {
+		cfg.ProbeKey = DefaultProbeKey
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
+	return &Breaker{next: next, cfg: cfg}
+}
+
+// State returns the breaker's current state.
+func (b *Breaker) State() State { return State(b.state.Load()) }
+
+// Rejected returns how many calls failed with ErrOpen since the Breaker was
+// created.
+func (b *Breaker) Rejected() uint64 { return b.rejected.Load() }
+
+// Add implements limiter.Store.
+func (b *Breaker) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := b.acquire(); err != nil {
+		return 0, err
+	}
+	n, err := b.next.Add(ctx, key, delta, ttl)
+	b.release(ctx, err)
+	return n, err
+}
+
+// Get implements limiter.Store. A Get of no keys is passed on without
+// counting: it makes no round trip.
+func (b *Breaker) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+	if len(keys) == 0 {
+		return b.next.Get(ctx, keys)
+	}
+	if err := b.acquire(); err != nil {
+		return nil, err
+	}
+	vals, err := b.next.Get(ctx, keys)
+	b.release(ctx, err)
+	return vals, err
+}
+
+// GetVersioned implements limiter.SwapStore.
+func (b breakerSwap) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+	if err := b.acquire(); err != nil {
+		return nil, 0, err
+	}
+	v, ver, err := b.next.GetVersioned(ctx, key)
+	b.release(ctx, err)
+	return v, ver, err
+}
+
+// CompareAndSwap implements limiter.SwapStore. A conflict (false, nil) is a
+// success: the store answered.
+func (b breakerSwap) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+	if err := b.acquire(); err != nil {
+		return false, err
+	}
+	ok, err := b.next.CompareAndSwap(ctx, key, value, version, ttl)
+	b.release(ctx, err)
+	return ok, err
+}
+
+// acquire returns nil when a call may go to the store, ErrOpen otherwise.
+// The first call after an open breaker's backoff starts the probe.
+func (b *Breaker) acquire() error {
+	if State(b.state.Load()) == Closed {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch State(b.state.Load()) {
+	case Closed:
+		return nil
+	case Open:
+		if now := b.cfg.Now(); !now.Before(b.probeAt) {
+			b.transition(Transition{From: Open, To: HalfOpen, At: now})
+			go b.probe()
+		}
+	}
+	b.rejected.Add(1)
+	return ErrOpen
+}
+
+// release records the outcome of a call that acquire let through.
+func (b *Breaker) release(ctx context.Context, err error) {
+	if State(b.state.Load()) != Closed {
+		return // started before the breaker opened
+	}
+	if err == nil {
+		if b.failures.Load() != 0 {
+			b.failures.Store(0)
+		}
+		return
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) || errors.Is(err, ErrBusy) {
+		return // the caller gave up, or a Bulkhead had no slot: the store did not fail
+	}
+	n := b.failures.Add(1)
+	if n < int64(b.cfg.Failures) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if State(b.state.Load()) != Closed {
+		return
+	}
+	now := b.cfg.Now()
+	b.outageStart = now
+	b.rejectedAt = b.rejected.Load()
+	b.backoff = b.cfg.MinBackoff
+	b.open(Transition{From: Closed, To: Open, At: now, Failures: int(n), Err: err})
+}
+
+// probe reads ProbeKey and closes the breaker when that succeeds, or opens
+// it again for a longer backoff.
+func (b *Breaker) probe() {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ProbeTimeout)
+	_, err := b.next.Get(ctx, []string{b.cfg.ProbeKey})
+	cancel()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		b.failures.Store(0)
+		b.transition(Transition{From: HalfOpen, To: Closed, At: b.cfg.Now(),
+			OutageStart: b.outageStart, Rejected: b.rejected.Load() - b.rejectedAt})
+		return
+	}
+	b.backoff = min(2*b.backoff, b.cfg.MaxBackoff)
+	b.open(Transition{From: HalfOpen, To: Open, At: b.cfg.Now(), Err: err})
+}
+
+// open moves to Open for a jittered b.backoff. Called with b.mu held.
+func (b *Breaker) open(tr Transition) {
+	d := b.backoff
+	wait := d/2 + time.Duration(b.cfg.Rand()*float64(d-d/2))
+	b.probeAt = tr.At.Add(wait)
+	tr.Backoff = wait
+	tr.OutageStart = b.outageStart
+	b.transition(tr)
+}
+
+// transition sets the state and reports it. Called with b.mu held.
+func (b *Breaker) transition(tr Transition) {
+	b.state.Store(int32(tr.To))
+	if tr.OutageStart.IsZero() {
+		tr.OutageStart = b.outageStart
+	}
+	if b.cfg.OnTransition != nil {
+		b.cfg.OnTransition(tr)
+	}
+}

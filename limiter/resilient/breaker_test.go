@@ -1,0 +1,573 @@
+package resilient_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/resilient"
+)
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+// clock is a settable clock, safe for concurrent use.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: t0} }
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// errDown is what flakyStore returns while down.
+var errDown = fmt.Errorf("fake store: %w: connection refused", limiter.ErrStoreUnavailable)
+
+// flakyStore is a hand-written limiter.SwapStore: a MemoryStore that fails
+// every call with errDown while down is set, and counts the calls that
+// reached it.
+type flakyStore struct {
+	mem   *limiter.MemoryStore
+	down  atomic.Bool
+	calls atomic.Int64
+	// block, when set, is received from before each call.
+	block chan struct{}
+
+	mu      sync.Mutex
+	lastGet []string // the keys of the last Get
+}
+
+func newFlakyStore(t testing.TB, now func() time.Time) *flakyStore {
+	mem := limiter.NewMemoryStore(now)
+	t.Cleanup(func() { mem.Close() })
+	return &flakyStore{mem: mem}
+}
+
+func (f *flakyStore) enter() error {
+	block := f.block // read before counting the call: tests change it when they see the count
+	f.calls.Add(1)
+	if block != nil {
+		<-block
+	}
+	if f.down.Load() {
+		return errDown
+	}
+	return nil
+}
+
+func (f *flakyStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := f.enter(); err != nil {
+		return 0, err
+	}
+	return f.mem.Add(ctx, key, delta, ttl)
+}
+
+func (f *flakyStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+	f.mu.Lock()
+	f.lastGet = keys
+	f.mu.Unlock()
+	if err := f.enter(); err != nil {
+		return nil, err
+	}
+	return f.mem.Get(ctx, keys)
+}
+
+func (f *flakyStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+	if err := f.enter(); err != nil {
+		return nil, 0, err
+	}
+	return f.mem.GetVersioned(ctx, key)
+}
+
+func (f *flakyStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+	if err := f.enter(); err != nil {
+		return false, err
+	}
+	return f.mem.CompareAndSwap(ctx, key, value, version, ttl)
+}
+
+// plainStore hides every method of a store but those of limiter.Store.
+type plainStore struct{ limiter.Store }
+
+// transitions records a breaker's transitions.
+type transitions struct {
+	mu  sync.Mutex
+	all []resilient.Transition
+}
+
+func (r *transitions) record(tr resilient.Transition) {
+	r.mu.Lock()
+	r.all = append(r.all, tr)
+	r.mu.Unlock()
+}
+
+func (r *transitions) list() []resilient.Transition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]resilient.Transition(nil), r.all...)
+}
+
+// path returns the transitions as "closed>open open>half_open ...".
+func (r *transitions) path() string {
+	s := ""
+	for i, tr := range r.list() {
+		if i > 0 {
+			s += " "
+		}
+		s += tr.From.String() + ">" + tr.To.String()
+	}
+	return s
+}
+
+// rig is a Breaker around a flakyStore with a fake clock and fixed jitter.
+type rig struct {
+	clk   *clock
+	store *flakyStore
+	st    limiter.Store
+	b     *resilient.Breaker
+	trs   *transitions
+}
+
+// newRig returns a breaker opening after 3 failures, backing off 100ms to
+// 800ms; rnd is the jitter draw (0: half the backoff).
+func newRig(t *testing.T, rnd float64) *rig {
+	t.Helper()
+	clk := newClock()
+	r := &rig{clk: clk, store: newFlakyStore(t, clk.Now), trs: &transitions{}}
+	r.st = resilient.NewBreaker(r.store, resilient.BreakerConfig{
+		Failures:     3,
+		MinBackoff:   100 * time.Millisecond,
+		MaxBackoff:   800 * time.Millisecond,
+		Now:          clk.Now,
+		Rand:         func() float64 { return rnd },
+		OnTransition: r.trs.record,
+	})
+	r.b = resilient.BreakerOf(r.st)
+	if r.b == nil {
+		t.Fatal("BreakerOf returned nil")
+	}
+	return r
+}
+
+// call makes one Get and returns its error.
+func (r *rig) call() error {
+	_, err := r.st.Get(context.Background(), []string{"fg1:k:1"})
+	return err
+}
+
+// waitProbe waits until the probe in flight has ended.
+func (r *rig) waitProbe(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.b.State() == resilient.HalfOpen {
+		if time.Now().After(deadline) {
+			t.Fatal("the probe did not end within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// calls makes n calls and fails the test unless each returns want.
+func (r *rig) calls(t *testing.T, n int, want error) {
+	t.Helper()
+	for i := range n {
+		if err := r.call(); !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Fatalf("call %d: error %v, want %v (state %v)", i+1, err, want, r.b.State())
+		}
+	}
+}
+
+func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
+	r := newRig(t, 0)
+	r.store.down.Store(true)
+	r.calls(t, 2, errDown)
+	r.store.down.Store(false)
+	r.calls(t, 1, nil) // a success starts the count again
+	r.store.down.Store(true)
+	r.calls(t, 2, errDown)
+	if s := r.b.State(); s != resilient.Closed {
+		t.Fatalf("after 2 consecutive failures: state %v, want closed", s)
+	}
+	r.calls(t, 1, errDown)
+	if s := r.b.State(); s != resilient.Open {
+		t.Fatalf("after 3 consecutive failures: state %v, want open", s)
+	}
+	if got := r.trs.path(); got != "closed>open" {
+		t.Errorf("transitions %q, want closed>open", got)
+	}
+	tr := r.trs.list()[0]
+	if tr.Failures != 3 || !errors.Is(tr.Err, errDown) || tr.Backoff != 50*time.Millisecond || !tr.At.Equal(t0) || !tr.OutageStart.Equal(t0) {
+		t.Errorf("transition %+v: want 3 failures, errDown, backoff 50ms (100ms with jitter 0), at and outage start t0", tr)
+	}
+
+	// Open: calls fail at once, without reaching the store.
+	before := r.store.calls.Load()
+	r.calls(t, 10, resilient.ErrOpen)
+	if n := r.store.calls.Load() - before; n != 0 {
+		t.Errorf("an open breaker let %d calls through", n)
+	}
+	if err := r.call(); !errors.Is(err, limiter.ErrStoreUnavailable) {
+		t.Errorf("ErrOpen does not wrap limiter.ErrStoreUnavailable: %v", err)
+	}
+	if n := r.b.Rejected(); n != 11 {
+		t.Errorf("Rejected = %d, want 11", n)
+	}
+}
+
+func TestBreakerProbeAndBackoff(t *testing.T) {
+	r := newRig(t, 0.5) // waits are 3/4 of the backoff
+	r.store.down.Store(true)
+	r.calls(t, 3, errDown)
+
+	// Each failed probe doubles the backoff up to 800ms.
+	for i, backoff := range []time.Duration{100, 200, 400, 800, 800} {
+		wait := backoff * time.Millisecond * 3 / 4
+		r.clk.Advance(wait - time.Millisecond)
+		before := r.store.calls.Load()
+		r.calls(t, 1, resilient.ErrOpen)
+		if s := r.b.State(); s != resilient.Open {
+			t.Fatalf("before the backoff ended: state %v, want open", s)
+		}
+		r.clk.Advance(time.Millisecond)
+		r.calls(t, 1, resilient.ErrOpen) // starts the probe, and does not wait for it
+		r.waitProbe(t)
+		if n := r.store.calls.Load() - before; n != 1 {
+			t.Fatalf("probe %d: %d calls reached the store, want 1", i+1, n)
+		}
+		if s := r.b.State(); s != resilient.Open {
+			t.Fatalf("after failed probe %d: state %v, want open", i+1, s)
+		}
+	}
+	trs := r.trs.list()
+	last := trs[len(trs)-1]
+	if last.From != resilient.HalfOpen || last.Backoff != 600*time.Millisecond || !errors.Is(last.Err, errDown) {
+		t.Errorf("last transition %+v, want half_open>open with backoff 600ms and errDown", last)
+	}
+
+	// The store is back: the next probe closes the breaker.
+	r.store.down.Store(false)
+	r.clk.Advance(600 * time.Millisecond)
+	r.calls(t, 1, resilient.ErrOpen)
+	r.waitProbe(t)
+	if s := r.b.State(); s != resilient.Closed {
+		t.Fatalf("after a successful probe: state %v, want closed", s)
+	}
+	r.store.mu.Lock()
+	probed := r.store.lastGet
+	r.store.mu.Unlock()
+	if len(probed) != 1 || probed[0] != resilient.DefaultProbeKey {
+		t.Errorf("the probe read %q, want [%s]", probed, resilient.DefaultProbeKey)
+	}
+	r.calls(t, 5, nil)
+	trs = r.trs.list()
+	closed := trs[len(trs)-1]
+	if closed.To != resilient.Closed || !closed.OutageStart.Equal(t0) || closed.Rejected != 11 {
+		t.Errorf("closing transition %+v: want outage start t0 and 11 rejected calls", closed)
+	}
+	want := "closed>open" + " open>half_open half_open>open" + " open>half_open half_open>open" +
+		" open>half_open half_open>open" + " open>half_open half_open>open" + " open>half_open half_open>open" +
+		" open>half_open half_open>closed"
+	if got := r.trs.path(); got != want {
+		t.Errorf("transitions\n got %s\nwant %s", got, want)
+	}
+
+	// Closed again: the count of failures starts from zero, and the
+	// backoff from MinBackoff.
+	r.store.down.Store(true)
+	r.calls(t, 2, errDown)
+	if s := r.b.State(); s != resilient.Closed {
+		t.Fatalf("state %v after 2 failures, want closed", s)
+	}
+	r.calls(t, 1, errDown)
+	trs = r.trs.list()
+	if tr := trs[len(trs)-1]; tr.To != resilient.Open || tr.Backoff != 75*time.Millisecond {
+		t.Errorf("reopening transition %+v, want open with backoff 75ms", tr)
+	}
+}
+
+// TestBreakerJitter: every open period lies in [backoff/2, backoff], and
+// while the store is down it is probed at least once per MaxBackoff.
+func TestBreakerJitter(t *testing.T) {
+	for _, rnd := range []float64{0, 0.25, 0.999999} {
+		t.Run(fmt.Sprint(rnd), func(t *testing.T) {
+			r := newRig(t, rnd)
+			r.store.down.Store(true)
+			r.calls(t, 3, errDown)
+			backoff := 100 * time.Millisecond
+			for range 6 {
+				trs := r.trs.list()
+				got := trs[len(trs)-1].Backoff
+				if got < backoff/2 || got > backoff {
+					t.Fatalf("open for %v with backoff %v: want within [%v, %v]", got, backoff, backoff/2, backoff)
+				}
+				r.clk.Advance(got)
+				r.calls(t, 1, resilient.ErrOpen)
+				r.waitProbe(t)
+				backoff = min(2*backoff, 800*time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestBreakerOneProbe: of many concurrent calls to a breaker whose backoff
+// has ended, none waits and exactly one probe reaches the store.
+func TestBreakerOneProbe(t *testing.T) {
+	r := newRig(t, 0)
+	r.store.down.Store(true)
+	r.calls(t, 3, errDown)
+	r.store.down.Store(false)
+	r.clk.Advance(time.Second)
+
+	block := make(chan struct{})
+	r.store.block = block
+	before := r.store.calls.Load()
+	var wg sync.WaitGroup
+	var rejected atomic.Int64
+	for range 50 {
+		wg.Go(func() {
+			if err := r.call(); errors.Is(err, resilient.ErrOpen) {
+				rejected.Add(1)
+			}
+		})
+	}
+	wg.Wait() // while the probe is blocked in the store
+	if n := rejected.Load(); n != 50 {
+		t.Errorf("%d of 50 calls were rejected at once, want all", n)
+	}
+	if s := r.b.State(); s != resilient.HalfOpen {
+		t.Fatalf("state %v with the probe in flight, want half_open", s)
+	}
+	close(block)
+	r.waitProbe(t)
+	if n := r.store.calls.Load() - before; n != 1 {
+		t.Errorf("%d calls reached the store, want 1 probe", n)
+	}
+	if s := r.b.State(); s != resilient.Closed {
+		t.Errorf("state %v after the probe succeeded, want closed", s)
+	}
+}
+
+// TestBreakerCallerGaveUp: an error caused by the caller's own context is
+// not a store failure.
+func TestBreakerCallerGaveUp(t *testing.T) {
+	r := newRig(t, 0)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	// MemoryStore fails with the context's error.
+	for range 10 {
+		if _, err := r.st.Add(canceled, "fg1:k:1", 1, time.Minute); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Add with a cancelled context: %v", err)
+		}
+	}
+	if s := r.b.State(); s != resilient.Closed {
+		t.Fatalf("state %v after cancelled calls, want closed", s)
+	}
+}
+
+// TestBreakerProbeTimeout: a probe of a store that hangs ends with the
+// probe's deadline, and counts as failed.
+func TestBreakerProbeTimeout(t *testing.T) {
+	clk := newClock()
+	b := resilient.BreakerOf(resilient.NewBreaker(hungStore{}, resilient.BreakerConfig{Failures: 1, Now: clk.Now, ProbeTimeout: 10 * time.Millisecond}))
+	if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, errHung) {
+		t.Fatalf("Get on the hung store: %v", err)
+	}
+	if s := b.State(); s != resilient.Open {
+		t.Fatalf("state %v, want open", s)
+	}
+	clk.Advance(time.Second)
+	if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, resilient.ErrOpen) {
+		t.Fatalf("Get after the backoff: %v, want ErrOpen", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.State() != resilient.Open {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v 5s after a probe with a 10ms timeout, want open again", b.State())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var errHung = fmt.Errorf("hung store: %w: i/o timeout", limiter.ErrStoreUnavailable)
+
+// hungStore is a limiter.Store that answers nothing: a call ends when its
+// context does, or after a second (a store's own timeout).
+type hungStore struct{}
+
+func (hungStore) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", errHung, ctx.Err())
+	case <-time.After(time.Second):
+		return errHung
+	}
+}
+
+func (h hungStore) Add(ctx context.Context, _ string, _ int64, _ time.Duration) (int64, error) {
+	return 0, h.wait(ctx)
+}
+
+func (h hungStore) Get(ctx context.Context, _ []string) (map[string]int64, error) {
+	return nil, h.wait(ctx)
+}
+
+// TestBreakerLateResults: calls that started while the breaker was closed
+// and end after it opened change nothing.
+func TestBreakerLateResults(t *testing.T) {
+	r := newRig(t, 0)
+	block := make(chan struct{})
+	r.store.block = block
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() { errs <- r.call() })
+	}
+	for r.store.calls.Load() < 4 {
+		time.Sleep(time.Millisecond)
+	}
+	r.store.block = nil
+	r.store.down.Store(true)
+	r.calls(t, 3, errDown) // opens
+	r.store.down.Store(false)
+	close(block) // the 4 old calls succeed
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("old call: %v", err)
+		}
+	}
+	if s := r.b.State(); s != resilient.Open {
+		t.Errorf("state %v after late successes, want still open", s)
+	}
+}
+
+func TestBreakerSwapStore(t *testing.T) {
+	r := newRig(t, 0)
+	ss, ok := r.st.(limiter.SwapStore)
+	if !ok {
+		t.Fatalf("NewBreaker(SwapStore) = %T, not a limiter.SwapStore", r.st)
+	}
+	ctx := context.Background()
+	if ok, err := ss.CompareAndSwap(ctx, "fg1:v:g", []byte("a"), 0, time.Minute); !ok || err != nil {
+		t.Fatalf("CompareAndSwap create = %v, %v", ok, err)
+	}
+	// Conflicts are answers, not failures.
+	for range 5 {
+		if ok, err := ss.CompareAndSwap(ctx, "fg1:v:g", []byte("b"), 0, time.Minute); ok || err != nil {
+			t.Fatalf("conflicting CompareAndSwap = %v, %v; want false, nil", ok, err)
+		}
+	}
+	if v, ver, err := ss.GetVersioned(ctx, "fg1:v:g"); string(v) != "a" || ver == 0 || err != nil {
+		t.Fatalf("GetVersioned = %q, %d, %v", v, ver, err)
+	}
+	if s := r.b.State(); s != resilient.Closed {
+		t.Fatalf("state %v, want closed", s)
+	}
+	r.store.down.Store(true)
+	for range 3 {
+		if _, _, err := ss.GetVersioned(ctx, "fg1:v:g"); !errors.Is(err, errDown) {
+			t.Fatalf("GetVersioned with the store down: %v", err)
+		}
+	}
+	if _, err := ss.CompareAndSwap(ctx, "fg1:v:g", []byte("c"), 0, time.Minute); !errors.Is(err, resilient.ErrOpen) {
+		t.Errorf("CompareAndSwap on an open breaker: %v, want ErrOpen", err)
+	}
+
+	plain := resilient.NewBreaker(plainStore{newFlakyStore(t, time.Now)}, resilient.BreakerConfig{})
+	if _, ok := plain.(limiter.SwapStore); ok {
+		t.Error("NewBreaker of a plain Store is a SwapStore")
+	}
+	if resilient.BreakerOf(plain) == nil || resilient.BreakerOf(plainStore{}) != nil {
+		t.Error("BreakerOf does not find the Breaker, or finds one where there is none")
+	}
+}
+
+func TestBreakerEmptyGetIsNotACall(t *testing.T) {
+	r := newRig(t, 0)
+	r.store.down.Store(true)
+	r.calls(t, 3, errDown)
+	r.store.down.Store(false)
+	r.clk.Advance(time.Second)
+	if _, err := r.st.Get(context.Background(), nil); err != nil {
+		t.Errorf("Get of no keys on an open breaker: %v", err)
+	}
+	if s, n := r.b.State(), r.b.Rejected(); s != resilient.Open || n != 0 {
+		t.Errorf("after a Get of no keys: state %v, %d rejected; want open, 0: it is no probe and no call", s, n)
+	}
+}
+
+func TestStateString(t *testing.T) {
+	for s, want := range map[resilient.State]string{
+		resilient.Closed: "closed", resilient.Open: "open", resilient.HalfOpen: "half_open", 7: "State(7)",
+	} {
+		if got := s.String(); got != want {
+			t.Errorf("State(%d).String() = %q, want %q", int32(s), got, want)
+		}
+	}
+}
+
+// TestBreakerConcurrent hammers a breaker over a store that flaps, with the
+// real clock, for the race detector, and checks it ends closed once the
+// store is up.
+func TestBreakerConcurrent(t *testing.T) {
+	store := newFlakyStore(t, time.Now)
+	st := resilient.NewBreaker(store, resilient.BreakerConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	b := resilient.BreakerOf(st)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			ctx := context.Background()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("fg1:k%d:%d", i, n%10)
+				if _, err := st.Add(ctx, key, 1, time.Minute); err != nil && !errors.Is(err, limiter.ErrStoreUnavailable) {
+					t.Errorf("Add: %v", err)
+					return
+				}
+				_ = b.State()
+			}
+		})
+	}
+	for i := range 40 {
+		store.down.Store(i%2 == 0)
+		time.Sleep(2 * time.Millisecond)
+	}
+	store.down.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for b.State() != resilient.Closed && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if s := b.State(); s != resilient.Closed {
+		t.Errorf("state %v with the store up, want closed", s)
+	}
+}
+
+func BenchmarkBreakerClosed(b *testing.B) {
+	mem := limiter.NewMemoryStore(time.Now)
+	defer mem.Close()
+	st := resilient.NewBreaker(mem, resilient.BreakerConfig{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := st.Add(ctx, "fg1:bench:1", 1, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,26 @@
+// Package resilient keeps a limiter deciding while its shared counter store
+// is sick. floodgate stacks its three wrappers around the memcached store
+// and the strategy that counts in it:
+//
+//	Fallback( Sliding( Bulkhead( Breaker( memcached ))), Sliding( MemoryStore ))
+//
+// From the store up:
+//
+//   - Breaker is a circuit breaker: after a run of consecutive failures it
+//     stops calling the store and fails every call at once, so a hung
+//     memcached costs each request nothing instead of its timeout; after a
+//     randomised backoff (at most a second) it probes the store with a read
+//     of its own, and closes again when that succeeds.
+//   - Bulkhead bounds the calls in flight to the store, so that a burst of
+//     checks cannot open more memcached connections than memcached accepts.
+//     Outside the Breaker, a call that waited for a slot while the store
+//     hung finds the Breaker open and fails at once.
+//   - Fallback is a limiter.Strategy that asks a primary strategy (counting
+//     in the shared store, through the Breaker) and, when that fails with
+//     limiter.ErrStoreUnavailable, decides with a local strategy counting in
+//     the process's own memory. The limit then holds per replica instead of
+//     across all of them, which is far better than no limit at all, and each
+//     such decision is marked as degraded so that operators see it.
+//
+// The package imports only the standard library and package limiter.
+package resilient
