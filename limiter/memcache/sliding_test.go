@@ -21,7 +21,7 @@ func replicas(t *testing.T, n int, servers ...string) []*limiter.Sliding {
 	t.Helper()
 	var out []*limiter.Sliding
 	for range n {
-		st, err := memcache.New(servers, memcache.Config{Timeout: time.Second})
+		st, err := memcache.New(servers, memcache.Config{Timeout: 5 * time.Second}) // generous: CI machines are loaded
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,7 +25,7 @@ func instances(t *testing.T, name string, n int, servers ...string) []limiter.St
 	t.Helper()
 	var out []limiter.Strategy
 	for range n {
-		st, err := memcache.New(servers, memcache.Config{Timeout: time.Second})
+		st, err := memcache.New(servers, memcache.Config{Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
