@@ -342,7 +342,7 @@ func checkQuery(t *testing.T, q query, expr parser.Expr, fams map[string]*family
 		resolved[vs] = f
 		buckets[vs] = isBucket
 		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName {
+			if m.Name == model.MetricNameLabel {
 				continue
 			}
 			checkMatcher(t, where, name, f, isBucket, m)

@@ -494,10 +494,9 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// goTool returns the go command of the toolchain running the tests.
+// goTool returns the go command: the one in PATH, as go test itself runs.
 func goTool() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
 	return "go"

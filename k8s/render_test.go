@@ -210,10 +210,8 @@ func TestObjects(t *testing.T) {
 func objectMeta(t *testing.T, o *object) metav1.Object {
 	t.Helper()
 	switch v := o.Typed.(type) {
-	case metav1.Object:
+	case metav1.Object: // Istio objects too: they embed metav1.ObjectMeta
 		return v
-	case *istioObject:
-		return &v.ObjectMeta
 	}
 	t.Fatalf("%s: no metadata in %T", o, o.Typed)
 	return nil
