@@ -27,7 +27,9 @@
 // printable bytes, far below memcached's 250-byte limit, so no requestor can
 // make a store call fail and slip through a fail-open path. The memcached
 // store picks the server from the part before the last ':' so all buckets of
-// one requestor live on one server and are read in one round trip.
+// one requestor live on one server and are read in one round trip; it picks
+// by rendezvous hashing, so a memcached that joins or leaves a set of N moves
+// only about 1/N of the requestors, whose counts start again from zero.
 //
 // Second counters expire Window+SkewMargin after creation, minute aggregates
 // Window+2*SkewMargin+60s, so every bucket outlives the window in which it

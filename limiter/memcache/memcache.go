@@ -8,16 +8,26 @@
 // which memcached applies only if the item was not written since. All the keys
 // of one requestor live on one server, so a decision's Get is one round trip
 // and a server that fails affects only the requestors it holds.
+//
+// The servers are fixed addresses, DNS names that are looked up again every
+// few seconds ("dns+NAME:PORT", such as a Kubernetes headless Service), or
+// both; requestors are spread over them by rendezvous hashing, so a server
+// that comes or goes moves only about 1/N of them.
 package memcache
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -54,27 +64,72 @@ type Config struct {
 	// peak number of concurrent requests to one server. Zero means
 	// DefaultMaxIdleConns (64).
 	MaxIdleConns int
+
+	// ResolveInterval is how often the names of "dns+NAME:PORT" servers are
+	// looked up again; while no server is known at all, they are looked up
+	// at least every second. Zero means DefaultResolveInterval (10s).
+	ResolveInterval time.Duration
+
+	// Resolver looks up the names of "dns+NAME:PORT" servers. Nil means
+	// net.DefaultResolver.
+	Resolver Resolver
+
+	// Logger receives changes of the server set and failed lookups of
+	// "dns+" names: when a name starts failing or fails differently, then
+	// at most once a minute while it keeps failing. Nil discards them.
+	Logger *slog.Logger
 }
 
 // Store is a limiter.SwapStore on one or more memcached servers. Create it with
 // New; the zero value is not usable. It is safe for concurrent use by many
 // goroutines, and many processes may share the same servers.
 //
-// A Store picks a key's server by hashing the key up to its last ':', so the
-// buckets "<prefix>:<bucket>" of one requestor share a server. Adding or removing a server moves most requestors to another
-// one, where their counters start again from zero.
+// A Store picks a key's server by rendezvous hashing of the key up to its
+// last ':', so the buckets "<prefix>:<bucket>" of one requestor share a
+// server, and every replica with the same servers picks the same one,
+// whatever their order. When a server joins a set of N, about 1/(N+1) of the
+// requestors move to it; when one leaves, only its own requestors move. A
+// requestor that moves starts counting again from zero on its new server,
+// and while replicas disagree on the set (up to one ResolveInterval) its
+// count is split between two servers.
+//
+// The server set is swapped atomically; each server has its own pool of idle
+// connections, which it keeps for as long as it stays in the set. A call
+// sends all its round trips for one key to the server it picked at its start.
 //
 // memcached has no notion of a context: a Store checks ctx before each round
 // trip and otherwise relies on Config.Timeout to bound a call.
 type Store struct {
-	client *memcache.Client
-	now    func() time.Time // for expirations past 30 days, which are Unix times
+	set          atomic.Pointer[serverSet]
+	timeout      time.Duration
+	maxIdleConns int
+	now          func() time.Time // for expirations past 30 days, which are Unix times
+	disc         *discovery       // nil when every server is a fixed address
 }
 
-// New returns a Store on servers, a list of "host:port" addresses such as
-// ParseServers returns. Host names are resolved once, here. New does not
-// connect: a server that is down shows as errors from Add and Get.
+// New returns a Store on servers, a list of entries such as ParseServers
+// returns: "host:port" addresses, whose host names are resolved once, here,
+// and "dns+NAME:PORT" names, which stand for every address NAME resolves to
+// (A and AAAA records), each on PORT. New looks the names up once before it
+// returns, then a goroutine looks them up again every Config.ResolveInterval
+// until Close, and swaps in the new set of servers when it changed. A lookup
+// that fails or finds no address keeps the addresses of the name's last good
+// lookup, and is logged. When no server is known, because the names have not
+// resolved yet and there is no fixed address, New still succeeds: every call
+// fails with limiter.ErrStoreUnavailable until a lookup succeeds.
+//
+// New does not connect: a server that is down shows as errors from Add and
+// Get.
 func New(servers []string, cfg Config) (*Store, error) {
+	r := cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	return open(servers, cfg, resolverLookup(r))
+}
+
+// open is New with the lookup of dns+ names given.
+func open(servers []string, cfg Config, lookup lookupFunc) (*Store, error) {
 	if len(servers) == 0 {
 		return nil, errors.New("memcache: no servers")
 	}
@@ -84,30 +139,104 @@ func New(servers []string, cfg Config) (*Store, error) {
 	if cfg.MaxIdleConns < 0 {
 		return nil, fmt.Errorf("memcache: max idle conns %d: must not be negative", cfg.MaxIdleConns)
 	}
-	sel := &requestorSelector{}
-	if err := sel.SetServers(servers...); err != nil {
-		return nil, fmt.Errorf("memcache: servers %q: %w", servers, err)
+	if cfg.ResolveInterval < 0 {
+		return nil, fmt.Errorf("memcache: resolve interval %v: must not be negative", cfg.ResolveInterval)
 	}
-	c := memcache.NewFromSelector(sel)
-	c.Timeout = cfg.Timeout
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+	s := &Store{
+		timeout:      cmp.Or(cfg.Timeout, DefaultTimeout),
+		maxIdleConns: cmp.Or(cfg.MaxIdleConns, DefaultMaxIdleConns),
+		now:          time.Now,
 	}
-	c.MaxIdleConns = cfg.MaxIdleConns
-	if c.MaxIdleConns == 0 {
-		c.MaxIdleConns = DefaultMaxIdleConns
+	var static []*server
+	var names []*nameState
+	for _, entry := range servers {
+		if strings.HasPrefix(entry, dnsPrefix) {
+			n, err := parseDNSEntry(entry)
+			if err != nil {
+				return nil, err
+			}
+			names = append(names, &nameState{dnsName: n})
+			continue
+		}
+		if slices.ContainsFunc(static, func(srv *server) bool { return srv.addr == entry }) {
+			continue
+		}
+		srv, err := s.newServer(entry)
+		if err != nil {
+			return nil, fmt.Errorf("memcache: servers %q: %w", servers, err)
+		}
+		static = append(static, srv)
 	}
-	return &Store{client: c, now: time.Now}, nil
+	set := newServerSet(static)
+	s.set.Store(set)
+	if len(names) > 0 {
+		log := cfg.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		s.disc = &discovery{
+			store:       s,
+			static:      set.addrs(),
+			names:       names,
+			lookup:      lookup,
+			interval:    cmp.Or(cfg.ResolveInterval, DefaultResolveInterval),
+			retireAfter: max(minRetireAfter, 10*s.timeout),
+			log:         log,
+		}
+		s.disc.start()
+	}
+	return s, nil
 }
 
-// Close closes the idle connections to the servers. The Store remains usable
-// and dials again when needed; Close never fails in practice, but returns the
-// first error of closing a connection.
+// newServer returns a server at addr, "host:port" (or a Unix socket path),
+// with a client of its own; a host name is resolved here, once.
+func (s *Store) newServer(addr string) (*server, error) {
+	var sl memcache.ServerList
+	if err := sl.SetServers(addr); err != nil {
+		return nil, err
+	}
+	c := memcache.NewFromSelector(&sl)
+	c.Timeout = s.timeout
+	c.MaxIdleConns = s.maxIdleConns
+	return &server{addr: addr, seed: serverSeed(addr), client: c}, nil
+}
+
+// Servers returns the addresses of the servers the Store spreads requestors
+// over now, sorted: fixed ones as given, those of dns+ names as "ip:port".
+func (s *Store) Servers() []string {
+	return s.set.Load().addrs()
+}
+
+// Close stops looking up dns+ names and closes the idle connections to the
+// servers. The Store remains usable on the servers it has and dials again
+// when needed; Close never fails in practice, but returns the first error of
+// closing a connection.
 func (s *Store) Close() error {
-	if err := s.client.Close(); err != nil {
-		return fmt.Errorf("memcache close: %w", err)
+	if s.disc != nil {
+		s.disc.stop()
+	}
+	var first error
+	for _, srv := range s.set.Load().servers {
+		if err := srv.client.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("memcache close: %w", first)
 	}
 	return nil
+}
+
+// errNoServers is why calls fail while a Store knows no server.
+var errNoServers = errors.New("no memcached server known: no dns+ server name has resolved yet")
+
+// client returns the client of key's server.
+func (s *Store) client(key string) (*memcache.Client, error) {
+	srv := s.set.Load().pick(serverKey(key))
+	if srv == nil {
+		return nil, errNoServers
+	}
+	return srv.client, nil
 }
 
 // Add implements limiter.Store. A positive delta increments the counter and a
@@ -122,9 +251,13 @@ func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Durat
 	if err := ctx.Err(); err != nil {
 		return 0, opError("add", key, err)
 	}
+	c, err := s.client(key)
+	if err != nil {
+		return 0, opError("add", key, err)
+	}
 	if delta < 0 {
 		// uint64(-delta) is right even for math.MinInt64.
-		v, err := s.client.Decrement(key, uint64(-delta))
+		v, err := c.Decrement(key, uint64(-delta))
 		if errors.Is(err, memcache.ErrCacheMiss) {
 			return 0, nil
 		}
@@ -134,7 +267,7 @@ func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Durat
 		return counter("decr", key, v)
 	}
 
-	v, err := s.client.Increment(key, uint64(delta))
+	v, err := c.Increment(key, uint64(delta))
 	if err == nil {
 		return counter("incr", key, v)
 	}
@@ -148,7 +281,7 @@ func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Durat
 	if err := ctx.Err(); err != nil {
 		return 0, opError("add", key, err)
 	}
-	err = s.client.Add(&memcache.Item{
+	err = c.Add(&memcache.Item{
 		Key:        key,
 		Value:      strconv.AppendInt(nil, delta, 10),
 		Expiration: expiration(ttl, s.now()),
@@ -164,15 +297,15 @@ func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Durat
 	if err := ctx.Err(); err != nil {
 		return 0, opError("incr", key, err)
 	}
-	v, err = s.client.Increment(key, uint64(delta))
+	v, err = c.Increment(key, uint64(delta))
 	if err != nil {
 		return 0, opError("incr", key, err)
 	}
 	return counter("incr", key, v)
 }
 
-// Get implements limiter.Store with one multi-key get per server; as all the
-// keys of one requestor share a server, that is one round trip.
+// Get implements limiter.Store with one multi-key get per server, concurrently;
+// as all the keys of one requestor share a server, that is one round trip.
 func (s *Store) Get(ctx context.Context, keys []string) (map[string]int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, getError(keys, err)
@@ -181,7 +314,7 @@ func (s *Store) Get(ctx context.Context, keys []string) (map[string]int64, error
 	if len(keys) == 0 {
 		return out, nil
 	}
-	items, err := s.client.GetMulti(keys)
+	items, err := s.getMulti(keys)
 	if err != nil {
 		return nil, getError(keys, err)
 	}
@@ -196,6 +329,60 @@ func (s *Store) Get(ctx context.Context, keys []string) (map[string]int64, error
 	return out, nil
 }
 
+// getMulti gets keys, which are not empty, from their servers in one set.
+func (s *Store) getMulti(keys []string) (map[string]*memcache.Item, error) {
+	set := s.set.Load()
+	first := set.pick(serverKey(keys[0]))
+	if first == nil {
+		return nil, errNoServers
+	}
+	// The usual Get holds the keys of one requestor, which come together:
+	// pick once per requestor, and group only when a second server shows.
+	same := true
+	sk, srv := serverKey(keys[0]), first
+	for _, k := range keys[1:] {
+		if ks := serverKey(k); ks != sk {
+			sk, srv = ks, set.pick(ks)
+		}
+		if srv != first {
+			same = false
+			break
+		}
+	}
+	if same {
+		return first.client.GetMulti(keys)
+	}
+	groups := map[*server][]string{}
+	sk, srv = "", nil
+	for _, k := range keys {
+		if ks := serverKey(k); ks != sk || srv == nil {
+			sk, srv = ks, set.pick(ks)
+		}
+		groups[srv] = append(groups[srv], k)
+	}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		items    = make(map[string]*memcache.Item, len(keys))
+		firstErr error
+	)
+	for srv, keys := range groups {
+		wg.Go(func() {
+			got, err := srv.client.GetMulti(keys)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			for k, it := range got {
+				items[k] = it
+			}
+		})
+	}
+	wg.Wait()
+	return items, firstErr
+}
+
 // GetVersioned implements limiter.SwapStore with one gets; the item's CAS
 // unique, which memcached changes on every write, is the version. A missing
 // key returns nil, 0 and no error. It needs memcached's CAS support, which is
@@ -204,7 +391,11 @@ func (s *Store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, e
 	if err := ctx.Err(); err != nil {
 		return nil, 0, opError("gets", key, err)
 	}
-	it, err := s.client.Get(key)
+	c, err := s.client(key)
+	if err != nil {
+		return nil, 0, opError("gets", key, err)
+	}
+	it, err := c.Get(key)
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return nil, 0, nil
 	}
@@ -230,12 +421,15 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, value []byte, ve
 	if err := ctx.Err(); err != nil {
 		return false, opError(op, key, err)
 	}
+	c, err := s.client(key)
+	if err != nil {
+		return false, opError(op, key, err)
+	}
 	it := &memcache.Item{Key: key, Value: value, Expiration: expiration(ttl, s.now()), CasID: version}
-	var err error
 	if version == 0 {
-		err = s.client.Add(it)
+		err = c.Add(it)
 	} else {
-		err = s.client.CompareAndSwap(it)
+		err = c.CompareAndSwap(it)
 	}
 	switch {
 	case err == nil:
@@ -256,17 +450,6 @@ func serverKey(key string) string {
 		return key[:i]
 	}
 	return key
-}
-
-// requestorSelector is a memcache.ServerSelector that hashes only the part
-// of a key serverKey returns.
-type requestorSelector struct {
-	memcache.ServerList
-}
-
-// PickServer implements memcache.ServerSelector.
-func (s *requestorSelector) PickServer(key string) (net.Addr, error) {
-	return s.ServerList.PickServer(serverKey(key))
 }
 
 // expiration returns memcached's expiration for a counter created at now that
@@ -308,10 +491,14 @@ func getError(keys []string, err error) error {
 	return fmt.Errorf("memcache get %d keys from %q: %w: %w", len(keys), keys[0], limiter.ErrStoreUnavailable, err)
 }
 
-// ParseServers parses a comma-separated list of memcached addresses such as
-// "10.0.0.1:11211, cache-b:11211,[::1]:11211". Spaces around entries are
-// trimmed. Each entry needs a host and a numeric port from 1 to 65535; an IPv6
-// host is written in brackets. The error names the first bad entry.
+// ParseServers parses a comma-separated list of memcached servers such as
+// "10.0.0.1:11211, cache-b:11211,[::1]:11211" for New. Spaces around entries
+// are trimmed. Each entry needs a host and a numeric port from 1 to 65535; an
+// IPv6 host is written in brackets. An entry "dns+NAME:PORT", such as
+// "dns+memcached.default.svc.cluster.local:11211", stands for every address
+// of the DNS name NAME, on PORT, looked up again periodically; NAME is
+// dot-separated labels of letters, digits, '-' and '_'. The error names the
+// first bad entry.
 func ParseServers(s string) ([]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, errors.New("memcache servers: empty list")
@@ -321,6 +508,13 @@ func ParseServers(s string) ([]string, error) {
 		entry = strings.TrimSpace(entry)
 		if entry == "" {
 			return nil, fmt.Errorf("memcache servers %q: entry %d is empty", s, i+1)
+		}
+		if strings.HasPrefix(entry, dnsPrefix) {
+			if _, err := parseDNSEntry(entry); err != nil {
+				return nil, err
+			}
+			out = append(out, entry)
+			continue
 		}
 		host, port, err := net.SplitHostPort(entry)
 		if err != nil {

@@ -268,6 +268,8 @@ func TestNew(t *testing.T) {
 		{"negative timeout", []string{"127.0.0.1:11211"}, Config{Timeout: -1}, "timeout"},
 		{"negative idle conns", []string{"127.0.0.1:11211"}, Config{MaxIdleConns: -1}, "idle"},
 		{"bad address", []string{"127.0.0.1"}, Config{}, "127.0.0.1"},
+		{"bad dns name", []string{"dns+a b:1"}, Config{}, `"dns+a b:1"`},
+		{"negative resolve interval", []string{"dns+mc.test:1"}, Config{ResolveInterval: -1}, "resolve interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,9 +290,13 @@ func TestNew(t *testing.T) {
 
 func TestNewDefaults(t *testing.T) {
 	s := newStore(t, []string{"127.0.0.1:11211"}, Config{})
-	if s.client.Timeout != DefaultTimeout || s.client.MaxIdleConns != DefaultMaxIdleConns {
+	c, err := s.client("fg1:a:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Timeout != DefaultTimeout || c.MaxIdleConns != DefaultMaxIdleConns {
 		t.Errorf("zero Config gives Timeout %v, MaxIdleConns %d; want %v, %d",
-			s.client.Timeout, s.client.MaxIdleConns, DefaultTimeout, DefaultMaxIdleConns)
+			c.Timeout, c.MaxIdleConns, DefaultTimeout, DefaultMaxIdleConns)
 	}
 }
 
@@ -317,6 +323,25 @@ func TestParseServers(t *testing.T) {
 		{in: "::1:11211", wantErr: `"::1:11211": want host:port, with an IPv6 host in brackets`},
 		{in: "[::1]", wantErr: `"[::1]"`},
 		{in: "a b:1", wantErr: `"a b:1": space in host`},
+
+		// dns+NAME:PORT: every address of NAME, looked up periodically.
+		{in: "dns+memcached.default.svc.cluster.local:11211", want: []string{"dns+memcached.default.svc.cluster.local:11211"}},
+		{in: "dns+memcached:11211, 10.0.0.9:11211 ,dns+mc-b.cache.svc.:11212", want: []string{"dns+memcached:11211", "10.0.0.9:11211", "dns+mc-b.cache.svc.:11212"}},
+		{in: "dns+_memcache.x-1.example:1", want: []string{"dns+_memcache.x-1.example:1"}},
+		{in: "dns+memcached", wantErr: `"dns+memcached": want dns+NAME:PORT`},
+		{in: "a:1,dns+:11211", wantErr: `"dns+:11211": name "": missing name`},
+		{in: "dns+memcached:", wantErr: `"dns+memcached:": port ""`},
+		{in: "dns+memcached:0", wantErr: `"dns+memcached:0": port "0"`},
+		{in: "dns+memcached:65536", wantErr: `"dns+memcached:65536": port "65536"`},
+		{in: "dns+memcached:memcache", wantErr: `"dns+memcached:memcache": port "memcache"`},
+		{in: "dns+[::1]:11211", wantErr: `"dns+[::1]:11211": name "::1": character ':'`},
+		{in: "dns+mem cached:1", wantErr: `"dns+mem cached:1": name "mem cached": character ' '`},
+		{in: "dns+a..b:1", wantErr: `"dns+a..b:1": name "a..b": empty label`},
+		{in: "dns+.:1", wantErr: `"dns+.:1": name ".": missing name`},
+		{in: "dns+-mc.svc:1", wantErr: `label "-mc" starts or ends with '-'`},
+		{in: "dns+" + strings.Repeat("a", 64) + ":1", wantErr: "longer than 63 characters"},
+		{in: "dns+" + strings.Repeat("abcdefg.", 32) + "x:1", wantErr: "longer than 253 characters"},
+		{in: "dns+dns+mc:1", wantErr: `name "dns+mc": character '+'`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
