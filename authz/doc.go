@@ -79,6 +79,9 @@
 //	                  trusted hop count (ExtKey)
 //	floodgate.scope   counter family and policy name, 1-64 characters of
 //	                  [A-Za-z0-9_.-] (ExtScope); the default scope is ""
+//	floodgate.strategy  a strategy the Server has (Config.Strategies), by
+//	                  name: sliding, fixed, token-bucket, sliding-log
+//	                  (ExtStrategy); the default is Config.Strategy
 //
 // for example
 //
@@ -97,6 +100,41 @@
 // (name, value). Parse results of up to 1024 distinct values are remembered,
 // so the hot path does not parse again; beyond that, values are parsed on
 // each request and invalid ones logged at most once per 10 seconds.
+//
+// # Strategies
+//
+// A Server holds its strategies by name only, as limiter.Strategy values
+// (Config.Strategy and Config.Strategies): a route or a policy rule chooses
+// one by name, and the response is built from the Decision alone, whatever
+// the algorithm. So X-RateLimit-Reset is, as always, RetryAfter once no
+// request is left: for the fixed window, the time to the next boundary.
+//
+// # Policy
+//
+// SetPolicy installs a policy.Policy, atomically (hot reload replaces it
+// whole). For each request the Server then matches the policy's rules on
+// the route's scope (floodgate.scope), the method, the path and the request
+// headers. Precedence: a matching rule's key, strategy, limit (or its tier's
+// limit, by header) and scope win over the route's context extensions, which
+// win over the server defaults; the extensions still decide what the rule
+// leaves unset (key, strategy), and everything when no rule matches. The
+// rule is the most specific statement about a request (it can look at its
+// method, path and headers, and at the route's scope), and the policy file
+// is reloaded without redeploying Envoy; if the route's values won, a policy
+// could not change the limit of any route that sets floodgate.limit.
+//
+// The requestor identity under the chosen key, and the client address (the
+// X-Forwarded-For entry under an "xff" key, else the source address), are
+// then looked up in the blocklist (answered with status PERMISSION_DENIED,
+// denied_response{status: 403, body: BlockedBody}, no rate-limit headers,
+// counted as floodgate_decisions_total{result="blocked"}) and the allowlist
+// (status OK, not counted by any strategy, result "allowlisted").
+//
+// Shadow rules that match before the deciding rule each decide and count
+// under their own scope, but never deny: when one would have denied an
+// allowed request, the response carries ShadowHeader ("X-Floodgate-Shadow:
+// would-deny") and floodgate_shadow_denials_total{rule} counts it. A shadow
+// decision that fails is logged and ignored.
 //
 // # Identities
 //

@@ -205,9 +205,16 @@ func ipIdentity(addr netip.Addr) string {
 // http.header_map, where repeated headers are separate entries; those are
 // joined with "," as Envoy joins them in http.headers.
 func requestHeader(attrs *authv3.AttributeContext, name string) string {
+	v, _ := lookupHeader(attrs, name)
+	return v
+}
+
+// lookupHeader is requestHeader that also reports whether the request has
+// the header at all (possibly with an empty value).
+func lookupHeader(attrs *authv3.AttributeContext, name string) (string, bool) {
 	http := attrs.GetRequest().GetHttp()
 	if v, ok := http.GetHeaders()[name]; ok {
-		return v
+		return v, true
 	}
 	var joined string
 	found := false
@@ -225,5 +232,5 @@ func requestHeader(attrs *authv3.AttributeContext, name string) string {
 			joined, found = v, true
 		}
 	}
-	return joined
+	return joined, found
 }

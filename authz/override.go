@@ -28,10 +28,15 @@ const (
 	// also the policy name in the RateLimit-Policy and RateLimit headers. The
 	// default scope is "" (shown as "default" in those headers).
 	ExtScope = "floodgate.scope"
+	// ExtStrategy chooses the route's strategy by name (limiter.Strategies
+	// spells them: "sliding", "fixed", "token-bucket", "sliding-log")
+	// instead of Config.Strategy. A name the Server was not given in
+	// Config.Strategies is invalid.
+	ExtStrategy = "floodgate.strategy"
 )
 
 // extNames lists the context extensions floodgate reads, in a fixed order.
-var extNames = [...]string{ExtLimit, ExtWindow, ExtKey, ExtScope}
+var extNames = [...]string{ExtLimit, ExtWindow, ExtKey, ExtScope, ExtStrategy}
 
 const (
 	// maxOverrides caps the number of distinct (name, value) pairs whose parse
@@ -52,11 +57,12 @@ type overrideKey struct{ name, value string }
 // value fields is meaningful, according to the name; err is set when the value
 // is invalid.
 type override struct {
-	limit  int64
-	window time.Duration
-	key    KeySpec
-	scope  string
-	err    error
+	limit    int64
+	window   time.Duration
+	key      KeySpec
+	scope    string
+	strategy string
+	err      error
 }
 
 // overrideCache remembers parse results per distinct extension value. Reads
@@ -66,6 +72,10 @@ type overrideCache struct {
 	hops int // server's X-Forwarded-For trusted hops, for ExtKey "xff"
 	m    atomic.Pointer[map[overrideKey]override]
 	mu   sync.Mutex
+
+	// hasStrategy reports whether the server has the strategy called name,
+	// for ExtStrategy; nil accepts every valid name.
+	hasStrategy func(name string) bool
 }
 
 // lookup says how overrideCache.get found a value.
@@ -87,6 +97,9 @@ func (c *overrideCache) get(name, value string) (override, lookup) {
 		}
 	}
 	o := parseOverride(name, value, c.hops)
+	if name == ExtStrategy && o.err == nil && c.hasStrategy != nil && !c.hasStrategy(o.strategy) {
+		o.err = fmt.Errorf("strategy %s: not available on this server", o.strategy)
+	}
 	if len(value) > maxOverrideLen {
 		return o, forgotten
 	}
@@ -130,6 +143,12 @@ func parseOverride(name, value string, hops int) override {
 		o.key, o.err = ParseKey(value, hops)
 	case ExtScope:
 		o.scope, o.err = value, validScope(value)
+	case ExtStrategy:
+		if value == "" {
+			o.err = errors.New("empty strategy name")
+		} else {
+			o.strategy, o.err = limiter.ParseStrategy(value)
+		}
 	default:
 		o.err = errors.New("unknown extension")
 	}

@@ -108,6 +108,17 @@ type Config struct {
 	// Now is the clock whose time is passed to the Strategy. nil means
 	// time.Now. Check latency is always measured with the real clock.
 	Now func() time.Time
+	// Strategy is the name of the strategy NewServer is given, one of
+	// limiter.Strategies(); "" means limiter.DefaultStrategy. Requests that
+	// choose no strategy, or choose this name, use it.
+	Strategy string
+	// Strategies are the strategies a route (the floodgate.strategy context
+	// extension) or a policy rule may choose, by name (limiter.Strategies()
+	// spells them), typically all of them built by limiter.NewStrategy on
+	// one store. nil offers only the default. A name the Server lacks is an
+	// invalid extension value, and a policy rule naming it is refused by
+	// SetPolicy.
+	Strategies map[string]limiter.Strategy
 }
 
 // Server implements the Envoy external authorization service
@@ -116,8 +127,8 @@ type Config struct {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	strategy limiter.Strategy
-	degraded DegradedStrategy // strategy, when it implements DegradedStrategy
+	strategies strategySet // the default and those routes and rules may choose
+
 	limit    int64
 	window   time.Duration
 	key      KeySpec
@@ -128,6 +139,8 @@ type Server struct {
 
 	overrides overrideCache
 	m         *metrics
+	pm        *policyMetrics
+	policy    atomic.Pointer[activePolicy] // nil: no policy
 
 	failLog     rate.Sometimes // strategy failures: the first, then one per interval
 	failsUnlog  atomic.Int64   // failures since the last failure log
@@ -154,6 +167,13 @@ const logInterval = 10 * time.Second
 //   - floodgate_invalid_overrides_total{name="floodgate.limit|..."} (requests
 //     that carried an invalid context extension, counted on every such request)
 //   - floodgate_check_panics_total
+//
+// and, for policies (see SetPolicy), the results allowlisted and blocked of
+// floodgate_decisions_total, and floodgate_shadow_denials_total{rule}.
+//
+// s is the default strategy, called cfg.Strategy; cfg.Strategies offers
+// others by name. NewServer returns an error when a name is not one of
+// limiter.Strategies() or a strategy is nil.
 func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 	if s == nil {
 		return nil, errors.New("new authz server: nil strategy")
@@ -164,8 +184,12 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 	if cfg.FailMode != FailOpen && cfg.FailMode != FailClosed {
 		return nil, fmt.Errorf("new authz server: invalid fail mode %s", cfg.FailMode)
 	}
+	strategies, err := newStrategySet(s, cfg.Strategy, cfg.Strategies)
+	if err != nil {
+		return nil, fmt.Errorf("new authz server: %w", err)
+	}
 	srv := &Server{
-		strategy:    s,
+		strategies:  strategies,
 		limit:       cfg.Limit,
 		window:      cfg.Window,
 		key:         cfg.Key,
@@ -179,7 +203,8 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		overflowLog: rate.Sometimes{First: 1, Interval: logInterval},
 		panicLog:    rate.Sometimes{First: 1, Interval: logInterval},
 	}
-	srv.degraded, _ = s.(DegradedStrategy)
+	srv.pm = newPolicyMetrics(srv.m)
+	srv.overrides.hasStrategy = func(name string) bool { _, ok := srv.strategies.get(name); return ok }
 	if srv.log == nil {
 		srv.log = slog.New(slog.DiscardHandler)
 	}
@@ -187,7 +212,11 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		srv.now = time.Now
 	}
 	if cfg.Registerer != nil {
+		if err := srv.pm.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("new authz server: %w", err)
+		}
 		if err := srv.m.register(cfg.Registerer); err != nil {
+			srv.pm.unregister(cfg.Registerer)
 			return nil, fmt.Errorf("new authz server: %w", err)
 		}
 	}
@@ -216,27 +245,29 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 }
 
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
-	r := s.request(req)
+	p := s.plan(req)
+	r := p.req
 	if err := ctx.Err(); err != nil {
 		return s.failure(r.Scope, fmt.Errorf("check: before asking the limiter: %w", err))
 	}
-	var d limiter.Decision
-	var reason string
-	var err error
-	if s.degraded != nil {
-		d, reason, err = s.degraded.AllowDegraded(ctx, r, s.now())
-	} else {
-		d, err = s.strategy.Allow(ctx, r, s.now())
+	switch p.list {
+	case listBlocked:
+		return s.blockedResponse()
+	case listAllowed:
+		return s.allowlistedResponse()
 	}
+	now := s.now()
+	d, reason, err := p.strategy.allow(ctx, r, now)
 	if err != nil {
 		return s.failure(r.Scope, fmt.Errorf("check: %w", err))
 	}
+	wouldDeny := s.shadows(ctx, p, now)
 	if reason != "" {
-		return s.degradedResponse(r, d, reason)
+		return withShadow(s.degradedResponse(r, d, reason), d.Allowed && wouldDeny)
 	}
 	if d.Allowed {
 		s.m.allowed.Inc()
-		return s.allowedResponse(r, d)
+		return withShadow(s.allowedResponse(r, d), wouldDeny)
 	}
 	s.m.denied.Inc()
 	return s.deniedResponse(r, d)
@@ -284,10 +315,11 @@ func validDegradedReason(reason string) bool {
 }
 
 // request builds the limiter.Request for req from the server's defaults and
-// the valid context extensions.
-func (s *Server) request(req *authv3.CheckRequest) limiter.Request {
-	r := limiter.Request{Limit: s.limit, Window: s.window}
-	key := s.key
+// the valid context extensions, without its Requestor, and returns the key
+// and the strategy name ("" for the default) they choose.
+func (s *Server) request(req *authv3.CheckRequest) (r limiter.Request, key KeySpec, strategy string) {
+	r = limiter.Request{Limit: s.limit, Window: s.window}
+	key = s.key
 	if ext := req.GetAttributes().GetContextExtensions(); len(ext) > 0 {
 		for i, name := range extNames {
 			v, ok := ext[name]
@@ -307,11 +339,12 @@ func (s *Server) request(req *authv3.CheckRequest) limiter.Request {
 				key = o.key
 			case ExtScope:
 				r.Scope = o.scope
+			case ExtStrategy:
+				strategy = o.strategy
 			}
 		}
 	}
-	r.Requestor = key.Identity(req)
-	return r
+	return r, key, strategy
 }
 
 // override returns the parsed value of extension name (extNames[i]), or false

@@ -43,6 +43,38 @@ type SlidingConfig struct {
 	MaxRequestors int
 }
 
+// Increment is one counter change of a BatchStore.Batch: what
+// Store.Add(ctx, Key, Delta, TTL) does.
+type Increment struct {
+	Key   string
+	Delta int64
+	TTL   time.Duration
+}
+
+// BatchStore is a Store that can also read some counters and change others
+// in one round trip, when all their keys share a server as the keys of one
+// requestor do (see doc.go). The memcached store implements it by
+// pipelining; a wrapper around a BatchStore (metrics, a circuit breaker)
+// should implement it too, or Sliding falls back to one round trip per Get
+// and per Add.
+//
+// With a BatchStore, Sliding counts a returning requestor's request in the
+// same round trip that reads the seconds it does not know yet (the count it
+// gets back decides once the read is merged, exactly as in the two-step
+// order; a request that turns out to be over the limit is decremented
+// again), and changes the second counter and the minute aggregate together.
+type BatchStore interface {
+	Store
+
+	// Batch reads the counters at gets, then applies each of adds in
+	// order, as Add does. It returns the values read (a missing key is
+	// absent from the map and counts as zero, as with Get) and the new
+	// value of each counter in adds, in the order of adds. Either list may
+	// be empty. Every error wraps ErrStoreUnavailable; after an error, any
+	// of the adds may or may not have been applied.
+	Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error)
+}
+
 // Sliding is the sliding-window Strategy: a request at second t is allowed if
 // and only if fewer than Limit allowed requests of the same requestor fall in
 // the 1-second buckets of seconds [t-Window+1, t]. Denied requests are not
@@ -58,7 +90,8 @@ type SlidingConfig struct {
 // A Sliding is safe for concurrent use. Create it with NewSliding.
 type Sliding struct {
 	store  Store
-	maxPer int // max histories per shard
+	batch  BatchStore // store, when it is a BatchStore; else nil
+	maxPer int        // max histories per shard
 	seed   maphash.Seed
 	shards [cacheShards]historyShard
 }
@@ -75,6 +108,7 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 		max = defaultMaxRequestors
 	}
 	s := &Sliding{store: store, maxPer: (max + cacheShards - 1) / cacheShards, seed: maphash.MakeSeed()}
+	s.batch, _ = store.(BatchStore)
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*history)
 	}
@@ -123,9 +157,10 @@ type history struct {
 	recentAt int64 // the second at which recent was read
 	recent   int64 // the count of second recentAt-1, which may still change
 
-	latest int64 // the newest second decided
-	satAt  int64 // a second in which this replica saw the limit reached
-	used   int64 // the second of the last decision, for eviction (shard lock)
+	latest   int64 // the newest second decided
+	satAt    int64 // a second in which this replica saw the limit reached
+	deniedAt int64 // the second of this replica's last denial
+	used     int64 // the second of the last decision, for eviction (shard lock)
 
 	loading *load
 }
@@ -142,6 +177,11 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 	d := Decision{Limit: req.Limit, Window: req.Window}
 
 	h := s.history(id, w, t)
+	// With a BatchStore the request may be counted in the round trip that
+	// reads the missing buckets: then counted is set and v is the value the
+	// increment of second t returned.
+	var counted bool
+	var v int64
 	// Read what this replica does not know yet, then decide on complete data.
 	for {
 		h.mu.Lock()
@@ -168,8 +208,25 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 		}
 		l := &load{done: make(chan struct{})}
 		h.loading = l
+		spec := s.batch != nil && h.deniedAt < t-1 && h.sum(t, w) < req.Limit
 		h.mu.Unlock()
-		vals, err := s.store.Get(ctx, p.keys)
+		var vals map[string]int64
+		var err error
+		if spec {
+			// Count the request now, on the chance that the read will not
+			// deny it; the count decides below exactly as after a separate
+			// increment, and is undone when the request is denied.
+			var counts []int64
+			vals, counts, err = s.batch.Batch(ctx, p.keys, s.increments(id, t, w, 1, req.Window))
+			if err == nil && len(counts) == 0 {
+				err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
+			}
+			if err == nil {
+				v = counts[0]
+			}
+		} else {
+			vals, err = s.store.Get(ctx, p.keys)
+		}
 		h.mu.Lock()
 		if err == nil {
 			h.merge(p, vals, t)
@@ -178,10 +235,24 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 		}
 		h.loading = nil
 		close(l.done)
-		h.mu.Unlock()
 		if err != nil {
+			h.mu.Unlock()
 			return Decision{}, l.err
 		}
+		if spec {
+			// Decide on the merged read with h.mu still held, so that no
+			// other decision moves h.latest past the second counted in.
+			if len(h.plan(id, t, w).keys) == 0 {
+				counted = true
+				break
+			}
+			// Not reached: plan p read everything the window lacked. Undo
+			// and decide the two-step way.
+			h.mu.Unlock()
+			_, _ = s.add(ctx, id, t, w, -1, req.Window)
+			continue
+		}
+		h.mu.Unlock()
 	}
 
 	// h.mu is held here and h knows every bucket of the window but second t.
@@ -189,8 +260,12 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 	threshold := req.Limit - base
 	if threshold <= 0 || h.satAt == t {
 		// Over the limit on settled data alone, or this second is full.
+		h.deniedAt = t
 		ra, ok := h.retryAfter(t, w, req.Limit)
 		h.mu.Unlock()
+		if counted {
+			_, _ = s.add(ctx, id, t, w, -1, req.Window)
+		}
 		if !ok {
 			return s.needDetail(ctx, h, id, t, d)
 		}
@@ -201,13 +276,12 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 
 	// Count the request in second t; the counter arbitrates between all
 	// concurrent decisions of all replicas: the first threshold increments win.
-	sKey, mKey := secondKey(id, t), ""
-	if w >= minuteWindowMin {
-		mKey = minuteKey(id, floorDiv(t, minuteSeconds))
-	}
-	v, err := s.add(ctx, sKey, mKey, 1, req.Window)
-	if err != nil {
-		return Decision{}, fmt.Errorf("sliding window: count %s: %w", id, err)
+	if !counted {
+		var err error
+		v, err = s.add(ctx, id, t, w, 1, req.Window)
+		if err != nil {
+			return Decision{}, fmt.Errorf("sliding window: count %s: %w", id, err)
+		}
 	}
 	if v <= threshold {
 		d.Allowed = true
@@ -232,9 +306,10 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 	// Denied: undo the increment so a denied request leaves no trace. If the
 	// undo fails the counter stays one too high, which errs on the safe side
 	// and heals when the bucket leaves the window.
-	_, _ = s.add(ctx, sKey, mKey, -1, req.Window)
+	_, _ = s.add(ctx, id, t, w, -1, req.Window)
 	h.mu.Lock()
 	h.satAt = max(h.satAt, t)
+	h.deniedAt = t
 	ra, ok := h.retryAfter(t, w, req.Limit)
 	h.mu.Unlock()
 	if !ok {
@@ -273,20 +348,45 @@ func (s *Sliding) needDetail(ctx context.Context, h *history, id string, t int64
 	return d, nil
 }
 
-// add applies delta to the second counter and, when mKey is set, to the
-// minute aggregate, concurrently; it returns the second counter's value.
-func (s *Sliding) add(ctx context.Context, sKey, mKey string, delta int64, window time.Duration) (int64, error) {
-	sTTL := window + SkewMargin
-	if mKey == "" {
-		return s.store.Add(ctx, sKey, delta, sTTL)
+// increments are the changes that count (delta 1) or uncount (delta -1) a
+// request of id at second t in a window of w seconds: second t's counter
+// and, for windows of minuteWindowMin or more, the minute aggregate.
+func (s *Sliding) increments(id string, t, w, delta int64, window time.Duration) []Increment {
+	incs := []Increment{{Key: secondKey(id, t), Delta: delta, TTL: window + SkewMargin}}
+	if w >= minuteWindowMin {
+		incs = append(incs, Increment{Key: minuteKey(id, floorDiv(t, minuteSeconds)), Delta: delta, TTL: window + 2*SkewMargin + minuteSeconds*time.Second})
+	}
+	return incs
+}
+
+// add applies delta to second t's counter of id and, for windows of
+// minuteWindowMin or more, to the minute aggregate: in one round trip with
+// a BatchStore, else as two concurrent Adds. It returns the second
+// counter's value.
+func (s *Sliding) add(ctx context.Context, id string, t, w, delta int64, window time.Duration) (int64, error) {
+	incs := s.increments(id, t, w, delta, window)
+	if s.batch != nil {
+		_, counts, err := s.batch.Batch(ctx, nil, incs)
+		if err == nil && len(counts) == 0 {
+			err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
+		}
+		if err != nil {
+			return 0, err
+		}
+		return counts[0], nil
+	}
+	sec := incs[0]
+	if len(incs) == 1 {
+		return s.store.Add(ctx, sec.Key, sec.Delta, sec.TTL)
 	}
 	var mErr error
 	done := make(chan struct{})
 	go func() {
-		_, mErr = s.store.Add(ctx, mKey, delta, window+2*SkewMargin+minuteSeconds*time.Second)
+		m := incs[1]
+		_, mErr = s.store.Add(ctx, m.Key, m.Delta, m.TTL)
 		close(done)
 	}()
-	v, err := s.store.Add(ctx, sKey, delta, sTTL)
+	v, err := s.store.Add(ctx, sec.Key, sec.Delta, sec.TTL)
 	<-done
 	if err == nil && mErr != nil {
 		err = mErr

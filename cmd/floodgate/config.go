@@ -15,6 +15,7 @@ import (
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // version is the release printed by --version and logged at startup. The
@@ -48,6 +49,9 @@ type Config struct {
 	// AdminAddr is the listen address of the HTTP admin server (/healthz,
 	// /readyz, /metrics), host:port.
 	AdminAddr string
+	// PProf serves Go's profiler (net/http/pprof) under /debug/pprof/ on
+	// AdminAddr.
+	PProf bool
 	// MemcacheServers lists the memcached servers as host:port. Empty means
 	// the embedded in-memory store.
 	MemcacheServers []string
@@ -80,6 +84,15 @@ type Config struct {
 	// TLSClientCA is a PEM bundle of the CAs that client certificates must
 	// chain to; set, the gRPC listener requires one (mutual TLS).
 	TLSClientCA string
+	// Strategy is the default rate-limiting algorithm (--strategy), one of
+	// limiter.Strategies(); routes (floodgate.strategy) and policy rules
+	// may choose another.
+	Strategy string
+	// PolicyFile is the policy file (--policy); empty for none. Policy is
+	// its content, loaded and validated by ParseConfig; the server reloads
+	// the file when it changes.
+	PolicyFile string
+	Policy     *policy.Policy
 	// Headers turns the X-RateLimit-* headers on allowed responses on or off.
 	Headers bool
 	// LogFormat is "text" or "json".
@@ -130,8 +143,11 @@ var options = []option{
 	{name: "admin-addr", arg: "host:port", def: ":9090",
 		usage: "HTTP admin listen address (/healthz, /readyz, /metrics)",
 		parse: func(c *Config, v string) (err error) { c.AdminAddr, err = parseAddr(v); return err }},
+	{name: "pprof", def: "false", isBool: true,
+		usage: "serve Go's profiler (net/http/pprof) under /debug/pprof/ on --admin-addr; off by default, and only for an admin address no client can reach",
+		parse: func(c *Config, v string) (err error) { c.PProf, err = parseBool(v); return err }},
 	{name: "memcache-servers", arg: "host:port[,...]", def: "",
-		usage: "memcached servers shared by all replicas; empty: embedded in-memory store",
+		usage: "memcached servers shared by all replicas: host:port, or dns+NAME:PORT for every address of NAME (e.g. a headless Service), looked up again every 10s; requestors are spread by consistent hashing; empty: embedded in-memory store",
 		parse: parseServers},
 	{name: "memcache-timeout", arg: "duration", def: "100ms",
 		usage: "timeout of one memcached round trip; keep it well below Envoy's ext_authz timeout",
@@ -151,6 +167,12 @@ var options = []option{
 	{name: "key", arg: "source|header:<name>|xff", def: "source",
 		usage: "requestor identity: client address, a request header, or X-Forwarded-For",
 		parse: parseKey},
+	{name: "strategy", arg: "sliding|fixed|token-bucket|sliding-log", def: "sliding",
+		usage: "rate-limiting algorithm: sliding window, fixed window (reset at each boundary), token bucket (steady rate with bursts), or sliding log (exact, limits up to 1000); routes choose another with floodgate.strategy, policy rules with strategy",
+		parse: parseStrategy},
+	{name: "policy", arg: "file", def: "",
+		usage: "YAML policy file: rules by route scope, method, path and headers with their own key, limit, window, strategy and tiers; an allowlist and a blocklist; shadow rules. Reloaded when it changes; check it with floodgate check-policy FILE",
+		parse: parsePolicy},
 	{name: "fail-mode", arg: "local|open|closed", def: "local",
 		usage: "when memcached fails: local decides with a per-replica in-memory limiter (the limit then holds per replica), open allows the request, closed denies it with 503",
 		parse: parseFailMode},
@@ -264,6 +286,7 @@ func DefaultConfig() Config {
 // environment variable.
 func Usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: floodgate [flags]
+       floodgate check-policy FILE
 
 floodgate is a rate limiter for Envoy's ext_authz filter (envoy.service.auth.v3
 gRPC). Each requestor may make --limit requests per sliding --window; further

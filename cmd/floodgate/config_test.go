@@ -38,6 +38,7 @@ func TestParseConfig(t *testing.T) {
 		Key:              mustKey(t, "source", 0),
 		FailMode:         authz.FailOpen,
 		LocalFallback:    true,
+		Strategy:         "sliding",
 		Headers:          true,
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
@@ -127,6 +128,7 @@ func TestParseConfig(t *testing.T) {
 				"FLOODGATE_LOG_FORMAT":         "json",
 				"FLOODGATE_LOG_LEVEL":          "warn",
 				"FLOODGATE_SHUTDOWN_TIMEOUT":   "3s",
+				"FLOODGATE_STRATEGY":           "fixed",
 			},
 			want: func(c *Config) {
 				*c = Config{
@@ -140,6 +142,7 @@ func TestParseConfig(t *testing.T) {
 					Key:              mustKey(t, "xff", 3),
 					XFFTrustedHops:   3,
 					FailMode:         authz.FailClosed,
+					Strategy:         "fixed",
 					Headers:          false,
 					LogFormat:        "json",
 					LogLevel:         slog.LevelWarn,

@@ -58,6 +58,9 @@ func main() {
 // ctx is cancelled (by SIGTERM or SIGINT in main), drains, and returns the
 // process's exit status. Errors go to stderr as one "floodgate: ..." line.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "check-policy" {
+		return checkPolicy(args[1:], stdout, stderr)
+	}
 	cfg, err := ParseConfig(args, getenv)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -97,7 +100,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		buildInfo(),
 	)
 
-	store, storeKind, closeStore, err := openStore(cfg)
+	store, storeKind, closeStore, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -108,11 +111,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	store = sm.wrap(store)
 
-	newStrategy := func(st limiter.Store) (limiter.Strategy, error) {
-		return limiter.NewSliding(st, limiter.SlidingConfig{}), nil
+	newStrategy := func(name string, st limiter.Store) (limiter.Strategy, error) {
+		return limiter.NewStrategy(name, st, limiter.StrategyConfig{})
 	}
-	// With memcached: a circuit breaker, and the per-replica fallback.
-	strategy, closeStrategy, err := resilientStrategy(cfg, storeKind, store, newStrategy, reg, log)
+	// Every strategy, on the one store: --strategy is the default, routes
+	// and policy rules choose others. With memcached: a circuit breaker, and
+	// the per-replica fallback.
+	strategies, closeStrategy, err := resilientStrategies(cfg, storeKind, store, limiter.Strategies(), newStrategy, reg, log)
 	if err != nil {
 		return fmt.Errorf("limiter: %w", err)
 	}
@@ -130,7 +135,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		creds = tf.credentials()
 	}
 
-	az, err := authz.NewServer(strategy, authz.Config{
+	az, err := authz.NewServer(strategies[cfg.Strategy], authz.Config{
 		Limit:      cfg.Limit,
 		Window:     cfg.Window,
 		Key:        cfg.Key,
@@ -139,10 +144,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Logger:     log,
 		Registerer: reg,
 		Now:        time.Now,
+		Strategy:   cfg.Strategy,
+		Strategies: strategies,
 	})
 	if err != nil {
 		return fmt.Errorf("authz server: %w", err)
 	}
+	stopPolicy, err := startPolicy(ctx, cfg, az, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopPolicy()
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -164,7 +176,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	var draining atomic.Bool
 	admin := &http.Server{
-		Handler:           adminHandler(reg, &draining),
+		Handler:           withPProf(adminHandler(reg, &draining), cfg.PProf),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -215,12 +227,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 // openStore returns the counter store cfg asks for: memcached when servers
 // are given, else the embedded in-memory store. kind ("memcache" or
 // "memory") names it in logs; closeFn releases it.
-func openStore(cfg Config) (store limiter.Store, kind string, closeFn func() error, err error) {
+func openStore(cfg Config, log *slog.Logger) (store limiter.Store, kind string, closeFn func() error, err error) {
 	if len(cfg.MemcacheServers) == 0 {
 		mem := limiter.NewMemoryStore(time.Now)
 		return mem, "memory", mem.Close, nil
 	}
-	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout, MaxIdleConns: cfg.MemcacheMaxConns})
+	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout, MaxIdleConns: cfg.MemcacheMaxConns, Logger: log})
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("open memcache store: %w", err)
 	}
@@ -245,7 +257,11 @@ func startupAttrs(cfg Config, storeKind string, grpcAddr, adminAddr net.Addr) []
 	attrs = append(attrs,
 		"limit", cfg.Limit,
 		"window", shortDuration(cfg.Window),
-		"key", cfg.Key.String())
+		"key", cfg.Key.String(),
+		"strategy", cfg.Strategy)
+	if cfg.Policy != nil {
+		attrs = append(attrs, "policy", cfg.PolicyFile, "policy_rules", len(cfg.Policy.Rules), "policy_sha256", shortDigest(cfg.Policy.Digest))
+	}
 	if cfg.Key.String() == "xff" {
 		attrs = append(attrs, "xff_trusted_hops", cfg.XFFTrustedHops)
 	}

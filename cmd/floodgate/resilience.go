@@ -17,18 +17,20 @@ import (
 // per-replica limiter.
 const degradedReason = "memcached-unavailable"
 
-// resilientStrategy builds the strategy floodgate decides with. With the
-// in-memory store it is newStrategy(store). With memcached, store is wrapped
-// in a circuit breaker (resilient.Breaker, with its metrics and logs) and a
+// resilientStrategies builds the strategies floodgate decides with, one per
+// name in names, all on the one store. With the in-memory store each is
+// newStrategy(name, store). With memcached, store is wrapped once in a
+// circuit breaker (resilient.Breaker, with its metrics and logs) and a
 // bulkhead (at most --memcache-max-conns calls at once), and
-// with --fail-mode local the strategy on it is wrapped in a
+// with --fail-mode local each strategy on it is wrapped in a
 // resilient.Fallback whose local strategy, newStrategy on a MemoryStore of
-// this process, decides while memcached is unavailable.
+// this process shared by all of them, decides while memcached is
+// unavailable.
 //
 // closeFn releases the strategies and the local store.
-func resilientStrategy(cfg Config, storeKind string, store limiter.Store, newStrategy func(limiter.Store) (limiter.Strategy, error),
+func resilientStrategies(cfg Config, storeKind string, store limiter.Store, names []string, newStrategy func(name string, st limiter.Store) (limiter.Strategy, error),
 	reg prometheus.Registerer, log *slog.Logger,
-) (s limiter.Strategy, closeFn func() error, err error) {
+) (strategies map[string]limiter.Strategy, closeFn func() error, err error) {
 	var closers []io.Closer
 	closeFn = func() error {
 		var errs []error
@@ -42,13 +44,26 @@ func resilientStrategy(cfg Config, storeKind string, store limiter.Store, newStr
 			closers = append(closers, c)
 		}
 	}
+	// each builds a strategy per name on st.
+	each := func(st limiter.Store) (map[string]limiter.Strategy, error) {
+		m := make(map[string]limiter.Strategy, len(names))
+		for _, name := range names {
+			s, err := newStrategy(name, st)
+			if err != nil {
+				closeFn()
+				return nil, fmt.Errorf("strategy %s: %w", name, err)
+			}
+			closeLater(s)
+			m[name] = s
+		}
+		return m, nil
+	}
 
 	if storeKind != "memcache" {
-		if s, err = newStrategy(store); err != nil {
+		if strategies, err = each(store); err != nil {
 			return nil, nil, err
 		}
-		closeLater(s)
-		return s, closeFn, nil
+		return strategies, closeFn, nil
 	}
 
 	transitions := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -71,23 +86,24 @@ func resilientStrategy(cfg Config, storeKind string, store limiter.Store, newStr
 		return nil, nil, err
 	}
 
-	primary, err := newStrategy(store)
+	primary, err := each(store)
 	if err != nil {
 		return nil, nil, err
 	}
-	closeLater(primary)
 	if !cfg.LocalFallback {
 		return primary, closeFn, nil
 	}
 	mem := limiter.NewMemoryStore(time.Now)
 	closers = append(closers, mem)
-	local, err := newStrategy(mem)
+	local, err := each(mem)
 	if err != nil {
-		closeFn()
 		return nil, nil, err
 	}
-	closeLater(local)
-	return resilient.NewFallback(primary, local, resilient.FallbackConfig{Reason: degradedReason, Logger: log}), closeFn, nil
+	strategies = make(map[string]limiter.Strategy, len(names))
+	for _, name := range names {
+		strategies[name] = resilient.NewFallback(primary[name], local[name], resilient.FallbackConfig{Reason: degradedReason, Logger: log})
+	}
+	return strategies, closeFn, nil
 }
 
 // breakerLog logs the transitions of the memcached circuit breaker: opening

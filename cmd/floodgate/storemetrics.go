@@ -47,9 +47,10 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 		}, []string{"op"}),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_store_operations_total",
-			Help: "Counter store operations: add increments one counter, get reads many at once, " +
+			Help: "Counter store operations: add increments one counter, or the counters of one decision " +
+				"together with the reads it needs (a batch), get reads many at once, " +
 				"get_versioned and cas read and replace one value. " +
-				"With memcached each is normally one round trip, as all of a requestor's keys live on one server.",
+				"With memcached each is one round trip, as all of a requestor's keys live on one server.",
 		}, []string{"op"}),
 		keysRead: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "floodgate_store_keys_read_total",
@@ -70,8 +71,8 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 }
 
 // wrap returns a Store that forwards to next and records each call. When
-// next is a limiter.SwapStore, so is the returned Store (the strategies that
-// need one check with a type assertion).
+// next is a limiter.SwapStore or a limiter.BatchStore, so is the returned
+// Store (the strategies that need one check with a type assertion).
 func (m *storeMetrics) wrap(next limiter.Store) limiter.Store {
 	s := &instrumentedStore{
 		next: next,
@@ -79,13 +80,24 @@ func (m *storeMetrics) wrap(next limiter.Store) limiter.Store {
 		get:  m.bind(opGet),
 		keys: m.keysRead,
 	}
-	if ss, ok := next.(limiter.SwapStore); ok {
-		return &instrumentedSwapStore{
+	ss, swap := next.(limiter.SwapStore)
+	bs, batch := next.(limiter.BatchStore)
+	var sw *instrumentedSwapStore
+	if swap {
+		sw = &instrumentedSwapStore{
 			instrumentedStore: s,
 			next:              ss,
 			getVersioned:      m.bind(opGetVersioned),
 			cas:               m.bind(opCAS),
 		}
+	}
+	switch {
+	case swap && batch:
+		return &instrumentedSwapBatchStore{instrumentedSwapStore: sw, nextBatch: bs}
+	case swap:
+		return sw
+	case batch:
+		return &instrumentedBatchStore{instrumentedStore: s, next: bs}
 	}
 	return s
 }
@@ -143,6 +155,56 @@ func (s *instrumentedStore) Get(ctx context.Context, keys []string) (map[string]
 	s.get.record(start, err)
 	s.keys.Add(float64(len(keys)))
 	return vals, err
+}
+
+// Batch records a limiter.BatchStore's Batch: one round trip, counted as one
+// add when it changes counters (whatever it also reads) and as one get when
+// it only reads, with its reads in the keys read. A Batch of nothing is
+// passed on but not counted.
+func (s *instrumentedStore) batch(ctx context.Context, next limiter.BatchStore, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	if len(gets) == 0 && len(adds) == 0 {
+		return next.Batch(ctx, gets, adds)
+	}
+	start := time.Now()
+	vals, counts, err := next.Batch(ctx, gets, adds)
+	if len(adds) > 0 {
+		s.add.record(start, err)
+	} else {
+		s.get.record(start, err)
+	}
+	s.keys.Add(float64(len(gets)))
+	return vals, counts, err
+}
+
+// instrumentedBatchStore is an instrumentedStore around a
+// limiter.BatchStore.
+type instrumentedBatchStore struct {
+	*instrumentedStore
+	next limiter.BatchStore
+}
+
+var _ limiter.BatchStore = (*instrumentedBatchStore)(nil)
+
+// Batch implements limiter.BatchStore.
+func (s *instrumentedBatchStore) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return s.batch(ctx, s.next, gets, adds)
+}
+
+// instrumentedSwapBatchStore is an instrumentedSwapStore around a store
+// that is also a limiter.BatchStore, such as the memcached store.
+type instrumentedSwapBatchStore struct {
+	*instrumentedSwapStore
+	nextBatch limiter.BatchStore
+}
+
+var (
+	_ limiter.SwapStore  = (*instrumentedSwapBatchStore)(nil)
+	_ limiter.BatchStore = (*instrumentedSwapBatchStore)(nil)
+)
+
+// Batch implements limiter.BatchStore.
+func (s *instrumentedSwapBatchStore) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return s.batch(ctx, s.nextBatch, gets, adds)
 }
 
 // instrumentedSwapStore is an instrumentedStore around a limiter.SwapStore.

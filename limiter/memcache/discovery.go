@@ -196,7 +196,7 @@ func (d *discovery) stop() {
 		d.cancel()
 		<-d.done
 		for _, r := range d.retired {
-			_ = r.srv.client.Close()
+			_ = r.srv.close()
 		}
 		d.retired = nil
 	})
@@ -291,7 +291,7 @@ func (d *discovery) swap(want []string) {
 	}
 	d.store.set.Store(set)
 	for _, r := range d.retired[len(d.retired)-len(removed):] {
-		_ = r.srv.client.Close() // its idle connections now; calls in flight finish
+		_ = r.srv.close() // its idle connections now; calls in flight finish
 	}
 	d.log.Info("memcache: servers changed", "servers", set.addrs(), "added", added, "removed", removed)
 }
@@ -304,7 +304,7 @@ func (d *discovery) closeRetired(now time.Time) {
 		if now.Before(r.retireAt) {
 			return false
 		}
-		_ = r.srv.client.Close()
+		_ = r.srv.close()
 		return true
 	})
 }

@@ -35,8 +35,12 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
-// Compile-time check that Store implements limiter.SwapStore.
-var _ limiter.SwapStore = (*Store)(nil)
+// Compile-time checks that Store implements limiter.SwapStore and
+// limiter.BatchStore.
+var (
+	_ limiter.SwapStore  = (*Store)(nil)
+	_ limiter.BatchStore = (*Store)(nil)
+)
 
 const (
 	// DefaultTimeout is the Timeout used when Config.Timeout is zero.
@@ -198,7 +202,12 @@ func (s *Store) newServer(addr string) (*server, error) {
 	c := memcache.NewFromSelector(&sl)
 	c.Timeout = s.timeout
 	c.MaxIdleConns = s.maxIdleConns
-	return &server{addr: addr, seed: serverSeed(addr), client: c}, nil
+	resolved, err := sl.PickServer("")
+	if err != nil {
+		return nil, err
+	}
+	pipe := newPipeline(resolved, s.timeout, s.maxIdleConns)
+	return &server{addr: addr, seed: serverSeed(addr), client: c, pipe: pipe}, nil
 }
 
 // Servers returns the addresses of the servers the Store spreads requestors
@@ -217,7 +226,7 @@ func (s *Store) Close() error {
 	}
 	var first error
 	for _, srv := range s.set.Load().servers {
-		if err := srv.client.Close(); err != nil && first == nil {
+		if err := srv.close(); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -243,65 +252,102 @@ func (s *Store) client(key string) (*memcache.Client, error) {
 // negative one decrements it, which memcached stops at zero. When the counter
 // is missing, a positive delta creates it with value delta and the given ttl
 // (rounded up to whole seconds, at least one); a zero or negative delta
-// returns 0 and creates nothing. Two clients that create the same counter at
-// once both count: the one whose creation memcached refuses increments
-// instead. An Add that fails with a timeout may still have been applied, once,
-// when the server gets to it.
+// returns 0 and creates nothing. It is one round trip, a meta arithmetic
+// command that creates a missing counter atomically, so two clients that
+// create the same counter at once both count. An Add that fails with a
+// timeout may still have been applied, once, when the server gets to it.
 func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, opError("add", key, err)
 	}
-	c, err := s.client(key)
-	if err != nil {
-		return 0, opError("add", key, err)
+	srv := s.set.Load().pick(serverKey(key))
+	if srv == nil {
+		return 0, opError("add", key, errNoServers)
 	}
+	op := "incr"
 	if delta < 0 {
-		// uint64(-delta) is right even for math.MinInt64.
-		v, err := c.Decrement(key, uint64(-delta))
-		if errors.Is(err, memcache.ErrCacheMiss) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, opError("decr", key, err)
-		}
-		return counter("decr", key, v)
+		op = "decr"
 	}
-
-	v, err := c.Increment(key, uint64(delta))
-	if err == nil {
-		return counter("incr", key, v)
+	if !legalKey(key) {
+		return 0, opError(op, key, errMalformedKey)
 	}
-	if !errors.Is(err, memcache.ErrCacheMiss) {
-		return 0, opError("incr", key, err)
-	}
-	if delta == 0 {
-		return 0, nil
-	}
-
-	if err := ctx.Err(); err != nil {
-		return 0, opError("add", key, err)
-	}
-	err = c.Add(&memcache.Item{
-		Key:        key,
-		Value:      strconv.AppendInt(nil, delta, 10),
-		Expiration: expiration(ttl, s.now()),
-	})
-	if err == nil {
-		return delta, nil
-	}
-	if !errors.Is(err, memcache.ErrNotStored) {
-		return 0, opError("add", key, err)
-	}
-
-	// Another client created the counter after our incr missed it.
-	if err := ctx.Err(); err != nil {
-		return 0, opError("incr", key, err)
-	}
-	v, err = c.Increment(key, uint64(delta))
+	_, counts, err := srv.pipe.do(ctx, nil, []limiter.Increment{{Key: key, Delta: delta, TTL: ttl}}, s.now())
 	if err != nil {
-		return 0, opError("incr", key, err)
+		return 0, opError(op, key, err)
 	}
-	return counter("incr", key, v)
+	return counts[0], nil
+}
+
+// Batch implements limiter.BatchStore. When every key shares a server, as
+// the keys of one requestor do, it is one round trip: a multi-key get of
+// gets followed by the meta arithmetic commands of adds, written at once.
+// Otherwise it is a Get and then the Adds, one by one.
+func (s *Store) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	first := ""
+	switch {
+	case len(gets) > 0:
+		first = gets[0]
+	case len(adds) > 0:
+		first = adds[0].Key
+	default:
+		return map[string]int64{}, nil, nil
+	}
+	n := len(gets) + len(adds)
+	if err := ctx.Err(); err != nil {
+		return nil, nil, batchError(n, first, err)
+	}
+	set := s.set.Load()
+	sk := serverKey(first)
+	srv := set.pick(sk)
+	if srv == nil {
+		return nil, nil, batchError(n, first, errNoServers)
+	}
+	one := true
+	check := func(key string) error {
+		if !legalKey(key) {
+			return opError("batch", key, errMalformedKey)
+		}
+		if ks := serverKey(key); ks != sk && set.pick(ks) != srv {
+			one = false
+		}
+		return nil
+	}
+	for _, k := range gets {
+		if err := check(k); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, a := range adds {
+		if err := check(a.Key); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !one {
+		vals, err := s.Get(ctx, gets)
+		if err != nil {
+			return nil, nil, err
+		}
+		counts := make([]int64, len(adds))
+		for i, a := range adds {
+			if counts[i], err = s.Add(ctx, a.Key, a.Delta, a.TTL); err != nil {
+				return nil, nil, err
+			}
+		}
+		return vals, counts, nil
+	}
+	vals, counts, err := srv.pipe.do(ctx, gets, adds, s.now())
+	if err != nil {
+		return nil, nil, batchError(n, first, err)
+	}
+	return vals, counts, nil
+}
+
+// batchError reports that a Batch of n keys, the first one first, failed.
+func batchError(n int, first string, err error) error {
+	if n == 1 {
+		return opError("batch", first, err)
+	}
+	return fmt.Errorf("memcache batch of %d keys from %q: %w: %w", n, first, limiter.ErrStoreUnavailable, err)
 }
 
 // Get implements limiter.Store with one multi-key get per server, concurrently;

@@ -158,18 +158,41 @@ type breakerSwap struct {
 	next limiter.SwapStore
 }
 
+// breakerBatch is a Breaker around a limiter.BatchStore, and
+// breakerSwapBatch one around a store that is both.
+type breakerBatch struct {
+	*Breaker
+	next limiter.BatchStore
+}
+
+type breakerSwapBatch struct {
+	breakerSwap
+	batch limiter.BatchStore
+}
+
 var (
-	_ limiter.Store     = (*Breaker)(nil)
-	_ limiter.SwapStore = breakerSwap{}
+	_ limiter.Store      = (*Breaker)(nil)
+	_ limiter.SwapStore  = breakerSwap{}
+	_ limiter.BatchStore = breakerBatch{}
+	_ limiter.SwapStore  = breakerSwapBatch{}
+	_ limiter.BatchStore = breakerSwapBatch{}
 )
 
 // NewBreaker returns a closed Breaker around next. The returned Store is a
-// *Breaker or, when next is a limiter.SwapStore, a limiter.SwapStore around
-// one; BreakerOf returns the *Breaker in either case.
+// *Breaker, or a Store around one that is also a limiter.SwapStore, a
+// limiter.BatchStore or both when next is; BreakerOf returns the *Breaker in
+// every case.
 func NewBreaker(next limiter.Store, cfg BreakerConfig) limiter.Store {
 	b := newBreaker(next, cfg)
-	if ss, ok := next.(limiter.SwapStore); ok {
+	ss, swap := next.(limiter.SwapStore)
+	bs, batch := next.(limiter.BatchStore)
+	switch {
+	case swap && batch:
+		return breakerSwapBatch{breakerSwap: breakerSwap{Breaker: b, next: ss}, batch: bs}
+	case swap:
 		return breakerSwap{Breaker: b, next: ss}
+	case batch:
+		return breakerBatch{Breaker: b, next: bs}
 	}
 	return b
 }
@@ -180,6 +203,10 @@ func BreakerOf(s limiter.Store) *Breaker {
 	case *Breaker:
 		return b
 	case breakerSwap:
+		return b.Breaker
+	case breakerBatch:
+		return b.Breaker
+	case breakerSwapBatch:
 		return b.Breaker
 	}
 	return nil
@@ -240,6 +267,29 @@ func (b *Breaker) Get(ctx context.Context, keys []string) (map[string]int64, err
 	vals, err := b.next.Get(ctx, keys)
 	b.release(ctx, err)
 	return vals, err
+}
+
+// Batch implements limiter.BatchStore: one call, like Add or Get. A Batch
+// of nothing is passed on without counting.
+func (b breakerBatch) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return b.Breaker.batch(ctx, b.next, gets, adds)
+}
+
+// Batch implements limiter.BatchStore.
+func (b breakerSwapBatch) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return b.Breaker.batch(ctx, b.batch, gets, adds)
+}
+
+func (b *Breaker) batch(ctx context.Context, next limiter.BatchStore, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	if len(gets) == 0 && len(adds) == 0 {
+		return next.Batch(ctx, gets, adds)
+	}
+	if err := b.acquire(); err != nil {
+		return nil, nil, err
+	}
+	vals, counts, err := next.Batch(ctx, gets, adds)
+	b.release(ctx, err)
+	return vals, counts, err
 }
 
 // GetVersioned implements limiter.SwapStore.

@@ -41,15 +41,30 @@ type bulkheadSwap struct {
 	next limiter.SwapStore
 }
 
+// bulkheadBatch is a Bulkhead around a limiter.BatchStore, and
+// bulkheadSwapBatch one around a store that is both.
+type bulkheadBatch struct {
+	*Bulkhead
+	next limiter.BatchStore
+}
+
+type bulkheadSwapBatch struct {
+	bulkheadSwap
+	batch limiter.BatchStore
+}
+
 var (
-	_ limiter.Store     = (*Bulkhead)(nil)
-	_ limiter.SwapStore = bulkheadSwap{}
+	_ limiter.Store      = (*Bulkhead)(nil)
+	_ limiter.SwapStore  = bulkheadSwap{}
+	_ limiter.BatchStore = bulkheadBatch{}
+	_ limiter.SwapStore  = bulkheadSwapBatch{}
+	_ limiter.BatchStore = bulkheadSwapBatch{}
 )
 
 // NewBulkhead returns a Store that lets at most max calls run at once in
 // next; a call waits up to queueTimeout (zero means DefaultQueueTimeout) for
-// a free slot. It is a limiter.SwapStore when next is one; BulkheadOf
-// returns its *Bulkhead. max must be at least 1.
+// a free slot. It is a limiter.SwapStore, a limiter.BatchStore or both when
+// next is; BulkheadOf returns its *Bulkhead. max must be at least 1.
 func NewBulkhead(next limiter.Store, max int, queueTimeout time.Duration) limiter.Store {
 	if max < 1 {
 		panic("resilient: NewBulkhead with max < 1")
@@ -58,8 +73,15 @@ func NewBulkhead(next limiter.Store, max int, queueTimeout time.Duration) limite
 		queueTimeout = DefaultQueueTimeout
 	}
 	b := &Bulkhead{next: next, slots: make(chan struct{}, max), timeout: queueTimeout}
-	if ss, ok := next.(limiter.SwapStore); ok {
+	ss, swap := next.(limiter.SwapStore)
+	bs, batch := next.(limiter.BatchStore)
+	switch {
+	case swap && batch:
+		return bulkheadSwapBatch{bulkheadSwap: bulkheadSwap{Bulkhead: b, next: ss}, batch: bs}
+	case swap:
 		return bulkheadSwap{Bulkhead: b, next: ss}
+	case batch:
+		return bulkheadBatch{Bulkhead: b, next: bs}
 	}
 	return b
 }
@@ -71,6 +93,10 @@ func BulkheadOf(s limiter.Store) *Bulkhead {
 	case *Bulkhead:
 		return b
 	case bulkheadSwap:
+		return b.Bulkhead
+	case bulkheadBatch:
+		return b.Bulkhead
+	case bulkheadSwapBatch:
 		return b.Bulkhead
 	}
 	return nil
@@ -119,6 +145,24 @@ func (b *Bulkhead) Get(ctx context.Context, keys []string) (map[string]int64, er
 	}
 	defer b.leave()
 	return b.next.Get(ctx, keys)
+}
+
+// Batch implements limiter.BatchStore: one call, holding one slot.
+func (b bulkheadBatch) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return b.Bulkhead.batch(ctx, b.next, gets, adds)
+}
+
+// Batch implements limiter.BatchStore.
+func (b bulkheadSwapBatch) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return b.Bulkhead.batch(ctx, b.batch, gets, adds)
+}
+
+func (b *Bulkhead) batch(ctx context.Context, next limiter.BatchStore, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	if err := b.enter(ctx); err != nil {
+		return nil, nil, err
+	}
+	defer b.leave()
+	return next.Batch(ctx, gets, adds)
 }
 
 // GetVersioned implements limiter.SwapStore.

@@ -1,0 +1,159 @@
+// Command floodgate-bench measures floodgate against the ceiling of any
+// ext_authz server on the same machine: it drives Check over gRPC at a fixed
+// concurrency against a built-in no-op Authorization server and against the
+// real floodgate binary (on memcached and in memory), reads floodgate's
+// resident memory after a million distinct clients, and measures Envoy with
+// and without the ext_authz filter at a fixed request rate. `make bench`
+// runs it through scripts/bench.sh; the logic is in internal/loadgen.
+//
+//	floodgate-bench --floodgate bin/floodgate [flags]
+//
+// It also runs as the servers it starts, on a loopback address:
+//
+//	floodgate-bench noop-server --listen 127.0.0.1:PORT
+//	floodgate-bench upstream --listen 127.0.0.1:PORT
+//
+// and drives one Check load at a server of your own, e.g. to profile it:
+//
+//	floodgate-bench load --target 127.0.0.1:9001 --duration 30s --clients 10000
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/floodgate-rl/floodgate/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "floodgate-bench: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && (args[0] == "noop-server" || args[0] == "upstream") {
+		return serve(ctx, args[0], args[1:])
+	}
+	if len(args) > 0 && args[0] == "load" {
+		return load(ctx, args[1:])
+	}
+	fs := flag.NewFlagSet("floodgate-bench", flag.ContinueOnError)
+	var (
+		cfg     loadgen.BenchConfig
+		clients = fs.String("clients", "10000,100000", "distinct-client counts of the memcached scenarios, comma-separated")
+		only    = fs.String("only", "", "run only these parts, comma-separated: check, memory, envoy")
+	)
+	fs.StringVar(&cfg.Floodgate, "floodgate", "bin/floodgate", "floodgate binary")
+	fs.StringVar(&cfg.Baseline, "baseline", "", "another floodgate binary to measure in every Check scenario too, for before/after numbers from one run")
+	fs.StringVar(&cfg.Memcached, "memcached", loadgen.FindMemcached(), "memcached binary")
+	fs.StringVar(&cfg.Envoy, "envoy", "", "envoy binary (default: $FLOODGATE_ENVOY, .tools/bin/envoy, .tools/venv/bin/envoy, PATH)")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each Check scenario")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "Check calls in flight")
+	fs.IntVar(&cfg.Conns, "conns", 4, "gRPC connections")
+	fs.IntVar(&cfg.ServerProcs, "server-procs", 0, "GOMAXPROCS of floodgate and the no-op server (0: Go's default)")
+	fs.IntVar(&cfg.ClientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (0: Go's default)")
+	fs.IntVar(&cfg.MemoryClients, "memory-clients", 1_000_000, "distinct clients for the in-memory resident-memory run (negative: skip)")
+	fs.Float64Var(&cfg.HTTPRate, "http-rate", 1000, "requests per second through Envoy")
+	fs.DurationVar(&cfg.HTTPDuration, "http-duration", 10*time.Second, "measured time of each Envoy run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg.Clients = nil
+	for _, s := range strings.Split(*clients, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(s), &n); err != nil || n < 2 {
+			return fmt.Errorf("--clients: %q: want counts of at least 2", s)
+		}
+		cfg.Clients = append(cfg.Clients, n)
+	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
+	if cfg.Memcached == "" {
+		return fmt.Errorf("memcached not found: run `make deps` (or apt-get install memcached), or pass --memcached")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg.Self = self
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	root, err := loadgen.ModuleRoot(wd)
+	if err != nil {
+		return err
+	}
+	cfg.EnvoyConfig = root + "/envoy/front-proxy.yaml"
+	if cfg.Envoy == "" {
+		cfg.Envoy = loadgen.FindEnvoy(root)
+	}
+	return loadgen.Bench(ctx, cfg, os.Stdout)
+}
+
+// serve runs this binary as one of the servers the benchmark starts, until
+// it is killed.
+func serve(ctx context.Context, mode string, args []string) error {
+	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if mode == "upstream" {
+		return loadgen.ServeUpstream(ln)
+	}
+	return loadgen.ServeNoop(ctx, ln)
+}
+
+// load drives one Check load at --target and prints what it measured.
+func load(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	var o loadgen.CheckOptions
+	fs.StringVar(&o.Target, "target", "127.0.0.1:9001", "Authorization server, host:port (loopback only)")
+	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections")
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "calls in flight")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
+	fs.Int64Var(&o.Requests, "requests", 0, "stop after this many calls (0: only --duration bounds the run)")
+	fs.IntVar(&o.Clients, "clients", 1, "distinct client addresses, 10.x.y.z")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if host, _, err := net.SplitHostPort(o.Target); err != nil || !isLoopback(host) {
+		return fmt.Errorf("--target %q: want a loopback host:port", o.Target)
+	}
+	res, err := loadgen.Check(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Println(res.Summary())
+	return nil
+}
+
+// isLoopback reports whether host is localhost or a loopback IP.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

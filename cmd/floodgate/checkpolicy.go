@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/floodgate-rl/floodgate/policy"
+)
+
+// checkPolicyUsage is the help of the check-policy subcommand.
+const checkPolicyUsage = `Usage: floodgate check-policy FILE
+
+Validates the policy file FILE (see --policy) and prints it as floodgate
+understands it, in the order floodgate evaluates it: the blocklist and the
+allowlist, one line per rule, then a summary line starting with "valid:".
+
+Exit status: 0 when FILE is valid; 2 when it is not, with one line on stderr:
+floodgate: FILE: line N: reason
+`
+
+// checkPolicy runs `floodgate check-policy FILE`: args are the arguments
+// after the subcommand. It returns the exit status.
+func checkPolicy(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		io.WriteString(stdout, checkPolicyUsage)
+		return exitOK
+	}
+	if len(args) != 1 || args[0] == "" {
+		fmt.Fprintf(stderr, "floodgate: check-policy takes one argument, the policy file: floodgate check-policy FILE\n")
+		return exitUsage
+	}
+	file := args[0]
+	p, err := policy.Load(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "floodgate: %s: %s\n", file, oneLine(err))
+		return exitUsage
+	}
+	for _, line := range p.Lines() {
+		fmt.Fprintln(stdout, line)
+	}
+	return exitOK
+}

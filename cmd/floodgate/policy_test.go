@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/policy"
+)
+
+// configMapDir is a directory laid out as the kubelet lays out a ConfigMap
+// volume: policy.yaml -> ..data/policy.yaml, ..data -> ..<version>; an
+// update renames a new ..data symlink over the old one, atomically.
+type configMapDir struct {
+	t       *testing.T
+	dir     string
+	version int
+}
+
+func newConfigMapDir(t *testing.T, content string) *configMapDir {
+	t.Helper()
+	c := &configMapDir{t: t, dir: t.TempDir()}
+	c.update(content)
+	if err := os.Symlink(filepath.Join("..data", "policy.yaml"), c.path()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (c *configMapDir) path() string { return filepath.Join(c.dir, "policy.yaml") }
+
+func (c *configMapDir) update(content string) {
+	c.t.Helper()
+	c.version++
+	version := fmt.Sprintf("..v%d", c.version)
+	if err := os.Mkdir(filepath.Join(c.dir, version), 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, version, "policy.yaml"), []byte(content), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	tmp := filepath.Join(c.dir, "..data_tmp")
+	if err := os.Symlink(version, tmp); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// limitPolicy is a policy of one rule for every request.
+func limitPolicy(name string, limit int, extra string) string {
+	return fmt.Sprintf("rules:\n- name: %s\n  limit: %d\n  window: 1m\n%s", name, limit, extra)
+}
+
+func TestPolicyReloader(t *testing.T) {
+	t.Parallel()
+	cm := newConfigMapDir(t, limitPolicy("first", 1, ""))
+	initial, err := policy.Load(cm.path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := limiter.NewMemoryStore(time.Now)
+	t.Cleanup(func() { store.Close() })
+	// Only the default strategy: a rule naming another is refused.
+	az, err := authz.NewServer(limiter.NewSliding(store, limiter.SlidingConfig{}), authz.Config{Limit: 100, Window: time.Hour, Headers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	r, err := newPolicyReloader(cm.path(), initial, az, reg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if az.Policy() != initial {
+		t.Fatal("initial policy not installed")
+	}
+	lastOK := func() float64 {
+		return testutil.ToFloat64(r.lastSuccess)
+	}
+	if lastOK() < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last success %v not set at startup", lastOK())
+	}
+
+	steps := []struct {
+		name    string
+		content string // "" for no change
+		rule    string // the rule in force after the poll
+		ok, bad float64
+		log     string // a line logged by the poll, "" for none
+	}{
+		{"unchanged", "", "first", 0, 0, ""},
+		{"valid", limitPolicy("second", 2, ""), "second", 1, 0, `msg="policy reloaded" file=` + cm.path() + " rules=1 sha256="},
+		{"invalid", limitPolicy("third", 0, ""), "second", 1, 1,
+			`msg="policy reload rejected, keeping the policy in force" file=` + cm.path() + ` error="line 3: rules[0].limit: 0: must be at least 1" kept_sha256=`},
+		{"the same invalid content again", limitPolicy("third", 0, ""), "second", 1, 1, ""},
+		{"refused by the server", limitPolicy("fourth", 4, "  strategy: fixed\n"), "second", 1, 2,
+			`error="set policy: rule fourth: strategy fixed: not available on this server (have sliding)"`},
+		{"valid again", limitPolicy("fifth", 5, ""), "fifth", 2, 2, `msg="policy reloaded"`},
+	}
+	for _, st := range steps {
+		if st.content != "" {
+			cm.update(st.content)
+		}
+		before := len(logs.String())
+		stamp := lastOK()
+		r.watcher.Poll()
+		logged := logs.String()[before:]
+		if got := az.Policy().Rules[0].Name; got != st.rule {
+			t.Errorf("%s: rule %q in force, want %q", st.name, got, st.rule)
+		}
+		if ok, bad := testutil.ToFloat64(r.reloadsOK), testutil.ToFloat64(r.reloadsError); ok != st.ok || bad != st.bad {
+			t.Errorf("%s: reloads ok %v, error %v; want %v, %v", st.name, ok, bad, st.ok, st.bad)
+		}
+		if st.log == "" && logged != "" || st.log != "" && !strings.Contains(logged, st.log) || strings.Count(logged, "\n") > 1 {
+			t.Errorf("%s: logged %q, want one line containing %q", st.name, logged, st.log)
+		}
+		if changed := lastOK() != stamp; changed != (strings.Contains(st.log, "policy reloaded")) {
+			t.Errorf("%s: last success timestamp changed: %v", st.name, changed)
+		}
+	}
+	want := metricHelp + "floodgate_policy_reloads_total{result=\"error\"} 2\nfloodgate_policy_reloads_total{result=\"ok\"} 2\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "floodgate_policy_reloads_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+const metricHelp = "# HELP floodgate_policy_reloads_total Changes of the --policy file: ok (the new version is in force) or error (rejected: the previous version stays in force).\n# TYPE floodgate_policy_reloads_total counter\n"
+
+func TestStartPolicy(t *testing.T) {
+	t.Parallel()
+	cm := newConfigMapDir(t, limitPolicy("first", 1, ""))
+	cfg := DefaultConfig()
+	if err := parsePolicy(&cfg, cm.path()); err != nil {
+		t.Fatal(err)
+	}
+	store := limiter.NewMemoryStore(time.Now)
+	t.Cleanup(func() { store.Close() })
+	az, err := authz.NewServer(limiter.NewSliding(store, limiter.SlidingConfig{}), authz.Config{Limit: 100, Window: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := startPolicyEvery(t.Context(), cfg, az, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), 5*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	cm.update(limitPolicy("second", 2, ""))
+	deadline := time.Now().Add(10 * time.Second)
+	for az.Policy().Rules[0].Name != "second" {
+		if time.Now().After(deadline) {
+			t.Fatal("policy not reloaded within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	cm.update(limitPolicy("third", 3, ""))
+	time.Sleep(50 * time.Millisecond)
+	if got := az.Policy().Rules[0].Name; got != "second" {
+		t.Errorf("reloaded %q after stop", got)
+	}
+
+	// No --policy: nothing to do.
+	stop2, err := startPolicy(context.Background(), DefaultConfig(), az, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2()
+}
+
+// TestBinaryPolicy runs floodgate with --policy on a ConfigMap-style
+// directory and changes the file under it: a valid version takes effect,
+// an invalid one is logged and counted while the previous one stays.
+func TestBinaryPolicy(t *testing.T) {
+	t.Parallel()
+	cm := newConfigMapDir(t, limitPolicy("two", 2, "  match: {path_prefix: /}\n"))
+	s := startServer(t, "--policy", cm.path(), "--limit", "100")
+	client := authv3.NewAuthorizationClient(s.dial(t))
+	check := func(ip string) *authv3.CheckResponse {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := client.Check(ctx, checkRequest(ip))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// allowedUnder counts how many requests of a new client get through.
+	allowedUnder := func(ip string) int {
+		t.Helper()
+		n := 0
+		for range 10 {
+			if check(ip).GetStatus().GetCode() != 0 {
+				return n
+			}
+			n++
+		}
+		return n
+	}
+	metric := func(series string) float64 {
+		_, body := s.get(t, "/metrics")
+		return metricValue(t, body, series)
+	}
+	waitMetric := func(series string, want float64) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for metric(series) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not reach %v within 15s", series, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	if n := allowedUnder("198.51.100.1"); n != 2 {
+		t.Errorf("under the first policy %d requests allowed, want 2", n)
+	}
+	cm.update(limitPolicy("three", 3, ""))
+	waitMetric(`floodgate_policy_reloads_total{result="ok"}`, 1)
+	if n := allowedUnder("198.51.100.2"); n != 3 {
+		t.Errorf("after the reload %d requests allowed, want 3", n)
+	}
+	cm.update(limitPolicy("broken", 3, "  limt: 4\n"))
+	waitMetric(`floodgate_policy_reloads_total{result="error"}`, 1)
+	if n := allowedUnder("198.51.100.3"); n != 3 {
+		t.Errorf("after a rejected reload %d requests allowed, want still 3", n)
+	}
+	if !strings.Contains(s.stderr.String(), `"msg":"policy reload rejected, keeping the policy in force","file":"`+cm.path()+`","error":"line 5: rules[0]: unknown field \"limt\"`) {
+		t.Errorf("no log line about the rejected policy:\n%s", s.stderr.String())
+	}
+	if v := metric("floodgate_policy_last_reload_success_timestamp_seconds"); v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last reload success %v", v)
+	}
+}

@@ -1,0 +1,530 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// BenchConfig configures Bench. Floodgate, Self and Memcached are required;
+// zero values elsewhere pick the defaults noted.
+type BenchConfig struct {
+	// Floodgate is the floodgate binary; Self is this benchmark's own
+	// binary, run as the no-op server and the upstream app; Memcached and
+	// Envoy are those servers' binaries. Without Envoy the Envoy scenarios
+	// are skipped with a line saying so.
+	Floodgate, Self, Memcached, Envoy string
+	// Baseline, when set, is another floodgate binary (an older build) run
+	// in every Check scenario right after Floodgate, so that a change is
+	// measured against its baseline in the same run.
+	Baseline string
+	// EnvoyConfig is envoy/front-proxy.yaml.
+	EnvoyConfig string
+	// Duration is the measured time of each Check scenario; zero means 5s.
+	Duration time.Duration
+	// Concurrency and Conns: calls in flight and gRPC connections; zero
+	// means 64 and 4.
+	Concurrency, Conns int
+	// ServerProcs is GOMAXPROCS of floodgate and the no-op server, and
+	// ClientProcs that of the load generator; zero leaves Go's default
+	// (the number of CPUs).
+	ServerProcs, ClientProcs int
+	// Clients lists the distinct-client counts of the memcached scenarios;
+	// nil means 10,000 and 100,000.
+	Clients []int
+	// MemoryClients is the number of distinct clients, one request each,
+	// sent to floodgate on the in-memory store before its resident memory
+	// is read; zero means 1,000,000, negative skips it.
+	MemoryClients int
+	// HTTPRate and HTTPDuration shape the Envoy runs; zero means 1,000
+	// requests/s for 10s.
+	HTTPRate     float64
+	HTTPDuration time.Duration
+	// Only, when not empty, runs only the parts named: "check", "memory",
+	// "envoy".
+	Only []string
+}
+
+func (c *BenchConfig) defaults() {
+	if c.Duration <= 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.Conns <= 0 {
+		c.Conns = 4
+	}
+	if c.Clients == nil {
+		c.Clients = []int{10_000, 100_000}
+	}
+	if c.MemoryClients == 0 {
+		c.MemoryClients = 1_000_000
+	}
+	if c.HTTPRate <= 0 {
+		c.HTTPRate = 1000
+	}
+	if c.HTTPDuration <= 0 {
+		c.HTTPDuration = 10 * time.Second
+	}
+}
+
+func (c *BenchConfig) runs(part string) bool {
+	if len(c.Only) == 0 {
+		return true
+	}
+	for _, p := range c.Only {
+		if p == part {
+			return true
+		}
+	}
+	return false
+}
+
+// highLimit is the --limit of the allowed-path scenarios: no client gets
+// near it, so every decision is an allowed one that counts.
+const highLimit = "1000000000"
+
+// Row is one measured Check scenario.
+type Row struct {
+	Name   string
+	Result *CheckResult
+	// ServerCPU and StoreCPU are the CPU time floodgate (or the no-op
+	// server) and memcached used during the measured run.
+	ServerCPU, StoreCPU time.Duration
+	// StoreOps is the change of floodgate_store_operations_total (each a
+	// Store call: add, get or a batch of both), Decisions that of
+	// floodgate_decisions_total, and RoundTrips the read system calls of
+	// memcached (see Memcached.RoundTrips): the real round trips, as with
+	// gomemcache a Store add of a missing counter is an incr, an add and
+	// sometimes another incr.
+	StoreOps, Decisions, RoundTrips float64
+	Floodgate                          bool
+	Memcached                          bool
+}
+
+// Bench runs every scenario and writes the report to w.
+func Bench(ctx context.Context, cfg BenchConfig, w io.Writer) error {
+	cfg.defaults()
+	if cfg.ClientProcs > 0 {
+		runtime.GOMAXPROCS(cfg.ClientProcs)
+	}
+	dir, err := os.MkdirTemp("", "floodgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s\n", runtime.NumCPU(), cpuModel(), runtime.Version())
+	fmt.Fprintf(w, "GOMAXPROCS: load generator %s, floodgate and no-op server %s; memcached -t 2; Envoy --concurrency 1\n",
+		procsText(cfg.ClientProcs), procsText(cfg.ServerProcs))
+	fmt.Fprintf(w, "load: %d calls in flight over %d gRPC connections, %v per scenario, deadline 250ms per call\n\n",
+		cfg.Concurrency, cfg.Conns, cfg.Duration)
+
+	if cfg.runs("check") {
+		if err := benchCheck(ctx, cfg, w); err != nil {
+			return err
+		}
+	}
+	if cfg.runs("memory") && cfg.MemoryClients > 0 {
+		if err := benchMemory(ctx, cfg, w); err != nil {
+			return err
+		}
+	}
+	if cfg.runs("envoy") {
+		if err := benchEnvoy(ctx, cfg, dir, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func procsText(n int) string {
+	if n <= 0 {
+		return "default (" + strconv.Itoa(runtime.NumCPU()) + ")"
+	}
+	return strconv.Itoa(n)
+}
+
+// cpuModel returns the first "model name" of /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// benchCheck runs the Check scenarios: the no-op ceiling, floodgate on
+// memcached with one hot client and with many, floodgate in memory, and
+// the no-op again to show drift.
+func benchCheck(ctx context.Context, cfg BenchConfig, w io.Writer) error {
+	opts := CheckOptions{Conns: cfg.Conns, Concurrency: cfg.Concurrency, Duration: cfg.Duration}
+	var rows []Row
+
+	noop := func(name string) error {
+		p, addr, err := StartSelf(cfg.Self, cfg.ServerProcs, "noop-server")
+		if err != nil {
+			return err
+		}
+		defer p.Stop()
+		o := opts
+		o.Target = addr
+		row, err := measure(ctx, name, o, p, nil, nil)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row)
+		return nil
+	}
+
+	// scenario runs floodgate (on a fresh memcached when mc), warms it up
+	// and measures it.
+	scenario := func(name string, mc bool, clients int) error {
+		if cfg.Baseline != "" {
+			if err := runScenario(ctx, cfg, cfg.Baseline, name+" [baseline]", mc, clients, opts, &rows, w); err != nil {
+				return err
+			}
+		}
+		return runScenario(ctx, cfg, cfg.Floodgate, name, mc, clients, opts, &rows, w)
+	}
+
+	fmt.Fprintln(w, "Check scenarios (each on fresh processes):")
+	if err := noop("no-op server (ceiling)"); err != nil {
+		return err
+	}
+	if err := scenario("floodgate + memcached, 1 client", true, 1); err != nil {
+		return err
+	}
+	for _, n := range cfg.Clients {
+		if err := scenario("floodgate + memcached, "+fmtCount(n)+" clients", true, n); err != nil {
+			return err
+		}
+	}
+	if err := scenario("floodgate in memory, 1 client", false, 1); err != nil {
+		return err
+	}
+	if err := noop("no-op server again (drift)"); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	writeCheckTable(w, rows)
+	return nil
+}
+
+// runScenario runs floodgate binary bin (on a fresh memcached when mc),
+// warms it up, measures it, and appends the row.
+func runScenario(ctx context.Context, cfg BenchConfig, bin, name string, mc bool, clients int, opts CheckOptions, rows *[]Row, w io.Writer) error {
+	args := []string{"--limit", highLimit, "--fail-mode", "open"}
+	var m *Memcached
+	if mc {
+		var err error
+		m, err = StartMemcached(cfg.Memcached, 1024, 2)
+		if err != nil {
+			return err
+		}
+		defer m.Stop()
+		args = append(args, "--memcache-servers", m.Addr, "--memcache-max-conns", "256")
+	}
+	f, err := StartFloodgate(bin, cfg.ServerProcs, args...)
+	if err != nil {
+		return err
+	}
+	defer f.Stop()
+	o := opts
+	o.Target, o.Clients = f.GRPCAddr, clients
+	if clients > 1 {
+		// One request per client first: the cold reads, not measured
+		// as steady state but reported.
+		warm := o
+		warm.Duration, warm.Requests = 0, int64(clients)
+		r, err := Check(ctx, warm)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  %s, first request of each client (cold): %s\n", name, r.Summary())
+	} else {
+		warm := o
+		warm.Duration = time.Second
+		if _, err := Check(ctx, warm); err != nil {
+			return err
+		}
+	}
+	row, err := measure(ctx, name, o, f.Proc, f, m)
+	if err != nil {
+		return err
+	}
+	*rows = append(*rows, row)
+	return nil
+}
+
+// measure runs one measured Check load against server proc p (f is its
+// floodgate when it is one, m its memcached when it has one) and collects
+// the CPU and store counts around it.
+func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Floodgate, m *Memcached) (Row, error) {
+	row := Row{Name: name, Floodgate: f != nil, Memcached: m != nil}
+	var before Metrics
+	var rt0 int64
+	var err error
+	if f != nil {
+		if before, err = f.Metrics(); err != nil {
+			return row, err
+		}
+	}
+	if m != nil {
+		if rt0, err = m.RoundTrips(); err != nil {
+			return row, err
+		}
+	}
+	cpu0, err := p.CPU()
+	if err != nil {
+		return row, err
+	}
+	var mcpu0 time.Duration
+	if m != nil {
+		if mcpu0, err = m.CPU(); err != nil {
+			return row, err
+		}
+	}
+	res, err := Check(ctx, o)
+	if err != nil {
+		return row, err
+	}
+	row.Result = res
+	cpu1, err := p.CPU()
+	if err != nil {
+		return row, err
+	}
+	row.ServerCPU = cpu1 - cpu0
+	if m != nil {
+		mcpu1, err := m.CPU()
+		if err != nil {
+			return row, err
+		}
+		row.StoreCPU = mcpu1 - mcpu0
+		rt1, err := m.RoundTrips()
+		if err != nil {
+			return row, err
+		}
+		row.RoundTrips = float64(rt1 - rt0)
+	}
+	if f != nil {
+		after, err := f.Metrics()
+		if err != nil {
+			return row, err
+		}
+		d := after.Sub(before)
+		row.StoreOps = d["floodgate_store_operations_total"]
+		row.Decisions = d["floodgate_decisions_total"]
+	}
+	if res.Errors > 0 {
+		return row, fmt.Errorf("%s: %d of %d calls failed; first: %w", name, res.Errors, res.Errors+res.Calls(), res.FirstError)
+	}
+	return row, nil
+}
+
+// writeCheckTable prints the Check rows with each floodgate figure as a
+// ratio to the mean of the no-op runs.
+func writeCheckTable(w io.Writer, rows []Row) {
+	var ceilRate float64
+	var ceilP50, ceilP99 time.Duration
+	n := 0
+	for _, r := range rows {
+		if !r.Floodgate {
+			ceilRate += r.Result.Rate()
+			ceilP50 += r.Result.Latency.Quantile(0.50)
+			ceilP99 += r.Result.Latency.Quantile(0.99)
+			n++
+		}
+	}
+	if n > 0 {
+		ceilRate /= float64(n)
+		ceilP50 /= time.Duration(n)
+		ceilP99 /= time.Duration(n)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tmemcached round trips/decision\t")
+	for _, r := range rows {
+		res := r.Result
+		calls := float64(res.Calls())
+		ratio, p99r := "-", "-"
+		if r.Floodgate && ceilRate > 0 {
+			ratio = fmt.Sprintf("%.2f", res.Rate()/ceilRate)
+			p99r = fmt.Sprintf("%.2f", float64(res.Latency.Quantile(0.99))/float64(ceilP99))
+		}
+		storeCPU, ops, rts := "-", "-", "-"
+		if r.Memcached {
+			storeCPU = fmtDur(time.Duration(float64(r.StoreCPU) / calls))
+			rts = fmt.Sprintf("%.2f", r.RoundTrips/r.Decisions)
+		}
+		if r.Floodgate && r.Decisions > 0 {
+			ops = fmt.Sprintf("%.2f", r.StoreOps/r.Decisions)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, fmtRate(res.Rate()), ratio,
+			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), p99r,
+			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, rts)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n\n", fmtRate(ceilRate), fmtDur(ceilP50), fmtDur(ceilP99))
+}
+
+// benchMemory sends one request from each of cfg.MemoryClients distinct
+// clients to floodgate on the in-memory store and reads its resident
+// memory.
+func benchMemory(ctx context.Context, cfg BenchConfig, w io.Writer) error {
+	f, err := StartFloodgate(cfg.Floodgate, cfg.ServerProcs, "--limit", highLimit)
+	if err != nil {
+		return err
+	}
+	defer f.Stop()
+	rss0, err := f.RSS()
+	if err != nil {
+		return err
+	}
+	res, err := Check(ctx, CheckOptions{Target: f.GRPCAddr, Conns: cfg.Conns, Concurrency: cfg.Concurrency,
+		Requests: int64(cfg.MemoryClients), Clients: cfg.MemoryClients})
+	if err != nil {
+		return err
+	}
+	if res.Errors > 0 {
+		return fmt.Errorf("memory: %d calls failed; first: %w", res.Errors, res.FirstError)
+	}
+	rss1, err := f.RSS()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "In-memory store, %s distinct clients, one request each: %s\n", fmtCount(cfg.MemoryClients), res.Summary())
+	fmt.Fprintf(w, "  floodgate VmRSS: %.1f MiB at start, %.1f MiB after (%.0f bytes per client)\n\n",
+		float64(rss0)/(1<<20), float64(rss1)/(1<<20), float64(rss1-rss0)/float64(cfg.MemoryClients))
+	return nil
+}
+
+// benchEnvoy measures Envoy with envoy/front-proxy.yaml at a fixed rate:
+// without the ext_authz filter, with floodgate allowing, and with floodgate
+// denying the client.
+func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) error {
+	if cfg.Envoy == "" {
+		fmt.Fprintln(w, "Envoy: skipped, no envoy binary (run `make deps`, or set FLOODGATE_ENVOY)")
+		return nil
+	}
+	up, upAddr, err := StartSelf(cfg.Self, cfg.ServerProcs, "upstream")
+	if err != nil {
+		return err
+	}
+	defer up.Stop()
+	upPort := portOf(upAddr)
+	m, err := StartMemcached(cfg.Memcached, 256, 2)
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+
+	type run struct {
+		name  string
+		limit string // "" without the filter
+	}
+	runs := []run{
+		{"Envoy without ext_authz", ""},
+		{"Envoy + floodgate (memcached), allowed", highLimit},
+		{"Envoy + floodgate (memcached), denied (429)", "1"},
+	}
+	results := make([]*HTTPResult, len(runs))
+	fmt.Fprintf(w, "Envoy (envoy/front-proxy.yaml, --concurrency 1), GET / at %s requests/s for %v, one client, latency from each request's scheduled start:\n",
+		fmtRate(cfg.HTTPRate), cfg.HTTPDuration)
+	for i, r := range runs {
+		ports := map[int]int{8080: upPort, 9001: 1} // 9001 is unused without the filter
+		var f *Floodgate
+		if r.limit != "" {
+			f, err = StartFloodgate(cfg.Floodgate, cfg.ServerProcs, "--limit", r.limit, "--memcache-servers", m.Addr)
+			if err != nil {
+				return err
+			}
+			ports[9001] = portOf(f.GRPCAddr)
+		}
+		e, err := StartEnvoy(cfg.Envoy, cfg.EnvoyConfig, dir, ports, r.limit != "")
+		if err != nil {
+			f.stop()
+			return err
+		}
+		url := e.URL + "/"
+		// A second at the same rate opens the connections and warms caches.
+		_, err = HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: time.Second})
+		if err == nil {
+			results[i], err = HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: cfg.HTTPDuration})
+		}
+		e.Stop()
+		f.stop()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  %s: %s\n", r.name, results[i].Summary())
+	}
+	base := results[0]
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\nrun\trequests/s\tp50\tp99\tadded p50\tadded p99\t")
+	for i, r := range runs {
+		res := results[i]
+		added50, added99 := "-", "-"
+		if i > 0 {
+			added50 = fmtSignedDur(res.Latency.Quantile(0.50) - base.Latency.Quantile(0.50))
+			added99 = fmtSignedDur(res.Latency.Quantile(0.99) - base.Latency.Quantile(0.99))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, fmtRate(res.Rate()),
+			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), added50, added99)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	var bad []string
+	for i, r := range runs {
+		res := results[i]
+		if res.Errors > 0 || res.OtherStatus > 0 || (r.limit == "1" && res.Status429 == 0) || (r.limit != "1" && res.Status429 > 0) {
+			bad = append(bad, r.name+": "+res.Summary())
+		}
+	}
+	if len(bad) > 0 {
+		return errors.New("envoy: unexpected answers: " + strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// stop stops f when it is not nil.
+func (f *Floodgate) stop() {
+	if f != nil {
+		f.Stop()
+	}
+}
+
+// portOf returns the port of "host:port".
+func portOf(addr string) int {
+	i := strings.LastIndexByte(addr, ':')
+	p, _ := strconv.Atoi(addr[i+1:])
+	return p
+}
+
+// ModuleRoot returns the directory of floodgate's go.mod at or above dir.
+func ModuleRoot(dir string) (string, error) {
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/floodgate-rl/floodgate\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of github.com/floodgate-rl/floodgate above " + dir)
+		}
+		dir = parent
+	}
+}

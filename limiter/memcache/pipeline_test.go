@@ -1,0 +1,228 @@
+package memcache
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+func TestBatch(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{})
+	ctx := context.Background()
+	inc := func(key string, delta int64) limiter.Increment {
+		return limiter.Increment{Key: key, Delta: delta, TTL: time.Minute}
+	}
+	// Many keys: the get line and the answers outgrow the 4 KiB buffers.
+	var many []string
+	for i := range 300 {
+		many = append(many, fmt.Sprintf("fg1:many:%d", 1800000000+i))
+	}
+	tests := []struct {
+		name       string
+		gets       []string
+		adds       []limiter.Increment
+		wantVals   map[string]int64
+		wantCounts []int64
+	}{
+		{"nothing", nil, nil, map[string]int64{}, nil},
+		{"adds create, then increment", nil,
+			[]limiter.Increment{inc("fg1:a:1", 3), inc("fg1:a:m1", 1), inc("fg1:a:1", 2)},
+			map[string]int64{}, []int64{3, 1, 5}},
+		{"reads come before the adds", []string{"fg1:a:1", "fg1:a:2", "fg1:a:m1"},
+			[]limiter.Increment{inc("fg1:a:1", 1), inc("fg1:a:2", 1)},
+			map[string]int64{"fg1:a:1": 5, "fg1:a:m1": 1}, []int64{6, 1}},
+		{"decrement, clamped at zero, and of a missing key", nil,
+			[]limiter.Increment{inc("fg1:a:1", -4), inc("fg1:a:1", -9), inc("fg1:a:gone", -1)},
+			map[string]int64{}, []int64{2, 0, 0}},
+		{"zero delta reads and creates nothing", []string{"fg1:a:none"},
+			[]limiter.Increment{inc("fg1:a:2", 0), inc("fg1:a:none", 0)},
+			map[string]int64{}, []int64{1, 0}},
+		{"a decremented value, padded by memcached, reads as a number", []string{"fg1:a:1", "fg1:a:2"}, nil,
+			map[string]int64{"fg1:a:1": 0, "fg1:a:2": 1}, nil},
+		{"many keys", many, []limiter.Increment{inc(many[7], 1 << 40)},
+			map[string]int64{}, []int64{1 << 40}},
+	}
+	for _, tc := range tests {
+		vals, counts, err := s.Batch(ctx, tc.gets, tc.adds)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !maps.Equal(vals, tc.wantVals) || fmt.Sprint(counts) != fmt.Sprint(tc.wantCounts) {
+			t.Fatalf("%s: got %v %v, want %v %v", tc.name, vals, counts, tc.wantVals, tc.wantCounts)
+		}
+	}
+	// Counters made by a Batch are ordinary ones to Get and Add.
+	vals, err := s.Get(ctx, []string{"fg1:a:m1", many[7]})
+	if err != nil || vals["fg1:a:m1"] != 1 || vals[many[7]] != 1<<40 {
+		t.Fatalf("Get = %v, %v", vals, err)
+	}
+}
+
+// TestBatchExpiry checks that a counter a Batch creates lives its TTL.
+func TestBatchExpiry(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{})
+	ctx := context.Background()
+	if _, _, err := s.Batch(ctx, nil, []limiter.Increment{{Key: "fg1:e:1", Delta: 1, TTL: time.Second}, {Key: "fg1:e:2", Delta: 1, TTL: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		vals, err := s.Get(ctx, []string{"fg1:e:1", "fg1:e:2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := vals["fg1:e:1"]; !ok {
+			if vals["fg1:e:2"] != 1 {
+				t.Fatalf("the counter with an hour to live is gone too: %v", vals)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a counter with one second to live is still there after 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBatchConcurrent checks that concurrent batches, each on its own
+// pipelined connection, count every increment once.
+func TestBatchConcurrent(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{MaxIdleConns: 4})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			for range 20 {
+				_, _, err := s.Batch(ctx, []string{"fg1:c:1", "fg1:c:m1"},
+					[]limiter.Increment{{Key: "fg1:c:1", Delta: 1, TTL: time.Minute}, {Key: "fg1:c:m1", Delta: 2, TTL: time.Minute}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	vals, err := s.Get(ctx, []string{"fg1:c:1", "fg1:c:m1"})
+	if err != nil || vals["fg1:c:1"] != 1000 || vals["fg1:c:m1"] != 2000 {
+		t.Fatalf("Get = %v, %v; want 1000 and 2000", vals, err)
+	}
+}
+
+// TestBatchAcrossServers checks a batch whose keys live on two servers.
+func TestBatchAcrossServers(t *testing.T) {
+	a, b := testutil.StartMemcached(t), testutil.StartMemcached(t)
+	s := newStore(t, []string{a.Addr(), b.Addr()}, Config{})
+	ctx := context.Background()
+	// Requestors until both servers are used.
+	var keys []string
+	servers := map[*server]bool{}
+	for i := 0; len(servers) < 2; i++ {
+		k := fmt.Sprintf("fg1:r%d:1", i)
+		keys = append(keys, k)
+		servers[s.set.Load().pick(serverKey(k))] = true
+	}
+	var adds []limiter.Increment
+	for _, k := range keys {
+		adds = append(adds, limiter.Increment{Key: k, Delta: 2, TTL: time.Minute})
+	}
+	_, counts, err := s.Batch(ctx, keys, adds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, _, err := s.Batch(ctx, keys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		if counts[i] != 2 || vals[k] != 2 {
+			t.Fatalf("key %q: count %d, read %d; want 2 and 2", k, counts[i], vals[k])
+		}
+	}
+}
+
+// TestBatchErrors checks that a batch fails with limiter.ErrStoreUnavailable
+// on a malformed key, a value that is not a counter, a stopped server and a
+// frozen one, and that a connection that failed mid-exchange is never
+// reused: later answers match their questions.
+func TestBatchErrors(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: 100 * time.Millisecond, MaxIdleConns: 1})
+	ctx := context.Background()
+	one := func(key string) []limiter.Increment {
+		return []limiter.Increment{{Key: key, Delta: 1, TTL: time.Minute}}
+	}
+	for _, key := range []string{"has space", "has\nnewline", strings.Repeat("k", 251), ""} {
+		_, _, err := s.Batch(ctx, []string{"fg1:ok:1"}, one(key))
+		wantUnavailable(t, fmt.Sprintf("Batch with key %q", key), err, "batch", key)
+	}
+	direct := memcache.New(mc.Addr())
+	if err := direct.Set(&memcache.Item{Key: "fg1:text:1", Value: []byte("abc"), Expiration: 60}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := s.Batch(ctx, nil, one("fg1:text:1"))
+	wantUnavailable(t, "Batch incrementing a text value", err, "batch", "fg1:text:1")
+	_, _, err = s.Batch(ctx, []string{"fg1:text:1", "fg1:ok:1"}, nil)
+	wantUnavailable(t, "Batch reading a text value", err, "batch of 2 keys from", "fg1:text:1")
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, err = s.Batch(cctx, nil, one("fg1:ok:1"))
+	wantUnavailable(t, "Batch with a done context", err, "batch", "fg1:ok:1")
+
+	if _, _, err := s.Batch(ctx, nil, one("fg1:seq:1")); err != nil {
+		t.Fatal(err)
+	}
+	mc.Freeze()
+	_, _, err = s.Batch(ctx, []string{"fg1:seq:1"}, one("fg1:seq:1"))
+	wantUnavailable(t, "Batch on a frozen server", err, "batch of 2 keys from", "fg1:seq:1")
+	mc.Thaw()
+	// The frozen batch's commands may be applied now; whatever the count,
+	// every later answer must be the answer to its own batch.
+	vals, _, err := s.Batch(ctx, []string{"fg1:seq:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := vals["fg1:seq:1"]
+	for i := range 5 {
+		_, counts, err := s.Batch(ctx, []string{"fg1:other:1"}, one("fg1:seq:1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counts[0] != n+int64(i)+1 {
+			t.Fatalf("batch %d after thaw: count %d, want %d", i, counts[0], n+int64(i)+1)
+		}
+	}
+
+	mc.Stop()
+	_, _, err = s.Batch(ctx, nil, one("fg1:seq:1"))
+	wantUnavailable(t, "Batch on a stopped server", err, "batch", "fg1:seq:1")
+}
+
+// BenchmarkBatch is a returning requestor's decision on memcached: read the
+// previous second and count in the second and its minute, in one round trip.
+func BenchmarkBatch(b *testing.B) {
+	mc := testutil.StartMemcached(b)
+	s := newStore(b, []string{mc.Addr()}, Config{})
+	ctx := context.Background()
+	gets := []string{"fg1:bench:1800000000"}
+	adds := []limiter.Increment{{Key: "fg1:bench:1800000001", Delta: 1, TTL: time.Hour}, {Key: "fg1:bench:m30000000", Delta: 1, TTL: time.Hour}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := s.Batch(ctx, gets, adds); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

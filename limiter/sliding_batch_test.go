@@ -1,0 +1,234 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// batchingStore is a BatchStore over a countingStore's Store: a Batch is
+// one round trip, counted in batches and not in gets or adds.
+type batchingStore struct {
+	*countingStore
+	batches atomic.Int64
+}
+
+var _ BatchStore = (*batchingStore)(nil)
+
+func (b *batchingStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
+	b.batches.Add(1)
+	vals := map[string]int64{}
+	if len(gets) > 0 {
+		var err error
+		if vals, err = b.countingStore.Store.Get(ctx, gets); err != nil {
+			return nil, nil, err
+		}
+	}
+	counts := make([]int64, len(adds))
+	for i, a := range adds {
+		v, err := b.countingStore.Store.Add(ctx, a.Key, a.Delta, a.TTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		counts[i] = v
+	}
+	return vals, counts, nil
+}
+
+// trips is every round trip the rig's store has made.
+func (b *batchingStore) trips() int64 {
+	return b.batches.Load() + b.gets.Load() + b.adds.Load()
+}
+
+// newBatchRig is newRig with replicas on a BatchStore; replicas listed in
+// plain use the same counters without batching.
+func newBatchRig(t *testing.T, replicas int, plain ...int) (*rig, *batchingStore) {
+	t.Helper()
+	r := newRig(t, 0)
+	bs := &batchingStore{countingStore: r.store}
+	for i := range replicas {
+		var st Store = bs
+		for _, p := range plain {
+			if p == i {
+				st = r.store
+			}
+		}
+		s := NewSliding(st, SlidingConfig{})
+		t.Cleanup(func() { s.Close() })
+		r.replicas = append(r.replicas, s)
+	}
+	return r, bs
+}
+
+// TestSlidingBatchMatchesModel is TestSlidingMatchesModel with the counting
+// done in batches: on three batching replicas, and on two batching ones
+// sharing counters with one that does not batch.
+func TestSlidingBatchMatchesModel(t *testing.T) {
+	cases := []struct {
+		limit  int
+		window time.Duration
+		gapMax int
+		n      int
+	}{
+		{limit: 20, window: time.Hour, gapMax: 200, n: 600},
+		{limit: 20, window: time.Hour, gapMax: 30, n: 800},
+		{limit: 100, window: time.Hour, gapMax: 60, n: 800},
+		{limit: 3, window: 10 * time.Second, gapMax: 4, n: 500},
+		{limit: 1, window: time.Second, gapMax: 2, n: 200},
+		{limit: 5, window: 2 * time.Second, gapMax: 1, n: 300},
+		{limit: 7, window: 5 * time.Minute, gapMax: 20, n: 600},
+	}
+	for _, mixed := range []bool{false, true} {
+		for _, tc := range cases {
+			for seed := uint64(1); seed <= 3; seed++ {
+				name := fmt.Sprintf("mixed=%v/limit=%d/window=%s/gap=%d/seed=%d", mixed, tc.limit, tc.window, tc.gapMax, seed)
+				t.Run(name, func(t *testing.T) {
+					rng := rand.New(rand.NewPCG(seed, 42))
+					var plain []int
+					if mixed {
+						plain = []int{2}
+					}
+					r, _ := newBatchRig(t, 3, plain...)
+					req := Request{Requestor: "model", Limit: int64(tc.limit), Window: tc.window}
+					m := &model{limit: tc.limit, window: int(tc.window / time.Second)}
+					now := 0
+					for i := range tc.n {
+						if rng.IntN(3) > 0 {
+							now += rng.IntN(tc.gapMax + 1)
+						}
+						d := r.at(t, rng.IntN(3), req, sec(now))
+						allowed, remaining, retry := m.allow(now)
+						got := fmt.Sprintf("allowed=%v remaining=%d retry=%v", d.Allowed, d.Remaining, d.RetryAfter)
+						want := fmt.Sprintf("allowed=%v remaining=%d retry=%v", allowed, remaining, time.Duration(retry)*time.Second)
+						if got != want {
+							t.Fatalf("request %d at +%ds: %s, want %s", i, now, got, want)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestSlidingBatchRoundTrips pins the cost model with a BatchStore: one
+// round trip per counted request, cold, returning or in a new second; none
+// for a denial within a second; one small read per second for a requestor
+// that keeps being denied.
+func TestSlidingBatchRoundTrips(t *testing.T) {
+	r, bs := newBatchRig(t, 1)
+	other := NewSliding(r.store, SlidingConfig{})
+	for s := 0; s < 3600; s += 40 {
+		r.clock.Set(sec(s))
+		if _, err := other.Allow(context.Background(), hourly, sec(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func(name string, at int, wantAllowed bool, want int64) {
+		t.Helper()
+		before := bs.trips()
+		if d := r.at(t, 0, hourly, sec(at)); d.Allowed != wantAllowed {
+			t.Fatalf("%s: allowed = %v, want %v", name, d.Allowed, wantAllowed)
+		}
+		if got := bs.trips() - before; got != want {
+			t.Fatalf("%s: %d round trips, want %d", name, got, want)
+		}
+	}
+	keys0 := r.store.keys.Load()
+	step("cold requestor", 3610, true, 1)
+	step("returning, new second", 3611, true, 1)
+	step("returning, same second", 3611, true, 1)
+	if keys := r.store.keys.Load() - keys0; keys != 0 {
+		t.Fatalf("batches read through Get: %d keys", keys)
+	}
+	for r.at(t, 0, hourly, sec(3612)).Allowed {
+	}
+	step("denied, same second", 3612, false, 0)
+	step("denied again in a new second", 3613, false, 1)
+	step("denied, same second again", 3613, false, 0)
+}
+
+// TestSlidingBatchConcurrentReplicas is the exactness guarantee with
+// batching replicas, and checks that no denied request left a count.
+func TestSlidingBatchConcurrentReplicas(t *testing.T) {
+	r, _ := newBatchRig(t, 3)
+	// Each replica has seen the requestor, so the concurrent decisions of
+	// the next second read and count in one batch.
+	for i := range 3 {
+		r.at(t, i, Request{Requestor: hourly.Requestor, Limit: 1000, Window: time.Hour}, sec(0))
+	}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 300 {
+		wg.Go(func() {
+			d, err := r.replicas[i%3].Allow(context.Background(), hourly, sec(2))
+			if err != nil {
+				t.Error(err)
+			}
+			if d.Allowed {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := allowed.Load(); n != 97 {
+		t.Fatalf("%d allowed, want exactly 97 (100 minus the 3 of second 0)", n)
+	}
+	fresh := NewSliding(r.store, SlidingConfig{})
+	d, err := fresh.Allow(context.Background(), hourly, sec(5))
+	if err != nil || d.Allowed || d.RetryAfter != 3595*time.Second {
+		t.Fatalf("fresh replica: %+v, %v; want denied with retry 3595s", d, err)
+	}
+	id := RequestorID("", 3600, hourly.Requestor)
+	vals, err := r.store.Store.Get(context.Background(), []string{secondKey(id, t0.Unix()+2), minuteKey(id, t0.Unix()/60)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, m := vals[secondKey(id, t0.Unix()+2)], vals[minuteKey(id, t0.Unix()/60)]; s != 97 || m != 100 {
+		t.Fatalf("counters: second %d, minute %d; want 97 and 100", s, m)
+	}
+}
+
+// failingBatchStore fails every Batch, like an unreachable memcached.
+type failingBatchStore struct{ failingStore }
+
+func (failingBatchStore) Batch(context.Context, []string, []Increment) (map[string]int64, []int64, error) {
+	return nil, nil, fmt.Errorf("batch: %w: connection refused", ErrStoreUnavailable)
+}
+
+func TestSlidingBatchStoreFailure(t *testing.T) {
+	s := NewSliding(failingBatchStore{}, SlidingConfig{})
+	if _, err := s.Allow(context.Background(), hourly, sec(0)); !errors.Is(err, ErrStoreUnavailable) {
+		t.Fatalf("err = %v, want ErrStoreUnavailable", err)
+	}
+}
+
+// BenchmarkSlidingAllowBatch is BenchmarkSlidingAllow on a BatchStore.
+func BenchmarkSlidingAllowBatch(b *testing.B) {
+	for _, clients := range []int{1, 10_000} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			mem := NewMemoryStore(nil)
+			defer mem.Close()
+			s := NewSliding(&batchingStore{countingStore: &countingStore{Store: mem}}, SlidingConfig{})
+			names := make([]string, clients)
+			for i := range names {
+				names[i] = fmt.Sprint("ip:10.0.", i/256, ".", i%256)
+			}
+			var n atomic.Uint64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := Request{Limit: 100, Window: time.Hour}
+				for pb.Next() {
+					req.Requestor = names[n.Add(1)%uint64(clients)]
+					if _, err := s.Allow(context.Background(), req, time.Now()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
