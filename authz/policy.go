@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,7 +43,8 @@ type activePolicy struct {
 // error, and keeps the previous policy, when a rule names a strategy the
 // Server does not have (see Config.Strategies), or leaves the strategy to
 // the default one and sets a limit that strategy cannot enforce
-// (policy.CheckLimit). It is safe to call concurrently with Check.
+// (policy.CheckLimit). It is safe to call concurrently with Check and with
+// itself.
 //
 // Where a rule matches, its values decide: its key, strategy, limit (or
 // tier's limit) and scope override the route's floodgate.* context
@@ -50,6 +52,8 @@ type activePolicy struct {
 // what the rule leaves unset (key, strategy), and everything when no rule
 // matches. See package policy for the order of evaluation.
 func (s *Server) SetPolicy(p *policy.Policy) error {
+	s.pm.setMu.Lock() // one installation at a time, for the shadow series
+	defer s.pm.setMu.Unlock()
 	if p == nil {
 		s.installPolicy(nil)
 		return nil
@@ -303,6 +307,7 @@ type policyMetrics struct {
 	blocked       prometheus.Counter // floodgate_decisions_total{result="blocked"}
 	shadowDenials *prometheus.CounterVec
 	shadowFailLog rate.Sometimes
+	setMu         sync.Mutex // serialises SetPolicy
 }
 
 func newPolicyMetrics(m *metrics) *policyMetrics {

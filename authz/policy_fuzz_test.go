@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -37,7 +38,7 @@ func FuzzCheckPolicy(f *testing.F) {
 	}
 	var servers []*authz.Server
 	for _, src := range []string{string(example), e2ePolicy} {
-		r := newRig(f, authz.Config{Limit: 3, Window: 60e9, Headers: true}, "")
+		r := newRig(f, authz.Config{Limit: 3, Window: time.Minute, Headers: true}, "")
 		p, err := policy.Parse([]byte(src))
 		if err != nil {
 			f.Fatal(err)

@@ -65,14 +65,21 @@ func Load(path string) (*Policy, error) {
 	return Parse(data)
 }
 
-// ReadFile reads the file at path, up to MaxFileSize bytes. Its errors omit
-// the path, which callers already name.
+// ReadFile reads the regular file at path (following symbolic links), up
+// to MaxFileSize bytes. Its errors omit the path, which callers already
+// name.
 func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, pathless(err)
 	}
 	defer f.Close()
+	// Not a FIFO or a device, which could block a reload forever.
+	if fi, err := f.Stat(); err != nil {
+		return nil, pathless(err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, pathless(err)

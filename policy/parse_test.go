@@ -255,8 +255,11 @@ func TestLoad(t *testing.T) {
 	if _, err := policy.Load(filepath.Join(dir, "missing.yaml")); err == nil || err.Error() != "no such file or directory" {
 		t.Errorf("missing file: %v", err)
 	}
-	if _, err := policy.Load(dir); err == nil || err.Error() != "is a directory" {
+	if _, err := policy.Load(dir); err == nil || err.Error() != "not a regular file" {
 		t.Errorf("directory: %v", err)
+	}
+	if _, err := policy.Load(os.DevNull); err == nil || err.Error() != "not a regular file" {
+		t.Errorf("device: %v", err)
 	}
 	big := filepath.Join(dir, "big.yaml")
 	if err := os.WriteFile(big, []byte("rules: []\n"+strings.Repeat("#\n", policy.MaxFileSize/2)), 0o644); err != nil {
