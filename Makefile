@@ -59,7 +59,7 @@ test: deps
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	GO=$(GO) bash scripts/bench.sh
 
 fmt:
 	gofmt -w $(GOFILES)

@@ -45,7 +45,8 @@
 // complete. A decision then reads only what it does not know yet:
 //
 //   - a requestor seen in the last seconds: the one or two seconds since its
-//     last decision, in one Get;
+//     last decision, in one Get (with a BatchStore, in the round trip that
+//     counts the request, see below);
 //   - a requestor this instance has not seen within the window: whole settled
 //     minutes as aggregates and the partial minutes at either end as seconds,
 //     at most about 180 keys, in one Get;
@@ -65,6 +66,21 @@
 // same S for second t, exactly Limit-S increments succeed however many race.
 // This holds while replica clocks agree to within a second (NTP); a failed
 // decrement leaves the counter one too high, which errs on the safe side.
+//
+// # One round trip per decision
+//
+// When the Store is a BatchStore (the memcached store is), a decision that
+// must read counts the request in the same round trip: the Get of what the
+// cache lacks and the increments of second t and of its minute go out
+// together, reads first. The value v the increment returns is compared with
+// Limit-S once the read is merged, exactly as after a separate increment;
+// a request that turns out to be denied, by the settled data or by v, is
+// decremented again, as any request over the limit is, so that replicas
+// still agree and a denied request leaves no trace. A requestor this replica
+// denied in the previous second is read first and counted after, so a
+// requestor hammering at its limit costs one small read per second, not a
+// read, an increment and a decrement. Without a BatchStore, Sliding reads,
+// then increments the second and the minute concurrently.
 //
 // # Retry time
 //

@@ -413,16 +413,19 @@ func (s *Sliding) history(id string, w, t int64) *history {
 }
 
 // evict drops histories that have been idle for longer than their window,
-// and then arbitrary ones until the shard has room. A dropped history is
-// only a cache: the next request reloads it from the store.
+// and then arbitrary ones until the shard is an eighth below max, so that a
+// stream of new requestors pays for one scan of the shard per max/8 of them
+// rather than one per requestor. A dropped history is only a cache: the
+// next request reloads it from the store.
 func (sh *historyShard) evict(t int64, max int) {
 	for k, h := range sh.m {
 		if h.used < t-h.window {
 			delete(sh.m, k)
 		}
 	}
+	target := min(max-max/8, max-1)
 	for k := range sh.m {
-		if len(sh.m) < max {
+		if len(sh.m) <= target {
 			break
 		}
 		delete(sh.m, k)

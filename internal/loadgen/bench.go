@@ -45,7 +45,7 @@ type BenchConfig struct {
 	// is read; zero means 1,000,000, negative skips it.
 	MemoryClients int
 	// HTTPRate and HTTPDuration shape the Envoy runs; zero means 1,000
-	// requests/s for 10s.
+	// requests/s for 6s.
 	HTTPRate     float64
 	HTTPDuration time.Duration
 	// Only, when not empty, runs only the parts named: "check", "memory",
@@ -73,7 +73,7 @@ func (c *BenchConfig) defaults() {
 		c.HTTPRate = 1000
 	}
 	if c.HTTPDuration <= 0 {
-		c.HTTPDuration = 10 * time.Second
+		c.HTTPDuration = 6 * time.Second
 	}
 }
 
@@ -107,8 +107,11 @@ type Row struct {
 	// gomemcache a Store add of a missing counter is an incr, an add and
 	// sometimes another incr.
 	StoreOps, Decisions, RoundTrips float64
-	Floodgate                          bool
-	Memcached                          bool
+	// Others is the share of the machine's CPU that processes the
+	// benchmark did not start used during the run.
+	Others    float64
+	Floodgate bool
+	Memcached bool
 }
 
 // Bench runs every scenario and writes the report to w.
@@ -299,11 +302,13 @@ func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Flood
 			return row, err
 		}
 	}
+	watch := watchCPU(p, m.proc())
 	res, err := Check(ctx, o)
 	if err != nil {
 		return row, err
 	}
 	row.Result = res
+	row.Others = watch.others()
 	cpu1, err := p.CPU()
 	if err != nil {
 		return row, err
@@ -356,7 +361,7 @@ func writeCheckTable(w io.Writer, rows []Row) {
 		ceilP99 /= time.Duration(n)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tmemcached round trips/decision\t")
+	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tmemcached round trips/decision\tother load\t")
 	for _, r := range rows {
 		res := r.Result
 		calls := float64(res.Calls())
@@ -373,12 +378,15 @@ func writeCheckTable(w io.Writer, rows []Row) {
 		if r.Floodgate && r.Decisions > 0 {
 			ops = fmt.Sprintf("%.2f", r.StoreOps/r.Decisions)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, fmtRate(res.Rate()), ratio,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
 			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), p99r,
-			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, rts)
+			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, rts, 100*r.Others)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n\n", fmtRate(ceilRate), fmtDur(ceilP50), fmtDur(ceilP99))
+	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n", fmtRate(ceilRate), fmtDur(ceilP50), fmtDur(ceilP99))
+	fmt.Fprintln(w, "store calls: floodgate_store_operations_total; memcached round trips: memcached's read system calls (one per request that")
+	fmt.Fprintln(w, "arrives, however many commands it pipelines); other load: the machine's CPU used by processes this benchmark did not start")
+	fmt.Fprintln(w)
 }
 
 // benchMemory sends one request from each of cfg.MemoryClients distinct
@@ -394,6 +402,7 @@ func benchMemory(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	watch := watchCPU(f.Proc)
 	res, err := Check(ctx, CheckOptions{Target: f.GRPCAddr, Conns: cfg.Conns, Concurrency: cfg.Concurrency,
 		Requests: int64(cfg.MemoryClients), Clients: cfg.MemoryClients})
 	if err != nil {
@@ -406,7 +415,7 @@ func benchMemory(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "In-memory store, %s distinct clients, one request each: %s\n", fmtCount(cfg.MemoryClients), res.Summary())
+	fmt.Fprintf(w, "In-memory store, %s distinct clients, one request each: %s; other load %.0f%%\n", fmtCount(cfg.MemoryClients), res.Summary(), 100*watch.others())
 	fmt.Fprintf(w, "  floodgate VmRSS: %.1f MiB at start, %.1f MiB after (%.0f bytes per client)\n\n",
 		float64(rss0)/(1<<20), float64(rss1)/(1<<20), float64(rss1-rss0)/float64(cfg.MemoryClients))
 	return nil
@@ -433,44 +442,88 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 	defer m.Stop()
 
 	type run struct {
-		name  string
-		limit string // "" without the filter
+		name   string
+		limit  string // floodgate's --limit; "" without the filter
+		memory bool   // floodgate on its in-memory store
+		noop   bool   // the no-op Authorization server instead of floodgate
 	}
 	runs := []run{
-		{"Envoy without ext_authz", ""},
-		{"Envoy + floodgate (memcached), allowed", highLimit},
-		{"Envoy + floodgate (memcached), denied (429)", "1"},
+		{name: "Envoy without ext_authz"},
+		{name: "Envoy + no-op ext_authz server (ceiling)", noop: true},
+		{name: "Envoy + floodgate (in memory), allowed", limit: highLimit, memory: true},
+		{name: "Envoy + floodgate (memcached), allowed", limit: highLimit},
+		{name: "Envoy + floodgate (memcached), denied (429)", limit: "1"},
 	}
-	results := make([]*HTTPResult, len(runs))
-	fmt.Fprintf(w, "Envoy (envoy/front-proxy.yaml, --concurrency 1), GET / at %s requests/s for %v, one client, latency from each request's scheduled start:\n",
-		fmtRate(cfg.HTTPRate), cfg.HTTPDuration)
+	// All the stacks run at once, idle but for the one being measured, and
+	// the measurement goes round them in short slices, so that a burst of
+	// other work on a shared machine lands on all three rather than on one.
+	const rounds = 5
+	slice := max(cfg.HTTPDuration/rounds, time.Second)
+	fmt.Fprintf(w, "Envoy (envoy/front-proxy.yaml, --concurrency 1), GET / at %s requests/s, one client, %d rounds of %v per run, runs interleaved;\nlatency from each request's scheduled start:\n",
+		fmtRate(cfg.HTTPRate), rounds, slice)
+	urls := make([]string, len(runs))
+	var procs []*Proc
+	defer func() {
+		for _, p := range procs {
+			p.Stop()
+		}
+	}()
 	for i, r := range runs {
 		ports := map[int]int{8080: upPort, 9001: 1} // 9001 is unused without the filter
-		var f *Floodgate
-		if r.limit != "" {
-			f, err = StartFloodgate(cfg.Floodgate, cfg.ServerProcs, "--limit", r.limit, "--memcache-servers", m.Addr)
+		if r.noop {
+			p, addr, err := StartSelf(cfg.Self, cfg.ServerProcs, "noop-server")
 			if err != nil {
 				return err
 			}
+			procs = append(procs, p)
+			ports[9001] = portOf(addr)
+		}
+		if r.limit != "" {
+			args := []string{"--limit", r.limit}
+			if !r.memory {
+				args = append(args, "--memcache-servers", m.Addr)
+			}
+			f, err := StartFloodgate(cfg.Floodgate, cfg.ServerProcs, args...)
+			if err != nil {
+				return err
+			}
+			procs = append(procs, f.Proc)
 			ports[9001] = portOf(f.GRPCAddr)
 		}
-		e, err := StartEnvoy(cfg.Envoy, cfg.EnvoyConfig, dir, ports, r.limit != "")
+		e, err := StartEnvoy(cfg.Envoy, cfg.EnvoyConfig, dir, ports, r.limit != "" || r.noop)
 		if err != nil {
-			f.stop()
 			return err
 		}
-		url := e.URL + "/"
+		procs = append(procs, e.Proc)
+		urls[i] = e.URL + "/"
 		// A second at the same rate opens the connections and warms caches.
-		_, err = HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: time.Second})
-		if err == nil {
-			results[i], err = HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: cfg.HTTPDuration})
-		}
-		e.Stop()
-		f.stop()
-		if err != nil {
+		if _, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: time.Second}); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "  %s: %s\n", r.name, results[i].Summary())
+	}
+	results := make([]*HTTPResult, len(runs))
+	others := make([]float64, len(runs))
+	for i := range results {
+		results[i] = &HTTPResult{}
+	}
+	for range rounds {
+		for i := range runs {
+			// A quarter second at the rate, not measured, wakes the stack
+			// up after its idle slices.
+			if _, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: time.Second / 4}); err != nil {
+				return err
+			}
+			watch := watchCPU(append([]*Proc{up, m.Proc}, procs...)...)
+			res, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: slice})
+			if err != nil {
+				return err
+			}
+			others[i] += watch.others() / rounds
+			results[i].add(res)
+		}
+	}
+	for i, r := range runs {
+		fmt.Fprintf(w, "  %s: %s; other load %.0f%%\n", r.name, results[i].Summary(), 100*others[i])
 	}
 	base := results[0]
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -486,6 +539,13 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), added50, added99)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "added: compared with Envoy without ext_authz. A denied request is answered by Envoy without the upstream hop.")
+	noop := results[1]
+	for i := 2; i < 4; i++ {
+		fmt.Fprintf(w, "%s over the no-op ext_authz server: p50 %s, p99 %s\n", runs[i].name,
+			fmtSignedDur(results[i].Latency.Quantile(0.50)-noop.Latency.Quantile(0.50)),
+			fmtSignedDur(results[i].Latency.Quantile(0.99)-noop.Latency.Quantile(0.99)))
+	}
 	fmt.Fprintln(w)
 	var bad []string
 	for i, r := range runs {
@@ -500,11 +560,12 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 	return nil
 }
 
-// stop stops f when it is not nil.
-func (f *Floodgate) stop() {
-	if f != nil {
-		f.Stop()
+// proc returns m's process, or nil when m is nil.
+func (m *Memcached) proc() *Proc {
+	if m == nil {
+		return nil
 	}
+	return m.Proc
 }
 
 // portOf returns the port of "host:port".

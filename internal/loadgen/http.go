@@ -40,6 +40,19 @@ type HTTPResult struct {
 	Latency Histogram
 }
 
+// add merges o into r, as if one run had measured both.
+func (r *HTTPResult) add(o *HTTPResult) {
+	r.Status2xx += o.Status2xx
+	r.Status429 += o.Status429
+	r.OtherStatus += o.OtherStatus
+	r.Errors += o.Errors
+	if r.FirstError == nil {
+		r.FirstError = o.FirstError
+	}
+	r.Elapsed += o.Elapsed
+	r.Latency.Merge(&o.Latency)
+}
+
 // Answered returns the requests that got an HTTP answer.
 func (r *HTTPResult) Answered() int64 { return r.Status2xx + r.Status429 + r.OtherStatus }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,6 +116,77 @@ func procCPU(pid int) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// machineBusy returns the CPU time all CPUs of the machine spent busy
+// (user, nice, system, irq, softirq and steal of /proc/stat), in ticks of
+// 10ms.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: first line %q", line)
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %q: %w", f[i], err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// cpuWatch measures, over a run, the CPU time of the machine that neither
+// the benchmark nor the servers it started used: other people's work on a
+// shared machine, which makes the run's numbers worth less.
+type cpuWatch struct {
+	pids        []int
+	start       time.Time
+	busy0, our0 time.Duration
+}
+
+// watchCPU starts a cpuWatch over the benchmark and procs.
+func watchCPU(procs ...*Proc) *cpuWatch {
+	w := &cpuWatch{pids: []int{os.Getpid()}}
+	for _, p := range procs {
+		if p != nil {
+			w.pids = append(w.pids, p.Pid())
+		}
+	}
+	w.busy0, _ = machineBusy()
+	w.our0 = w.ours()
+	w.start = time.Now()
+	return w
+}
+
+func (w *cpuWatch) ours() time.Duration {
+	var sum time.Duration
+	for _, pid := range w.pids {
+		d, _ := procCPU(pid)
+		sum += d
+	}
+	return sum
+}
+
+// others returns the share of the machine's CPU capacity (0 to 1) that
+// other processes used since watchCPU.
+func (w *cpuWatch) others() float64 {
+	busy, err := machineBusy()
+	if err != nil {
+		return 0
+	}
+	capacity := time.Since(w.start) * time.Duration(runtime.NumCPU())
+	other := (busy - w.busy0) - (w.ours() - w.our0)
+	if capacity <= 0 || other < 0 {
+		return 0
+	}
+	return min(float64(other)/float64(capacity), 1)
 }
 
 // procRSS reads VmRSS of pid, in bytes.

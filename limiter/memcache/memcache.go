@@ -1,13 +1,17 @@
-// Package memcache is the limiter.Store (and limiter.SwapStore) on memcached,
-// for floodgate instances that share their counters.
+// Package memcache is the limiter.Store (and limiter.SwapStore and
+// limiter.BatchStore) on memcached, for floodgate instances that share their
+// counters.
 //
-// Counters are memcached's decimal values, changed with incr and decr, which
-// memcached applies atomically however many clients share it. Values of the
-// limiter.SwapStore methods are read with gets, whose CAS unique is their
-// version, and written with add (version 0: create only if absent) or cas,
-// which memcached applies only if the item was not written since. All the keys
-// of one requestor live on one server, so a decision's Get is one round trip
-// and a server that fails affects only the requestors it holds.
+// Counters are memcached's decimal values, changed with the meta arithmetic
+// command ma, which memcached applies atomically however many clients share
+// it and which creates a missing counter in the same round trip (memcached
+// 1.6 or later). A Batch pipelines a decision's reads and increments in one
+// write and one read; see pipeline.go. Values of the limiter.SwapStore
+// methods are read with gets, whose CAS unique is their version, and written
+// with add (version 0: create only if absent) or cas, which memcached applies
+// only if the item was not written since. All the keys of one requestor live
+// on one server, so a decision's Get or Batch is one round trip and a server
+// that fails affects only the requestors it holds.
 //
 // The servers are fixed addresses, DNS names that are looked up again every
 // few seconds ("dns+NAME:PORT", such as a Kubernetes headless Service), or
@@ -511,14 +515,6 @@ func expiration(ttl time.Duration, now time.Time) int32 {
 		return int32(secs)
 	}
 	return int32(min(now.Unix()+secs, math.MaxInt32))
-}
-
-// counter converts a value memcached returned for op on key.
-func counter(op, key string, v uint64) (int64, error) {
-	if v > math.MaxInt64 {
-		return 0, opError(op, key, fmt.Errorf("value %d overflows int64", v))
-	}
-	return int64(v), nil
 }
 
 // opError reports that op on key failed with err.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -80,16 +81,22 @@ func newPipeline(addr net.Addr, timeout time.Duration, maxIdle int) *pipeline {
 	return &pipeline{addr: addr, timeout: timeout, maxIdle: maxIdle}
 }
 
-// get returns an idle connection, or dials a new one.
-func (p *pipeline) get(deadline time.Time) (*pipeConn, error) {
+// get returns an idle connection (pooled true), or dials a new one.
+func (p *pipeline) get(deadline time.Time) (c *pipeConn, pooled bool, err error) {
 	p.mu.Lock()
 	if n := len(p.idle); n > 0 {
 		c := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		return c, nil
+		return c, true, nil
 	}
 	p.mu.Unlock()
+	c, err = p.dial(deadline)
+	return c, false, err
+}
+
+// dial opens a new connection.
+func (p *pipeline) dial(deadline time.Time) (*pipeConn, error) {
 	d := net.Dialer{Deadline: deadline}
 	nc, err := d.Dial(p.addr.Network(), p.addr.String())
 	if err != nil {
@@ -137,11 +144,22 @@ func (p *pipeline) do(ctx context.Context, gets []string, adds []limiter.Increme
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	c, err := p.get(deadline)
+	c, pooled, err := p.get(deadline)
 	if err != nil {
 		return nil, nil, err
 	}
 	vals, counts, err := c.exchange(deadline, gets, adds, now)
+	if err != nil && pooled && closedBeforeAnswer(err) {
+		// The server closed this idle connection, most likely because it
+		// restarted: nothing was applied (a server that received the
+		// commands and died lost its counters with them), so try once
+		// more on a new connection.
+		c.nc.Close()
+		if c, err = p.dial(deadline); err != nil {
+			return nil, nil, err
+		}
+		vals, counts, err = c.exchange(deadline, gets, adds, now)
+	}
 	if err != nil {
 		// The connection may hold unread answers: never reuse it.
 		c.nc.Close()
@@ -150,6 +168,13 @@ func (p *pipeline) do(ctx context.Context, gets []string, adds []limiter.Increme
 	p.put(c)
 	return vals, counts, nil
 }
+
+// errClosedBeforeAnswer marks an exchange whose connection was closed or
+// reset by the server before the first byte of an answer.
+var errClosedBeforeAnswer = errors.New("connection closed by the server before any answer")
+
+// closedBeforeAnswer reports whether err is errClosedBeforeAnswer.
+func closedBeforeAnswer(err error) bool { return errors.Is(err, errClosedBeforeAnswer) }
 
 // exchange writes the commands, flushes them in one write when they fit the
 // buffer, and reads the answers.
@@ -189,6 +214,16 @@ func (c *pipeConn) exchange(deadline time.Time, gets []string, adds []limiter.In
 		w.WriteString(" v\r\n")
 	}
 	if err := w.Flush(); err != nil {
+		w.Reset(c.nc) // drop what was not written
+		if isClosed(err) {
+			return nil, nil, fmt.Errorf("%w: %w", errClosedBeforeAnswer, err)
+		}
+		return nil, nil, err
+	}
+	if _, err := c.r.Peek(1); err != nil {
+		if isClosed(err) {
+			return nil, nil, fmt.Errorf("%w: %w", errClosedBeforeAnswer, err)
+		}
 		return nil, nil, err
 	}
 
@@ -207,6 +242,12 @@ func (c *pipeConn) exchange(deadline time.Time, gets []string, adds []limiter.In
 		counts[i] = v
 	}
 	return vals, counts, nil
+}
+
+// isClosed reports whether err says the peer closed or reset the
+// connection.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // line reads one answer line without its "\r\n".

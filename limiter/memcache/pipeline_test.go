@@ -15,9 +15,13 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
+// generous is the memcached timeout of calls that must succeed: a loaded
+// machine is not a latency test.
+const generous = 10 * time.Second
+
 func TestBatch(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous})
 	ctx := context.Background()
 	inc := func(key string, delta int64) limiter.Increment {
 		return limiter.Increment{Key: key, Delta: delta, TTL: time.Minute}
@@ -49,7 +53,7 @@ func TestBatch(t *testing.T) {
 			map[string]int64{}, []int64{1, 0}},
 		{"a decremented value, padded by memcached, reads as a number", []string{"fg1:a:1", "fg1:a:2"}, nil,
 			map[string]int64{"fg1:a:1": 0, "fg1:a:2": 1}, nil},
-		{"many keys", many, []limiter.Increment{inc(many[7], 1 << 40)},
+		{"many keys", many, []limiter.Increment{inc(many[7], 1<<40)},
 			map[string]int64{}, []int64{1 << 40}},
 	}
 	for _, tc := range tests {
@@ -71,7 +75,7 @@ func TestBatch(t *testing.T) {
 // TestBatchExpiry checks that a counter a Batch creates lives its TTL.
 func TestBatchExpiry(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous})
 	ctx := context.Background()
 	if _, _, err := s.Batch(ctx, nil, []limiter.Increment{{Key: "fg1:e:1", Delta: 1, TTL: time.Second}, {Key: "fg1:e:2", Delta: 1, TTL: time.Hour}}); err != nil {
 		t.Fatal(err)
@@ -99,7 +103,7 @@ func TestBatchExpiry(t *testing.T) {
 // pipelined connection, count every increment once.
 func TestBatchConcurrent(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{MaxIdleConns: 4})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 4})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for range 50 {
@@ -124,7 +128,7 @@ func TestBatchConcurrent(t *testing.T) {
 // TestBatchAcrossServers checks a batch whose keys live on two servers.
 func TestBatchAcrossServers(t *testing.T) {
 	a, b := testutil.StartMemcached(t), testutil.StartMemcached(t)
-	s := newStore(t, []string{a.Addr(), b.Addr()}, Config{})
+	s := newStore(t, []string{a.Addr(), b.Addr()}, Config{Timeout: generous})
 	ctx := context.Background()
 	// Requestors until both servers are used.
 	var keys []string
@@ -159,7 +163,10 @@ func TestBatchAcrossServers(t *testing.T) {
 // reused: later answers match their questions.
 func TestBatchErrors(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: 100 * time.Millisecond, MaxIdleConns: 1})
+	// Generous for the calls that must succeed on a loaded machine; quick
+	// is the same server with a short timeout, for the frozen one.
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 1})
+	quick := newStore(t, []string{mc.Addr()}, Config{Timeout: 100 * time.Millisecond, MaxIdleConns: 1})
 	ctx := context.Background()
 	one := func(key string) []limiter.Increment {
 		return []limiter.Increment{{Key: key, Delta: 1, TTL: time.Minute}}
@@ -182,27 +189,34 @@ func TestBatchErrors(t *testing.T) {
 	_, _, err = s.Batch(cctx, nil, one("fg1:ok:1"))
 	wantUnavailable(t, "Batch with a done context", err, "batch", "fg1:ok:1")
 
-	if _, _, err := s.Batch(ctx, nil, one("fg1:seq:1")); err != nil {
+	if _, _, err := quick.Batch(ctx, nil, one("fg1:seq:1")); err != nil {
 		t.Fatal(err)
 	}
 	mc.Freeze()
-	_, _, err = s.Batch(ctx, []string{"fg1:seq:1"}, one("fg1:seq:1"))
+	_, _, err = quick.Batch(ctx, []string{"fg1:seq:1"}, one("fg1:seq:1"))
 	wantUnavailable(t, "Batch on a frozen server", err, "batch of 2 keys from", "fg1:seq:1")
 	mc.Thaw()
-	// The frozen batch's commands may be applied now; whatever the count,
-	// every later answer must be the answer to its own batch.
-	vals, _, err := s.Batch(ctx, []string{"fg1:seq:1"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := vals["fg1:seq:1"]
+	// The frozen call's answers arrive late, on a connection that must not
+	// be reused: every later answer on quick must be its own. quick's
+	// timeout may also strike on a loaded machine, so a call that fails is
+	// tried again; only the answers are checked.
 	for i := range 5 {
-		_, counts, err := s.Batch(ctx, []string{"fg1:other:1"}, one("fg1:seq:1"))
-		if err != nil {
+		key := fmt.Sprintf("fg1:answer:%d", i)
+		if _, _, err := s.Batch(ctx, nil, []limiter.Increment{{Key: key, Delta: int64(i) + 1, TTL: time.Minute}}); err != nil {
 			t.Fatal(err)
 		}
-		if counts[0] != n+int64(i)+1 {
-			t.Fatalf("batch %d after thaw: count %d, want %d", i, counts[0], n+int64(i)+1)
+		for attempt := 0; ; attempt++ {
+			vals, counts, err := quick.Batch(ctx, []string{key}, one("fg1:seq:1"))
+			if err != nil {
+				if attempt == 50 {
+					t.Fatalf("call %d on quick: %v", i, err)
+				}
+				continue
+			}
+			if vals[key] != int64(i)+1 || len(counts) != 1 || counts[0] < 1 {
+				t.Fatalf("call %d on quick: read %v, counts %v; want %s=%d and one count (another call's answer?)", i, vals, counts, key, i+1)
+			}
+			break
 		}
 	}
 
@@ -223,6 +237,36 @@ func BenchmarkBatch(b *testing.B) {
 	for b.Loop() {
 		if _, _, err := s.Batch(ctx, gets, adds); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestBatchAfterRestart checks that connections a restarted server closed
+// while idle are replaced without failing a call: the server never saw
+// what was sent on them.
+func TestBatchAfterRestart(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 8})
+	ctx := context.Background()
+	one := []limiter.Increment{{Key: "fg1:r:1", Delta: 1, TTL: time.Minute}}
+	// Eight calls at once leave eight idle connections.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, _, err := s.Batch(ctx, nil, one); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	mc.Restart()
+	for i := range 10 {
+		_, counts, err := s.Batch(ctx, []string{"fg1:r:2"}, one)
+		if err != nil {
+			t.Fatalf("call %d after restart: %v", i, err)
+		}
+		if counts[0] != int64(i)+1 {
+			t.Fatalf("call %d after restart: count %d, want %d (counted once, on the new server)", i, counts[0], i+1)
 		}
 	}
 }
