@@ -9,7 +9,7 @@ import (
 )
 
 // tlsCluster is what front-proxy.yaml's floodgate cluster gains for mutual
-// TLS, as docs/operations-draft.md describes: Envoy presents a client
+// TLS, as docs/operations.md describes: Envoy presents a client
 // certificate and checks floodgate's against the CA.
 const tlsCluster = `    connect_timeout: 0.25s
     transport_socket:
