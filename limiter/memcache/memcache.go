@@ -54,6 +54,10 @@ const (
 	// is zero.
 	DefaultMaxIdleConns = 64
 
+	// DefaultPipelineConns is the PipelineConns used when
+	// Config.PipelineConns is zero.
+	DefaultPipelineConns = 2
+
 	// maxRelativeExpiration is the longest expiration memcached takes as
 	// relative to now, 30 days in seconds; it reads larger ones as Unix times.
 	maxRelativeExpiration = 30 * 24 * 60 * 60
@@ -72,6 +76,14 @@ type Config struct {
 	// peak number of concurrent requests to one server. Zero means
 	// DefaultMaxIdleConns (64).
 	MaxIdleConns int
+
+	// PipelineConns is how many connections to each server carry counter
+	// commands (Add and Batch) at once. A call that finds them all busy
+	// waits, and the next connection to come free sends every call
+	// waiting then in one write and reads their answers in one read, so
+	// under load a round trip carries many calls. Zero means
+	// DefaultPipelineConns (2).
+	PipelineConns int
 
 	// ResolveInterval is how often the names of "dns+NAME:PORT" servers are
 	// looked up again; while no server is known at all, they are looked up
@@ -111,6 +123,7 @@ type Store struct {
 	set          atomic.Pointer[serverSet]
 	timeout      time.Duration
 	maxIdleConns int
+	pipeConns    int
 	now          func() time.Time // for expirations past 30 days, which are Unix times
 	disc         *discovery       // nil when every server is a fixed address
 }
@@ -147,12 +160,16 @@ func open(servers []string, cfg Config, lookup lookupFunc) (*Store, error) {
 	if cfg.MaxIdleConns < 0 {
 		return nil, fmt.Errorf("memcache: max idle conns %d: must not be negative", cfg.MaxIdleConns)
 	}
+	if cfg.PipelineConns < 0 {
+		return nil, fmt.Errorf("memcache: pipeline conns %d: must not be negative", cfg.PipelineConns)
+	}
 	if cfg.ResolveInterval < 0 {
 		return nil, fmt.Errorf("memcache: resolve interval %v: must not be negative", cfg.ResolveInterval)
 	}
 	s := &Store{
 		timeout:      cmp.Or(cfg.Timeout, DefaultTimeout),
 		maxIdleConns: cmp.Or(cfg.MaxIdleConns, DefaultMaxIdleConns),
+		pipeConns:    cmp.Or(cfg.PipelineConns, DefaultPipelineConns),
 		now:          time.Now,
 	}
 	var static []*server
@@ -210,7 +227,7 @@ func (s *Store) newServer(addr string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pipe := newPipeline(resolved, s.timeout, s.maxIdleConns)
+	pipe := newPipeline(resolved, s.timeout, s.pipeConns)
 	return &server{addr: addr, seed: serverSeed(addr), client: c, pipe: pipe}, nil
 }
 

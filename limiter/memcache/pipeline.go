@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,17 +61,77 @@ func legalKey(key string) bool {
 // errMalformedKey is why a call with a key memcached refuses fails.
 var errMalformedKey = errors.New("malformed key: memcached keys are 1 to 250 bytes without spaces or control characters")
 
-// pipeline is a pool of connections to one memcached server on which a call
-// writes all its commands, then reads all the answers. It is safe for
-// concurrent use; each call has a connection to itself.
+// pipeline carries the counter commands of every call to one memcached
+// server. It keeps at most conns connections busy with exchanges. A call
+// that finds one free takes it and exchanges its commands alone: one write,
+// one read. A call that finds them all busy joins a queue, and the next
+// connection to come free carries the whole queue in one exchange: one
+// write holding the commands of every queued call, then one read of all
+// their answers, which memcached gives in order. Under load, concurrent
+// calls thus share system calls and wake-ups on both sides (implicit
+// pipelining, as in flat combining: the call that gets the connection does
+// the work for the others, and no goroutine of the pipeline's own stands in
+// between); when calls are rare, each still has a round trip to itself.
+//
+// It is safe for concurrent use.
 type pipeline struct {
 	addr    net.Addr
-	timeout time.Duration // bounds the dial, and the whole exchange
-	maxIdle int
+	timeout time.Duration // bounds a dial, and one exchange
+	conns   int           // most connections busy at once
 
-	mu   sync.Mutex
-	idle []*pipeConn
+	mu    sync.Mutex
+	idle  []*pipeConn // connections free for the next exchange
+	busy  int         // connections (or dials) carrying an exchange
+	queue []*call     // calls waiting for a connection, oldest first
+
+	exchanges atomic.Uint64 // completed or failed exchanges: round trips
+	calls     atomic.Uint64 // calls carried by them
 }
+
+// maxBatchKeys bounds the keys (read or changed) of the calls one exchange
+// carries, at least one call whatever its size, so that the commands and
+// the answers of an exchange stay well within the sockets' buffers: a
+// pipeline writes all its commands before it reads any answer.
+const maxBatchKeys = 512
+
+// call is one caller's commands and, once an exchange carried them, their
+// answers.
+type call struct {
+	gets []string
+	adds []limiter.Increment
+	now  time.Time
+	// deadline is when the caller stops waiting: the pipeline's timeout
+	// after the call began, or the context's deadline if sooner.
+	deadline time.Time
+
+	// Set under pipeline.mu when the call leaves the queue.
+	state callState
+	// When the call leaves the queue to lead: the calls its exchange
+	// carries (itself first) and the connection for it, nil to dial one.
+	batch []*call
+	conn  *pipeConn
+
+	// Set by the exchange that carried the call, before ready.
+	vals   map[string]int64
+	counts []int64
+	err    error
+
+	// ready receives once, when the call leaves the queue to lead or when
+	// its answers are set.
+	ready chan struct{}
+}
+
+// callState is where a call stands.
+type callState uint8
+
+const (
+	queued  callState = iota // waiting for a connection
+	leading                  // its goroutine exchanges its batch
+	carried                  // another call's exchange carries it
+)
+
+// keys counts the keys the call reads or changes.
+func (c *call) keys() int { return len(c.gets) + len(c.adds) }
 
 // pipeConn is one connection of a pipeline.
 type pipeConn struct {
@@ -77,22 +140,8 @@ type pipeConn struct {
 	w  *bufio.Writer
 }
 
-func newPipeline(addr net.Addr, timeout time.Duration, maxIdle int) *pipeline {
-	return &pipeline{addr: addr, timeout: timeout, maxIdle: maxIdle}
-}
-
-// get returns an idle connection (pooled true), or dials a new one.
-func (p *pipeline) get(deadline time.Time) (c *pipeConn, pooled bool, err error) {
-	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
-		c := p.idle[n-1]
-		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
-		return c, true, nil
-	}
-	p.mu.Unlock()
-	c, err = p.dial(deadline)
-	return c, false, err
+func newPipeline(addr net.Addr, timeout time.Duration, conns int) *pipeline {
+	return &pipeline{addr: addr, timeout: timeout, conns: max(conns, 1)}
 }
 
 // dial opens a new connection.
@@ -105,20 +154,8 @@ func (p *pipeline) dial(deadline time.Time) (*pipeConn, error) {
 	return &pipeConn{nc: nc, r: bufio.NewReaderSize(nc, 4096), w: bufio.NewWriterSize(nc, 4096)}, nil
 }
 
-// put returns a connection whose exchange completed to the pool, or closes
-// it when maxIdle connections are idle already.
-func (p *pipeline) put(c *pipeConn) {
-	p.mu.Lock()
-	if len(p.idle) < p.maxIdle {
-		p.idle = append(p.idle, c)
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Unlock()
-	c.nc.Close()
-}
-
-// close closes the idle connections; the pipeline stays usable.
+// close closes the idle connections; the pipeline stays usable, and a
+// connection busy now is kept when its exchange ends.
 func (p *pipeline) close() error {
 	p.mu.Lock()
 	idle := p.idle
@@ -133,40 +170,184 @@ func (p *pipeline) close() error {
 	return first
 }
 
-// do reads the counters at gets, then applies adds, in one round trip. The
-// keys must be legal. now dates the expiration of counters whose time to
-// live passes 30 days. It returns the values read (missing keys absent) and
-// the new value of each added counter, and fails on any error of the
-// connection or the protocol, after which any of the adds may or may not
-// have been applied.
+// stats returns how many exchanges (round trips) the pipeline made and how
+// many calls they carried.
+func (p *pipeline) stats() (exchanges, calls uint64) {
+	return p.exchanges.Load(), p.calls.Load()
+}
+
+// do reads the counters at gets, then applies adds, in one round trip,
+// which it may share with other calls. The keys must be legal. now dates
+// the expiration of counters whose time to live passes 30 days. It returns
+// the values read (missing keys absent) and the new value of each added
+// counter, and fails on any error of the connection or the protocol, after
+// which any of the adds may or may not have been applied. A call that ctx
+// ends while it waits in the queue is dropped from it, unsent.
 func (p *pipeline) do(ctx context.Context, gets []string, adds []limiter.Increment, now time.Time) (map[string]int64, []int64, error) {
 	deadline := time.Now().Add(p.timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	c, pooled, err := p.get(deadline)
-	if err != nil {
-		return nil, nil, err
+	c := &call{gets: gets, adds: adds, now: now, deadline: deadline, ready: make(chan struct{}, 1)}
+	p.mu.Lock()
+	if p.busy < p.conns {
+		// A connection is free, so nothing is queued: lead at once.
+		p.busy++
+		c.state = leading
+		c.batch = []*call{c}
+		if n := len(p.idle); n > 0 {
+			c.conn = p.idle[n-1]
+			p.idle = p.idle[:n-1]
+		}
+		p.mu.Unlock()
+		p.lead(c)
+		return c.vals, c.counts, c.err
 	}
-	vals, counts, err := c.exchange(deadline, gets, adds, now)
+	p.queue = append(p.queue, c)
+	p.mu.Unlock()
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	var err error
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = fmt.Errorf("no answer within %v: %w", p.timeout, os.ErrDeadlineExceeded)
+	}
+	if err != nil {
+		p.mu.Lock()
+		st := c.state
+		if st == queued {
+			p.queue = slices.DeleteFunc(p.queue, func(q *call) bool { return q == c })
+		}
+		p.mu.Unlock()
+		switch st {
+		case queued:
+			return nil, nil, err // never sent
+		case carried:
+			select {
+			case <-c.ready: // answered after all
+			default:
+				// The exchange carrying the call will set its answers
+				// and signal ready, which has room for it; nobody
+				// waits for them.
+				return nil, nil, err
+			}
+		case leading:
+			// The calls of the batch wait on this goroutine: lead it.
+			<-c.ready
+		}
+	}
+	if c.state == leading { // set before ready, under p.mu
+		p.lead(c)
+	}
+	return c.vals, c.counts, c.err
+}
+
+// lead runs c's batch on c's connection (dialling one when c.conn is nil),
+// hands the connection on to the calls queued meanwhile, and delivers the
+// answers of the batch's calls.
+func (p *pipeline) lead(c *call) {
+	batch := c.batch
+	// The exchange lasts until the last of its calls stops waiting: the
+	// newest call of the batch, which began at most a timeout ago.
+	deadline := c.deadline
+	for _, b := range batch[1:] {
+		if b.deadline.After(deadline) {
+			deadline = b.deadline
+		}
+	}
+	var conn *pipeConn
+	var err error
+	if time.Now().Before(deadline) {
+		conn, err = p.exchange(c.conn, deadline, batch)
+		p.exchanges.Add(1)
+		p.calls.Add(uint64(len(batch)))
+	} else {
+		// Every caller has given up: send nothing, keep the connection.
+		conn = c.conn
+		fail(batch, fmt.Errorf("no answer within %v: %w", p.timeout, os.ErrDeadlineExceeded))
+	}
+	if err != nil && conn != nil {
+		// The connection may hold unread answers: never reuse it.
+		conn.nc.Close()
+		conn = nil
+	}
+	p.release(conn)
+	for _, b := range batch[1:] {
+		b.ready <- struct{}{}
+	}
+	c.batch, c.conn = nil, nil
+}
+
+// exchange carries batch on conn, or on a new connection when conn is nil,
+// and sets the answers (or the error) of every call of it. It returns the
+// connection it used (nil if none could be had) and the error that ended
+// the exchange early, if any.
+func (p *pipeline) exchange(conn *pipeConn, deadline time.Time, batch []*call) (*pipeConn, error) {
+	pooled := conn != nil
+	var err error
+	if !pooled {
+		if conn, err = p.dial(deadline); err != nil {
+			fail(batch, err)
+			return nil, err
+		}
+	}
+	err = conn.exchange(deadline, batch)
 	if err != nil && pooled && closedBeforeAnswer(err) {
 		// The server closed this idle connection, most likely because it
 		// restarted: nothing was applied (a server that received the
 		// commands and died lost its counters with them), so try once
 		// more on a new connection.
-		c.nc.Close()
-		if c, err = p.dial(deadline); err != nil {
-			return nil, nil, err
+		conn.nc.Close()
+		if conn, err = p.dial(deadline); err != nil {
+			fail(batch, err)
+			return nil, err
 		}
-		vals, counts, err = c.exchange(deadline, gets, adds, now)
+		err = conn.exchange(deadline, batch)
 	}
-	if err != nil {
-		// The connection may hold unread answers: never reuse it.
-		c.nc.Close()
-		return nil, nil, err
+	return conn, err
+}
+
+// fail sets err as the outcome of every call of batch.
+func fail(batch []*call, err error) {
+	for _, b := range batch {
+		b.vals, b.counts, b.err = nil, nil, err
 	}
-	p.put(c)
-	return vals, counts, nil
+}
+
+// release gives a connection whose exchange ended (nil when it failed and
+// was closed) to the calls queued meanwhile: the oldest of them leads an
+// exchange carrying as many of them as fit. With none queued, the
+// connection goes idle.
+func (p *pipeline) release(conn *pipeConn) {
+	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.busy--
+		if conn != nil {
+			p.idle = append(p.idle, conn)
+		}
+		p.mu.Unlock()
+		return
+	}
+	n, keys := 0, 0
+	for n < len(p.queue) && (n == 0 || keys+p.queue[n].keys() <= maxBatchKeys) {
+		keys += p.queue[n].keys()
+		n++
+	}
+	batch := slices.Clone(p.queue[:n])
+	p.queue = slices.Delete(p.queue, 0, n)
+	lead := batch[0]
+	lead.state = leading
+	lead.batch = batch
+	lead.conn = conn
+	for _, b := range batch[1:] {
+		b.state = carried
+	}
+	p.mu.Unlock()
+	lead.ready <- struct{}{}
 }
 
 // errClosedBeforeAnswer marks an exchange whose connection was closed or
@@ -176,29 +357,60 @@ var errClosedBeforeAnswer = errors.New("connection closed by the server before a
 // closedBeforeAnswer reports whether err is errClosedBeforeAnswer.
 func closedBeforeAnswer(err error) bool { return errors.Is(err, errClosedBeforeAnswer) }
 
-// exchange writes the commands, flushes them in one write when they fit the
-// buffer, and reads the answers.
-func (c *pipeConn) exchange(deadline time.Time, gets []string, adds []limiter.Increment, now time.Time) (map[string]int64, []int64, error) {
+// exchange writes the commands of every call of batch, flushed in as few
+// writes as the buffer allows, then reads the answers of each call in turn
+// and sets them. An error ends the exchange: the calls answered before it
+// keep their answers, and the error becomes the outcome of the others.
+func (c *pipeConn) exchange(deadline time.Time, batch []*call) error {
 	if err := c.nc.SetDeadline(deadline); err != nil {
-		return nil, nil, err
+		fail(batch, err)
+		return err
 	}
+	for _, b := range batch {
+		c.writeCommands(b)
+	}
+	err := c.w.Flush()
+	if err != nil {
+		c.w.Reset(c.nc) // drop what was not written
+	} else {
+		_, err = c.r.Peek(1)
+	}
+	if err != nil {
+		if isClosed(err) {
+			err = fmt.Errorf("%w: %w", errClosedBeforeAnswer, err)
+		}
+		fail(batch, err)
+		return err
+	}
+	for i, b := range batch {
+		if err := c.readAnswers(b); err != nil {
+			fail(batch[i:], err)
+			return err
+		}
+	}
+	return nil
+}
+
+// writeCommands buffers the commands of call b: a multi-key get of its
+// gets, then a meta arithmetic command per add.
+func (c *pipeConn) writeCommands(b *call) {
 	w := c.w
-	if len(gets) > 0 {
+	if len(b.gets) > 0 {
 		w.WriteString("get")
-		for _, k := range gets {
+		for _, k := range b.gets {
 			w.WriteByte(' ')
 			w.WriteString(k)
 		}
 		w.WriteString("\r\n")
 	}
 	var num [20]byte
-	for _, a := range adds {
+	for _, a := range b.adds {
 		w.WriteString("ma ")
 		w.WriteString(a.Key)
 		switch {
 		case a.Delta > 0:
 			w.WriteString(" N")
-			w.Write(strconv.AppendInt(num[:0], int64(expiration(a.TTL, now)), 10))
+			w.Write(strconv.AppendInt(num[:0], int64(expiration(a.TTL, b.now)), 10))
 			d := strconv.AppendInt(num[:0], a.Delta, 10)
 			w.WriteString(" J")
 			w.Write(d)
@@ -213,35 +425,26 @@ func (c *pipeConn) exchange(deadline time.Time, gets []string, adds []limiter.In
 		}
 		w.WriteString(" v\r\n")
 	}
-	if err := w.Flush(); err != nil {
-		w.Reset(c.nc) // drop what was not written
-		if isClosed(err) {
-			return nil, nil, fmt.Errorf("%w: %w", errClosedBeforeAnswer, err)
-		}
-		return nil, nil, err
-	}
-	if _, err := c.r.Peek(1); err != nil {
-		if isClosed(err) {
-			return nil, nil, fmt.Errorf("%w: %w", errClosedBeforeAnswer, err)
-		}
-		return nil, nil, err
-	}
+}
 
-	vals := make(map[string]int64, len(gets))
-	if len(gets) > 0 {
+// readAnswers reads the answers to call b's commands and sets them.
+func (c *pipeConn) readAnswers(b *call) error {
+	vals := make(map[string]int64, len(b.gets))
+	if len(b.gets) > 0 {
 		if err := c.readValues(vals); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
-	counts := make([]int64, len(adds))
-	for i, a := range adds {
+	counts := make([]int64, len(b.adds))
+	for i, a := range b.adds {
 		v, err := c.readArithmetic()
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", a.Key, err)
+			return fmt.Errorf("%s: %w", a.Key, err)
 		}
 		counts[i] = v
 	}
-	return vals, counts, nil
+	b.vals, b.counts, b.err = vals, counts, nil
+	return nil
 }
 
 // isClosed reports whether err says the peer closed or reset the

@@ -2,6 +2,7 @@ package memcache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -99,8 +100,8 @@ func TestBatchExpiry(t *testing.T) {
 	}
 }
 
-// TestBatchConcurrent checks that concurrent batches, each on its own
-// pipelined connection, count every increment once.
+// TestBatchConcurrent checks that concurrent batches, many of them sharing
+// a round trip, count every increment once.
 func TestBatchConcurrent(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 4})
@@ -246,10 +247,10 @@ func BenchmarkBatch(b *testing.B) {
 // what was sent on them.
 func TestBatchAfterRestart(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 8})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 8})
 	ctx := context.Background()
 	one := []limiter.Increment{{Key: "fg1:r:1", Delta: 1, TTL: time.Minute}}
-	// Eight calls at once leave eight idle connections.
+	// Eight calls at once leave up to eight idle connections.
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -268,5 +269,255 @@ func TestBatchAfterRestart(t *testing.T) {
 		if counts[0] != int64(i)+1 {
 			t.Fatalf("call %d after restart: count %d, want %d (counted once, on the new server)", i, counts[0], i+1)
 		}
+	}
+}
+
+// hold makes every connection of p busy, so that calls queue, and returns
+// a function that waits until n calls are queued and then frees one
+// connection: the queue goes out in exchanges of its own.
+func hold(t *testing.T, p *pipeline) (release func(n int)) {
+	t.Helper()
+	p.mu.Lock()
+	p.busy = p.conns
+	p.mu.Unlock()
+	return func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(generous)
+		for {
+			p.mu.Lock()
+			q := len(p.queue)
+			p.mu.Unlock()
+			if q == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls queued after %v, want %d", q, generous, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		p.mu.Lock()
+		p.busy = 1 // the connection released below
+		p.mu.Unlock()
+		p.release(nil)
+	}
+}
+
+// pipe returns the pipeline of the one server of s.
+func pipe(t *testing.T, s *Store) *pipeline {
+	t.Helper()
+	servers := s.set.Load().servers
+	if len(servers) != 1 {
+		t.Fatalf("%d servers, want 1", len(servers))
+	}
+	return servers[0].pipe
+}
+
+// TestPipelineCoalesces checks that calls queued while every connection is
+// busy go out together, in one round trip, and each gets its own answers.
+func TestPipelineCoalesces(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 1})
+	p := pipe(t, s)
+	ctx := context.Background()
+	if _, err := s.Add(ctx, "fg1:q:seed", 7, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ex0, calls0 := p.stats()
+	release := hold(t, p)
+
+	const n = 50
+	counts := make([]int64, n)
+	seeds := make([]int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			vals, c, err := s.Batch(ctx, []string{"fg1:q:seed"}, []limiter.Increment{
+				{Key: "fg1:q:shared", Delta: 1, TTL: time.Minute},
+				{Key: fmt.Sprintf("fg1:q:own%d", i), Delta: int64(i) + 1, TTL: time.Minute},
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			counts[i] = c[0]
+			seeds[i] = vals["fg1:q:seed"]
+			if c[1] != int64(i)+1 {
+				t.Errorf("call %d: its own counter is %d, want %d", i, c[1], i+1)
+			}
+		})
+	}
+	release(n)
+	wg.Wait()
+
+	ex, calls := p.stats()
+	if ex-ex0 != 1 || calls-calls0 != n {
+		t.Fatalf("%d calls went out in %d exchanges, want %d in 1", calls-calls0, ex-ex0, n)
+	}
+	// The shared counter was incremented once per call, in some order.
+	seen := map[int64]bool{}
+	for i, c := range counts {
+		if c < 1 || c > n || seen[c] {
+			t.Fatalf("call %d: shared count %d, want a distinct count in 1..%d; all: %v", i, c, n, counts)
+		}
+		seen[c] = true
+		if seeds[i] != 7 {
+			t.Fatalf("call %d read %d, want 7", i, seeds[i])
+		}
+	}
+}
+
+// TestPipelineBatchBound checks that one exchange carries calls up to
+// maxBatchKeys keys, and always at least one call, however many keys it has.
+func TestPipelineBatchBound(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 1})
+	p := pipe(t, s)
+	ctx := context.Background()
+	keys := func(n int) []string {
+		var ks []string
+		for i := range n {
+			ks = append(ks, fmt.Sprintf("fg1:b:%d", i))
+		}
+		return ks
+	}
+	tests := []struct {
+		name          string
+		calls, keys   int
+		wantExchanges uint64
+	}{
+		{"small calls share one exchange", 8, 64, 1},       // 8 × 64 = 512 keys
+		{"a ninth call of 64 keys does not fit", 9, 64, 2}, // 512 + 64
+		{"calls over the bound go one by one", 3, maxBatchKeys + 1, 3},
+	}
+	for _, tc := range tests {
+		ex0, _ := p.stats()
+		release := hold(t, p)
+		var wg sync.WaitGroup
+		for range tc.calls {
+			wg.Go(func() {
+				if _, _, err := s.Batch(ctx, keys(tc.keys), nil); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		release(tc.calls)
+		wg.Wait()
+		if ex, _ := p.stats(); ex-ex0 != tc.wantExchanges {
+			t.Errorf("%s: %d exchanges, want %d", tc.name, ex-ex0, tc.wantExchanges)
+		}
+	}
+}
+
+// TestPipelineQueuedCancel checks that a call whose context ends while it
+// waits in the queue fails with the context's error and is never sent.
+func TestPipelineQueuedCancel(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 1})
+	p := pipe(t, s)
+	release := hold(t, p)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Add(ctx, "fg1:x:cancelled", 1, time.Minute)
+		errc <- err
+	}()
+	var other error
+	var wg sync.WaitGroup
+	wg.Go(func() { _, other = s.Add(context.Background(), "fg1:x:kept", 1, time.Minute) })
+	// Both calls queued; cancel the first and let the queue go.
+	deadline := time.Now().Add(generous)
+	for {
+		p.mu.Lock()
+		q := len(p.queue)
+		p.mu.Unlock()
+		if q == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the calls did not queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) || !errors.Is(err, limiter.ErrStoreUnavailable) {
+		t.Fatalf("cancelled call: %v, want context.Canceled wrapped in ErrStoreUnavailable", err)
+	}
+	release(1)
+	wg.Wait()
+	if other != nil {
+		t.Fatal(other)
+	}
+	vals, err := s.Get(context.Background(), []string{"fg1:x:cancelled", "fg1:x:kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, sent := vals["fg1:x:cancelled"]; sent || vals["fg1:x:kept"] != 1 {
+		t.Fatalf("counters %v: want only fg1:x:kept, at 1", vals)
+	}
+}
+
+// TestPipelineFailureReachesTheQueue checks that when a server stops
+// answering, every call of the exchange fails within the timeout, and the
+// calls queued behind it get a connection of their own once it is back.
+func TestPipelineFailureReachesTheQueue(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	const timeout = 300 * time.Millisecond
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: timeout, PipelineConns: 1})
+	ctx := context.Background()
+	if _, err := s.Add(ctx, "fg1:f:1", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	mc.Freeze()
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = s.Add(ctx, "fg1:f:1", 1, time.Minute) })
+	}
+	wg.Wait()
+	mc.Thaw()
+	for i, err := range errs {
+		if !errors.Is(err, limiter.ErrStoreUnavailable) {
+			t.Fatalf("call %d against a frozen server: %v, want ErrStoreUnavailable", i, err)
+		}
+	}
+	// The failed connections were closed, not reused: the next call dials.
+	v, err := s.Add(ctx, "fg1:f:2", 1, time.Minute)
+	if err != nil || v != 1 {
+		t.Fatalf("Add after the server came back = %d, %v", v, err)
+	}
+}
+
+// BenchmarkBatchParallel is many concurrent decisions on memcached, each a
+// read and two increments: with one connection per call (conns=64) every
+// call is a round trip of its own; with fewer connections, the calls that
+// wait go out together. It reports the calls each round trip carried.
+func BenchmarkBatchParallel(b *testing.B) {
+	mc := testutil.StartMemcached(b)
+	for _, conns := range []int{64, 4, 2, 1} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			// A generous timeout: other work on the machine may stall
+			// memcached, and this measures throughput, not timeouts.
+			s := newStore(b, []string{mc.Addr()}, Config{PipelineConns: conns, Timeout: generous})
+			p := s.set.Load().servers[0].pipe
+			ctx := context.Background()
+			ex0, calls0 := p.stats()
+			b.ReportAllocs()
+			b.SetParallelism(32) // × GOMAXPROCS goroutines
+			b.RunParallel(func(pb *testing.PB) {
+				gets := []string{"fg1:bench:1800000000"}
+				adds := []limiter.Increment{{Key: "fg1:bench:1800000001", Delta: 1, TTL: time.Hour}, {Key: "fg1:bench:m30000000", Delta: 1, TTL: time.Hour}}
+				for pb.Next() {
+					if _, _, err := s.Batch(ctx, gets, adds); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			ex, calls := p.stats()
+			if ex > ex0 {
+				b.ReportMetric(float64(calls-calls0)/float64(ex-ex0), "calls/roundtrip")
+			}
+		})
 	}
 }
