@@ -124,6 +124,7 @@ type Store struct {
 	timeout      time.Duration
 	maxIdleConns int
 	pipeConns    int
+	pipeStats    PipelineStats
 	now          func() time.Time // for expirations past 30 days, which are Unix times
 	disc         *discovery       // nil when every server is a fixed address
 }
@@ -227,8 +228,15 @@ func (s *Store) newServer(addr string) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pipe := newPipeline(resolved, s.timeout, s.pipeConns)
+	pipe := newPipeline(resolved, s.timeout, s.pipeConns, &s.pipeStats)
 	return &server{addr: addr, seed: serverSeed(addr), client: c, pipe: pipe}, nil
+}
+
+// PipelineStats returns the counts of the round trips that carried the
+// Store's Add and Batch calls, over every server it has had. It is safe to
+// read them while the Store is in use.
+func (s *Store) PipelineStats() *PipelineStats {
+	return &s.pipeStats
 }
 
 // Servers returns the addresses of the servers the Store spreads requestors

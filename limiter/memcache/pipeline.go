@@ -84,8 +84,18 @@ type pipeline struct {
 	busy  int         // connections (or dials) carrying an exchange
 	queue []*call     // calls waiting for a connection, oldest first
 
-	exchanges atomic.Uint64 // completed or failed exchanges: round trips
-	calls     atomic.Uint64 // calls carried by them
+	stats *PipelineStats // shared by the pipelines of one Store
+}
+
+// PipelineStats counts the round trips of a Store's counter pipelines
+// (Add and Batch) and the calls they carried; calls over round trips is
+// how many calls a round trip carried on average.
+type PipelineStats struct {
+	// RoundTrips is the number of exchanges: one write of commands, then
+	// one read of their answers, successful or not.
+	RoundTrips atomic.Uint64
+	// Calls is the number of Add and Batch calls the round trips carried.
+	Calls atomic.Uint64
 }
 
 // maxBatchKeys bounds the keys (read or changed) of the calls one exchange
@@ -140,8 +150,13 @@ type pipeConn struct {
 	w  *bufio.Writer
 }
 
-func newPipeline(addr net.Addr, timeout time.Duration, conns int) *pipeline {
-	return &pipeline{addr: addr, timeout: timeout, conns: max(conns, 1)}
+// newPipeline returns a pipeline to addr of at most conns connections,
+// counting in stats (a PipelineStats of its own when nil).
+func newPipeline(addr net.Addr, timeout time.Duration, conns int, stats *PipelineStats) *pipeline {
+	if stats == nil {
+		stats = new(PipelineStats)
+	}
+	return &pipeline{addr: addr, timeout: timeout, conns: max(conns, 1), stats: stats}
 }
 
 // dial opens a new connection.
@@ -168,12 +183,6 @@ func (p *pipeline) close() error {
 		}
 	}
 	return first
-}
-
-// stats returns how many exchanges (round trips) the pipeline made and how
-// many calls they carried.
-func (p *pipeline) stats() (exchanges, calls uint64) {
-	return p.exchanges.Load(), p.calls.Load()
 }
 
 // do reads the counters at gets, then applies adds, in one round trip,
@@ -263,8 +272,8 @@ func (p *pipeline) lead(c *call) {
 	var err error
 	if time.Now().Before(deadline) {
 		conn, err = p.exchange(c.conn, deadline, batch)
-		p.exchanges.Add(1)
-		p.calls.Add(uint64(len(batch)))
+		p.stats.RoundTrips.Add(1)
+		p.stats.Calls.Add(uint64(len(batch)))
 	} else {
 		// Every caller has given up: send nothing, keep the connection.
 		conn = c.conn

@@ -272,6 +272,12 @@ func TestBatchAfterRestart(t *testing.T) {
 	}
 }
 
+// counts returns how many round trips p made and how many calls they
+// carried.
+func (p *pipeline) counts() (roundTrips, calls uint64) {
+	return p.stats.RoundTrips.Load(), p.stats.Calls.Load()
+}
+
 // hold makes every connection of p busy, so that calls queue, and returns
 // a function that waits until n calls are queued and then frees one
 // connection: the queue goes out in exchanges of its own.
@@ -322,7 +328,7 @@ func TestPipelineCoalesces(t *testing.T) {
 	if _, err := s.Add(ctx, "fg1:q:seed", 7, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	ex0, calls0 := p.stats()
+	ex0, calls0 := p.counts()
 	release := hold(t, p)
 
 	const n = 50
@@ -349,9 +355,12 @@ func TestPipelineCoalesces(t *testing.T) {
 	release(n)
 	wg.Wait()
 
-	ex, calls := p.stats()
+	ex, calls := p.counts()
 	if ex-ex0 != 1 || calls-calls0 != n {
 		t.Fatalf("%d calls went out in %d exchanges, want %d in 1", calls-calls0, ex-ex0, n)
+	}
+	if st := s.PipelineStats(); st.RoundTrips.Load() != ex || st.Calls.Load() != calls {
+		t.Fatalf("Store.PipelineStats = %d round trips, %d calls; the pipeline counted %d, %d", st.RoundTrips.Load(), st.Calls.Load(), ex, calls)
 	}
 	// The shared counter was incremented once per call, in some order.
 	seen := map[int64]bool{}
@@ -390,7 +399,7 @@ func TestPipelineBatchBound(t *testing.T) {
 		{"calls over the bound go one by one", 3, maxBatchKeys + 1, 3},
 	}
 	for _, tc := range tests {
-		ex0, _ := p.stats()
+		ex0, _ := p.counts()
 		release := hold(t, p)
 		var wg sync.WaitGroup
 		for range tc.calls {
@@ -402,7 +411,7 @@ func TestPipelineBatchBound(t *testing.T) {
 		}
 		release(tc.calls)
 		wg.Wait()
-		if ex, _ := p.stats(); ex-ex0 != tc.wantExchanges {
+		if ex, _ := p.counts(); ex-ex0 != tc.wantExchanges {
 			t.Errorf("%s: %d exchanges, want %d", tc.name, ex-ex0, tc.wantExchanges)
 		}
 	}
@@ -501,7 +510,7 @@ func BenchmarkBatchParallel(b *testing.B) {
 			s := newStore(b, []string{mc.Addr()}, Config{PipelineConns: conns, Timeout: generous})
 			p := s.set.Load().servers[0].pipe
 			ctx := context.Background()
-			ex0, calls0 := p.stats()
+			ex0, calls0 := p.counts()
 			b.ReportAllocs()
 			b.SetParallelism(32) // × GOMAXPROCS goroutines
 			b.RunParallel(func(pb *testing.PB) {
@@ -514,7 +523,7 @@ func BenchmarkBatchParallel(b *testing.B) {
 					}
 				}
 			})
-			ex, calls := p.stats()
+			ex, calls := p.counts()
 			if ex > ex0 {
 				b.ReportMetric(float64(calls-calls0)/float64(ex-ex0), "calls/roundtrip")
 			}
