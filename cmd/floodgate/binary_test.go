@@ -561,6 +561,11 @@ func TestBinaryMemcached(t *testing.T) {
 	if v := metricValue(t, metrics, `floodgate_store_errors_total{op="add"}`); v != 0 {
 		t.Errorf("store add errors = %v, want 0", v)
 	}
+	// One at a time, every add (a decision's batch) is a round trip of its own.
+	adds := metricValue(t, metrics, `floodgate_store_operations_total{op="add"}`)
+	if rt, ops := metricValue(t, metrics, "floodgate_memcache_round_trips_total"), metricValue(t, metrics, "floodgate_memcache_round_trip_operations_total"); rt != adds || ops != adds {
+		t.Errorf("memcache round trips = %v carrying %v operations, want %v and %v (the store's add operations)", rt, ops, adds, adds)
+	}
 
 	// memcached gone: floodgate fails open, and counts it.
 	mc.Stop()

@@ -100,6 +100,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		buildInfo(),
 	)
 
+	stopMemoryLimit := startMemoryLimit(ctx, os.DirFS("/"), log)
+	defer stopMemoryLimit()
+
 	store, storeKind, closeStore, err := openStore(cfg, log)
 	if err != nil {
 		return err
@@ -108,6 +111,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	sm, err := newStoreMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("store metrics: %w", err)
+	}
+	if mc, ok := store.(*memcache.Store); ok {
+		if err := registerPipelineMetrics(reg, mc.PipelineStats()); err != nil {
+			return err
+		}
 	}
 	store = sm.wrap(store)
 

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memcache"
 )
 
 // Store operation label values.
@@ -50,7 +51,9 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 			Help: "Counter store operations: add increments one counter, or the counters of one decision " +
 				"together with the reads it needs (a batch), get reads many at once, " +
 				"get_versioned and cas read and replace one value. " +
-				"With memcached each is one round trip, as all of a requestor's keys live on one server.",
+				"With memcached, all of a requestor's keys live on one server, so each is one round trip at most; " +
+				"add and batch operations that wait for a connection share one " +
+				"(floodgate_memcache_round_trips_total).",
 		}, []string{"op"}),
 		keysRead: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "floodgate_store_keys_read_total",
@@ -233,4 +236,27 @@ func (s *instrumentedSwapStore) CompareAndSwap(ctx context.Context, key string, 
 	ok, err := s.next.CompareAndSwap(ctx, key, value, version, ttl)
 	s.cas.record(start, err)
 	return ok, err
+}
+
+// registerPipelineMetrics registers the counters of memcached round trips
+// made for counter operations (add and batch), read from st when scraped.
+func registerPipelineMetrics(reg prometheus.Registerer, st *memcache.PipelineStats) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_memcache_round_trips_total",
+			Help: "Round trips to memcached carrying counter operations (add and batch): one write of " +
+				"commands, then one read of their answers. Operations that find every connection to " +
+				"their server busy wait and go out together, so under load a round trip carries several.",
+		}, func() float64 { return float64(st.RoundTrips.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_memcache_round_trip_operations_total",
+			Help: "Counter operations (add and batch) carried by floodgate_memcache_round_trips_total; " +
+				"the ratio of the two is the operations per round trip.",
+		}, func() float64 { return float64(st.Calls.Load()) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register memcache round-trip metrics: %w", err)
+		}
+	}
+	return nil
 }
