@@ -107,6 +107,10 @@ type Row struct {
 	// gomemcache a Store add of a missing counter is an incr, an add and
 	// sometimes another incr.
 	StoreOps, Decisions, RoundTrips float64
+	// PipeRoundTrips is the change of floodgate's own count of its
+	// round trips for counters, floodgate_memcache_round_trips_total
+	// (absent from older binaries: then zero).
+	PipeRoundTrips float64
 	// Others is the share of the machine's CPU that processes the
 	// benchmark did not start used during the run.
 	Others    float64
@@ -333,6 +337,7 @@ func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Flood
 		}
 		d := after.Sub(before)
 		row.StoreOps = d["floodgate_store_operations_total"]
+		row.PipeRoundTrips = d["floodgate_memcache_round_trips_total"]
 		row.Decisions = d["floodgate_decisions_total"]
 	}
 	if res.Errors > 0 {
@@ -361,7 +366,7 @@ func writeCheckTable(w io.Writer, rows []Row) {
 		ceilP99 /= time.Duration(n)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tmemcached round trips/decision\tother load\t")
+	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tother load\t")
 	for _, r := range rows {
 		res := r.Result
 		calls := float64(res.Calls())
@@ -370,22 +375,26 @@ func writeCheckTable(w io.Writer, rows []Row) {
 			ratio = fmt.Sprintf("%.2f", res.Rate()/ceilRate)
 			p99r = fmt.Sprintf("%.2f", float64(res.Latency.Quantile(0.99))/float64(ceilP99))
 		}
-		storeCPU, ops, rts := "-", "-", "-"
+		storeCPU, ops, rts, prts := "-", "-", "-", "-"
 		if r.Memcached {
 			storeCPU = fmtDur(time.Duration(float64(r.StoreCPU) / calls))
 			rts = fmt.Sprintf("%.2f", r.RoundTrips/r.Decisions)
+			if r.PipeRoundTrips > 0 {
+				prts = fmt.Sprintf("%.2f", r.PipeRoundTrips/r.Decisions)
+			}
 		}
 		if r.Floodgate && r.Decisions > 0 {
 			ops = fmt.Sprintf("%.2f", r.StoreOps/r.Decisions)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
 			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), p99r,
-			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, rts, 100*r.Others)
+			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, 100*r.Others)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n", fmtRate(ceilRate), fmtDur(ceilP50), fmtDur(ceilP99))
-	fmt.Fprintln(w, "store calls: floodgate_store_operations_total; memcached round trips: memcached's read system calls (one per request that")
-	fmt.Fprintln(w, "arrives, however many commands it pipelines); other load: the machine's CPU used by processes this benchmark did not start")
+	fmt.Fprintln(w, "store calls: floodgate_store_operations_total; round trips (floodgate): floodgate_memcache_round_trips_total; memcached round")
+	fmt.Fprintln(w, "trips: memcached's read system calls (one per request that arrives, however many commands it pipelines); other load: the")
+	fmt.Fprintln(w, "machine's CPU used by processes this benchmark did not start")
 	fmt.Fprintln(w)
 }
 
