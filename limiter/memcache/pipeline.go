@@ -2,6 +2,7 @@ package memcache
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -120,6 +120,7 @@ type call struct {
 	// carries (itself first) and the connection for it, nil to dial one.
 	batch []*call
 	conn  *pipeConn
+	alone [1]*call // the batch of a call that leads at once
 
 	// Set by the exchange that carried the call, before ready.
 	vals   map[string]int64
@@ -203,7 +204,8 @@ func (p *pipeline) do(ctx context.Context, gets []string, adds []limiter.Increme
 		// A connection is free, so nothing is queued: lead at once.
 		p.busy++
 		c.state = leading
-		c.batch = []*call{c}
+		c.alone[0] = c
+		c.batch = c.alone[:]
 		if n := len(p.idle); n > 0 {
 			c.conn = p.idle[n-1]
 			p.idle = p.idle[:n-1]
@@ -215,15 +217,14 @@ func (p *pipeline) do(ctx context.Context, gets []string, adds []limiter.Increme
 	p.queue = append(p.queue, c)
 	p.mu.Unlock()
 
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+	// No timer: the exchange in flight ends by its deadline, at most a
+	// timeout from now, and release then fails the queued calls whose
+	// deadline has passed.
 	var err error
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
 		err = ctx.Err()
-	case <-timer.C:
-		err = fmt.Errorf("no answer within %v: %w", p.timeout, os.ErrDeadlineExceeded)
 	}
 	if err != nil {
 		p.mu.Lock()
@@ -341,6 +342,32 @@ func (p *pipeline) release(conn *pipeConn) {
 		p.mu.Unlock()
 		return
 	}
+	// Calls whose caller has stopped waiting leave the queue unsent.
+	var expired []*call
+	if now := time.Now(); !p.queue[0].deadline.After(now) {
+		p.queue = slices.DeleteFunc(p.queue, func(q *call) bool {
+			if q.deadline.After(now) {
+				return false
+			}
+			q.state = carried
+			expired = append(expired, q)
+			return true
+		})
+		defer func() {
+			fail(expired, fmt.Errorf("no connection free within %v: %w", p.timeout, os.ErrDeadlineExceeded))
+			for _, q := range expired {
+				q.ready <- struct{}{}
+			}
+		}()
+		if len(p.queue) == 0 {
+			p.busy--
+			if conn != nil {
+				p.idle = append(p.idle, conn)
+			}
+			p.mu.Unlock()
+			return
+		}
+	}
 	n, keys := 0, 0
 	for n < len(p.queue) && (n == 0 || keys+p.queue[n].keys() <= maxBatchKeys) {
 		keys += p.queue[n].keys()
@@ -412,25 +439,24 @@ func (c *pipeConn) writeCommands(b *call) {
 		}
 		w.WriteString("\r\n")
 	}
-	var num [20]byte
+	// Numbers are formatted straight into the writer's free space.
 	for _, a := range b.adds {
 		w.WriteString("ma ")
 		w.WriteString(a.Key)
 		switch {
 		case a.Delta > 0:
 			w.WriteString(" N")
-			w.Write(strconv.AppendInt(num[:0], int64(expiration(a.TTL, b.now)), 10))
-			d := strconv.AppendInt(num[:0], a.Delta, 10)
+			w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(expiration(a.TTL, b.now)), 10))
 			w.WriteString(" J")
-			w.Write(d)
+			w.Write(strconv.AppendInt(w.AvailableBuffer(), a.Delta, 10))
 			w.WriteString(" D")
-			w.Write(d)
+			w.Write(strconv.AppendInt(w.AvailableBuffer(), a.Delta, 10))
 		case a.Delta == 0:
 			w.WriteString(" D0")
 		default:
 			w.WriteString(" MD D")
 			// uint64(-delta) is right even for math.MinInt64.
-			w.Write(strconv.AppendUint(num[:0], uint64(-a.Delta), 10))
+			w.Write(strconv.AppendUint(w.AvailableBuffer(), uint64(-a.Delta), 10))
 		}
 		w.WriteString(" v\r\n")
 	}
@@ -438,8 +464,9 @@ func (c *pipeConn) writeCommands(b *call) {
 
 // readAnswers reads the answers to call b's commands and sets them.
 func (c *pipeConn) readAnswers(b *call) error {
-	vals := make(map[string]int64, len(b.gets))
+	var vals map[string]int64 // nil, which reads as empty, without gets
 	if len(b.gets) > 0 {
+		vals = make(map[string]int64, len(b.gets))
 		if err := c.readValues(vals); err != nil {
 			return err
 		}
@@ -462,21 +489,31 @@ func isClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// line reads one answer line without its "\r\n".
-func (c *pipeConn) line() (string, error) {
+// line reads one answer line without its "\r\n". The line is valid until
+// the next read.
+func (c *pipeConn) line() ([]byte, error) {
 	b, err := c.r.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return "", errors.New("answer line longer than 4 KiB")
+			return nil, errors.New("answer line longer than 4 KiB")
 		}
-		return "", err
+		return nil, err
 	}
-	s := string(b)
-	if !strings.HasSuffix(s, "\r\n") {
-		return "", fmt.Errorf("answer line %q does not end in CRLF", s)
+	l, ok := bytes.CutSuffix(b, crlf)
+	if !ok {
+		return nil, fmt.Errorf("answer line %q does not end in CRLF", b)
 	}
-	return s[:len(s)-2], nil
+	return l, nil
 }
+
+var (
+	crlf   = []byte("\r\n")
+	end    = []byte("END")
+	value  = []byte("VALUE")
+	va     = []byte("VA")
+	nf     = []byte("NF")
+	spaces = " "
+)
 
 // readValues reads the answer to a get: VALUE blocks up to END.
 func (c *pipeConn) readValues(vals map[string]int64) error {
@@ -485,30 +522,34 @@ func (c *pipeConn) readValues(vals map[string]int64) error {
 		if err != nil {
 			return err
 		}
-		if l == "END" {
+		if bytes.Equal(l, end) {
 			return nil
 		}
-		f := strings.Fields(l)
-		if len(f) < 4 || f[0] != "VALUE" {
+		// VALUE <key> <flags> <bytes> [<cas>]
+		f := fieldsN(l, 5)
+		if len(f) < 4 || !bytes.Equal(f[0], value) {
 			return answerError("get", l)
 		}
-		n, err := strconv.Atoi(f[3])
-		if err != nil || n < 0 || n > 1<<20 {
+		n, err := strconv.Atoi(string(f[3]))
+		if err != nil || n < 0 || n > 20 {
+			// A counter has at most 20 digits; anything longer was not
+			// written by floodgate.
 			return answerError("get", l)
 		}
-		data := make([]byte, n+2)
-		if _, err := io.ReadFull(c.r, data); err != nil {
-			return err
+		key := string(f[1])
+		data, err := c.line()
+		if err != nil {
+			return fmt.Errorf("value of %q: %w", key, err)
 		}
-		if string(data[n:]) != "\r\n" {
-			return fmt.Errorf("value of %q does not end in CRLF", f[1])
+		if len(data) != n {
+			return fmt.Errorf("value of %q: %d bytes, want %d", key, len(data), n)
 		}
 		// memcached pads a value with spaces when decr shortens it.
-		v, err := strconv.ParseInt(strings.TrimSpace(string(data[:n])), 10, 64)
+		v, err := strconv.ParseInt(string(bytes.TrimRight(data, spaces)), 10, 64)
 		if err != nil || v < 0 {
-			return fmt.Errorf("%q: value %q is not a counter", f[1], data[:n])
+			return fmt.Errorf("%q: value %q is not a counter", key, data)
 		}
-		vals[f[1]] = v
+		vals[key] = v
 	}
 }
 
@@ -518,27 +559,28 @@ func (c *pipeConn) readArithmetic() (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if l == "NF" {
+	if bytes.Equal(l, nf) {
 		return 0, nil
 	}
-	f := strings.Fields(l)
-	if len(f) < 2 || f[0] != "VA" {
+	// VA <bytes> [<flags>]
+	f := fieldsN(l, 3)
+	if len(f) < 2 || !bytes.Equal(f[0], va) {
 		return 0, answerError("ma", l)
 	}
-	n, err := strconv.Atoi(f[1])
+	n, err := strconv.Atoi(string(f[1]))
 	if err != nil || n < 1 || n > 20 {
 		return 0, answerError("ma", l)
 	}
-	data := make([]byte, n+2)
-	if _, err := io.ReadFull(c.r, data); err != nil {
-		return 0, err
-	}
-	if string(data[n:]) != "\r\n" {
-		return 0, errors.New("ma value does not end in CRLF")
-	}
-	v, err := strconv.ParseUint(string(data[:n]), 10, 64)
+	data, err := c.line()
 	if err != nil {
-		return 0, fmt.Errorf("ma value %q: %w", data[:n], err)
+		return 0, fmt.Errorf("ma value: %w", err)
+	}
+	if len(data) != n {
+		return 0, fmt.Errorf("ma value %q: want %d bytes", data, n)
+	}
+	v, err := strconv.ParseUint(string(data), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("ma value %q: %w", data, err)
 	}
 	if v > 1<<63-1 {
 		return 0, fmt.Errorf("value %d overflows int64", v)
@@ -546,9 +588,30 @@ func (c *pipeConn) readArithmetic() (int64, error) {
 	return int64(v), nil
 }
 
+// fieldsN splits l at runs of spaces into at most n fields, without
+// allocating when n is small: the fields share l's bytes.
+func fieldsN(l []byte, n int) [][]byte {
+	var buf [5][]byte
+	f := buf[:0]
+	for len(l) > 0 && len(f) < n {
+		l = bytes.TrimLeft(l, spaces)
+		if len(l) == 0 {
+			break
+		}
+		i := bytes.IndexByte(l, ' ')
+		if i < 0 {
+			i = len(l)
+		}
+		f = append(f, l[:i])
+		l = l[i:]
+	}
+	return f
+}
+
 // answerError reports an answer that is not what cmd expects, such as
 // memcached's CLIENT_ERROR for an incr of a value that is not a number.
-func answerError(cmd, l string) error {
+func answerError(cmd string, line []byte) error {
+	l := string(line)
 	if len(l) > 200 {
 		l = l[:200] + "..."
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -288,23 +289,29 @@ func hold(t *testing.T, p *pipeline) (release func(n int)) {
 	p.mu.Unlock()
 	return func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(generous)
-		for {
-			p.mu.Lock()
-			q := len(p.queue)
-			p.mu.Unlock()
-			if q == n {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d calls queued after %v, want %d", q, generous, n)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitQueued(t, p, n)
 		p.mu.Lock()
 		p.busy = 1 // the connection released below
 		p.mu.Unlock()
 		p.release(nil)
+	}
+}
+
+// waitQueued waits until n calls are queued in p.
+func waitQueued(t *testing.T, p *pipeline, n int) {
+	t.Helper()
+	deadline := time.Now().Add(generous)
+	for {
+		p.mu.Lock()
+		q := len(p.queue)
+		p.mu.Unlock()
+		if q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls queued after %v, want %d", q, generous, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -435,19 +442,7 @@ func TestPipelineQueuedCancel(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _, other = s.Add(context.Background(), "fg1:x:kept", 1, time.Minute) })
 	// Both calls queued; cancel the first and let the queue go.
-	deadline := time.Now().Add(generous)
-	for {
-		p.mu.Lock()
-		q := len(p.queue)
-		p.mu.Unlock()
-		if q == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the calls did not queue")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, p, 2)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) || !errors.Is(err, limiter.ErrStoreUnavailable) {
 		t.Fatalf("cancelled call: %v, want context.Canceled wrapped in ErrStoreUnavailable", err)
@@ -528,5 +523,37 @@ func BenchmarkBatchParallel(b *testing.B) {
 				b.ReportMetric(float64(calls-calls0)/float64(ex-ex0), "calls/roundtrip")
 			}
 		})
+	}
+}
+
+// TestPipelineQueuedTimeout checks that calls still queued when their
+// timeout has passed fail when a connection comes free, and are not sent.
+func TestPipelineQueuedTimeout(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	const timeout = 100 * time.Millisecond
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: timeout, PipelineConns: 1})
+	p := pipe(t, s)
+	release := hold(t, p)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = s.Add(context.Background(), fmt.Sprintf("fg1:t:%d", i), 1, time.Minute) })
+	}
+	waitQueued(t, p, 2)
+	time.Sleep(timeout + 50*time.Millisecond)
+	release(2)
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.Is(err, limiter.ErrStoreUnavailable) {
+			t.Errorf("call %d: %v, want a deadline error wrapped in ErrStoreUnavailable", i, err)
+		}
+	}
+	vals, err := s.Get(context.Background(), []string{"fg1:t:0", "fg1:t:1"})
+	if err != nil || len(vals) != 0 {
+		t.Fatalf("Get = %v, %v; want nothing sent", vals, err)
+	}
+	// The pipeline still serves calls.
+	if v, err := s.Add(context.Background(), "fg1:t:2", 1, time.Minute); err != nil || v != 1 {
+		t.Fatalf("Add after = %d, %v", v, err)
 	}
 }
