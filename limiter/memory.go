@@ -20,8 +20,8 @@ const (
 	// sweepEvery is how often the janitor removes expired counters.
 	sweepEvery = 5 * time.Second
 
-	// shrinkMin is the smallest peak size at which a shard whose map has
-	// emptied out is rebuilt; Go maps never give memory back on delete.
+	// shrinkMin is the smallest peak size at which a shard whose value map
+	// has emptied out is rebuilt; Go maps never give memory back on delete.
 	shrinkMin = 1024
 )
 
@@ -37,16 +37,21 @@ const (
 // Counters are spread over 64 shards by a hash of their key, each with its own
 // mutex. Like memcached, a MemoryStore keeps counters as values with no
 // pointers: a counter is identified by a 128-bit seeded hash of its key rather
-// than the key itself, so a counter costs about 40 bytes whatever its key's
-// length and the garbage collector never scans the maps. Two keys share a
+// than the key itself, and lives in a 32-byte slot of its shard's
+// open-addressing table, so a counter costs 38 to 56 bytes whatever its key's
+// length. Large tables live outside the Go heap: the garbage collector never
+// scans them and they do not count toward the heap growth GOGC allows, so a
+// million clients' counters cost their own size and no more. Two keys share a
 // counter only if their 128-bit hashes collide: with two million counters the
 // odds are about 2^-87. The hash seeds are random per store, so keys cannot be
-// chosen to collide.
+// chosen to collide. The memory outside the heap is returned when a sweep
+// shrinks a table, and when the store is garbage collected after Close.
 //
 // A counter expires its ttl (rounded up to a whole second, at least one
 // second, as memcached does) after Add created it. An expired counter counts
 // as missing at once; a janitor goroutine removes expired counters every few
-// seconds so memory stays bounded however many distinct keys pass through.
+// seconds, and shrinks tables that have emptied out, so memory stays bounded
+// however many distinct keys pass through.
 //
 // Values (GetVersioned, CompareAndSwap) live in maps of their own beside the
 // counters, keyed by the same hashes; a value holds a copy of its bytes, its
@@ -65,15 +70,9 @@ type MemoryStore struct {
 	closeOnce sync.Once
 }
 
-// memKey identifies a counter: a 128-bit hash of its key.
+// memKey identifies a counter or a value: a 128-bit hash of its key. Its
+// second word is never 0, which marks an empty slot of a memTable.
 type memKey [2]uint64
-
-// memCounter is one counter: its value and when it expires, in Unix
-// nanoseconds.
-type memCounter struct {
-	value   int64
-	expires int64
-}
 
 // memValue is one value of the SwapStore methods: its bytes, its version and
 // when it expires, in Unix nanoseconds.
@@ -87,12 +86,11 @@ type memValue struct {
 // of a cache line so that shards locked by different cores do not contend.
 type memShard struct {
 	mu    sync.Mutex
-	m     map[memKey]memCounter
-	peak  int // largest len(m) since m was allocated
+	tab   memTable // the counters
 	vals  map[memKey]memValue
 	vpeak int    // largest len(vals) since vals was allocated
 	seq   uint64 // the last version handed out in this shard
-	_     [16]byte
+	_     [56]byte
 }
 
 // NewMemoryStore returns an empty MemoryStore that reads the time from now
@@ -111,7 +109,6 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 		done:  make(chan struct{}),
 	}
 	for i := range m.shards {
-		m.shards[i].m = make(map[memKey]memCounter)
 		m.shards[i].vals = make(map[memKey]memValue)
 	}
 	go m.janitor()
@@ -138,11 +135,7 @@ func (m *MemoryStore) Len() int {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for _, c := range sh.m {
-			if c.expires > now {
-				n++
-			}
-		}
+		n += sh.tab.live(now)
 		for _, v := range sh.vals {
 			if v.expires > now {
 				n++
@@ -168,23 +161,7 @@ func (m *MemoryStore) Add(ctx context.Context, key string, delta int64, ttl time
 
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	c, ok := sh.m[k]
-	if !ok || c.expires <= now {
-		if delta <= 0 {
-			if ok {
-				delete(sh.m, k)
-			}
-			return 0, nil
-		}
-		sh.m[k] = memCounter{value: delta, expires: expiry(now, ttl)}
-		if len(sh.m) > sh.peak {
-			sh.peak = len(sh.m)
-		}
-		return delta, nil
-	}
-	c.value = addClamped(c.value, delta)
-	sh.m[k] = c
-	return c.value, nil
+	return sh.tab.add(k, delta, ttl, now), nil
 }
 
 // Get implements Store. It returns the values of the live counters among keys;
@@ -203,10 +180,10 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 		k := m.hash(key)
 		sh := &m.shards[k[0]&(memShards-1)]
 		sh.mu.Lock()
-		c, ok := sh.m[k]
+		v, ok := sh.tab.get(k, now)
 		sh.mu.Unlock()
-		if ok && c.expires > now {
-			out[key] = c.value
+		if ok {
+			out[key] = v
 		}
 	}
 	return out, nil
@@ -263,9 +240,13 @@ func (m *MemoryStore) CompareAndSwap(ctx context.Context, key string, value []by
 	return true, nil
 }
 
-// hash returns the identity of key's counter.
+// hash returns the identity of key's counter and value.
 func (m *MemoryStore) hash(key string) memKey {
-	return memKey{maphash.String(m.seedA, key), maphash.String(m.seedB, key)}
+	k := memKey{maphash.String(m.seedA, key), maphash.String(m.seedB, key)}
+	if k[1] == 0 {
+		k[1] = 1 // 0 marks an empty slot
+	}
+	return k
 }
 
 // janitor calls sweep every sweepEvery until Close.
@@ -283,28 +264,17 @@ func (m *MemoryStore) janitor() {
 	}
 }
 
-// sweep removes the counters and values that have expired by now, one shard at a time so
-// requests to other shards go on meanwhile. A shard that has shrunk to under a
-// quarter of its peak is copied into a map of the right size, because Go maps
-// keep their memory after deletes.
+// sweep removes the counters and values that have expired by now, one shard
+// at a time so requests to other shards go on meanwhile. A counter table
+// that has emptied out is rebuilt smaller (see memTable.sweep). A value map
+// that has shrunk to under a quarter of its peak is copied into a map of the
+// right size, because Go maps keep their memory after deletes.
 func (m *MemoryStore) sweep() {
 	for i := range m.shards {
 		now := m.now().UnixNano()
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for k, c := range sh.m {
-			if c.expires <= now {
-				delete(sh.m, k)
-			}
-		}
-		if sh.peak >= shrinkMin && len(sh.m) < sh.peak/4 {
-			fresh := make(map[memKey]memCounter, len(sh.m))
-			for k, c := range sh.m {
-				fresh[k] = c
-			}
-			sh.m = fresh
-			sh.peak = len(fresh)
-		}
+		sh.tab.sweep(now)
 		for k, v := range sh.vals {
 			if v.expires <= now {
 				delete(sh.vals, k)

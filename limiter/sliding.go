@@ -38,8 +38,9 @@ const (
 // SlidingConfig tunes a Sliding limiter. The zero value is ready to use.
 type SlidingConfig struct {
 	// MaxRequestors bounds how many requestor histories this replica keeps
-	// cached (a history is a few hundred bytes). An evicted requestor is
-	// simply reloaded from the store on its next request. Zero means 262,144.
+	// cached (a history takes about 170 bytes, plus 24 per cached bucket
+	// with requests in it). An evicted requestor is simply reloaded from
+	// the store on its next request. Zero means 262,144.
 	MaxRequestors int
 }
 
@@ -98,8 +99,13 @@ type Sliding struct {
 
 type historyShard struct {
 	mu sync.Mutex
-	m  map[string]*history
+	m  map[requestorKey]*history
 }
+
+// requestorKey is the binary form of a RequestorID: the 16 bytes that
+// RequestorID encodes in base64url. The history cache is keyed by it, so a
+// cached requestor does not keep its 24-byte ID string alive.
+type requestorKey [16]byte
 
 // NewSliding returns a Sliding limiter counting in store.
 func NewSliding(store Store, cfg SlidingConfig) *Sliding {
@@ -110,7 +116,7 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 	s := &Sliding{store: store, maxPer: (max + cacheShards - 1) / cacheShards, seed: maphash.MakeSeed()}
 	s.batch, _ = store.(BatchStore)
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]*history)
+		s.shards[i].m = make(map[requestorKey]*history)
 	}
 	return s
 }
@@ -121,7 +127,7 @@ func (s *Sliding) Close() error {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		sh.m = make(map[string]*history)
+		sh.m = make(map[requestorKey]*history)
 		sh.mu.Unlock()
 	}
 	return nil
@@ -144,13 +150,16 @@ type load struct {
 	err  error
 }
 
-// history is one requestor's cached view of its buckets in one replica.
+// history is one requestor's cached view of its buckets in one replica. It
+// takes 96 bytes (a size class of the allocator) besides its spans; the
+// field order avoids padding.
 //
 // Invariant: every second in (window start, synced] is settled (no replica
 // will still add to it) and its count is in spans; nothing newer is in spans.
 type history struct {
 	mu     sync.Mutex
-	window int64  // seconds; fixed, as it is part of the requestor's ID
+	window int32  // seconds, at most a day; fixed, as it is part of the requestor's ID
+	used   uint32 // the second of the last decision mod 2^32, for eviction (shard lock)
 	synced int64  // newest settled second whose count is in spans
 	spans  []span // ascending, non-overlapping, non-zero counts only
 
@@ -160,7 +169,6 @@ type history struct {
 	latest   int64 // the newest second decided
 	satAt    int64 // a second in which this replica saw the limit reached
 	deniedAt int64 // the second of this replica's last denial
-	used     int64 // the second of the last decision, for eviction (shard lock)
 
 	loading *load
 }
@@ -172,11 +180,12 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 		return Decision{}, fmt.Errorf("sliding window: %w", err)
 	}
 	w := int64(req.Window / time.Second)
-	id := RequestorID(req.Scope, w, req.Requestor)
+	key := newRequestorKey(req.Scope, w, req.Requestor)
+	id := key.String()
 	t := now.Unix()
 	d := Decision{Limit: req.Limit, Window: req.Window}
 
-	h := s.history(id, w, t)
+	h := s.history(key, w, t)
 	// With a BatchStore the request may be counted in the round trip that
 	// reads the missing buckets: then counted is set and v is the value the
 	// increment of second t returned.
@@ -323,7 +332,7 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 // known only as an aggregate: it loads that minute's seconds into h and
 // computes the retry time again. Nothing is counted.
 func (s *Sliding) needDetail(ctx context.Context, h *history, id string, t int64, d Decision) (Decision, error) {
-	w, limit := h.window, d.Limit
+	w, limit := int64(h.window), d.Limit
 	h.mu.Lock()
 	keys, m := h.detailKeys(id, t, limit)
 	h.mu.Unlock()
@@ -394,21 +403,21 @@ func (s *Sliding) add(ctx context.Context, id string, t, w, delta int64, window 
 	return v, err
 }
 
-// history returns the cached history for id, creating it (and evicting
+// history returns the cached history for key, creating it (and evicting
 // others when the shard is full).
-func (s *Sliding) history(id string, w, t int64) *history {
-	sh := &s.shards[maphash.String(s.seed, id)%cacheShards]
+func (s *Sliding) history(key requestorKey, w, t int64) *history {
+	sh := &s.shards[maphash.Comparable(s.seed, key)%cacheShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	h := sh.m[id]
+	h := sh.m[key]
 	if h == nil {
 		if len(sh.m) >= s.maxPer {
 			sh.evict(t, s.maxPer)
 		}
-		h = &history{window: w, synced: -1 << 62}
-		sh.m[id] = h
+		h = &history{window: int32(w), synced: -1 << 62}
+		sh.m[key] = h
 	}
-	h.used = t // a benign race with readers: only eviction looks at it
+	h.used = uint32(t)
 	return h
 }
 
@@ -419,7 +428,9 @@ func (s *Sliding) history(id string, w, t int64) *history {
 // next request reloads it from the store.
 func (sh *historyShard) evict(t int64, max int) {
 	for k, h := range sh.m {
-		if h.used < t-h.window {
+		// Serial-number arithmetic on the low 32 bits of the seconds:
+		// exact while a history was used within the last 68 years.
+		if idle := int32(uint32(t) - h.used); int64(idle) > int64(h.window) {
 			delete(sh.m, k)
 		}
 	}
@@ -498,7 +509,7 @@ func (h *history) plan(id string, t, w int64) plan {
 func (h *history) merge(p plan, vals map[string]int64, t int64) {
 	keys := p.keys
 	if p.expand >= 0 {
-		h.expand(p.expand, t-h.window+1, vals, keys[:p.nExpand])
+		h.expand(p.expand, t-int64(h.window)+1, vals, keys[:p.nExpand])
 		keys = keys[p.nExpand:]
 	}
 	if p.recent {
@@ -600,11 +611,11 @@ func (h *history) crossing(t, w, limit int64) (int64, bool) {
 // detailKeys names the seconds of the minute aggregate in which crossing
 // falls, and that minute's start; none when crossing needs no detail.
 func (h *history) detailKeys(id string, t, limit int64) ([]string, int64) {
-	m, ok := h.crossing(t, h.window, limit)
+	m, ok := h.crossing(t, int64(h.window), limit)
 	if ok {
 		return nil, -1
 	}
-	lo := t - h.window + 1
+	lo := t - int64(h.window) + 1
 	keys := make([]string, 0, minuteSeconds)
 	for sec := max(m, lo); sec < m+minuteSeconds; sec++ {
 		keys = append(keys, secondKey(id, sec))
@@ -619,6 +630,12 @@ func (h *history) detailKeys(id string, t, limit int64) ([]string, int64) {
 // forbidden bytes whatever the requestor contains; the window is part of it
 // so that two windows never share counters.
 func RequestorID(scope string, window int64, requestor string) string {
+	return newRequestorKey(scope, window, requestor).String()
+}
+
+// newRequestorKey returns the binary form of RequestorID(scope, window,
+// requestor).
+func newRequestorKey(scope string, window int64, requestor string) requestorKey {
 	hsh := sha256.New()
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], uint64(window))
@@ -627,7 +644,14 @@ func RequestorID(scope string, window int64, requestor string) string {
 	hsh.Write(b[:])
 	hsh.Write([]byte(requestor))
 	var sum [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(hsh.Sum(sum[:0])[:16])
+	var k requestorKey
+	copy(k[:], hsh.Sum(sum[:0]))
+	return k
+}
+
+// String returns k as a RequestorID: unpadded base64url, 22 characters.
+func (k requestorKey) String() string {
+	return base64.RawURLEncoding.EncodeToString(k[:])
 }
 
 // secondKey names the counter of second sec (Unix seconds) for id.
