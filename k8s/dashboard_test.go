@@ -215,7 +215,10 @@ type family struct {
 // of its /metrics, in Prometheus's text format.
 func scrapeFloodgate(t *testing.T) map[string]*family {
 	t.Helper()
-	fg := testutil.StartFloodgate(t)
+	// On memcached, as the dashboard's deployments are: some metrics exist
+	// only with it.
+	mc := testutil.StartMemcached(t)
+	fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr())
 	req, err := http.NewRequest("GET", fg.AdminURL()+"/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -303,6 +306,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 		"floodgate_store_errors_total",
 		"floodgate_store_duration_seconds",
 		"floodgate_store_keys_read_total",
+		"floodgate_memcache_round_trips_total",
 		"floodgate_invalid_overrides_total",
 		"floodgate_check_panics_total",
 	} {
