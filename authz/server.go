@@ -137,6 +137,10 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	// limitValue and policyValue are the X-RateLimit-Limit value and the
+	// RateLimit-Policy field of the server defaults, formatted once.
+	limitValue, policyValue string
+
 	overrides overrideCache
 	m         *metrics
 	pm        *policyMetrics
@@ -197,6 +201,8 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		failMode:    cfg.FailMode,
 		log:         cfg.Logger,
 		now:         cfg.Now,
+		limitValue:  strconv.FormatInt(cfg.Limit, 10),
+		policyValue: string(appendPolicyField(nil, defaultPolicy, cfg.Limit, cfg.Window)),
 		overrides:   overrideCache{hops: cfg.Key.hops},
 		m:           newMetrics(),
 		failLog:     rate.Sometimes{First: 1, Interval: logInterval},
@@ -418,9 +424,8 @@ func (s *Server) recovered(v any) *authv3.CheckResponse {
 
 // allowedResponse is status OK, with rate-limit headers when configured.
 func (s *Server) allowedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
-	resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
 	if !s.headers {
-		return resp
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
 	}
 	limit, window := echo(r, d)
 	remaining := min(max(d.Remaining, 0), limit)
@@ -429,40 +434,143 @@ func (s *Server) allowedResponse(r limiter.Request, d limiter.Decision) *authv3.
 		reset = ceilSeconds(d.RetryAfter)
 	}
 	policy := policyName(r.Scope)
-	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-		ResponseHeadersToAdd: []*corev3.HeaderValueOption{
-			headerOption("X-RateLimit-Limit", strconv.FormatInt(limit, 10)),
-			headerOption("X-RateLimit-Remaining", strconv.FormatInt(remaining, 10)),
-			headerOption("X-RateLimit-Reset", strconv.FormatInt(reset, 10)),
-			headerOption("RateLimit-Policy", policyField(policy, limit, window)),
-			headerOption("RateLimit", rateLimitField(policy, remaining, reset)),
-		},
-	}}
-	return resp
+
+	// The header values, built in one buffer and sliced from one string:
+	// the limit and the policy field (unless they are the server
+	// defaults'), the remaining requests, the reset, the RateLimit field.
+	var buf [256]byte
+	b, ends := s.appendQuota(buf[:0], policy, limit, window)
+	b = strconv.AppendInt(b, remaining, 10)
+	endRemaining := len(b)
+	b = strconv.AppendInt(b, reset, 10)
+	endReset := len(b)
+	b = appendRateLimitField(b, policy, remaining, reset)
+	v := string(b)
+	limitValue, policyValue := s.quotaValues(v, ends)
+
+	m := new(allowedMsgs)
+	m.status.Code = int32(codes.OK)
+	m.ok.ResponseHeadersToAdd = setHeaders(m.list[:], m.opts[:], m.vals[:],
+		"X-RateLimit-Limit", limitValue,
+		"X-RateLimit-Remaining", v[ends.policy:endRemaining],
+		"X-RateLimit-Reset", v[endRemaining:endReset],
+		"RateLimit-Policy", policyValue,
+		"RateLimit", v[endReset:],
+	)
+	m.wrap.OkResponse = &m.ok
+	m.resp.Status = &m.status
+	m.resp.HttpResponse = &m.wrap
+	return &m.resp
 }
+
+// allowedMsgs holds the messages of an allowed response with rate-limit
+// headers, so that they cost one allocation instead of one each.
+type allowedMsgs struct {
+	resp   authv3.CheckResponse
+	status rpcstatus.Status
+	wrap   authv3.CheckResponse_OkResponse
+	ok     authv3.OkHttpResponse
+	list   [5]*corev3.HeaderValueOption
+	opts   [5]corev3.HeaderValueOption
+	vals   [5]corev3.HeaderValue
+}
+
+// deniedBodyPrefix starts the body of a 429; the wait in seconds and
+// " seconds" follow.
+const deniedBodyPrefix = "Rate limit exceeded. Try again in "
 
 // deniedResponse is a non-OK status with an HTTP 429 and rate-limit headers.
 func (s *Server) deniedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
 	limit, window := echo(r, d)
 	n := ceilSeconds(d.RetryAfter)
-	ns := strconv.FormatInt(n, 10)
 	policy := policyName(r.Scope)
-	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.ResourceExhausted), Message: "rate limit exceeded"},
-		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests},
-			Headers: []*corev3.HeaderValueOption{
-				headerOption("Retry-After", ns),
-				headerOption("Content-Type", "text/plain"),
-				headerOption("X-RateLimit-Limit", strconv.FormatInt(limit, 10)),
-				headerOption("X-RateLimit-Remaining", "0"),
-				headerOption("X-RateLimit-Reset", ns),
-				headerOption("RateLimit-Policy", policyField(policy, limit, window)),
-				headerOption("RateLimit", rateLimitField(policy, 0, n)),
-			},
-			Body: "Rate limit exceeded. Try again in " + ns + " seconds",
-		}},
+
+	// As in allowedResponse: every value in one string. N is sliced from
+	// the body.
+	var buf [256]byte
+	b, ends := s.appendQuota(buf[:0], policy, limit, window)
+	b = append(b, deniedBodyPrefix...)
+	startN := len(b)
+	b = strconv.AppendInt(b, n, 10)
+	endN := len(b)
+	b = append(b, " seconds"...)
+	endBody := len(b)
+	b = appendRateLimitField(b, policy, 0, n)
+	v := string(b)
+	limitValue, policyValue := s.quotaValues(v, ends)
+	ns := v[startN:endN]
+
+	m := new(deniedMsgs)
+	m.status.Code = int32(codes.ResourceExhausted)
+	m.status.Message = "rate limit exceeded"
+	m.http.Code = typev3.StatusCode_TooManyRequests
+	m.denied.Status = &m.http
+	m.denied.Headers = setHeaders(m.list[:], m.opts[:], m.vals[:],
+		"Retry-After", ns,
+		"Content-Type", "text/plain",
+		"X-RateLimit-Limit", limitValue,
+		"X-RateLimit-Remaining", "0",
+		"X-RateLimit-Reset", ns,
+		"RateLimit-Policy", policyValue,
+		"RateLimit", v[endBody:],
+	)
+	m.denied.Body = v[ends.policy:endBody]
+	m.wrap.DeniedResponse = &m.denied
+	m.resp.Status = &m.status
+	m.resp.HttpResponse = &m.wrap
+	return &m.resp
+}
+
+// deniedMsgs holds the messages of a denied response, so that they cost one
+// allocation instead of one each.
+type deniedMsgs struct {
+	resp   authv3.CheckResponse
+	status rpcstatus.Status
+	wrap   authv3.CheckResponse_DeniedResponse
+	denied authv3.DeniedHttpResponse
+	http   typev3.HttpStatus
+	list   [7]*corev3.HeaderValueOption
+	opts   [7]corev3.HeaderValueOption
+	vals   [7]corev3.HeaderValue
+}
+
+// setHeaders fills list with options that replace the header kv[2i] with
+// the value kv[2i+1], each option opts[i] with the HeaderValue vals[i], and
+// returns list. The three have len(kv)/2 elements.
+func setHeaders(list []*corev3.HeaderValueOption, opts []corev3.HeaderValueOption, vals []corev3.HeaderValue, kv ...string) []*corev3.HeaderValueOption {
+	for i := range list {
+		vals[i].Key, vals[i].Value = kv[2*i], kv[2*i+1]
+		opts[i].Header = &vals[i]
+		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		list[i] = &opts[i]
 	}
+	return list
+}
+
+// quotaEnds says where appendQuota put the limit and the policy field; both
+// are 0 when the server's precomputed values apply.
+type quotaEnds struct{ limit, policy int }
+
+// appendQuota appends the X-RateLimit-Limit value and the RateLimit-Policy
+// field to b, unless they are those of the server's defaults, which were
+// formatted once by NewServer.
+func (s *Server) appendQuota(b []byte, policy string, limit int64, window time.Duration) ([]byte, quotaEnds) {
+	if policy == defaultPolicy && limit == s.limit && window == s.window {
+		return b, quotaEnds{}
+	}
+	b = strconv.AppendInt(b, limit, 10)
+	end := len(b)
+	b = appendPolicyField(b, policy, limit, window)
+	return b, quotaEnds{limit: end, policy: len(b)}
+}
+
+// quotaValues returns the X-RateLimit-Limit value and the RateLimit-Policy
+// field: sliced from v where appendQuota put them, else the server's.
+func (s *Server) quotaValues(v string, ends quotaEnds) (limit, policy string) {
+	if ends.policy == 0 {
+		return s.limitValue, s.policyValue
+	}
+	return v[:ends.limit], v[ends.limit:ends.policy]
 }
 
 // echo returns the limit and window for response headers: the Decision's echo
@@ -488,25 +596,39 @@ func ceilSeconds(d time.Duration) int64 {
 	return max(n, 1)
 }
 
+// defaultPolicy is the policy name of the default scope.
+const defaultPolicy = "default"
+
 // policyName is the quota policy name in RateLimit-Policy and RateLimit: the
 // scope, or "default".
 func policyName(scope string) string {
 	if scope == "" {
-		return "default"
+		return defaultPolicy
 	}
 	return scope
 }
 
-// policyField formats a RateLimit-Policy item (draft-ietf-httpapi-ratelimit-
-// headers-10): "name";q=quota;w=window-seconds. Scope names never need
-// escaping inside a structured-field string.
-func policyField(name string, limit int64, window time.Duration) string {
-	return `"` + name + `";q=` + strconv.FormatInt(limit, 10) + ";w=" + strconv.FormatInt(int64(window/time.Second), 10)
+// appendPolicyField appends a RateLimit-Policy item (draft-ietf-httpapi-
+// ratelimit-headers-10): "name";q=quota;w=window-seconds. Scope names never
+// need escaping inside a structured-field string.
+func appendPolicyField(b []byte, name string, limit int64, window time.Duration) []byte {
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, `";q=`...)
+	b = strconv.AppendInt(b, limit, 10)
+	b = append(b, ";w="...)
+	return strconv.AppendInt(b, int64(window/time.Second), 10)
 }
 
-// rateLimitField formats a RateLimit item: "name";r=remaining;t=reset-seconds.
-func rateLimitField(name string, remaining, reset int64) string {
-	return `"` + name + `";r=` + strconv.FormatInt(remaining, 10) + ";t=" + strconv.FormatInt(reset, 10)
+// appendRateLimitField appends a RateLimit item:
+// "name";r=remaining;t=reset-seconds.
+func appendRateLimitField(b []byte, name string, remaining, reset int64) []byte {
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, `";r=`...)
+	b = strconv.AppendInt(b, remaining, 10)
+	b = append(b, ";t="...)
+	return strconv.AppendInt(b, reset, 10)
 }
 
 // headerOption returns a HeaderValueOption that replaces any existing header k.

@@ -333,6 +333,14 @@ func TestCheckResponses(t *testing.T) {
 			result:   "allowed",
 		},
 		{
+			name:     "allowed with headers, route limit in the default scope",
+			headers:  true,
+			ext:      map[string]string{"floodgate.limit": "7"},
+			decision: limiter.Decision{Allowed: true, Remaining: 6},
+			want:     okResp(okHeaders(7, 6, 0, 3600, "default")...),
+			result:   "allowed",
+		},
+		{
 			name:     "allowed with headers off",
 			decision: limiter.Decision{Allowed: true, Remaining: 41},
 			want:     okResp(),
@@ -355,6 +363,13 @@ func TestCheckResponses(t *testing.T) {
 			name:     "denied with zero RetryAfter says 1 second",
 			decision: limiter.Decision{},
 			want:     deniedResp(100, 1, 3600, "default"),
+			result:   "denied",
+		},
+		{
+			name:     "denied with a route window in the default scope",
+			ext:      map[string]string{"floodgate.window": "2m"},
+			decision: limiter.Decision{RetryAfter: 61 * time.Second},
+			want:     deniedResp(100, 61, 120, "default"),
 			result:   "denied",
 		},
 		{

@@ -38,6 +38,14 @@ const (
 	keepaliveTimeout = 20 * time.Second
 	// minCheckDeadline is the least deadline cap; see checkDeadline.
 	minCheckDeadline = time.Second
+	// streamWorkers is the number of long-lived goroutines that serve
+	// RPCs (grpc.NumStreamWorkers). Without them every RPC gets a new
+	// goroutine whose stack then grows, by copying, to the depth of a
+	// Check: a tenth of the CPU of a decision. An RPC that arrives while
+	// every worker is busy gets a goroutine of its own, as without them;
+	// 64 covers the calls a replica has in flight at tens of thousands of
+	// decisions a second.
+	streamWorkers = 64
 )
 
 // checkDeadline is the longest a unary RPC may run: a call that arrives with
@@ -51,7 +59,8 @@ func checkDeadline(cfg Config) time.Duration {
 }
 
 // grpcServerOptions returns the options of floodgate's gRPC server: the
-// limits above, the deadline cap, and TLS when creds is not nil.
+// limits above, the deadline cap, the stream workers, and TLS when creds is
+// not nil.
 func grpcServerOptions(cfg Config, creds credentials.TransportCredentials) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvMsgSize),
@@ -67,6 +76,7 @@ func grpcServerOptions(cfg Config, creds credentials.TransportCredentials) []grp
 			Timeout: keepaliveTimeout,
 		}),
 		grpc.ChainUnaryInterceptor(capDeadline(checkDeadline(cfg))),
+		grpc.NumStreamWorkers(streamWorkers),
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))

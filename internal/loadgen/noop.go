@@ -30,8 +30,9 @@ func (NoopServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRes
 // ServerOptions returns the options floodgate's gRPC server runs with
 // (cmd/floodgate/grpcserver.go, plaintext, default --memcache-timeout), so
 // that the no-op ceiling pays for the same limits, keepalive policy and
-// deadline interceptor. cmd/floodgate keeps them unexported in package main;
-// keep the two in step.
+// deadline interceptor, and gains as much from the same stream workers.
+// cmd/floodgate keeps them unexported in package main; keep the two in
+// step.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(4 << 20),
@@ -47,6 +48,7 @@ func ServerOptions() []grpc.ServerOption {
 			Timeout: 20 * time.Second,
 		}),
 		grpc.ChainUnaryInterceptor(capDeadline(time.Second)),
+		grpc.NumStreamWorkers(64),
 	}
 }
 
