@@ -9,8 +9,11 @@ import (
 	"time"
 )
 
-// Compile-time check that MemoryStore implements SwapStore.
-var _ SwapStore = (*MemoryStore)(nil)
+// Compile-time checks that MemoryStore implements SwapStore and BatchStore.
+var (
+	_ SwapStore  = (*MemoryStore)(nil)
+	_ BatchStore = (*MemoryStore)(nil)
+)
 
 const (
 	// memShards is the number of independently locked maps of a MemoryStore.
@@ -187,6 +190,30 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 		}
 	}
 	return out, nil
+}
+
+// Batch implements BatchStore: Get of gets, then each Add of adds in order,
+// in the caller's goroutine, so that a decision that changes a second and
+// its minute aggregate makes one call instead of two concurrent ones. It is
+// not atomic: other calls may interleave, as on memcached. It fails only
+// when ctx is already done.
+func (m *MemoryStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
+	var vals map[string]int64
+	if len(gets) > 0 {
+		var err error
+		if vals, err = m.Get(ctx, gets); err != nil {
+			return nil, nil, err
+		}
+	}
+	counts := make([]int64, len(adds))
+	for i, a := range adds {
+		n, err := m.Add(ctx, a.Key, a.Delta, a.TTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		counts[i] = n
+	}
+	return vals, counts, nil
 }
 
 // GetVersioned implements SwapStore. It returns a copy of the value at key

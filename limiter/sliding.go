@@ -55,7 +55,7 @@ type Increment struct {
 // BatchStore is a Store that can also read some counters and change others
 // in one round trip, when all their keys share a server as the keys of one
 // requestor do (see doc.go). The memcached store implements it by
-// pipelining; a wrapper around a BatchStore (metrics, a circuit breaker)
+// pipelining, MemoryStore in one call; a wrapper around a BatchStore (metrics, a circuit breaker)
 // should implement it too, or Sliding falls back to one round trip per Get
 // and per Add.
 //
@@ -656,8 +656,10 @@ func (k requestorKey) String() string {
 
 // secondKey names the counter of second sec (Unix seconds) for id.
 func secondKey(id string, sec int64) string {
-	b := make([]byte, 0, len(KeyPrefix)+len(id)+1+20)
-	b = append(b, KeyPrefix...)
+	// A fixed-size buffer stays on the stack (a RequestorID key is at most
+	// 48 bytes), so the string is the only allocation.
+	var buf [64]byte
+	b := append(buf[:0], KeyPrefix...)
 	b = append(b, id...)
 	b = append(b, ':')
 	b = strconv.AppendInt(b, sec, 10)
@@ -666,8 +668,8 @@ func secondKey(id string, sec int64) string {
 
 // minuteKey names the aggregate of minute m (Unix seconds / 60) for id.
 func minuteKey(id string, m int64) string {
-	b := make([]byte, 0, len(KeyPrefix)+len(id)+2+20)
-	b = append(b, KeyPrefix...)
+	var buf [64]byte // see secondKey
+	b := append(buf[:0], KeyPrefix...)
 	b = append(b, id...)
 	b = append(b, ':', 'm')
 	b = strconv.AppendInt(b, m, 10)
