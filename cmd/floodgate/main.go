@@ -102,6 +102,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	stopMemoryLimit := startMemoryLimit(ctx, os.DirFS("/"), log)
 	defer stopMemoryLimit()
+	stopGCFloor := startGCFloor(ctx, log)
+	defer stopGCFloor()
 
 	store, storeKind, closeStore, err := openStore(cfg, log)
 	if err != nil {
