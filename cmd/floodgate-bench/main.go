@@ -22,6 +22,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -29,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/gcfloor"
 	"github.com/floodgate-rl/floodgate/internal/loadgen"
 )
 
@@ -122,6 +124,9 @@ func serve(ctx context.Context, mode string, args []string) error {
 	if mode == "upstream" {
 		return loadgen.ServeUpstream(ln)
 	}
+	// The ceiling runs the same garbage-collector policy as floodgate.
+	stop := gcfloor.Start(ctx, slog.New(slog.DiscardHandler))
+	defer stop()
 	return loadgen.ServeNoop(ctx, ln)
 }
 

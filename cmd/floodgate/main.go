@@ -30,6 +30,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/gcfloor"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
 )
@@ -102,7 +103,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	stopMemoryLimit := startMemoryLimit(ctx, os.DirFS("/"), log)
 	defer stopMemoryLimit()
-	stopGCFloor := startGCFloor(ctx, log)
+	stopGCFloor := gcfloor.Start(ctx, log)
 	defer stopGCFloor()
 
 	store, storeKind, closeStore, err := openStore(cfg, log)

@@ -1,4 +1,4 @@
-package main
+package gcfloor
 
 import (
 	"bytes"
@@ -9,47 +9,47 @@ import (
 	"testing"
 )
 
-func TestGCPercent(t *testing.T) {
+func TestPercent(t *testing.T) {
 	tests := []struct {
 		name string
 		live uint64
 		want int
 	}{
-		{"nothing live yet", 0, gcPercentMax},
-		{"tiny heap: capped", 1 << 10, gcPercentMax},
+		{"nothing live yet", 0, percentMax},
+		{"tiny heap: capped", 1 << 10, percentMax},
 		{"4 MiB live: the goal is the floor", 4 << 20, 1500},
 		{"16 MiB live", 16 << 20, 300},
-		{"just under half the floor", gcHeapFloor/2 - 1<<20, 106},
-		{"half the floor: Go's default", gcHeapFloor / 2, gcPercentDefault},
-		{"a large heap keeps Go's default", 1 << 30, gcPercentDefault},
+		{"just under half the floor", HeapFloor/2 - 1<<20, 106},
+		{"half the floor: Go's default", HeapFloor / 2, percentDefault},
+		{"a large heap keeps Go's default", 1 << 30, percentDefault},
 	}
 	for _, tc := range tests {
-		got := gcPercent(tc.live)
+		got := Percent(tc.live)
 		if got != tc.want {
-			t.Errorf("%s: gcPercent(%d) = %d, want %d", tc.name, tc.live, got, tc.want)
+			t.Errorf("%s: Percent(%d) = %d, want %d", tc.name, tc.live, got, tc.want)
 		}
 		// The goal is never below the floor while the live heap is under
 		// half of it, nor below twice the live heap.
 		goal := tc.live + tc.live*uint64(got)/100
-		if tc.live > 0 && got < gcPercentMax && goal < min(uint64(gcHeapFloor), 2*tc.live) {
+		if tc.live > 0 && got < percentMax && goal < min(uint64(HeapFloor), 2*tc.live) {
 			t.Errorf("%s: heap goal %d is under the floor", tc.name, goal)
 		}
 	}
 }
 
-// TestStartGCFloor checks that the floor raises GOGC, and that GOGC in the
+// TestStart checks that the floor raises GOGC, and that GOGC in the
 // environment turns it off.
-func TestStartGCFloor(t *testing.T) {
+func TestStart(t *testing.T) {
 	// Not parallel: GOGC is process-wide.
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 
 	t.Run("default", func(t *testing.T) {
 		var logs bytes.Buffer
-		stop := startGCFloor(context.Background(), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		stop := Start(context.Background(), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 		defer stop()
 		// A test binary's live heap is far under the floor.
-		if got := debug.SetGCPercent(100); got <= gcPercentDefault {
-			t.Errorf("GOGC = %d with the floor, want more than %d", got, gcPercentDefault)
+		if got := debug.SetGCPercent(100); got <= percentDefault {
+			t.Errorf("GOGC = %d with the floor, want more than %d", got, percentDefault)
 		}
 		if !strings.Contains(logs.String(), "garbage collector heap floor") {
 			t.Errorf("log %q lacks the floor", logs.String())
@@ -59,7 +59,7 @@ func TestStartGCFloor(t *testing.T) {
 		t.Setenv("GOGC", "150")
 		debug.SetGCPercent(150)
 		var logs bytes.Buffer
-		stop := startGCFloor(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))
+		stop := Start(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))
 		defer stop()
 		if got := debug.SetGCPercent(150); got != 150 {
 			t.Errorf("GOGC = %d, want 150 as the environment says", got)
