@@ -30,7 +30,8 @@ func newMetrics() *metrics {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_decisions_total",
 			Help: "Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed), " +
-				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable).",
+				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), " +
+				"allowlisted or blocked (by the policy file's lists, without counting).",
 		}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "floodgate_check_duration_seconds",
