@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/periodic"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -71,30 +72,14 @@ func startMemoryLimit(ctx context.Context, root fs.FS, log *slog.Logger) (stop f
 	debug.SetMemoryLimit(set)
 	log.Info("memory limit from the cgroup", "cgroup_memory_limit", cg, "go_memory_limit", set, "share_percent", memoryLimitShare)
 
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(memoryLimitEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			// Only a change of a MiB or more is worth the runtime's
-			// recomputing its pacing.
-			if next := goMemoryLimit(cg, limiter.OffHeapBytes()); next > set+1<<20 || next < set-1<<20 {
-				set = next
-				debug.SetMemoryLimit(set)
-			}
+	return periodic.Start(ctx, memoryLimitEvery, func() {
+		// Only a change of a MiB or more is worth the runtime's
+		// recomputing its pacing.
+		if next := goMemoryLimit(cg, limiter.OffHeapBytes()); next > set+1<<20 || next < set-1<<20 {
+			set = next
+			debug.SetMemoryLimit(set)
 		}
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
+	})
 }
 
 // goMemoryLimit returns the Go memory limit for a cgroup memory limit of cg

@@ -25,6 +25,8 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"github.com/floodgate-rl/floodgate/internal/periodic"
 )
 
 const (
@@ -67,30 +69,14 @@ func Start(ctx context.Context, log *slog.Logger) (stop func()) {
 	debug.SetGCPercent(set)
 	log.Debug("garbage collector heap floor", "heap_floor", HeapFloor, "gogc", set)
 
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			// Only a change of a tenth or more is worth the runtime's
-			// recomputing its pacing.
-			if next := Percent(live()); next*10 > set*11 || next*10 < set*9 {
-				set = next
-				debug.SetGCPercent(set)
-			}
+	return periodic.Start(ctx, every, func() {
+		// Only a change of a tenth or more is worth the runtime's
+		// recomputing its pacing.
+		if next := Percent(live()); next*10 > set*11 || next*10 < set*9 {
+			set = next
+			debug.SetGCPercent(set)
 		}
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
+	})
 }
 
 // Percent returns the GOGC that starts the next collection at HeapFloor

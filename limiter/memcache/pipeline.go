@@ -334,17 +334,9 @@ func fail(batch []*call, err error) {
 // connection goes idle.
 func (p *pipeline) release(conn *pipeConn) {
 	p.mu.Lock()
-	if len(p.queue) == 0 {
-		p.busy--
-		if conn != nil {
-			p.idle = append(p.idle, conn)
-		}
-		p.mu.Unlock()
-		return
-	}
 	// Calls whose caller has stopped waiting leave the queue unsent.
 	var expired []*call
-	if now := time.Now(); !p.queue[0].deadline.After(now) {
+	if now := time.Now(); len(p.queue) > 0 && !p.queue[0].deadline.After(now) {
 		p.queue = slices.DeleteFunc(p.queue, func(q *call) bool {
 			if q.deadline.After(now) {
 				return false
@@ -359,14 +351,14 @@ func (p *pipeline) release(conn *pipeConn) {
 				q.ready <- struct{}{}
 			}
 		}()
-		if len(p.queue) == 0 {
-			p.busy--
-			if conn != nil {
-				p.idle = append(p.idle, conn)
-			}
-			p.mu.Unlock()
-			return
+	}
+	if len(p.queue) == 0 {
+		p.busy--
+		if conn != nil {
+			p.idle = append(p.idle, conn)
 		}
+		p.mu.Unlock()
+		return
 	}
 	n, keys := 0, 0
 	for n < len(p.queue) && (n == 0 || keys+p.queue[n].keys() <= maxBatchKeys) {
