@@ -10,11 +10,11 @@
 #      resident memory after 1,000,000 distinct clients; and Envoy with
 #      envoy/front-proxy.yaml at a fixed rate (1,000 requests/s): without
 #      the ext_authz filter, with it on the no-op server, and with floodgate
-#      allowing and denying.
+#      allowing and denying; then the same stacks' throughput with wrk.
 #
 # Everything runs on loopback ports this script's programs pick, and every
 # server is stopped by its PID at the end. memcached and Envoy are installed
-# by scripts/deps.sh when missing.
+# by scripts/deps.sh when missing, and wrk by scripts/deps.sh bench.
 #
 # Environment:
 #   BENCHTIME      -benchtime of the microbenchmarks (default 1s)
@@ -30,7 +30,7 @@ root=$PWD
 export PATH="$root/.tools/bin:$root/.tools/venv/bin:$PATH"
 go=${GO:-go}
 
-bash scripts/deps.sh
+bash scripts/deps.sh bench
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

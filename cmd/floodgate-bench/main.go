@@ -69,6 +69,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MemoryClients, "memory-clients", 1_000_000, "distinct clients for the in-memory resident-memory run (negative: skip)")
 	fs.Float64Var(&cfg.HTTPRate, "http-rate", 1000, "requests per second through Envoy")
 	fs.DurationVar(&cfg.HTTPDuration, "http-duration", 6*time.Second, "measured time of each Envoy run, in 5 interleaved slices")
+	fs.StringVar(&cfg.Wrk, "wrk", loadgen.FindWrk(), "wrk binary for Envoy's throughput (empty: skip it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

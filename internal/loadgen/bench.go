@@ -48,6 +48,9 @@ type BenchConfig struct {
 	// requests/s for 6s.
 	HTTPRate     float64
 	HTTPDuration time.Duration
+	// Wrk is the wrk binary that measures Envoy's throughput with and
+	// without the filter; "" skips that part with a line saying so.
+	Wrk string
 	// Only, when not empty, runs only the parts named: "check", "memory",
 	// "envoy".
 	Only []string
@@ -566,6 +569,67 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 	if len(bad) > 0 {
 		return errors.New("envoy: unexpected answers: " + strings.Join(bad, "; "))
 	}
+	names := make([]string, len(runs))
+	for i, r := range runs {
+		names[i] = r.name
+	}
+	return envoyThroughput(ctx, cfg, names, urls, append([]*Proc{up, m.Proc}, procs...), w)
+}
+
+// wrkConns and wrkRounds shape the throughput runs through Envoy: wrk with
+// one thread keeps wrkConns requests in flight, in wrkRounds rounds of
+// wrkSlice per stack, the stacks taken in turn.
+const (
+	wrkConns  = 32
+	wrkRounds = 3
+	wrkSlice  = 2 * time.Second
+)
+
+// envoyThroughput drives each Envoy stack (names[i] at urls[i], the first
+// without the filter) as fast as it answers, with wrk, and prints the
+// requests per second, its ratio to Envoy without the filter, and wrk's p50
+// and p99 (the mean over the rounds). procs are the benchmark's processes,
+// for the other-load figure.
+func envoyThroughput(ctx context.Context, cfg BenchConfig, names, urls []string, procs []*Proc, w io.Writer) error {
+	if cfg.Wrk == "" {
+		fmt.Fprintln(w, "Envoy throughput: skipped, no wrk (make bench installs it: apt-get install wrk)")
+		return nil
+	}
+	fmt.Fprintf(w, "Envoy throughput: wrk -t1 -c%d --latency, %d rounds of %v per run, runs interleaved (a closed loop: each connection sends when answered)\n",
+		wrkConns, wrkRounds, wrkSlice)
+	type sum struct {
+		requests, non2xx, errors int64
+		elapsed                  time.Duration
+		p50, p99                 time.Duration
+		others                   float64
+	}
+	sums := make([]sum, len(urls))
+	for range wrkRounds {
+		for i, u := range urls {
+			watch := watchCPU(procs...)
+			r, err := Wrk(ctx, cfg.Wrk, u, wrkConns, wrkSlice)
+			if err != nil {
+				return err
+			}
+			s := &sums[i]
+			s.requests += r.Requests
+			s.elapsed += r.Elapsed
+			s.non2xx += r.Non2xx
+			s.errors += r.Errors
+			s.p50 += r.P50 / wrkRounds
+			s.p99 += r.P99 / wrkRounds
+			s.others += watch.othersBut(r.CPU) / wrkRounds
+		}
+	}
+	rate := func(s sum) float64 { return float64(s.requests) / s.elapsed.Seconds() }
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\trequests/s\tx without ext_authz\tp50\tp99\tnon-2xx\tsocket errors\tother load\t")
+	for i, s := range sums {
+		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t%s\t%d\t%d\t%.0f%%\t\n", names[i], fmtRate(rate(s)), rate(s)/rate(sums[0]),
+			fmtDur(s.p50), fmtDur(s.p99), s.non2xx, s.errors, 100*s.others)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
 	return nil
 }
 

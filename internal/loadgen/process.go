@@ -176,13 +176,17 @@ func (w *cpuWatch) ours() time.Duration {
 
 // others returns the share of the machine's CPU capacity (0 to 1) that
 // other processes used since watchCPU.
-func (w *cpuWatch) others() float64 {
+func (w *cpuWatch) others() float64 { return w.othersBut(0) }
+
+// othersBut is others, not counting mine of CPU time used by processes of
+// the benchmark's that have exited meanwhile (a wrk run).
+func (w *cpuWatch) othersBut(mine time.Duration) float64 {
 	busy, err := machineBusy()
 	if err != nil {
 		return 0
 	}
 	capacity := time.Since(w.start) * time.Duration(runtime.NumCPU())
-	other := (busy - w.busy0) - (w.ours() - w.our0)
+	other := (busy - w.busy0) - (w.ours() - w.our0) - mine
 	if capacity <= 0 || other < 0 {
 		return 0
 	}
