@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh runs floodgate's benchmarks (`make bench`), in about five minutes:
+# bench.sh runs floodgate's benchmarks (`make bench`), in about seven minutes:
 #
 #   1. the Go microbenchmarks: go test -run '^$' -bench . -benchmem ./...
 #      (-benchtime $BENCHTIME, default 1s);
