@@ -70,10 +70,12 @@ type Config struct {
 	// limiter.ErrStoreUnavailable. Zero means DefaultTimeout (100ms).
 	Timeout time.Duration
 
-	// MaxIdleConns is how many idle connections are kept open to each
-	// server for reuse. A request that finds none dials a new connection,
-	// closed afterwards if MaxIdleConns are already idle; set it above the
-	// peak number of concurrent requests to one server. Zero means
+	// MaxIdleConns is how many idle connections for reads and values
+	// (Get, GetVersioned, CompareAndSwap) are kept open to each server for
+	// reuse. A request that finds none dials a new connection, closed
+	// afterwards if MaxIdleConns are already idle; set it above the peak
+	// number of concurrent such requests to one server. Counters (Add,
+	// Batch) use PipelineConns connections instead. Zero means
 	// DefaultMaxIdleConns (64).
 	MaxIdleConns int
 
