@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"time"
+
+	"github.com/floodgate-rl/floodgate/internal/periodic"
 )
 
 // DefaultPollInterval is how often floodgate looks at its policy file.
@@ -80,14 +82,7 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultPollInterval
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.Poll()
-		}
-	}
+	stop := periodic.Start(ctx, interval, func() { w.Poll() })
+	<-ctx.Done()
+	stop()
 }
