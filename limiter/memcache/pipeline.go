@@ -126,6 +126,9 @@ type call struct {
 	vals   map[string]int64
 	counts []int64
 	err    error
+	// countBuf backs counts for the usual call, which changes a second's
+	// counter and a minute's.
+	countBuf [2]int64
 
 	// ready receives once, when the call leaves the queue to lead or when
 	// its answers are set.
@@ -463,7 +466,11 @@ func (c *pipeConn) readAnswers(b *call) error {
 			return err
 		}
 	}
-	counts := make([]int64, len(b.adds))
+	counts := b.countBuf[:0]
+	if len(b.adds) > len(b.countBuf) {
+		counts = make([]int64, 0, len(b.adds))
+	}
+	counts = counts[:len(b.adds)]
 	for i, a := range b.adds {
 		v, err := c.readArithmetic()
 		if err != nil {
@@ -518,7 +525,8 @@ func (c *pipeConn) readValues(vals map[string]int64) error {
 			return nil
 		}
 		// VALUE <key> <flags> <bytes> [<cas>]
-		f := fieldsN(l, 5)
+		var buf [5][]byte
+		f := fields(buf[:0], l)
 		if len(f) < 4 || !bytes.Equal(f[0], value) {
 			return answerError("get", l)
 		}
@@ -555,7 +563,8 @@ func (c *pipeConn) readArithmetic() (int64, error) {
 		return 0, nil
 	}
 	// VA <bytes> [<flags>]
-	f := fieldsN(l, 3)
+	var buf [3][]byte
+	f := fields(buf[:0], l)
 	if len(f) < 2 || !bytes.Equal(f[0], va) {
 		return 0, answerError("ma", l)
 	}
@@ -580,12 +589,11 @@ func (c *pipeConn) readArithmetic() (int64, error) {
 	return int64(v), nil
 }
 
-// fieldsN splits l at runs of spaces into at most n fields, without
-// allocating when n is small: the fields share l's bytes.
-func fieldsN(l []byte, n int) [][]byte {
-	var buf [5][]byte
-	f := buf[:0]
-	for len(l) > 0 && len(f) < n {
+// fields appends to dst the fields of l, split at runs of spaces, up to
+// dst's capacity, and returns it. The fields share l's bytes, and nothing is
+// allocated when dst is backed by the caller's array.
+func fields(dst [][]byte, l []byte) [][]byte {
+	for len(l) > 0 && len(dst) < cap(dst) {
 		l = bytes.TrimLeft(l, spaces)
 		if len(l) == 0 {
 			break
@@ -594,10 +602,10 @@ func fieldsN(l []byte, n int) [][]byte {
 		if i < 0 {
 			i = len(l)
 		}
-		f = append(f, l[:i])
+		dst = append(dst, l[:i])
 		l = l[i:]
 	}
-	return f
+	return dst
 }
 
 // answerError reports an answer that is not what cmd expects, such as

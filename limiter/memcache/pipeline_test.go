@@ -1,11 +1,13 @@
 package memcache
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -555,5 +557,46 @@ func TestPipelineQueuedTimeout(t *testing.T) {
 	// The pipeline still serves calls.
 	if v, err := s.Add(context.Background(), "fg1:t:2", 1, time.Minute); err != nil || v != 1 {
 		t.Fatalf("Add after = %d, %v", v, err)
+	}
+}
+
+func TestFields(t *testing.T) {
+	tests := []struct {
+		line string
+		max  int
+		want []string
+	}{
+		{"VA 2 t", 3, []string{"VA", "2", "t"}},
+		{"VALUE k 0 2 7", 5, []string{"VALUE", "k", "0", "2", "7"}},
+		{"VALUE k 0 2 7 extra", 5, []string{"VALUE", "k", "0", "2", "7"}},
+		{"  VA   2  ", 3, []string{"VA", "2"}},
+		{"NF", 3, []string{"NF"}},
+		{"", 3, nil},
+		{"   ", 3, nil},
+	}
+	for _, tt := range tests {
+		buf := make([][]byte, 0, tt.max)
+		var got []string
+		for _, f := range fields(buf, []byte(tt.line)) {
+			got = append(got, string(f))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("fields(%q) up to %d = %q, want %q", tt.line, tt.max, got, tt.want)
+		}
+	}
+}
+
+// TestAnswersDoNotAllocate pins that reading an ma answer allocates
+// nothing: the parser runs once per counter changed, on every decision.
+func TestAnswersDoNotAllocate(t *testing.T) {
+	answer := strings.Repeat("VA 2\r\n42\r\n", 1000)
+	c := &pipeConn{r: bufio.NewReaderSize(strings.NewReader(answer), 4096)}
+	allocs := testing.AllocsPerRun(500, func() {
+		if v, err := c.readArithmetic(); err != nil || v != 42 {
+			t.Fatalf("readArithmetic = %d, %v; want 42", v, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("readArithmetic allocates %v times per answer, want 0", allocs)
 	}
 }
