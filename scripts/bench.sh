@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# bench.sh runs floodgate's benchmarks (`make bench`), in about seven minutes:
+# bench.sh runs floodgate's benchmarks (`make bench`), in about nine minutes:
 #
 #   1. the Go microbenchmarks: go test -run '^$' -bench . -benchmem ./...
 #      (-benchtime $BENCHTIME, default 1s);
 #   2. the load generator, cmd/floodgate-bench (internal/loadgen): Check over
 #      gRPC against a no-op Authorization server (the ceiling) and against
 #      the real floodgate binary on a real memcached (1, 10,000 and 100,000
-#      clients) and in memory, each as a ratio to the ceiling; floodgate's
+#      clients) and in memory, each as a ratio to the ceiling, in three
+#      rounds, each between two runs of the ceiling; floodgate's
 #      resident memory after 1,000,000 distinct clients; and Envoy with
 #      envoy/front-proxy.yaml at a fixed rate (1,000 requests/s): without
 #      the ext_authz filter, with it on the no-op server, and with floodgate

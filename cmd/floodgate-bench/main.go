@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Memcached, "memcached", loadgen.FindMemcached(), "memcached binary")
 	fs.StringVar(&cfg.Envoy, "envoy", "", "envoy binary (default: $FLOODGATE_ENVOY, .tools/bin/envoy, .tools/venv/bin/envoy, PATH)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each Check scenario")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the Check scenarios, each between two runs of the no-op server; the summary gives each ratio's median")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "Check calls in flight")
 	fs.IntVar(&cfg.Conns, "conns", 4, "gRPC connections")
 	fs.IntVar(&cfg.ServerProcs, "server-procs", 0, "GOMAXPROCS of floodgate and the no-op server (0: Go's default)")
@@ -75,6 +76,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Rounds < 1 {
+		return fmt.Errorf("--rounds: %d: want at least 1", cfg.Rounds)
 	}
 	cfg.Clients = nil
 	for _, s := range strings.Split(*clients, ",") {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,6 +31,11 @@ type BenchConfig struct {
 	EnvoyConfig string
 	// Duration is the measured time of each Check scenario; zero means 5s.
 	Duration time.Duration
+	// Rounds is how many times the Check scenarios run, each round between
+	// two runs of the no-op server, so that every ratio has a ceiling
+	// measured right before and right after it; zero means 3. With more
+	// than one, a summary gives each ratio's median and every round's.
+	Rounds int
 	// Concurrency and Conns: calls in flight and gRPC connections; zero
 	// means 64 and 4.
 	Concurrency, Conns int
@@ -59,6 +65,9 @@ type BenchConfig struct {
 func (c *BenchConfig) defaults() {
 	if c.Duration <= 0 {
 		c.Duration = 5 * time.Second
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 3
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 64
@@ -178,60 +187,72 @@ func cpuModel() string {
 	return "unknown CPU"
 }
 
-// benchCheck runs the Check scenarios: the no-op ceiling, floodgate on
-// memcached with one hot client and with many, floodgate in memory, and
-// the no-op again to show drift.
+// benchCheck runs the Check scenarios, cfg.Rounds times: the no-op
+// ceiling, floodgate on memcached with one hot client and with many,
+// floodgate in memory, and the no-op again, which also starts the next
+// round. Each round's ratios are to the mean of the no-op runs around it.
 func benchCheck(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 	opts := CheckOptions{Conns: cfg.Conns, Concurrency: cfg.Concurrency, Duration: cfg.Duration}
-	var rows []Row
 
-	noop := func(name string) error {
+	noop := func(name string) (Row, error) {
 		p, addr, err := StartSelf(cfg.Self, cfg.ServerProcs, "noop-server")
 		if err != nil {
-			return err
+			return Row{}, err
 		}
 		defer p.Stop()
 		o := opts
 		o.Target = addr
-		row, err := measure(ctx, name, o, p, nil, nil)
-		if err != nil {
-			return err
-		}
-		rows = append(rows, row)
-		return nil
+		return measure(ctx, name, o, p, nil, nil)
 	}
 
 	// scenario runs floodgate (on a fresh memcached when mc), warms it up
 	// and measures it.
-	scenario := func(name string, mc bool, clients int) error {
+	scenario := func(rows *[]Row, name string, mc bool, clients int) error {
 		if cfg.Baseline != "" {
-			if err := runScenario(ctx, cfg, cfg.Baseline, name+" [baseline]", mc, clients, opts, &rows, w); err != nil {
+			if err := runScenario(ctx, cfg, cfg.Baseline, name+" [baseline]", mc, clients, opts, rows, w); err != nil {
 				return err
 			}
 		}
-		return runScenario(ctx, cfg, cfg.Floodgate, name, mc, clients, opts, &rows, w)
+		return runScenario(ctx, cfg, cfg.Floodgate, name, mc, clients, opts, rows, w)
 	}
 
-	fmt.Fprintln(w, "Check scenarios (each on fresh processes):")
-	if err := noop("no-op server (ceiling)"); err != nil {
+	fmt.Fprintf(w, "Check scenarios (each on fresh processes), %d round(s), each between two runs of the no-op server:\n", cfg.Rounds)
+	before, err := noop("no-op server (ceiling)")
+	if err != nil {
 		return err
 	}
-	if err := scenario("floodgate + memcached, 1 client", true, 1); err != nil {
-		return err
-	}
-	for _, n := range cfg.Clients {
-		if err := scenario("floodgate + memcached, "+fmtCount(n)+" clients", true, n); err != nil {
+	var all [][]Row
+	for round := 1; round <= cfg.Rounds; round++ {
+		fmt.Fprintf(w, "\nround %d of %d:\n", round, cfg.Rounds)
+		rows := []Row{before}
+		if err := scenario(&rows, "floodgate + memcached, 1 client", true, 1); err != nil {
 			return err
 		}
+		for _, n := range cfg.Clients {
+			if err := scenario(&rows, "floodgate + memcached, "+fmtCount(n)+" clients", true, n); err != nil {
+				return err
+			}
+		}
+		if err := scenario(&rows, "floodgate in memory, 1 client", false, 1); err != nil {
+			return err
+		}
+		after, err := noop("no-op server again (drift)")
+		if err != nil {
+			return err
+		}
+		rows = append(rows, after)
+		writeCheckTable(w, rows)
+		all = append(all, rows)
+		before = after
+		before.Name = "no-op server (ceiling)"
 	}
-	if err := scenario("floodgate in memory, 1 client", false, 1); err != nil {
-		return err
-	}
-	if err := noop("no-op server again (drift)"); err != nil {
-		return err
-	}
+	fmt.Fprintln(w, "store calls: floodgate_store_operations_total; round trips (floodgate): floodgate_memcache_round_trips_total; memcached round")
+	fmt.Fprintln(w, "trips: memcached's read system calls (one per request that arrives, however many commands it pipelines); other load: the")
+	fmt.Fprintln(w, "machine's CPU used by processes this benchmark did not start")
 	fmt.Fprintln(w)
-	writeCheckTable(w, rows)
+	if len(all) > 1 {
+		writeRoundsSummary(w, all)
+	}
 	return nil
 }
 
@@ -349,34 +370,53 @@ func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Flood
 	return row, nil
 }
 
-// writeCheckTable prints the Check rows with each floodgate figure as a
-// ratio to the mean of the no-op runs.
-func writeCheckTable(w io.Writer, rows []Row) {
-	var ceilRate float64
-	var ceilP50, ceilP99 time.Duration
+// ceiling is the mean of the no-op rows of one round.
+type ceiling struct {
+	rate     float64
+	p50, p99 time.Duration
+}
+
+// ceilingOf returns the mean of rows' no-op runs.
+func ceilingOf(rows []Row) ceiling {
+	var c ceiling
 	n := 0
 	for _, r := range rows {
 		if !r.Floodgate {
-			ceilRate += r.Result.Rate()
-			ceilP50 += r.Result.Latency.Quantile(0.50)
-			ceilP99 += r.Result.Latency.Quantile(0.99)
+			c.rate += r.Result.Rate()
+			c.p50 += r.Result.Latency.Quantile(0.50)
+			c.p99 += r.Result.Latency.Quantile(0.99)
 			n++
 		}
 	}
 	if n > 0 {
-		ceilRate /= float64(n)
-		ceilP50 /= time.Duration(n)
-		ceilP99 /= time.Duration(n)
+		c.rate /= float64(n)
+		c.p50 /= time.Duration(n)
+		c.p99 /= time.Duration(n)
 	}
+	return c
+}
+
+// ratios returns r's decisions/s and p99 as ratios to c.
+func (c ceiling) ratios(r Row) (rate, p99 float64) {
+	if c.rate <= 0 || c.p99 <= 0 {
+		return 0, 0
+	}
+	return r.Result.Rate() / c.rate, float64(r.Result.Latency.Quantile(0.99)) / float64(c.p99)
+}
+
+// writeCheckTable prints the Check rows of one round with each floodgate
+// figure as a ratio to the mean of the round's no-op runs.
+func writeCheckTable(w io.Writer, rows []Row) {
+	ceil := ceilingOf(rows)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tother load\t")
 	for _, r := range rows {
 		res := r.Result
 		calls := float64(res.Calls())
 		ratio, p99r := "-", "-"
-		if r.Floodgate && ceilRate > 0 {
-			ratio = fmt.Sprintf("%.2f", res.Rate()/ceilRate)
-			p99r = fmt.Sprintf("%.2f", float64(res.Latency.Quantile(0.99))/float64(ceilP99))
+		if r.Floodgate && ceil.rate > 0 {
+			rr, pr := ceil.ratios(r)
+			ratio, p99r = fmt.Sprintf("%.2f", rr), fmt.Sprintf("%.2f", pr)
 		}
 		storeCPU, ops, rts, prts := "-", "-", "-", "-"
 		if r.Memcached {
@@ -394,11 +434,75 @@ func writeCheckTable(w io.Writer, rows []Row) {
 			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, 100*r.Others)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n", fmtRate(ceilRate), fmtDur(ceilP50), fmtDur(ceilP99))
-	fmt.Fprintln(w, "store calls: floodgate_store_operations_total; round trips (floodgate): floodgate_memcache_round_trips_total; memcached round")
-	fmt.Fprintln(w, "trips: memcached's read system calls (one per request that arrives, however many commands it pipelines); other load: the")
-	fmt.Fprintln(w, "machine's CPU used by processes this benchmark did not start")
+	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n", fmtRate(ceil.rate), fmtDur(ceil.p50), fmtDur(ceil.p99))
+}
+
+// writeRoundsSummary prints, for every floodgate scenario, the median over
+// the rounds of its ratios to the round's ceiling, and each round's.
+func writeRoundsSummary(w io.Writer, rounds [][]Row) {
+	type series struct {
+		name       string
+		rate, p99  []float64
+		cpu, store []time.Duration
+	}
+	var order []*series
+	byName := map[string]*series{}
+	for _, rows := range rounds {
+		ceil := ceilingOf(rows)
+		for _, r := range rows {
+			if !r.Floodgate {
+				continue
+			}
+			s := byName[r.Name]
+			if s == nil {
+				s = &series{name: r.Name}
+				byName[r.Name] = s
+				order = append(order, s)
+			}
+			rr, pr := ceil.ratios(r)
+			s.rate = append(s.rate, rr)
+			s.p99 = append(s.p99, pr)
+			calls := float64(r.Result.Calls())
+			s.cpu = append(s.cpu, time.Duration(float64(r.ServerCPU)/calls))
+			if r.Memcached {
+				s.store = append(s.store, time.Duration(float64(r.StoreCPU)/calls))
+			}
+		}
+	}
+	fmt.Fprintf(w, "over the %d rounds (median, then every round in order):\n", len(rounds))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tx ceiling\trounds\tp99 x ceiling\trounds\tserver CPU/decision\tmemcached CPU/decision\t")
+	for _, s := range order {
+		store := "-"
+		if len(s.store) > 0 {
+			store = fmtDur(median(s.store))
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t\n", s.name, median(s.rate), fmtRatios(s.rate),
+			median(s.p99), fmtRatios(s.p99), fmtDur(median(s.cpu)), store)
+	}
+	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count), which must not be empty; xs is left as it was.
+func median[T float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// fmtRatios formats ratios as "0.66 0.71 0.69".
+func fmtRatios(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // benchMemory sends one request from each of cfg.MemoryClients distinct

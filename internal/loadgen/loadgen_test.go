@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -353,5 +354,56 @@ func TestCPUWatch(t *testing.T) {
 	}
 	if _, err := machineBusy(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{0.7}, 0.7},
+		{[]float64{0.9, 0.5, 0.7}, 0.7},
+		{[]float64{0.4, 0.8, 0.6, 0.5}, 0.55},
+	} {
+		in := slices.Clone(tc.xs)
+		if got := median(tc.xs); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("median(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
+		if !slices.Equal(in, tc.xs) {
+			t.Errorf("median reordered its argument: %v, was %v", tc.xs, in)
+		}
+	}
+	if got := median([]time.Duration{3, 1, 2}); got != 2 {
+		t.Errorf("median of durations = %v, want 2ns", got)
+	}
+}
+
+// TestRoundsSummary checks that each round's ratios are to that round's
+// own no-op runs, and that the summary gives their median and every one.
+func TestRoundsSummary(t *testing.T) {
+	row := func(name string, floodgate bool, calls int64, p99 time.Duration) Row {
+		res := &CheckResult{OK: calls, Elapsed: time.Second}
+		for range 100 {
+			res.Latency.Record(p99)
+		}
+		return Row{Name: name, Result: res, Floodgate: floodgate, ServerCPU: time.Duration(calls) * 40 * time.Microsecond}
+	}
+	const hot = "floodgate + memcached, 1 client"
+	rounds := [][]Row{
+		// Ceiling 10,000/s and 2ms: 0.60 and 1.50.
+		{row("no-op", false, 9_000, 2*time.Millisecond), row(hot, true, 6_000, 3*time.Millisecond), row("no-op", false, 11_000, 2*time.Millisecond)},
+		// Ceiling 20,000/s and 4ms (the machine got faster, the ratio did not move): 0.70 and 1.00.
+		{row("no-op", false, 20_000, 4*time.Millisecond), row(hot, true, 14_000, 4*time.Millisecond), row("no-op", false, 20_000, 4*time.Millisecond)},
+		// 0.80 and 0.50.
+		{row("no-op", false, 10_000, 2*time.Millisecond), row(hot, true, 8_000, time.Millisecond), row("no-op", false, 10_000, 2*time.Millisecond)},
+	}
+	var b strings.Builder
+	writeRoundsSummary(&b, rounds)
+	out := b.String()
+	for _, want := range []string{"0.70  0.60 0.70 0.80", "1.00  1.50 1.00 0.50", "40.0µs"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
 	}
 }
