@@ -25,11 +25,12 @@ ARG VERSION=dev
 ARG TARGETOS
 ARG TARGETARCH
 # CGO_ENABLED=0: a static binary that needs no libc, as the final image has
-# none. -trimpath: no paths of the build machine in the binary.
+# none. -trimpath: no paths of the build machine in the binary. -tags
+# vtprotobuf: go-control-plane's generated code marshals Check responses.
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o /out/floodgate ./cmd/floodgate
+    go build -trimpath -tags vtprotobuf -ldflags "-s -w -X main.version=$VERSION" -o /out/floodgate ./cmd/floodgate
 
 # distroless static: CA certificates, tzdata and /etc/passwd, no libc, no
 # shell.

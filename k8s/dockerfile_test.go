@@ -225,7 +225,8 @@ func dockerGoBuild(t *testing.T, st stage, args map[string]string) goBuild {
 
 // TestDockerfile checks the Dockerfile's structure: a golang builder of the
 // Go version go.mod asks for; a go build with CGO_ENABLED=0, -trimpath and
-// the version stamped into main.version from the VERSION build argument; a
+// the version stamped into main.version from the VERSION build argument,
+// and the vtprotobuf tag the Makefile builds with; a
 // final distroless static (or scratch) image that holds only floodgate,
 // copied from the build stage's -o, run as its ENTRYPOINT in exec form,
 // under a numeric non-root USER that every floodgate container of the
@@ -261,6 +262,9 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !slices.Contains(gb.Args, "-trimpath") {
 		t.Errorf("go build %q has no -trimpath", gb.Args)
+	}
+	if i := slices.Index(gb.Args, "-tags"); i < 0 || i+1 == len(gb.Args) || gb.Args[i+1] != "vtprotobuf" {
+		t.Errorf("go build %q has no -tags vtprotobuf: Check responses would be marshalled by reflection (authz.Codec)", gb.Args)
 	}
 	ldflags := ""
 	for i, a := range gb.Args {

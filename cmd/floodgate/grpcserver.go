@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/authz"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -59,7 +61,8 @@ func checkDeadline(cfg Config) time.Duration {
 }
 
 // grpcServerOptions returns the options of floodgate's gRPC server: the
-// limits above, the deadline cap, the stream workers, and TLS when creds is
+// limits above, the deadline cap, the stream workers, the codec that marshals
+// responses with generated code (authz.Codec), and TLS when creds is
 // not nil.
 func grpcServerOptions(cfg Config, creds credentials.TransportCredentials) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
@@ -77,6 +80,7 @@ func grpcServerOptions(cfg Config, creds credentials.TransportCredentials) []grp
 		}),
 		grpc.ChainUnaryInterceptor(capDeadline(checkDeadline(cfg))),
 		grpc.NumStreamWorkers(streamWorkers),
+		grpc.ForceServerCodecV2(authz.Codec()),
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/floodgate-rl/floodgate/authz"
 )
 
 // NoopServer is an Authorization server that allows every request and does
@@ -30,7 +32,8 @@ func (NoopServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRes
 // ServerOptions returns the options floodgate's gRPC server runs with
 // (cmd/floodgate/grpcserver.go, plaintext, default --memcache-timeout), so
 // that the no-op ceiling pays for the same limits, keepalive policy and
-// deadline interceptor, and gains as much from the same stream workers.
+// deadline interceptor, and gains as much from the same stream workers and
+// codec.
 // cmd/floodgate keeps them unexported in package main; keep the two in
 // step.
 func ServerOptions() []grpc.ServerOption {
@@ -49,6 +52,7 @@ func ServerOptions() []grpc.ServerOption {
 		}),
 		grpc.ChainUnaryInterceptor(capDeadline(time.Second)),
 		grpc.NumStreamWorkers(64),
+		grpc.ForceServerCodecV2(authz.Codec()),
 	}
 }
 

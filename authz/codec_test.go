@@ -1,0 +1,120 @@
+package authz_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/limiter"
+)
+
+// codecResponses returns the responses floodgate sends, built by a real
+// Server: allowed with and without headers, denied, and a large denied one
+// (a long scope in every header) past gRPC's buffer-pooling threshold.
+func codecResponses(t testing.TB) map[string]*authv3.CheckResponse {
+	t.Helper()
+	allowed := func(_ context.Context, req limiter.Request, _ time.Time) (limiter.Decision, error) {
+		return limiter.Decision{Allowed: true, Limit: req.Limit, Window: req.Window, Remaining: 7}, nil
+	}
+	denied := func(_ context.Context, req limiter.Request, _ time.Time) (limiter.Decision, error) {
+		return limiter.Decision{Limit: req.Limit, Window: req.Window, RetryAfter: 3 * time.Second}, nil
+	}
+	long := map[string]string{"floodgate.scope": strings.Repeat("s", 60)}
+	out := map[string]*authv3.CheckResponse{}
+	for _, c := range []struct {
+		name    string
+		headers bool
+		fn      func(context.Context, limiter.Request, time.Time) (limiter.Decision, error)
+		ext     map[string]string
+	}{
+		{"allowed", true, allowed, nil},
+		{"allowed/no-headers", false, allowed, nil},
+		{"denied", true, denied, nil},
+		{"denied/long-scope", true, denied, long},
+	} {
+		srv, err := authz.NewServer(strategyFunc(c.fn), authz.Config{Limit: 100, Window: time.Hour, Headers: c.headers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := srv.Check(context.Background(), checkReq(socket("203.0.113.7", 41000), nil, c.ext))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[c.name] = resp
+	}
+	return out
+}
+
+// TestCodecMatchesProto checks that every response floodgate sends, and
+// messages without generated code (a health check answer), come out of
+// Codec as protobuf-go would marshal them, and that requests decode as
+// with gRPC's codec.
+func TestCodecMatchesProto(t *testing.T) {
+	c := authz.Codec()
+	if c.Name() != "proto" {
+		t.Fatalf("Name = %q, want proto (the content-subtype of application/grpc)", c.Name())
+	}
+	msgs := map[string]proto.Message{
+		"health": &grpc_health_v1.HealthCheckResponse{Status: grpc_health_v1.HealthCheckResponse_SERVING},
+	}
+	for name, resp := range codecResponses(t) {
+		msgs[name] = resp
+	}
+	for name, m := range msgs {
+		data, err := c.Marshal(m)
+		if err != nil {
+			t.Fatalf("%s: Marshal: %v", name, err)
+		}
+		got := data.Materialize()
+		data.Free()
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s: Marshal = %x, want protobuf-go's %x", name, got, want)
+		}
+		back := m.ProtoReflect().New().Interface()
+		if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(got)}, back); err != nil {
+			t.Fatalf("%s: Unmarshal: %v", name, err)
+		}
+		if !proto.Equal(back, m) {
+			t.Errorf("%s: round trip = %v, want %v", name, back, m)
+		}
+	}
+	if len(msgs["denied/long-scope"].(*authv3.CheckResponse).String()) < 200 {
+		t.Fatal("the long response is too short to test pooled buffers")
+	}
+}
+
+// BenchmarkCodecMarshal compares Codec with gRPC's own codec on an allowed
+// response with rate-limit headers, the message floodgate sends most.
+func BenchmarkCodecMarshal(b *testing.B) {
+	resp := codecResponses(b)["allowed"]
+	for _, c := range []struct {
+		name  string
+		codec encoding.CodecV2
+	}{
+		{"floodgate", authz.Codec()},
+		{"grpc", encoding.GetCodecV2("proto")},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				data, err := c.codec.Marshal(resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				data.Free()
+			}
+		})
+	}
+}
