@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh runs floodgate's benchmarks (`make bench`), in about nine minutes:
+# bench.sh runs floodgate's benchmarks (`make bench`), in about six minutes:
 #
 #   1. the Go microbenchmarks: go test -run '^$' -bench . -benchmem ./...
 #      (-benchtime $BENCHTIME, default 1s);
