@@ -10,8 +10,9 @@ import (
 
 // vtMarshaler is a message with the marshalling code vtprotobuf generates
 // (go-control-plane ships it for every Envoy message, compiled with the
-// vtprotobuf build tag). The strict variant writes map entries in key
-// order, as proto.MarshalOptions{Deterministic: true} does.
+// vtprotobuf build tag; the strict variant is the one it generates). Like
+// proto.Marshal, it writes fields in field-number order and map entries in
+// the map's iteration order.
 type vtMarshaler interface {
 	SizeVT() int
 	MarshalToSizedBufferVTStrict(dAtA []byte) (int, error)

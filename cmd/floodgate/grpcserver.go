@@ -4,11 +4,11 @@ import (
 	"context"
 	"time"
 
-	"github.com/floodgate-rl/floodgate/authz"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/floodgate-rl/floodgate/authz"
 )
 
 // Limits of the gRPC server. A CheckRequest is a few kilobytes: the request
