@@ -466,11 +466,12 @@ func (c *pipeConn) readAnswers(b *call) error {
 			return err
 		}
 	}
-	counts := b.countBuf[:0]
-	if len(b.adds) > len(b.countBuf) {
-		counts = make([]int64, 0, len(b.adds))
+	var counts []int64
+	if len(b.adds) <= len(b.countBuf) {
+		counts = b.countBuf[:len(b.adds)]
+	} else {
+		counts = make([]int64, len(b.adds))
 	}
-	counts = counts[:len(b.adds)]
 	for i, a := range b.adds {
 		v, err := c.readArithmetic()
 		if err != nil {
