@@ -192,19 +192,12 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 	return out, nil
 }
 
-// Batch implements BatchStore: Get of gets, then each Add of adds in order,
+// Batch implements BatchStore: each Add of adds in order, then Get of gets,
 // in the caller's goroutine, so that a decision that changes a second and
 // its minute aggregate makes one call instead of two concurrent ones. It is
 // not atomic: other calls may interleave, as on memcached. It fails only
 // when ctx is already done.
 func (m *MemoryStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
-	var vals map[string]int64
-	if len(gets) > 0 {
-		var err error
-		if vals, err = m.Get(ctx, gets); err != nil {
-			return nil, nil, err
-		}
-	}
 	counts := make([]int64, len(adds))
 	for i, a := range adds {
 		n, err := m.Add(ctx, a.Key, a.Delta, a.TTL)
@@ -212,6 +205,13 @@ func (m *MemoryStore) Batch(ctx context.Context, gets []string, adds []Increment
 			return nil, nil, err
 		}
 		counts[i] = n
+	}
+	var vals map[string]int64
+	if len(gets) > 0 {
+		var err error
+		if vals, err = m.Get(ctx, gets); err != nil {
+			return nil, nil, err
+		}
 	}
 	return vals, counts, nil
 }

@@ -67,8 +67,9 @@ type Increment struct {
 type BatchStore interface {
 	Store
 
-	// Batch reads the counters at gets, then applies each of adds in
-	// order, as Add does. It returns the values read (a missing key is
+	// Batch applies each of adds in order, as Add does, then reads the
+	// counters at gets, so that the values read include every add of the
+	// batch and of any call that completed before it. It returns the values read (a missing key is
 	// absent from the map and counts as zero, as with Get) and the new
 	// value of each counter in adds, in the order of adds. Either list may
 	// be empty. Every error wraps ErrStoreUnavailable; after an error, any

@@ -310,9 +310,10 @@ func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Durat
 }
 
 // Batch implements limiter.BatchStore. When every key shares a server, as
-// the keys of one requestor do, it is one round trip: a multi-key get of
-// gets followed by the meta arithmetic commands of adds, written at once.
-// Otherwise it is a Get and then the Adds, one by one.
+// the keys of one requestor do, it is one round trip: the meta arithmetic
+// commands of adds followed by a multi-key get of gets, written at once, so
+// the get sees the adds. Otherwise it is the Adds, one by one, and then a
+// Get.
 func (s *Store) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
 	first := ""
 	switch {
@@ -354,15 +355,16 @@ func (s *Store) Batch(ctx context.Context, gets []string, adds []limiter.Increme
 		}
 	}
 	if !one {
-		vals, err := s.Get(ctx, gets)
-		if err != nil {
-			return nil, nil, err
-		}
 		counts := make([]int64, len(adds))
 		for i, a := range adds {
+			var err error
 			if counts[i], err = s.Add(ctx, a.Key, a.Delta, a.TTL); err != nil {
 				return nil, nil, err
 			}
+		}
+		vals, err := s.Get(ctx, gets)
+		if err != nil {
+			return nil, nil, err
 		}
 		return vals, counts, nil
 	}

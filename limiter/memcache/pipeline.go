@@ -37,9 +37,11 @@ import (
 //	ma <key> D0 v                             delta 0: the value, NF when missing
 //	ma <key> MD D<-delta> v                   subtract: the new value (memcached stops at 0), NF when missing
 //
-// and counters are read with a classic multi-key get, sent first, so a batch
-// reads before it adds. memcached answers the commands of one connection in
-// order.
+// and counters are read with a classic multi-key get, sent after the
+// arithmetic, so a batch adds before it reads: memcached answers the commands
+// of one connection in order, so the get sees every change of the batch and
+// every change that any connection made before the batch's own (see
+// limiter/doc.go, "Exactness across replicas").
 
 // maxKeyLen is memcached's longest key.
 const maxKeyLen = 250
@@ -189,7 +191,7 @@ func (p *pipeline) close() error {
 	return first
 }
 
-// do reads the counters at gets, then applies adds, in one round trip,
+// do applies adds, then reads the counters at gets, in one round trip,
 // which it may share with other calls. The keys must be legal. now dates
 // the expiration of counters whose time to live passes 30 days. It returns
 // the values read (missing keys absent) and the new value of each added
@@ -422,18 +424,10 @@ func (c *pipeConn) exchange(deadline time.Time, batch []*call) error {
 	return nil
 }
 
-// writeCommands buffers the commands of call b: a multi-key get of its
-// gets, then a meta arithmetic command per add.
+// writeCommands buffers the commands of call b: a meta arithmetic command
+// per add, then a multi-key get of its gets.
 func (c *pipeConn) writeCommands(b *call) {
 	w := c.w
-	if len(b.gets) > 0 {
-		w.WriteString("get")
-		for _, k := range b.gets {
-			w.WriteByte(' ')
-			w.WriteString(k)
-		}
-		w.WriteString("\r\n")
-	}
 	// Numbers are formatted straight into the writer's free space.
 	for _, a := range b.adds {
 		w.WriteString("ma ")
@@ -455,17 +449,18 @@ func (c *pipeConn) writeCommands(b *call) {
 		}
 		w.WriteString(" v\r\n")
 	}
+	if len(b.gets) > 0 {
+		w.WriteString("get")
+		for _, k := range b.gets {
+			w.WriteByte(' ')
+			w.WriteString(k)
+		}
+		w.WriteString("\r\n")
+	}
 }
 
 // readAnswers reads the answers to call b's commands and sets them.
 func (c *pipeConn) readAnswers(b *call) error {
-	var vals map[string]int64 // nil, which reads as empty, without gets
-	if len(b.gets) > 0 {
-		vals = make(map[string]int64, len(b.gets))
-		if err := c.readValues(vals); err != nil {
-			return err
-		}
-	}
 	var counts []int64
 	if len(b.adds) <= len(b.countBuf) {
 		counts = b.countBuf[:len(b.adds)]
@@ -478,6 +473,13 @@ func (c *pipeConn) readAnswers(b *call) error {
 			return fmt.Errorf("%s: %w", a.Key, err)
 		}
 		counts[i] = v
+	}
+	var vals map[string]int64 // nil, which reads as empty, without gets
+	if len(b.gets) > 0 {
+		vals = make(map[string]int64, len(b.gets))
+		if err := c.readValues(vals); err != nil {
+			return err
+		}
 	}
 	b.vals, b.counts, b.err = vals, counts, nil
 	return nil

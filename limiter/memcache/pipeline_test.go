@@ -46,9 +46,9 @@ func TestBatch(t *testing.T) {
 		{"adds create, then increment", nil,
 			[]limiter.Increment{inc("fg1:a:1", 3), inc("fg1:a:m1", 1), inc("fg1:a:1", 2)},
 			map[string]int64{}, []int64{3, 1, 5}},
-		{"reads come before the adds", []string{"fg1:a:1", "fg1:a:2", "fg1:a:m1"},
+		{"reads come after the adds", []string{"fg1:a:1", "fg1:a:2", "fg1:a:m1"},
 			[]limiter.Increment{inc("fg1:a:1", 1), inc("fg1:a:2", 1)},
-			map[string]int64{"fg1:a:1": 5, "fg1:a:m1": 1}, []int64{6, 1}},
+			map[string]int64{"fg1:a:1": 6, "fg1:a:2": 1, "fg1:a:m1": 1}, []int64{6, 1}},
 		{"decrement, clamped at zero, and of a missing key", nil,
 			[]limiter.Increment{inc("fg1:a:1", -4), inc("fg1:a:1", -9), inc("fg1:a:gone", -1)},
 			map[string]int64{}, []int64{2, 0, 0}},
@@ -58,7 +58,7 @@ func TestBatch(t *testing.T) {
 		{"a decremented value, padded by memcached, reads as a number", []string{"fg1:a:1", "fg1:a:2"}, nil,
 			map[string]int64{"fg1:a:1": 0, "fg1:a:2": 1}, nil},
 		{"many keys", many, []limiter.Increment{inc(many[7], 1<<40)},
-			map[string]int64{}, []int64{1 << 40}},
+			map[string]int64{many[7]: 1 << 40}, []int64{1 << 40}},
 	}
 	for _, tc := range tests {
 		vals, counts, err := s.Batch(ctx, tc.gets, tc.adds)
