@@ -54,8 +54,9 @@ type KeySpec struct {
 //     (attributes.source.address.socket_address.address), without its port,
 //     normalised (IPv4-mapped IPv6 addresses are unmapped, zones dropped).
 //   - "header:<name>": the value of request header <name> (matched
-//     case-insensitively; Envoy sends lower-case keys). When the header is
-//     absent or empty the source address is used instead.
+//     case-insensitively; Envoy sends lower-case keys), as the upstream
+//     application acts on it (see HeaderValue). When the header is absent,
+//     or that value is empty, the source address is used instead.
 //   - "xff": the X-Forwarded-For entry that xffTrustedHops trusted proxies
 //     vouch for. The header is split on ',' and entries trimmed; skipping
 //     xffTrustedHops entries from the right, the next one (index
@@ -126,12 +127,13 @@ func (k KeySpec) String() string {
 func (k KeySpec) TrustedHops() int { return k.hops }
 
 // Identity returns the requestor identity of req under k, or FallbackIdentity.
-// req may be nil. Header values of any size and content are used as they are.
+// req may be nil. A header's value is taken as HeaderValue returns it; of
+// any size and content, it is otherwise used as it is.
 func (k KeySpec) Identity(req *authv3.CheckRequest) string {
 	attrs := req.GetAttributes()
 	switch k.kind {
 	case keyHeader:
-		if v := requestHeader(attrs, k.header); v != "" {
+		if v := HeaderValue(firstHeader(attrs, k.header)); v != "" {
 			return k.prefix + v
 		}
 	case keyXFF:
@@ -140,6 +142,32 @@ func (k KeySpec) Identity(req *authv3.CheckRequest) string {
 		}
 	}
 	return sourceIdentity(attrs)
+}
+
+// HeaderValue returns the value of a header, as Envoy sends it in a
+// CheckRequest, that the "header:<name>" key form counts: the value the
+// upstream application acts on. Envoy joins a header sent more than once
+// with ',' ("key1,key2"), while the application usually reads the first
+// one; so a repeated header must not be a new requestor, nor may a trailing
+// comma or padding be. HeaderValue therefore returns the text before the
+// first ',', with optional whitespace (spaces and tabs) and double quotes
+// trimmed from both ends, so that an application that unquotes a quoted
+// string sees the same requestor too. "" means no usable value: the header
+// is absent, empty, or its first element is (",abc", " ,abc", `"",abc`),
+// and the key falls back as for an absent header.
+//
+// Every transformation only merges values that an application might treat
+// as one; none splits one value into several requestors. Values are
+// compared exactly otherwise: API keys are case-sensitive secrets, so case
+// is never folded. (Header names are case-insensitive: "X-API-Key" and
+// "x-api-key" are the same header, repeated.) A value holding a comma of
+// its own ("a,b", or the quoted string "\"a,b\"") is counted as its first
+// part ("a").
+func HeaderValue(v string) string {
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	return strings.Trim(v, " \t\"")
 }
 
 // sourceIdentity returns the identity of the downstream peer address.
@@ -209,6 +237,26 @@ func requestHeader(attrs *authv3.AttributeContext, name string) string {
 	return v
 }
 
+// firstHeader returns the value of the request header name (lower-case) as
+// requestHeader does, except that of repeated headers in http.header_map
+// only the first counts: HeaderValue would drop the others anyway, and they
+// are not joined for nothing.
+func firstHeader(attrs *authv3.AttributeContext, name string) string {
+	http := attrs.GetRequest().GetHttp()
+	if v, ok := http.GetHeaders()[name]; ok {
+		return v
+	}
+	for _, h := range http.GetHeaderMap().GetHeaders() {
+		if strings.EqualFold(h.GetKey(), name) {
+			if raw := h.GetRawValue(); len(raw) > 0 {
+				return string(raw)
+			}
+			return h.GetValue()
+		}
+	}
+	return ""
+}
+
 // lookupHeader is requestHeader that also reports whether the request has
 // the header at all (possibly with an empty value).
 func lookupHeader(attrs *authv3.AttributeContext, name string) (string, bool) {
@@ -216,21 +264,23 @@ func lookupHeader(attrs *authv3.AttributeContext, name string) (string, bool) {
 	if v, ok := http.GetHeaders()[name]; ok {
 		return v, true
 	}
-	var joined string
+	// Joined in one buffer: appending string to string would copy the
+	// value so far for every repetition.
+	var joined []byte
 	found := false
 	for _, h := range http.GetHeaderMap().GetHeaders() {
 		if !strings.EqualFold(h.GetKey(), name) {
 			continue
 		}
-		v := h.GetValue()
-		if raw := h.GetRawValue(); len(raw) > 0 {
-			v = string(raw)
-		}
 		if found {
-			joined += "," + v
+			joined = append(joined, ',')
+		}
+		found = true
+		if raw := h.GetRawValue(); len(raw) > 0 {
+			joined = append(joined, raw...)
 		} else {
-			joined, found = v, true
+			joined = append(joined, h.GetValue()...)
 		}
 	}
-	return joined, found
+	return string(joined), found
 }
