@@ -27,7 +27,8 @@ const degradedReason = "memcached-unavailable"
 // this process shared by all of them, decides while memcached is
 // unavailable.
 //
-// closeFn releases the strategies and the local store.
+// closeFn releases the strategies, the local store and the breaker (whose
+// timer probes memcached while it is open).
 func resilientStrategies(cfg Config, storeKind string, store limiter.Store, names []string, newStrategy func(name string, st limiter.Store) (limiter.Strategy, error),
 	reg prometheus.Registerer, log *slog.Logger,
 ) (strategies map[string]limiter.Strategy, closeFn func() error, err error) {
@@ -78,11 +79,13 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 		},
 	})
 	breaker := resilient.BreakerOf(store)
+	closers = append(closers, breaker) // last closed: ends its probing
 	// The bulkhead goes outside the breaker: a call that waited for a slot
 	// while memcached hung then finds the breaker open and fails at once,
 	// instead of waiting for a timeout of its own.
 	store = resilient.NewBulkhead(store, cfg.MemcacheMaxConns, cfg.MemcacheTimeout)
 	if err := registerBreakerMetrics(reg, breaker, resilient.BulkheadOf(store), transitions); err != nil {
+		closeFn()
 		return nil, nil, err
 	}
 

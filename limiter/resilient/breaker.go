@@ -25,9 +25,9 @@ const (
 	// DefaultMinBackoff is the first open period.
 	DefaultMinBackoff = 100 * time.Millisecond
 	// DefaultMaxBackoff is the longest open period: while the store is
-	// down and calls keep coming, it is probed at least this often, so a
+	// down it is probed at least this often, with or without calls, so a
 	// store that comes back is used again within about this long.
-	DefaultMaxBackoff = time.Second
+	DefaultMaxBackoff = 500 * time.Millisecond
 	// DefaultProbeKey is the key a probe reads.
 	DefaultProbeKey = "fg1:breaker:probe"
 	// DefaultProbeTimeout bounds a probe through its context; the memcached
@@ -41,7 +41,8 @@ type State int32
 const (
 	// Closed: every call goes to the store.
 	Closed State = iota
-	// Open: every call fails at once with ErrOpen until the backoff ends.
+	// Open: every call fails at once with ErrOpen; when the backoff ends
+	// the breaker probes the store.
 	Open
 	// HalfOpen: the backoff has ended and a probe is in flight; calls
 	// still fail at once with ErrOpen until it succeeds.
@@ -99,6 +100,12 @@ type BreakerConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// AfterFunc schedules the probe at the end of each open period: it
+	// calls f in a goroutine of its own after d, as time.AfterFunc does,
+	// and returns a function that cancels that call. nil means
+	// time.AfterFunc. A fake Now needs an AfterFunc on the same fake
+	// clock (or testing/synctest, where both defaults are fake).
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// Rand returns a number in [0, 1) for the jitter; nil means
 	// math/rand/v2.Float64. It is called with the breaker's lock held.
 	Rand func() float64
@@ -122,14 +129,20 @@ type BreakerConfig struct {
 // caller's context was done and the error is the context's (the store did
 // not fail; the caller gave up) or the error is ErrBusy (a Bulkhead below
 // the Breaker had no free slot). Every Failures consecutive failures open
-// the breaker. While open, calls fail at once with ErrOpen. The first call
-// after the backoff turns the breaker half-open and starts a probe, a Get of
-// ProbeKey in a goroutine of its own, and fails at once like the others: no
-// caller ever waits for a probe, and no decision has some of its store calls
-// sent and others refused. The probe's success closes the breaker; its
-// failure opens it again for a longer backoff (up to MaxBackoff). The
-// outcome of a call that started while the breaker was closed and ended
-// after it opened is ignored.
+// the breaker. While open, calls fail at once with ErrOpen. When the backoff
+// ends, a timer turns the breaker half-open and starts a probe, a Get of
+// ProbeKey in a goroutine of its own, whether calls come or not: an idle
+// breaker closes within about MaxBackoff of the store's return, so the next
+// burst finds it closed. (A call that finds the backoff over before the
+// timer has fired starts the probe itself.) Calls fail at once while the
+// probe runs: no caller ever waits for a probe, and no decision has some of
+// its store calls sent and others refused. The probe's success closes the
+// breaker; its failure opens it again for a longer backoff (up to
+// MaxBackoff). The outcome of a call that started while the breaker was
+// closed and ended after it opened is ignored.
+//
+// Close stops the timer and the probe in flight; a Breaker that is not
+// closed keeps a timer while it is open, and nothing while it is closed.
 //
 // One Breaker covers the whole store: with several memcached servers, one
 // dead server opens it only if its failures come in a run with no success
@@ -150,6 +163,13 @@ type Breaker struct {
 	probeAt     time.Time     // when an open breaker turns half-open
 	outageStart time.Time
 	rejectedAt  uint64 // rejected when the outage started
+	opened      uint64 // counts the open periods; a timer probes only in its own
+	stopTimer   func() bool
+	closed      bool // by Close: no more timers or probes
+
+	probeCtx    context.Context // the parent of every probe's; Close cancels it
+	cancelProbe context.CancelFunc
+	probes      sync.WaitGroup
 }
 
 // breakerSwap is a Breaker around a limiter.SwapStore.
@@ -226,6 +246,9 @@ func newBreaker(next limiter.Store, cfg BreakerConfig) *Breaker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
@@ -235,7 +258,28 @@ func newBreaker(next limiter.Store, cfg BreakerConfig) *Breaker {
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
-	return &Breaker{next: next, cfg: cfg}
+	b := &Breaker{next: next, cfg: cfg}
+	b.probeCtx, b.cancelProbe = context.WithCancel(context.Background())
+	return b
+}
+
+// Close stops the breaker's probing: it cancels the timer of an open
+// breaker and the probe in flight, and waits for that probe to end. The
+// Breaker still passes calls on while closed; once open it stays open.
+// Close always returns nil; closing twice does nothing more.
+func (b *Breaker) Close() error {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		if b.stopTimer != nil {
+			b.stopTimer()
+			b.stopTimer = nil
+		}
+		b.cancelProbe()
+	}
+	b.mu.Unlock()
+	b.probes.Wait()
+	return nil
 }
 
 // State returns the breaker's current state.
@@ -326,12 +370,40 @@ func (b *Breaker) acquire() error {
 		return nil
 	case Open:
 		if now := b.cfg.Now(); !now.Before(b.probeAt) {
-			b.transition(Transition{From: Open, To: HalfOpen, At: now})
-			go b.probe()
+			b.startProbe(now)
 		}
 	}
 	b.rejected.Add(1)
 	return ErrOpen
+}
+
+// probeDue is the timer of the open period numbered opened: it starts the
+// probe unless that period is over or the breaker was closed by Close.
+func (b *Breaker) probeDue(opened uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.opened != opened || State(b.state.Load()) != Open {
+		return // a later period has its own timer, or a call started the probe
+	}
+	b.startProbe(b.cfg.Now())
+}
+
+// startProbe turns an open breaker half-open and starts the probe, unless
+// Close was called. Called with b.mu held.
+func (b *Breaker) startProbe(now time.Time) {
+	if b.closed {
+		return
+	}
+	if b.stopTimer != nil {
+		b.stopTimer() // a call came first; or this is the timer's own call
+		b.stopTimer = nil
+	}
+	b.transition(Transition{From: Open, To: HalfOpen, At: now})
+	b.probes.Add(1)
+	go func() {
+		defer b.probes.Done()
+		b.probe()
+	}()
 }
 
 // release records the outcome of a call that acquire let through.
@@ -367,7 +439,7 @@ func (b *Breaker) release(ctx context.Context, err error) {
 // probe reads ProbeKey and closes the breaker when that succeeds, or opens
 // it again for a longer backoff.
 func (b *Breaker) probe() {
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ProbeTimeout)
+	ctx, cancel := context.WithTimeout(b.probeCtx, b.cfg.ProbeTimeout)
 	_, err := b.next.Get(ctx, []string{b.cfg.ProbeKey})
 	cancel()
 	b.mu.Lock()
@@ -382,7 +454,8 @@ func (b *Breaker) probe() {
 	b.open(Transition{From: HalfOpen, To: Open, At: b.cfg.Now(), Err: err})
 }
 
-// open moves to Open for a jittered b.backoff. Called with b.mu held.
+// open moves to Open for a jittered b.backoff and sets the timer that
+// probes when it ends. Called with b.mu held.
 func (b *Breaker) open(tr Transition) {
 	d := b.backoff
 	wait := d/2 + time.Duration(b.cfg.Rand()*float64(d-d/2))
@@ -390,6 +463,12 @@ func (b *Breaker) open(tr Transition) {
 	tr.Backoff = wait
 	tr.OutageStart = b.outageStart
 	b.transition(tr)
+	if b.closed {
+		return
+	}
+	b.opened++
+	opened := b.opened
+	b.stopTimer = b.cfg.AfterFunc(wait, func() { b.probeDue(opened) })
 }
 
 // transition sets the state and reports it. Called with b.mu held.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -15,17 +17,63 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable clock, safe for concurrent use.
+// clock is a settable clock with timers, safe for concurrent use.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+// fakeTimer is a function that Advance calls at its time, once, unless
+// stopped.
+type fakeTimer struct {
+	at   time.Time
+	f    func()
+	done bool // fired or stopped
 }
 
 func newClock() *clock { return &clock{now: t0} }
 
 func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+// AfterFunc is a BreakerConfig.AfterFunc on the clock: f runs when Advance
+// reaches now+d, in Advance's goroutine.
+func (c *clock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tm := &fakeTimer{at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, tm)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		stopped := !tm.done
+		tm.done = true
+		return stopped
+	}
+}
+
+// Advance moves the clock on by d and then calls, in order of their times,
+// the functions of the timers that became due.
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	for _, tm := range c.timers {
+		if !tm.done && !tm.at.After(c.now) {
+			tm.done = true
+			due = append(due, tm)
+		}
+	}
+	c.mu.Unlock()
+	slices.SortStableFunc(due, func(a, b *fakeTimer) int { return a.at.Compare(b.at) })
+	for _, tm := range due {
+		tm.f()
+	}
+}
+
+// neverFires is a BreakerConfig.AfterFunc whose timers never fire: only
+// calls start probes.
+func neverFires(time.Duration, func()) func() bool { return func() bool { return true } }
 
 // errDown is what flakyStore returns while down.
 var errDown = fmt.Errorf("fake store: %w: connection refused", limiter.ErrStoreUnavailable)
@@ -126,7 +174,8 @@ func (r *transitions) path() string {
 	return s
 }
 
-// rig is a Breaker around a flakyStore with a fake clock and fixed jitter.
+// rig is a Breaker around a flakyStore with a fake clock, its timers, and
+// fixed jitter.
 type rig struct {
 	clk   *clock
 	store *flakyStore
@@ -136,16 +185,30 @@ type rig struct {
 }
 
 // newRig returns a breaker opening after 3 failures, backing off 100ms to
-// 800ms; rnd is the jitter draw (0: half the backoff).
+// 800ms; rnd is the jitter draw (0: half the backoff). Its timers fire when
+// the clock is advanced.
 func newRig(t *testing.T, rnd float64) *rig {
 	t.Helper()
 	clk := newClock()
+	return newRigTimers(t, rnd, clk, clk.AfterFunc)
+}
+
+// newCallRig is newRig with timers that never fire: only calls start
+// probes.
+func newCallRig(t *testing.T, rnd float64) *rig {
+	t.Helper()
+	return newRigTimers(t, rnd, newClock(), neverFires)
+}
+
+func newRigTimers(t *testing.T, rnd float64, clk *clock, afterFunc func(time.Duration, func()) func() bool) *rig {
+	t.Helper()
 	r := &rig{clk: clk, store: newFlakyStore(t, clk.Now), trs: &transitions{}}
 	r.st = resilient.NewBreaker(r.store, resilient.BreakerConfig{
 		Failures:     3,
 		MinBackoff:   100 * time.Millisecond,
 		MaxBackoff:   800 * time.Millisecond,
 		Now:          clk.Now,
+		AfterFunc:    afterFunc,
 		Rand:         func() float64 { return rnd },
 		OnTransition: r.trs.record,
 	})
@@ -153,6 +216,7 @@ func newRig(t *testing.T, rnd float64) *rig {
 	if r.b == nil {
 		t.Fatal("BreakerOf returned nil")
 	}
+	t.Cleanup(func() { r.b.Close() })
 	return r
 }
 
@@ -221,6 +285,8 @@ func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
 	}
 }
 
+// TestBreakerProbeAndBackoff: the breaker's timer probes when each backoff
+// ends, with calls or without.
 func TestBreakerProbeAndBackoff(t *testing.T) {
 	r := newRig(t, 0.5) // waits are 3/4 of the backoff
 	r.store.down.Store(true)
@@ -235,8 +301,10 @@ func TestBreakerProbeAndBackoff(t *testing.T) {
 		if s := r.b.State(); s != resilient.Open {
 			t.Fatalf("before the backoff ended: state %v, want open", s)
 		}
-		r.clk.Advance(time.Millisecond)
-		r.calls(t, 1, resilient.ErrOpen) // starts the probe, and does not wait for it
+		r.clk.Advance(time.Millisecond) // the timer starts the probe
+		if i%2 == 0 {
+			r.calls(t, 1, resilient.ErrOpen) // does not wait for the probe
+		}
 		r.waitProbe(t)
 		if n := r.store.calls.Load() - before; n != 1 {
 			t.Fatalf("probe %d: %d calls reached the store, want 1", i+1, n)
@@ -251,10 +319,9 @@ func TestBreakerProbeAndBackoff(t *testing.T) {
 		t.Errorf("last transition %+v, want half_open>open with backoff 600ms and errDown", last)
 	}
 
-	// The store is back: the next probe closes the breaker.
+	// The store is back: the next probe closes the breaker, with no call.
 	r.store.down.Store(false)
 	r.clk.Advance(600 * time.Millisecond)
-	r.calls(t, 1, resilient.ErrOpen)
 	r.waitProbe(t)
 	if s := r.b.State(); s != resilient.Closed {
 		t.Fatalf("after a successful probe: state %v, want closed", s)
@@ -268,8 +335,8 @@ func TestBreakerProbeAndBackoff(t *testing.T) {
 	r.calls(t, 5, nil)
 	trs = r.trs.list()
 	closed := trs[len(trs)-1]
-	if closed.To != resilient.Closed || !closed.OutageStart.Equal(t0) || closed.Rejected != 11 {
-		t.Errorf("closing transition %+v: want outage start t0 and 11 rejected calls", closed)
+	if closed.To != resilient.Closed || !closed.OutageStart.Equal(t0) || closed.Rejected != 8 {
+		t.Errorf("closing transition %+v: want outage start t0 and 8 rejected calls", closed)
 	}
 	want := "closed>open" + " open>half_open half_open>open" + " open>half_open half_open>open" +
 		" open>half_open half_open>open" + " open>half_open half_open>open" + " open>half_open half_open>open" +
@@ -317,9 +384,10 @@ func TestBreakerJitter(t *testing.T) {
 }
 
 // TestBreakerOneProbe: of many concurrent calls to a breaker whose backoff
-// has ended, none waits and exactly one probe reaches the store.
+// has ended before its timer fired, none waits and exactly one probe reaches
+// the store.
 func TestBreakerOneProbe(t *testing.T) {
-	r := newRig(t, 0)
+	r := newCallRig(t, 0)
 	r.store.down.Store(true)
 	r.calls(t, 3, errDown)
 	r.store.down.Store(false)
@@ -375,14 +443,15 @@ func TestBreakerCallerGaveUp(t *testing.T) {
 // probe's deadline, and counts as failed.
 func TestBreakerProbeTimeout(t *testing.T) {
 	clk := newClock()
-	b := resilient.BreakerOf(resilient.NewBreaker(hungStore{}, resilient.BreakerConfig{Failures: 1, Now: clk.Now, ProbeTimeout: 10 * time.Millisecond}))
+	b := resilient.BreakerOf(resilient.NewBreaker(hungStore{}, resilient.BreakerConfig{Failures: 1, Now: clk.Now, AfterFunc: clk.AfterFunc, ProbeTimeout: 10 * time.Millisecond}))
+	t.Cleanup(func() { b.Close() })
 	if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, errHung) {
 		t.Fatalf("Get on the hung store: %v", err)
 	}
 	if s := b.State(); s != resilient.Open {
 		t.Fatalf("state %v, want open", s)
 	}
-	clk.Advance(time.Second)
+	clk.Advance(time.Second) // the timer starts the probe
 	if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, resilient.ErrOpen) {
 		t.Fatalf("Get after the backoff: %v, want ErrOpen", err)
 	}
@@ -491,7 +560,7 @@ func TestBreakerSwapStore(t *testing.T) {
 }
 
 func TestBreakerEmptyGetIsNotACall(t *testing.T) {
-	r := newRig(t, 0)
+	r := newCallRig(t, 0)
 	r.store.down.Store(true)
 	r.calls(t, 3, errDown)
 	r.store.down.Store(false)
@@ -521,6 +590,7 @@ func TestBreakerConcurrent(t *testing.T) {
 	store := newFlakyStore(t, time.Now)
 	st := resilient.NewBreaker(store, resilient.BreakerConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	b := resilient.BreakerOf(st)
+	defer b.Close()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -570,4 +640,119 @@ func BenchmarkBreakerClosed(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestBreakerProbesWithoutCalls: with the default clock and timers, in a
+// synctest bubble, an open breaker probes a down store on its own about
+// every MaxBackoff, closes within MaxBackoff of the store's return without
+// any call, and stops probing at Close.
+func TestBreakerProbesWithoutCalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newFlakyStore(t, time.Now)
+		trs := &transitions{}
+		b := resilient.BreakerOf(resilient.NewBreaker(store, resilient.BreakerConfig{Failures: 3, OnTransition: trs.record}))
+		defer b.Close()
+		store.down.Store(true)
+		for range 3 {
+			if _, err := b.Get(context.Background(), []string{"fg1:k:1"}); !errors.Is(err, errDown) {
+				t.Fatalf("Get with the store down: %v", err)
+			}
+		}
+
+		// Down and idle for 10s: probed at least every MaxBackoff (500ms),
+		// at most every half of it after the first doublings.
+		before := store.calls.Load()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if n := store.calls.Load() - before; n < 20 || n > 45 {
+			t.Errorf("%d probes in 10s of a down store, want 20 to 45 (every 250-500ms)", n)
+		}
+		if s := b.State(); s != resilient.Open {
+			t.Fatalf("state %v with the store down, want open", s)
+		}
+
+		// Back, and still no call: closed within MaxBackoff.
+		store.down.Store(false)
+		time.Sleep(resilient.DefaultMaxBackoff)
+		synctest.Wait()
+		if s := b.State(); s != resilient.Closed {
+			t.Fatalf("state %v %v after the store came back with no call, want closed (transitions %s)",
+				s, resilient.DefaultMaxBackoff, trs.path())
+		}
+		if n := b.Rejected(); n != 0 {
+			t.Errorf("Rejected = %d, want 0: no call was made while open", n)
+		}
+
+		// Closed: no timer probes. Open again, then Close: nothing more.
+		before = store.calls.Load()
+		time.Sleep(10 * time.Second)
+		if n := store.calls.Load() - before; n != 0 {
+			t.Errorf("%d store calls in 10s of a closed, idle breaker, want 0", n)
+		}
+		store.down.Store(true)
+		for range 3 {
+			b.Get(context.Background(), []string{"fg1:k:1"})
+		}
+		b.Close()
+		before = store.calls.Load()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if n := store.calls.Load() - before; n != 0 {
+			t.Errorf("%d probes in 10s after Close, want 0", n)
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+}
+
+// TestBreakerCloseEndsProbe: Close cancels a probe that hangs in the store
+// and waits for it, well before the probe's own timeout.
+func TestBreakerCloseEndsProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := resilient.BreakerOf(resilient.NewBreaker(hangStore{}, resilient.BreakerConfig{Failures: 1, ProbeTimeout: time.Minute}))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		if _, err := b.Get(ctx, []string{"k"}); err == nil {
+			t.Fatal("Get on the hung store succeeded")
+		}
+		// The caller's deadline is not a store failure: open it with a
+		// store error instead.
+		if s := b.State(); s != resilient.Closed {
+			t.Fatalf("state %v after the caller's own deadline, want closed", s)
+		}
+		if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, errHung) {
+			t.Fatalf("Get: %v, want errHung", err)
+		}
+		time.Sleep(resilient.DefaultMinBackoff) // the probe starts and hangs
+		synctest.Wait()
+		if s := b.State(); s != resilient.HalfOpen {
+			t.Fatalf("state %v with the probe hung, want half_open", s)
+		}
+		start := time.Now()
+		b.Close()
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Close took %v of the bubble's time, want none (the probe is cancelled)", d)
+		}
+	})
+}
+
+// hangStore answers nothing until the context is done, except a call with
+// no deadline, which fails with errHung at once (a store's own timeout).
+type hangStore struct{}
+
+func (hangStore) wait(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		return errHung
+	}
+	<-ctx.Done()
+	return fmt.Errorf("%w: %w", errHung, ctx.Err())
+}
+
+func (h hangStore) Add(ctx context.Context, _ string, _ int64, _ time.Duration) (int64, error) {
+	return 0, h.wait(ctx)
+}
+
+func (h hangStore) Get(ctx context.Context, _ []string) (map[string]int64, error) {
+	return nil, h.wait(ctx)
 }

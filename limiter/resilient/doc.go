@@ -9,8 +9,9 @@
 //   - Breaker is a circuit breaker: after a run of consecutive failures it
 //     stops calling the store and fails every call at once, so a hung
 //     memcached costs each request nothing instead of its timeout; after a
-//     randomised backoff (at most a second) it probes the store with a read
-//     of its own, and closes again when that succeeds.
+//     randomised backoff (at most half a second) a timer probes the store
+//     with a read of its own, with or without calls, and the breaker closes
+//     again when that succeeds. Close stops the timer.
 //   - Bulkhead bounds the calls in flight to the store, so that a burst of
 //     checks cannot open more memcached connections than memcached accepts.
 //     Outside the Breaker, a call that waited for a slot while the store

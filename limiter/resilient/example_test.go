@@ -26,6 +26,7 @@ func (downStore) Get(context.Context, []string) (map[string]int64, error) {
 // opens and stops calling it, and the local limiter keeps the limit.
 func Example() {
 	brk := resilient.NewBreaker(downStore{}, resilient.BreakerConfig{Failures: 2})
+	defer resilient.BreakerOf(brk).Close() // ends its probing
 	shared := resilient.NewBulkhead(brk, 64, 100*time.Millisecond)
 	local := limiter.NewMemoryStore(time.Now)
 	defer local.Close()

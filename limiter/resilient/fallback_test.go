@@ -135,7 +135,7 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 	clk := newClock()
 	store := newFlakyStore(t, clk.Now)
 	brk := resilient.NewBreaker(store, resilient.BreakerConfig{Failures: 2, MinBackoff: time.Second, MaxBackoff: time.Second, Now: clk.Now,
-		Rand: func() float64 { return 0.999 }})
+		AfterFunc: neverFires, Rand: func() float64 { return 0.999 }})
 	mem := limiter.NewMemoryStore(clk.Now)
 	defer mem.Close()
 	logs := &syncBuffer{}
