@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"slices"
@@ -70,17 +71,17 @@ type Config struct {
 	// limiter.ErrStoreUnavailable. Zero means DefaultTimeout (100ms).
 	Timeout time.Duration
 
-	// MaxIdleConns is how many idle connections for reads and values
-	// (Get, GetVersioned, CompareAndSwap) are kept open to each server for
+	// MaxIdleConns is how many idle connections for values
+	// (GetVersioned, CompareAndSwap) are kept open to each server for
 	// reuse. A request that finds none dials a new connection, closed
 	// afterwards if MaxIdleConns are already idle; set it above the peak
 	// number of concurrent such requests to one server. Counters (Add,
-	// Batch) use PipelineConns connections instead. Zero means
+	// Batch, Get) use PipelineConns connections instead. Zero means
 	// DefaultMaxIdleConns (64).
 	MaxIdleConns int
 
 	// PipelineConns is how many connections to each server carry counter
-	// commands (Add and Batch) at once. A call that finds them all busy
+	// commands (Add, Batch and Get) at once. A call that finds them all busy
 	// waits, and the next connection to come free sends every call
 	// waiting then in one write and reads their answers in one read, so
 	// under load a round trip carries many calls. Zero means
@@ -383,33 +384,33 @@ func batchError(n int, first string, err error) error {
 	return fmt.Errorf("memcache batch of %d keys from %q: %w: %w", n, first, limiter.ErrStoreUnavailable, err)
 }
 
-// Get implements limiter.Store with one multi-key get per server, concurrently;
-// as all the keys of one requestor share a server, that is one round trip.
+// Get implements limiter.Store with one multi-key get per server,
+// concurrently, on the counter pipelines (see pipeline.go), which check
+// every answer: a value of a key not asked for, or one that is not a
+// counter, fails the Get. As all the keys of one requestor share a server,
+// that is one round trip.
 func (s *Store) Get(ctx context.Context, keys []string) (map[string]int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, getError(keys, err)
 	}
-	out := make(map[string]int64, len(keys))
 	if len(keys) == 0 {
-		return out, nil
+		return map[string]int64{}, nil
 	}
-	items, err := s.getMulti(keys)
+	for _, k := range keys {
+		if !legalKey(k) {
+			return nil, opError("get", k, errMalformedKey)
+		}
+	}
+	vals, err := s.getMulti(ctx, keys)
 	if err != nil {
 		return nil, getError(keys, err)
 	}
-	for key, it := range items {
-		// memcached pads a value with spaces when decr shortens it.
-		v, err := strconv.ParseInt(strings.TrimSpace(string(it.Value)), 10, 64)
-		if err != nil || v < 0 {
-			return nil, opError("get", key, fmt.Errorf("value %q is not a counter", it.Value))
-		}
-		out[key] = v
-	}
-	return out, nil
+	return vals, nil
 }
 
-// getMulti gets keys, which are not empty, from their servers in one set.
-func (s *Store) getMulti(keys []string) (map[string]*memcache.Item, error) {
+// getMulti gets keys, which are not empty and legal, from their servers in
+// one set.
+func (s *Store) getMulti(ctx context.Context, keys []string) (map[string]int64, error) {
 	set := s.set.Load()
 	first := set.pick(serverKey(keys[0]))
 	if first == nil {
@@ -428,8 +429,10 @@ func (s *Store) getMulti(keys []string) (map[string]*memcache.Item, error) {
 			break
 		}
 	}
+	now := s.now()
 	if same {
-		return first.client.GetMulti(keys)
+		vals, _, err := first.pipe.do(ctx, keys, nil, now)
+		return vals, err
 	}
 	groups := map[*server][]string{}
 	sk, srv = "", nil
@@ -442,24 +445,25 @@ func (s *Store) getMulti(keys []string) (map[string]*memcache.Item, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
-		items    = make(map[string]*memcache.Item, len(keys))
+		out      = make(map[string]int64, len(keys))
 		firstErr error
 	)
 	for srv, keys := range groups {
 		wg.Go(func() {
-			got, err := srv.client.GetMulti(keys)
+			got, _, err := srv.pipe.do(ctx, keys, nil, now)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
-				firstErr = err
+				firstErr = fmt.Errorf("server %s: %w", srv.addr, err)
 			}
-			for k, it := range got {
-				items[k] = it
-			}
+			maps.Copy(out, got)
 		})
 	}
 	wg.Wait()
-	return items, firstErr
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
 }
 
 // GetVersioned implements limiter.SwapStore with one gets; the item's CAS

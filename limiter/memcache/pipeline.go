@@ -37,7 +37,12 @@ import (
 //	ma <key> D0 v                             delta 0: the value, NF when missing
 //	ma <key> MD D<-delta> v                   subtract: the new value (memcached stops at 0), NF when missing
 //
-// and counters are read with a classic multi-key get, sent after the
+// Any other answer, NF to an increment among them, is an error: with N,
+// memcached creates a missing counter, so NF there means the increment was
+// not applied, and reading it as zero would let the requestor through
+// uncounted.
+//
+// Counters are read with a classic multi-key get, sent after the
 // arithmetic, so a batch adds before it reads: memcached answers the commands
 // of one connection in order, so the get sees every change of the batch and
 // every change that any connection made before the batch's own (see
@@ -421,6 +426,13 @@ func (c *pipeConn) exchange(deadline time.Time, batch []*call) error {
 			return err
 		}
 	}
+	if n := c.r.Buffered(); n > 0 {
+		// More answers than commands: the answers read may belong to
+		// other commands than those they were taken for.
+		err := fmt.Errorf("%d bytes after the last answer: the server answered more than was asked", n)
+		fail(batch, err)
+		return err
+	}
 	return nil
 }
 
@@ -468,7 +480,7 @@ func (c *pipeConn) readAnswers(b *call) error {
 		counts = make([]int64, len(b.adds))
 	}
 	for i, a := range b.adds {
-		v, err := c.readArithmetic()
+		v, err := c.readArithmetic(a.Delta)
 		if err != nil {
 			return fmt.Errorf("%s: %w", a.Key, err)
 		}
@@ -477,7 +489,7 @@ func (c *pipeConn) readAnswers(b *call) error {
 	var vals map[string]int64 // nil, which reads as empty, without gets
 	if len(b.gets) > 0 {
 		vals = make(map[string]int64, len(b.gets))
-		if err := c.readValues(vals); err != nil {
+		if err := c.readValues(b.gets, vals); err != nil {
 			return err
 		}
 	}
@@ -517,8 +529,13 @@ var (
 	spaces = " "
 )
 
-// readValues reads the answer to a get: VALUE blocks up to END.
-func (c *pipeConn) readValues(vals map[string]int64) error {
+// readValues reads the answer to a get of keys into vals: VALUE blocks up
+// to END, one for each key found, in the order of keys (memcached answers
+// a multi-key get in order). A value of a key not asked for, or out of
+// order, is an error: a missing key counts as zero, so a value answered
+// under the wrong key would be a count lost.
+func (c *pipeConn) readValues(keys []string, vals map[string]int64) error {
+	next := 0 // the index in keys of the next key that may be answered
 	for {
 		l, err := c.line()
 		if err != nil {
@@ -539,7 +556,15 @@ func (c *pipeConn) readValues(vals map[string]int64) error {
 			// written by floodgate.
 			return answerError("get", l)
 		}
-		key := string(f[1])
+		i := next
+		for i < len(keys) && keys[i] != string(f[1]) { // compared without allocating
+			i++
+		}
+		if i == len(keys) {
+			return fmt.Errorf("get: value of %q, which is not asked for or comes out of order", f[1])
+		}
+		next = i + 1
+		key := keys[i]
 		data, err := c.line()
 		if err != nil {
 			return fmt.Errorf("value of %q: %w", key, err)
@@ -556,13 +581,23 @@ func (c *pipeConn) readValues(vals map[string]int64) error {
 	}
 }
 
-// readArithmetic reads the answer to one ma: the value, or 0 for NF.
-func (c *pipeConn) readArithmetic() (int64, error) {
+// errIncrementNotFound is why an increment answered NF fails.
+var errIncrementNotFound = errors.New("NF (not found) to an increment that creates a missing counter: the increment was not applied")
+
+// readArithmetic reads the answer to one ma of delta (see the command forms
+// at the top of this file): the counter's new value, which is at least
+// delta when delta is positive, or 0 for NF when delta is zero or negative
+// (a read or a decrement of a missing counter). Any other answer is an
+// error.
+func (c *pipeConn) readArithmetic(delta int64) (int64, error) {
 	l, err := c.line()
 	if err != nil {
 		return 0, err
 	}
 	if bytes.Equal(l, nf) {
+		if delta > 0 {
+			return 0, errIncrementNotFound
+		}
 		return 0, nil
 	}
 	// VA <bytes> [<flags>]
@@ -588,6 +623,9 @@ func (c *pipeConn) readArithmetic() (int64, error) {
 	}
 	if v > 1<<63-1 {
 		return 0, fmt.Errorf("value %d overflows int64", v)
+	}
+	if delta > 0 && int64(v) < delta {
+		return 0, fmt.Errorf("value %d after an increment by %d", v, delta)
 	}
 	return int64(v), nil
 }

@@ -592,7 +592,7 @@ func TestAnswersDoNotAllocate(t *testing.T) {
 	answer := strings.Repeat("VA 2\r\n42\r\n", 1000)
 	c := &pipeConn{r: bufio.NewReaderSize(strings.NewReader(answer), 4096)}
 	allocs := testing.AllocsPerRun(500, func() {
-		if v, err := c.readArithmetic(); err != nil || v != 42 {
+		if v, err := c.readArithmetic(1); err != nil || v != 42 {
 			t.Fatalf("readArithmetic = %d, %v; want 42", v, err)
 		}
 	})
