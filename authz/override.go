@@ -35,6 +35,14 @@ const (
 	ExtStrategy = "floodgate.strategy"
 )
 
+// A limit, window and strategy that are each valid but that the strategy
+// cannot serve together (floodgate.limit above limiter.MaxSlidingLogLimit
+// with the sliding-log strategy, say) are invalid too: the route's limit
+// is dropped for the server's first, then its window, and only then its
+// strategy (see Server.fit). A Server never asks a strategy a question it
+// refuses to answer, which would be a failure, answered by the fail mode,
+// on every request of the route.
+
 // extNames lists the context extensions floodgate reads, in a fixed order.
 var extNames = [...]string{ExtLimit, ExtWindow, ExtKey, ExtScope, ExtStrategy}
 
@@ -103,6 +111,24 @@ func (c *overrideCache) get(name, value string) (override, lookup) {
 	if len(value) > maxOverrideLen {
 		return o, forgotten
 	}
+	return c.remember(k, o)
+}
+
+// mismatch says whether the combination k of values that do not go
+// together (see Server.fit) was seen before, and remembers it if not.
+func (c *overrideCache) mismatch(k overrideKey, err error) lookup {
+	if m := c.m.Load(); m != nil {
+		if _, ok := (*m)[k]; ok {
+			return seen
+		}
+	}
+	_, l := c.remember(k, override{err: err})
+	return l
+}
+
+// remember stores o under k unless the cache is full or another goroutine
+// stored k first, and returns what is stored (o when nothing is).
+func (c *overrideCache) remember(k overrideKey, o override) (override, lookup) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.m.Load()

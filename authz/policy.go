@@ -156,6 +156,9 @@ func (s *Server) plan(req *authv3.CheckRequest) plan {
 	in := policyInput(attrs, route.Scope)
 	rule, shadows := ap.p.Match(in)
 	r, key, strategy := ap.apply(rule, in, route, routeKey, routeStrategy)
+	if rule != nil && rule.Strategy == "" && strategy != "" {
+		strategy = s.fitRule(r, strategy, attrs.GetContextExtensions())
+	}
 	r.Requestor = key.Identity(req)
 	p := plan{req: r, strategy: s.strategy(strategy)}
 	if ap.lists {

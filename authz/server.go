@@ -160,7 +160,9 @@ const logInterval = 10 * time.Second
 
 // NewServer returns a Server that asks s about every request, with the
 // defaults in cfg. It returns an error when s is nil, cfg.Limit or cfg.Window
-// is invalid, cfg.FailMode is neither FailOpen nor FailClosed, or a metric
+// is invalid or more than the default strategy can serve (a sliding log
+// takes at most limiter.MaxSlidingLogLimit), cfg.FailMode is neither
+// FailOpen nor FailClosed, or a metric
 // cannot be registered (for example because another Server registered it on
 // the same Registerer). It registers:
 //
@@ -191,6 +193,9 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 	strategies, err := newStrategySet(s, cfg.Strategy, cfg.Strategies)
 	if err != nil {
 		return nil, fmt.Errorf("new authz server: %w", err)
+	}
+	if err := serves(strategies.def.name, limiter.Request{Limit: cfg.Limit, Window: cfg.Window}); err != nil {
+		return nil, fmt.Errorf("new authz server: default strategy: %w", err)
 	}
 	srv := &Server{
 		strategies:  strategies,
@@ -327,6 +332,7 @@ func (s *Server) request(req *authv3.CheckRequest) (r limiter.Request, key KeySp
 	r = limiter.Request{Limit: s.limit, Window: s.window}
 	key = s.key
 	if ext := req.GetAttributes().GetContextExtensions(); len(ext) > 0 {
+		var set routeValues
 		for i, name := range extNames {
 			v, ok := ext[name]
 			if !ok {
@@ -338,19 +344,104 @@ func (s *Server) request(req *authv3.CheckRequest) (r limiter.Request, key KeySp
 			}
 			switch name {
 			case ExtLimit:
-				r.Limit = o.limit
+				r.Limit, set.limit = o.limit, true
 			case ExtWindow:
-				r.Window = o.window
+				r.Window, set.window = o.window, true
 			case ExtKey:
 				key = o.key
 			case ExtScope:
 				r.Scope = o.scope
 			case ExtStrategy:
-				strategy = o.strategy
+				strategy, set.strategy = o.strategy, true
 			}
+		}
+		if set != (routeValues{}) {
+			r, strategy = s.fit(r, strategy, set, ext)
 		}
 	}
 	return r, key, strategy
+}
+
+// routeValues says which of a Request's values (or, when dropped, which
+// are set back to the server's) come from the route's context extensions.
+type routeValues struct{ limit, window, strategy bool }
+
+// fitOrder is the order in which fit tries to drop the route's values:
+// first what the strategies bound (the limit, the window, both), and only
+// then the strategy the route chose.
+var fitOrder = [...]routeValues{
+	{limit: true},
+	{window: true},
+	{limit: true, window: true},
+	{strategy: true},
+	{strategy: true, limit: true},
+	{strategy: true, window: true},
+	{strategy: true, limit: true, window: true},
+}
+
+// fit returns r and strategy (the route's, "" for the default) such that
+// the strategy can decide r (see serves), so that values that are valid
+// one by one but that the strategy cannot serve together (floodgate.limit
+// 5000 with floodgate.strategy sliding-log) are not a failure on every
+// request. When the route's values (set) do not fit, fit drops the fewest
+// of them, in fitOrder, for the server's defaults; each value dropped is
+// an invalid extension, counted and logged as ParseKey errors are (once
+// per distinct combination). The defaults always fit: NewServer checks.
+func (s *Server) fit(r limiter.Request, strategy string, set routeValues, ext map[string]string) (limiter.Request, string) {
+	err := serves(s.strategy(strategy).name, r)
+	if err == nil {
+		return r, strategy
+	}
+	for _, drop := range fitOrder {
+		if drop.limit && !set.limit || drop.window && !set.window || drop.strategy && !set.strategy {
+			continue
+		}
+		fr, fs := r, strategy
+		if drop.limit {
+			fr.Limit = s.limit
+		}
+		if drop.window {
+			fr.Window = s.window
+		}
+		if drop.strategy {
+			fs = ""
+		}
+		if serves(s.strategy(fs).name, fr) != nil {
+			continue
+		}
+		s.unfit(drop, r, strategy, ext, err)
+		return fr, fs
+	}
+	// Unreachable while NewServer checks the defaults: the last order drops
+	// every value the route set.
+	return limiter.Request{Scope: r.Scope, Limit: s.limit, Window: s.window}, ""
+}
+
+// fitRule returns the route's strategy for r, the Request of a policy
+// rule that leaves the strategy to the route, or "" (the default, which
+// SetPolicy checked against the rule's limits) when that strategy cannot
+// decide r: the route's strategy is then an invalid extension, as in fit.
+func (s *Server) fitRule(r limiter.Request, strategy string, ext map[string]string) string {
+	err := serves(s.strategy(strategy).name, r)
+	if err == nil {
+		return strategy
+	}
+	s.unfit(routeValues{strategy: true}, r, strategy, ext, err)
+	return ""
+}
+
+// unfit counts and logs the route's values that fit dropped.
+func (s *Server) unfit(drop routeValues, r limiter.Request, strategy string, ext map[string]string, err error) {
+	name := s.strategy(strategy).name
+	combo := name + "/" + strconv.FormatInt(r.Limit, 10) + "/" + r.Window.String()
+	err = fmt.Errorf("does not fit the route's other values: %w", err)
+	for i, ext1 := range extNames {
+		switch {
+		case ext1 == ExtLimit && drop.limit, ext1 == ExtWindow && drop.window, ext1 == ExtStrategy && drop.strategy:
+			l := s.overrides.mismatch(overrideKey{"fit " + ext1, combo}, err)
+			s.invalid(i, ext1, ext[ext1], err, l)
+		}
+	}
 }
 
 // override returns the parsed value of extension name (extNames[i]), or false
@@ -361,10 +452,18 @@ func (s *Server) override(i int, name, value string) (override, bool) {
 	if o.err == nil {
 		return o, true
 	}
+	s.invalid(i, name, value, o.err, l)
+	return o, false
+}
+
+// invalid counts an invalid value of extension name (extNames[i]), every
+// time, and logs it when l says it is seen for the first time (or, beyond
+// the remembered set, now and then).
+func (s *Server) invalid(i int, name, value string, err error, l lookup) {
 	s.m.invalid[i].Inc()
 	logIt := func() {
 		s.log.Warn("invalid context extension ignored, using the server default",
-			"name", name, "value", truncate(value, 128), "error", o.err)
+			"name", name, "value", truncate(value, 128), "error", err)
 	}
 	switch l {
 	case firstSeen:
@@ -372,7 +471,6 @@ func (s *Server) override(i int, name, value string) (override, bool) {
 	case forgotten:
 		s.overflowLog.Do(logIt)
 	}
-	return o, false
 }
 
 // failure is the one place where a failed decision becomes a response: it

@@ -88,3 +88,36 @@ func (ss *strategySet) names() string {
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }
+
+// tokenBucketSpan is the bound of limiter.TokenBucket on Burst (Limit when
+// Burst is zero) times Window in milliseconds, and on Limit: 2^61. The
+// limiter does not export it; serves must agree with newGCRA in
+// limiter/tokenbucket.go.
+const tokenBucketSpan = 1 << 61
+
+// serves reports whether the strategy called name (one of
+// limiter.Strategies) can decide r, by the strategy's own rules: r is valid
+// (limiter.Request.Validate), a sliding log takes at most
+// limiter.MaxSlidingLogLimit, and a token bucket's burst times its window
+// in milliseconds stays within 2^61. A Request it refuses would make every
+// decision fail, and the fail mode answer.
+func serves(name string, r limiter.Request) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	switch name {
+	case limiter.StrategySlidingLog:
+		if r.Limit > limiter.MaxSlidingLogLimit {
+			return fmt.Errorf("limit %d: strategy %s takes at most %d", r.Limit, name, limiter.MaxSlidingLogLimit)
+		}
+	case limiter.StrategyTokenBucket:
+		burst := r.Burst
+		if burst == 0 {
+			burst = r.Limit
+		}
+		if r.Limit > tokenBucketSpan || burst > tokenBucketSpan/r.Window.Milliseconds() {
+			return fmt.Errorf("limit %d, burst %d per %s: strategy %s takes burst times window (ms) up to 2^61", r.Limit, burst, r.Window, name)
+		}
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -168,6 +169,188 @@ func TestNewServerStrategiesErrors(t *testing.T) {
 		_, err := authz.NewServer(&fakeStrategy{}, cfg)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: NewServer error %v, want one containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestUnservableRouteValues gives routes values that are valid one by one
+// but that their strategy cannot serve together: the values dropped fall
+// back to the server's, counted and logged as invalid extensions, and the
+// request is decided (never the fail mode). Every strategy is a
+// fakeStrategy, which records the Request it is asked.
+func TestUnservableRouteValues(t *testing.T) {
+	t.Parallel()
+	const maxInt64 = "9223372036854775807"
+	tests := []struct {
+		name     string
+		def      string // the server's default strategy
+		limit    int64  // the server's default limit (window 1h)
+		window   time.Duration
+		ext      map[string]string
+		strategy string // the strategy asked
+		want     limiter.Request
+		invalid  []string // extensions counted and logged as invalid
+	}{
+		{name: "sliding-log, limit 1000", ext: map[string]string{"floodgate.strategy": "sliding-log", "floodgate.limit": "1000"},
+			strategy: "sliding-log", want: limiter.Request{Limit: 1000, Window: time.Hour}},
+		{name: "sliding-log, limit 1001", ext: map[string]string{"floodgate.strategy": "sliding-log", "floodgate.limit": "1001"},
+			strategy: "sliding-log", want: limiter.Request{Limit: 100, Window: time.Hour}, invalid: []string{"floodgate.limit"}},
+		{name: "sliding-log by default, route limit 5000", def: "sliding-log", ext: map[string]string{"floodgate.limit": "5000"},
+			strategy: "sliding-log", want: limiter.Request{Limit: 100, Window: time.Hour}, invalid: []string{"floodgate.limit"}},
+		{name: "sliding-log with the server's limit 5000", limit: 5000, ext: map[string]string{"floodgate.strategy": "sliding-log", "floodgate.window": "1m"},
+			strategy: "sliding", want: limiter.Request{Limit: 5000, Window: time.Minute}, invalid: []string{"floodgate.strategy"}},
+		{name: "token-bucket, limit 2^63-1", ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.limit": maxInt64},
+			strategy: "token-bucket", want: limiter.Request{Limit: 100, Window: time.Hour}, invalid: []string{"floodgate.limit"}},
+		{name: "token-bucket, the largest limit for 1h", ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.limit": "640511947003"},
+			strategy: "token-bucket", want: limiter.Request{Limit: 640511947003, Window: time.Hour}},
+		{name: "token-bucket, one more", ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.limit": "640511947004"},
+			strategy: "token-bucket", want: limiter.Request{Limit: 100, Window: time.Hour}, invalid: []string{"floodgate.limit"}},
+		{name: "token-bucket, the window at fault", limit: 1e15, window: time.Second, ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.window": "3s"},
+			strategy: "token-bucket", want: limiter.Request{Limit: 1e15, Window: time.Second}, invalid: []string{"floodgate.window"}},
+		{name: "token-bucket, the window rather than the limit", limit: 1e11, ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.limit": "200000000000", "floodgate.window": "24h"},
+			strategy: "token-bucket", want: limiter.Request{Limit: 2e11, Window: time.Hour}, invalid: []string{"floodgate.window"}},
+		{name: "token-bucket, neither limit nor window alone", limit: 1e11, ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.limit": "1000000000000", "floodgate.window": "24h"},
+			strategy: "token-bucket", want: limiter.Request{Limit: 1e11, Window: time.Hour}, invalid: []string{"floodgate.limit", "floodgate.window"}},
+		{name: "token-bucket, only the strategy can go", limit: 1e12, ext: map[string]string{"floodgate.strategy": "token-bucket", "floodgate.window": "24h"},
+			strategy: "sliding", want: limiter.Request{Limit: 1e12, Window: 24 * time.Hour}, invalid: []string{"floodgate.strategy"}},
+		{name: "sliding takes any limit", ext: map[string]string{"floodgate.limit": maxInt64},
+			strategy: "sliding", want: limiter.Request{Limit: 1<<63 - 1, Window: time.Hour}},
+		{name: "fixed takes any limit", ext: map[string]string{"floodgate.strategy": "fixed", "floodgate.limit": maxInt64, "floodgate.window": "24h"},
+			strategy: "fixed", want: limiter.Request{Limit: 1<<63 - 1, Window: 24 * time.Hour}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fakes := make(map[string]limiter.Strategy)
+			for _, name := range limiter.Strategies() {
+				fakes[name] = &fakeStrategy{}
+			}
+			cfg := authz.Config{Limit: 100, Window: time.Hour, Headers: true, Strategy: tt.def, Strategies: fakes}
+			if tt.limit != 0 {
+				cfg.Limit = tt.limit
+			}
+			if tt.window != 0 {
+				cfg.Window = tt.window
+			}
+			def, _ := limiter.ParseStrategy(tt.def)
+			h := newHarness(t, fakes[def], cfg)
+			const calls = 3
+			for range calls {
+				if resp := h.check(t, fromIP(tt.ext)); resp.GetStatus().GetCode() != 0 {
+					t.Fatalf("status %v, want OK", resp.GetStatus())
+				}
+			}
+			want := tt.want
+			want.Requestor = "ip:203.0.113.7"
+			for name, s := range fakes {
+				reqs := s.(*fakeStrategy).requests()
+				if name != tt.strategy {
+					if len(reqs) > 0 {
+						t.Errorf("strategy %s asked %+v, want %s asked", name, reqs[0], tt.strategy)
+					}
+					continue
+				}
+				if len(reqs) != calls {
+					t.Fatalf("strategy %s asked %d times, want %d", name, len(reqs), calls)
+				}
+				for _, got := range reqs {
+					if got != want {
+						t.Errorf("strategy %s asked %+v, want %+v", name, got, want)
+					}
+				}
+			}
+			for _, name := range []string{"floodgate.limit", "floodgate.window", "floodgate.strategy"} {
+				wantN, wantLogs := 0.0, 0
+				for _, n := range tt.invalid {
+					if n == name {
+						wantN, wantLogs = calls, 1
+					}
+				}
+				if v := h.metric(t, "floodgate_invalid_overrides_total", "name", name); v != wantN {
+					t.Errorf("floodgate_invalid_overrides_total{name=%q} = %v, want %v", name, v, wantN)
+				}
+				if n := h.logs.count("invalid context extension ignored", "name="+name); n != wantLogs {
+					t.Errorf("%s logged %d times, want %d; logs:\n%s", name, n, wantLogs, h.logs)
+				}
+			}
+		})
+	}
+}
+
+// TestUnservableRouteValuesDecided is the finding itself, on the real
+// strategies: a sliding log asked for 5000 requests, and a token bucket
+// asked for 2^63-1, are decided under the server's limit, not failed open.
+func TestUnservableRouteValuesDecided(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, authz.Config{Limit: 2, Window: time.Minute, Headers: true}, "")
+	for _, tt := range []struct{ strategy, limit string }{
+		{"sliding-log", "5000"},
+		{"token-bucket", "9223372036854775807"},
+	} {
+		ext := map[string]string{"floodgate.strategy": tt.strategy, "floodgate.limit": tt.limit, "floodgate.scope": "s-" + tt.strategy}
+		expect(t, tt.strategy+" 1st", r.check(t, fromIP(ext)), okResp(okHeaders(2, 1, 0, 60, "s-"+tt.strategy)...))
+		r.check(t, fromIP(ext))
+		if resp := r.check(t, fromIP(ext)); resp.GetDeniedResponse() == nil {
+			t.Errorf("%s: third request of 2 per minute: %v, want a 429", tt.strategy, resp)
+		}
+	}
+	// The bounds are the strategies' own: the largest limits they take are
+	// decided under the route's limit, by the real strategies.
+	for _, tt := range []struct {
+		strategy, limit string
+		want            int
+	}{
+		{"sliding-log", "1000", 1000},
+		{"sliding-log", "1001", 2},
+		{"token-bucket", "38430716820228", 38430716820228}, // 2^61 / 60,000 ms
+		{"token-bucket", "38430716820229", 2},
+	} {
+		ext := map[string]string{"floodgate.strategy": tt.strategy, "floodgate.limit": tt.limit, "floodgate.scope": "b" + tt.limit}
+		resp := r.check(t, fromIP(ext))
+		if got := resp.GetOkResponse().GetResponseHeadersToAdd(); len(got) == 0 || got[0].GetHeader().GetValue() != strconv.Itoa(tt.want) {
+			t.Errorf("%s, limit %s: %v, want allowed with X-RateLimit-Limit %d", tt.strategy, tt.limit, resp, tt.want)
+		}
+	}
+	if v := r.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 0 {
+		t.Errorf("fail_open = %v, want 0", v)
+	}
+	if v := r.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.limit"); v != 8 {
+		t.Errorf("invalid floodgate.limit = %v, want 8", v)
+	}
+}
+
+// TestUnservableRuleLimit: a policy rule that leaves the strategy to the
+// route, whose strategy cannot serve the rule's limit, is decided by the
+// default strategy; the route's strategy counts as invalid.
+func TestUnservableRuleLimit(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, authz.Config{Limit: 2, Window: time.Minute, Headers: true}, "")
+	r.setPolicy(t, "rules:\n- name: big\n  match: {scope: big}\n  limit: 5000\n  window: 1m\n")
+	ext := map[string]string{"floodgate.strategy": "sliding-log", "floodgate.scope": "big"}
+	expect(t, "1st", r.check(t, fromIP(ext)), okResp(okHeaders(5000, 4999, 0, 60, "big")...))
+	if v := r.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 0 {
+		t.Errorf("fail_open = %v, want 0", v)
+	}
+	if v := r.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.strategy"); v != 1 {
+		t.Errorf("invalid floodgate.strategy = %v, want 1", v)
+	}
+}
+
+func TestNewServerUnservableDefaults(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		strategy string
+		limit    int64
+		window   time.Duration
+	}{
+		{"sliding-log", 1001, time.Hour},
+		{"token-bucket", 1<<63 - 1, time.Hour},
+		{"token-bucket", 1e12, 24 * time.Hour},
+	} {
+		cfg := authz.Config{Limit: tt.limit, Window: tt.window, Strategy: tt.strategy}
+		_, err := authz.NewServer(&fakeStrategy{}, cfg)
+		if err == nil || !strings.Contains(err.Error(), "default strategy: ") || !strings.Contains(err.Error(), tt.strategy) {
+			t.Errorf("%s with limit %d per %s: NewServer error %v, want one about the default strategy", tt.strategy, tt.limit, tt.window, err)
 		}
 	}
 }
