@@ -46,6 +46,16 @@ type Config struct {
 	// GRPCAddr is the listen address of the gRPC server (Envoy's ext_authz
 	// Authorization service and grpc.health.v1), host:port.
 	GRPCAddr string
+	// GRPCMaxConns bounds the open connections of the gRPC listener; ≥ 1.
+	// Connections past it are closed as soon as they are accepted. serve
+	// lowers it when RLIMIT_NOFILE leaves no room for it (see grpcConnBound).
+	GRPCMaxConns int
+	// GRPCMaxRecvBytes is the largest CheckRequest accepted, in bytes;
+	// from 4 KiB to 64 MiB.
+	GRPCMaxRecvBytes int
+	// GRPCMaxCalls bounds the gRPC calls in flight on the whole server;
+	// ≥ 1. Calls past it are refused with RESOURCE_EXHAUSTED.
+	GRPCMaxCalls int
 	// AdminAddr is the listen address of the HTTP admin server (/healthz,
 	// /readyz, /metrics), host:port.
 	AdminAddr string
@@ -95,6 +105,10 @@ type Config struct {
 	Policy     *policy.Policy
 	// Headers turns the X-RateLimit-* headers on allowed responses on or off.
 	Headers bool
+	// DegradedHeaderToClient also sends X-Floodgate-Degraded to clients
+	// (authz.Config.DegradedHeaderToClient); otherwise only the upstream
+	// request carries it.
+	DegradedHeaderToClient bool
 	// LogFormat is "text" or "json".
 	LogFormat string
 	// LogLevel is the minimum level logged.
@@ -131,6 +145,15 @@ var options = []option{
 	{name: "grpc-addr", arg: "host:port", def: ":9001",
 		usage: "gRPC listen address (Envoy ext_authz Check and grpc.health.v1)",
 		parse: func(c *Config, v string) (err error) { c.GRPCAddr, err = parseAddr(v); return err }},
+	{name: "grpc-max-conns", arg: "n", def: "4096",
+		usage: "most open connections on --grpc-addr; more are closed as soon as they are accepted (lowered at start when the open-file limit leaves no room for it beside the admin server and memcached)",
+		parse: func(c *Config, v string) (err error) { c.GRPCMaxConns, err = parseAtLeastOne(v); return err }},
+	{name: "grpc-max-recv-bytes", arg: "bytes", def: "1048576",
+		usage: "largest CheckRequest accepted, from 4096 to 67108864; larger ones get RESOURCE_EXHAUSTED",
+		parse: parseMaxRecvBytes},
+	{name: "grpc-max-calls", arg: "n", def: "1024",
+		usage: "most gRPC calls in flight on the whole server; more get RESOURCE_EXHAUSTED. Request memory is at most this times --grpc-max-recv-bytes",
+		parse: func(c *Config, v string) (err error) { c.GRPCMaxCalls, err = parseAtLeastOne(v); return err }},
 	{name: "tls-cert", arg: "file", def: "",
 		usage: "PEM certificate chain for TLS on the gRPC listener, with --tls-key; reloaded when the file changes",
 		parse: func(c *Config, v string) error { c.TLSCert = v; return nil }},
@@ -179,6 +202,9 @@ var options = []option{
 	{name: "headers", def: "true", isBool: true,
 		usage: "add X-RateLimit-* headers to allowed responses",
 		parse: func(c *Config, v string) (err error) { c.Headers, err = parseBool(v); return err }},
+	{name: "degraded-header-to-client", def: "false", isBool: true,
+		usage: "also send X-Floodgate-Degraded (set on the upstream request when the per-replica fallback decided) to clients, on allowed responses and 429s; off, it tells no attacker when the limit is weaker",
+		parse: func(c *Config, v string) (err error) { c.DegradedHeaderToClient, err = parseBool(v); return err }},
 	{name: "log-format", arg: "text|json", def: "text",
 		usage: "log format (logs go to stderr)",
 		parse: parseLogFormat},
@@ -432,6 +458,37 @@ func parseMaxConns(c *Config, v string) error {
 		return errors.New("must be at least 1")
 	}
 	c.MemcacheMaxConns = n
+	return nil
+}
+
+func parseAtLeastOne(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, errors.New("not an integer")
+	}
+	if n < 1 {
+		return 0, errors.New("must be at least 1")
+	}
+	return n, nil
+}
+
+// Bounds of --grpc-max-recv-bytes: a CheckRequest with one header is a few
+// hundred bytes; 64 MiB is past any request Envoy sends (its headers stop at
+// 8 MiB).
+const (
+	minGRPCRecvBytes = 4 << 10
+	maxGRPCRecvBytes = 64 << 20
+)
+
+func parseMaxRecvBytes(c *Config, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("not an integer (bytes)")
+	}
+	if n < minGRPCRecvBytes || n > maxGRPCRecvBytes {
+		return fmt.Errorf("must be from %d to %d bytes", minGRPCRecvBytes, maxGRPCRecvBytes)
+	}
+	c.GRPCMaxRecvBytes = n
 	return nil
 }
 

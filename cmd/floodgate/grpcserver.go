@@ -2,24 +2,45 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/limiter/memcache"
 )
 
 // Limits of the gRPC server. A CheckRequest is a few kilobytes: the request
 // line and headers of one HTTP request (Envoy caps request headers at 60 KiB
 // by default, 8 MiB at most), plus the body only with with_request_body,
-// which floodgate does not need.
+// which floodgate does not need. A larger one than --grpc-max-recv-bytes is
+// refused with RESOURCE_EXHAUSTED from its 5-byte length prefix, before its
+// body is buffered, and the connection stays usable.
+//
+// Memory: grpc-go buffers a call's request as it arrives, up to its length
+// (the stream's flow-control window is opened to the length), and
+// acknowledges connection-level flow control on receipt, so neither
+// connections nor streams per connection bound the bytes in flight. The
+// server-wide bound on calls (--grpc-max-calls, callLimiter) does: request
+// memory is at most --grpc-max-calls × --grpc-max-recv-bytes (1 GiB by
+// default; a CheckRequest from Envoy's default 60 KiB of headers is under
+// 130 KiB, so real traffic uses a small part of it). An open connection
+// without calls costs about 15 KiB (goroutines and HTTP/2 state; measured with
+// grpc-go 1.85, with SharedWriteBuffer: without it each connection kept a
+// 32 KiB write buffer), so --grpc-max-conns 4096 idle connections take
+// about 60 MiB.
 const (
-	// maxRecvMsgSize is the largest CheckRequest accepted. A larger one is
-	// refused with RESOURCE_EXHAUSTED from its 5-byte length prefix, before
-	// its body is buffered, and the connection stays usable.
-	maxRecvMsgSize = 4 << 20
 	// maxConcurrentStreams bounds the RPCs in flight on one connection;
 	// Envoy opens more connections when it needs more.
 	maxConcurrentStreams = 1024
@@ -38,6 +59,10 @@ const (
 	// comes within the timeout, so connections of vanished peers are freed.
 	keepaliveTime    = time.Minute
 	keepaliveTimeout = 20 * time.Second
+	// maxConnectionIdle: a connection without calls for this long is sent
+	// GOAWAY and closed, so idle clients do not hold --grpc-max-conns slots
+	// for ever. Envoy opens a new connection at its next check.
+	maxConnectionIdle = 2 * time.Minute
 	// minCheckDeadline is the least deadline cap; see checkDeadline.
 	minCheckDeadline = time.Second
 	// streamWorkers is the number of long-lived goroutines that serve
@@ -61,13 +86,20 @@ func checkDeadline(cfg Config) time.Duration {
 }
 
 // grpcServerOptions returns the options of floodgate's gRPC server: the
-// limits above, the deadline cap, the stream workers, the codec that marshals
-// responses with generated code (authz.Codec), and TLS when creds is
-// not nil.
-func grpcServerOptions(cfg Config, creds credentials.TransportCredentials) []grpc.ServerOption {
+// limits above and of cfg, the bound on calls in flight of calls (nil for
+// none), the deadline cap, the stream workers, the codec that marshals
+// responses with generated code (authz.Codec), and TLS when creds is not
+// nil.
+func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls *callLimiter) []grpc.ServerOption {
+	var interceptors []grpc.UnaryServerInterceptor
+	if calls != nil {
+		interceptors = append(interceptors, releaseCall)
+	}
+	interceptors = append(interceptors, capDeadline(checkDeadline(cfg)))
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(maxRecvMsgSize),
+		grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvBytes),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.SharedWriteBuffer(true),
 		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -75,12 +107,16 @@ func grpcServerOptions(cfg Config, creds credentials.TransportCredentials) []grp
 			PermitWithoutStream: true,
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    keepaliveTime,
-			Timeout: keepaliveTimeout,
+			Time:              keepaliveTime,
+			Timeout:           keepaliveTimeout,
+			MaxConnectionIdle: maxConnectionIdle,
 		}),
-		grpc.ChainUnaryInterceptor(capDeadline(checkDeadline(cfg))),
+		grpc.ChainUnaryInterceptor(interceptors...),
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ForceServerCodecV2(authz.Codec()),
+	}
+	if calls != nil {
+		opts = append(opts, grpc.InTapHandle(calls.admit))
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
@@ -100,4 +136,168 @@ func capDeadline(limit time.Duration) grpc.UnaryServerInterceptor {
 		}
 		return handler(ctx, req)
 	}
+}
+
+// callLimiter bounds the gRPC calls in flight on the whole server, and so
+// the request bytes it buffers (see the limits above). Its admit is the
+// server's tap: it runs when a call's headers arrive, before any of its
+// message is read, and refuses the call past the bound with
+// RESOURCE_EXHAUSTED. The call's slot is released when its handler returns
+// (releaseCall) or, for calls that never reach one (streams, unknown
+// methods, a client that stops sending), when the call ends. Safe for
+// concurrent use.
+type callLimiter struct {
+	max      int64
+	inFlight atomic.Int64
+	refused  atomic.Int64
+}
+
+// errTooManyCalls is the status of a call refused by callLimiter.
+var errTooManyCalls = status.Error(codes.ResourceExhausted, "floodgate: too many calls in flight (--grpc-max-calls)")
+
+// callSlot is one admitted call's place in its callLimiter.
+type callSlot struct {
+	l    *callLimiter
+	done atomic.Bool
+	stop func() bool // stops the release at the end of the call's context
+}
+
+func (s *callSlot) release() {
+	if s.done.CompareAndSwap(false, true) {
+		s.l.inFlight.Add(-1)
+	}
+}
+
+type callSlotKey struct{}
+
+// admit is a tap.ServerInHandle. It must not block: it runs on the
+// connection's reader goroutine. ctx is the call's context, cancelled when
+// the call ends.
+func (l *callLimiter) admit(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if l.inFlight.Add(1) > l.max {
+		l.inFlight.Add(-1)
+		l.refused.Add(1)
+		return nil, errTooManyCalls
+	}
+	s := &callSlot{l: l}
+	s.stop = context.AfterFunc(ctx, s.release)
+	return context.WithValue(ctx, callSlotKey{}, s), nil
+}
+
+// releaseCall is a unary interceptor that gives the call's slot back as
+// soon as its handler returns, without waiting for the end of the call's
+// context (which would cost a goroutine).
+func releaseCall(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if s, ok := ctx.Value(callSlotKey{}).(*callSlot); ok && s.stop() {
+		s.release()
+	}
+	return resp, err
+}
+
+// connLimitListener is a net.Listener that keeps at most max of the
+// connections it accepted open. One accepted past the bound is closed at
+// once with a TCP reset and counted, and Accept goes on to the next one. This
+// rather than leaving connections in the kernel's backlog (as
+// golang.org/x/net/netutil.LimitListener does): there the kernel completes
+// the TCP handshake, so Envoy's connection succeeds and every check on it
+// waits for its timeout; a reset fails at once, and Envoy applies its failure
+// mode or tries another replica. Safe for concurrent use.
+//
+// The connections it returns are not *net.TCPConn, so grpc-go does not set
+// TCP_USER_TIMEOUT on them; its keepalive (keepaliveTime, keepaliveTimeout)
+// closes connections of vanished peers instead.
+type connLimitListener struct {
+	net.Listener
+	max     int64
+	open    atomic.Int64
+	refused atomic.Int64
+}
+
+// Accept returns the next connection within the bound.
+func (l *connLimitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) <= l.max {
+			return &limitedConn{Conn: c, l: l}, nil
+		}
+		l.open.Add(-1)
+		l.refused.Add(1)
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // reset: no TIME_WAIT kept for it
+		}
+		c.Close()
+	}
+}
+
+// limitedConn gives its slot back to its listener when closed.
+type limitedConn struct {
+	net.Conn
+	l    *connLimitListener
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
+}
+
+// registerGRPCLimitMetrics registers the gauges and counters of ln and
+// calls on reg.
+func registerGRPCLimitMetrics(reg prometheus.Registerer, ln *connLimitListener, calls *callLimiter) error {
+	gauge := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	for _, c := range []prometheus.Collector{
+		gauge("floodgate_grpc_connections", "Open connections on the gRPC listener, at most --grpc-max-conns.", &ln.open),
+		counter("floodgate_grpc_connections_refused_total", "Connections to the gRPC listener closed at once because --grpc-max-conns were open.", &ln.refused),
+		gauge("floodgate_grpc_calls_in_flight", "gRPC calls in flight, at most --grpc-max-calls.", &calls.inFlight),
+		counter("floodgate_grpc_calls_refused_total", "gRPC calls refused with RESOURCE_EXHAUSTED because --grpc-max-calls were in flight.", &calls.refused),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("grpc limit metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// fdReserve is how many file descriptors floodgate keeps for everything but
+// gRPC connections: 256 for the admin server's connections (the probes and
+// Prometheus), the listeners, the policy and TLS files and the standard
+// streams, plus the memcached connections (--memcache-max-conns and the
+// pipelined ones, per server entry).
+func fdReserve(cfg Config) int {
+	return 256 + (cfg.MemcacheMaxConns+memcache.DefaultPipelineConns)*max(1, len(cfg.MemcacheServers))
+}
+
+// grpcConnBound returns the connection bound of the gRPC listener:
+// cfg.GRPCMaxConns, lowered when it and fdReserve(cfg) do not fit in nofile,
+// the process's open-file limit (Go raises the soft limit to the hard one at
+// start), so that the admin server keeps answering when the gRPC listener is
+// full. It fails when the limit leaves fewer than 16 connections.
+func grpcConnBound(cfg Config, nofile uint64) (bound int, lowered bool, err error) {
+	room := int64(min(nofile, 1<<40)) - int64(fdReserve(cfg))
+	if room >= int64(cfg.GRPCMaxConns) {
+		return cfg.GRPCMaxConns, false, nil
+	}
+	if room < 16 {
+		return 0, false, fmt.Errorf("--grpc-max-conns: the open-file limit (RLIMIT_NOFILE) %d leaves no room for gRPC connections beside %d for the admin server and memcached: raise it (ulimit -n)", nofile, fdReserve(cfg))
+	}
+	return int(room), true, nil
+}
+
+// openFileLimit returns the process's soft RLIMIT_NOFILE.
+func openFileLimit() (uint64, error) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 0, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	return uint64(r.Cur), nil
 }

@@ -214,7 +214,7 @@ func TestCheckDeadlineCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpcServerOptions(cfg, nil)...)
+	gs := grpc.NewServer(grpcServerOptions(cfg, nil, nil)...)
 	az.Register(gs)
 	go gs.Serve(lis)
 	defer gs.Stop()

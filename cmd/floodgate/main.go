@@ -157,6 +157,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Now:        time.Now,
 		Strategy:   cfg.Strategy,
 		Strategies: strategies,
+
+		DegradedHeaderToClient: cfg.DegradedHeaderToClient,
 	})
 	if err != nil {
 		return fmt.Errorf("authz server: %w", err)
@@ -172,13 +174,29 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
 	defer grpcLn.Close() // for the early returns; Serve owns it after that
+	nofile, err := openFileLimit()
+	if err != nil {
+		return err
+	}
+	maxConns, lowered, err := grpcConnBound(cfg, nofile)
+	if err != nil {
+		return err
+	}
+	if lowered {
+		log.Warn("--grpc-max-conns lowered to fit the open-file limit", "grpc_max_conns", cfg.GRPCMaxConns, "rlimit_nofile", nofile, "effective", maxConns)
+	}
+	limitedLn := &connLimitListener{Listener: grpcLn, max: int64(maxConns)}
+	calls := &callLimiter{max: int64(cfg.GRPCMaxCalls)}
+	if err := registerGRPCLimitMetrics(reg, limitedLn, calls); err != nil {
+		return err
+	}
 	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLn.Close()
 
-	gs := grpc.NewServer(grpcServerOptions(cfg, creds)...)
+	gs := grpc.NewServer(grpcServerOptions(cfg, creds, calls)...)
 	az.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -195,7 +213,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	errc := make(chan error, 2)
 	go func() {
-		if err := gs.Serve(grpcLn); err != nil {
+		if err := gs.Serve(limitedLn); err != nil {
 			errc <- fmt.Errorf("grpc server: %w", err)
 		}
 	}()
@@ -205,7 +223,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 	}()
 
-	log.Info("floodgate serving", startupAttrs(cfg, storeKind, grpcLn.Addr(), adminLn.Addr())...)
+	log.Info("floodgate serving", append(startupAttrs(cfg, storeKind, grpcLn.Addr(), adminLn.Addr()),
+		"grpc_max_conns", maxConns, "grpc_max_calls", cfg.GRPCMaxCalls, "grpc_max_recv_bytes", cfg.GRPCMaxRecvBytes)...)
 
 	var serveErr error
 	select {
