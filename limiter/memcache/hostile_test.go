@@ -242,3 +242,51 @@ func TestHostileLegitimateAnswers(t *testing.T) {
 		t.Errorf("Batch = %v, %v, %v; want %v and counts [1 1]", got, counts, err, want)
 	}
 }
+
+// TestHostileValueAnswers checks the SwapStore methods, on gomemcache: a
+// value of another key, and answers to add and cas that memcached gives
+// to the other command only, are errors; the refusals memcached does give
+// are false without an error.
+func TestHostileValueAnswers(t *testing.T) {
+	ctx := context.Background()
+	const key = "fg1:v:1"
+	s := newStore(t, []string{startHostile(t, "get", "VALUE fg1:other:1 0 1 7\r\nx\r\nEND\r\n", false)}, Config{Timeout: generous})
+	_, _, err := s.GetVersioned(ctx, key)
+	wantHostileError(t, "GetVersioned answered with another key", err)
+
+	tests := []struct {
+		verb    string // "add" for version 0, else "cas"
+		answer  string
+		wantErr bool
+	}{
+		{"add", "NOT_STORED\r\n", false},
+		{"add", "NOT_FOUND\r\n", true},
+		{"add", "EXISTS\r\n", true},
+		{"add", "SERVER_ERROR out of memory storing object\r\n", true},
+		{"add", "garbage\r\n", true},
+		{"cas", "EXISTS\r\n", false},
+		{"cas", "NOT_FOUND\r\n", false},
+		{"cas", "NOT_STORED\r\n", true},
+		{"cas", "ERROR\r\n", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.verb+" answered "+strings.TrimSpace(tc.answer), func(t *testing.T) {
+			// Closed after the answer: the fake would take the value
+			// that follows the command for a command of its own.
+			s := newStore(t, []string{startHostile(t, tc.verb, tc.answer, true)}, Config{Timeout: generous})
+			version := uint64(0)
+			if tc.verb == "cas" {
+				version = 7
+			}
+			ok, err := s.CompareAndSwap(ctx, key, []byte("x"), version, time.Minute)
+			if tc.wantErr {
+				wantHostileError(t, "CompareAndSwap", err)
+			} else if err != nil {
+				t.Errorf("CompareAndSwap = %v, %v; want false, nil", ok, err)
+			}
+			if ok {
+				t.Error("CompareAndSwap reports a write stored")
+			}
+		})
+	}
+}

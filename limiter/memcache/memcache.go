@@ -485,6 +485,9 @@ func (s *Store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, e
 	if err != nil {
 		return nil, 0, opError("gets", key, err)
 	}
+	if it.Key != key {
+		return nil, 0, opError("gets", key, fmt.Errorf("the server answered with the value of %q", it.Key))
+	}
 	if it.CasID == 0 {
 		return nil, 0, opError("gets", key, errors.New("no CAS unique: memcached runs with CAS disabled (-C)"))
 	}
@@ -494,8 +497,10 @@ func (s *Store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, e
 // CompareAndSwap implements limiter.SwapStore. Version 0 is memcached's add,
 // which stores only when the key is missing; any other version is cas, which
 // stores only when the item's CAS unique is still version. Either sets the
-// item's expiration to ttl from now. A refused write, and a cas on an item
-// that has expired or been evicted meanwhile, return false and no error.
+// item's expiration to ttl from now. A refused write (NOT_STORED to add,
+// EXISTS to cas), and a cas on an item that has expired or been evicted
+// meanwhile (NOT_FOUND), return false and no error; any other answer is an
+// error.
 func (s *Store) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
 	op := "cas"
 	if version == 0 {
@@ -517,11 +522,15 @@ func (s *Store) CompareAndSwap(ctx context.Context, key string, value []byte, ve
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrCacheMiss):
-		// Not stored: the key exists (add), or was written, expired or
-		// evicted since it was read (cas).
+	case version == 0 && errors.Is(err, memcache.ErrNotStored):
+		// Not stored: the key exists.
+		return false, nil
+	case version != 0 && (errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrCacheMiss)):
+		// Not stored: the item was written (EXISTS), or expired or was
+		// evicted (NOT_FOUND), since it was read.
 		return false, nil
 	}
+	// Any other answer, such as NOT_FOUND to an add, is not memcached's.
 	return false, opError(op, key, err)
 }
 
