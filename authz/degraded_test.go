@@ -35,31 +35,53 @@ func TestDegradedDecisions(t *testing.T) {
 	degraded := hv("X-Floodgate-Degraded", "memcached-unavailable")
 	allowed := limiter.Decision{Allowed: true, Remaining: 4}
 	denied := limiter.Decision{RetryAfter: 30 * time.Second}
+	fallback := func(d limiter.Decision) *degradedStrategy {
+		return &degradedStrategy{d: d, reason: "memcached-unavailable"}
+	}
 	for _, tt := range []struct {
-		name    string
-		s       *degradedStrategy
-		headers bool
-		want    *authv3.CheckResponse
-		result  string
+		name     string
+		s        *degradedStrategy
+		headers  bool
+		toClient bool // Config.DegradedHeaderToClient
+		want     *authv3.CheckResponse
+		result   string
 	}{
-		{"normal allow", &degradedStrategy{d: allowed}, true,
+		{"normal allow", &degradedStrategy{d: allowed}, true, false,
 			okResp(okHeaders(100, 4, 0, 3600, "default")...), "allowed"},
-		{"normal deny", &degradedStrategy{d: denied}, true,
+		{"normal allow, to client", &degradedStrategy{d: allowed}, true, true,
+			okResp(okHeaders(100, 4, 0, 3600, "default")...), "allowed"},
+		{"normal deny", &degradedStrategy{d: denied}, true, false,
 			deniedResp(100, 30, 3600, "default"), "denied"},
-		{"fallback allow", &degradedStrategy{d: allowed, reason: "memcached-unavailable"}, true,
-			okResp(append(okHeaders(100, 4, 0, 3600, "default"), degraded)...), "fallback_allowed"},
-		{"fallback allow without rate-limit headers", &degradedStrategy{d: allowed, reason: "memcached-unavailable"}, false,
-			okResp(degraded), "fallback_allowed"},
-		{"fallback deny", &degradedStrategy{d: denied, reason: "memcached-unavailable"}, false,
+		{"normal deny, to client", &degradedStrategy{d: denied}, true, true,
+			deniedResp(100, 30, 3600, "default"), "denied"},
+
+		// By default the marker goes upstream only, never to the client.
+		{"fallback allow", fallback(allowed), true, false,
+			upstream(okResp(okHeaders(100, 4, 0, 3600, "default")...), degraded), "fallback_allowed"},
+		{"fallback allow without rate-limit headers", fallback(allowed), false, false,
+			upstream(okResp(), degraded), "fallback_allowed"},
+		{"fallback deny", fallback(denied), false, false,
+			deniedResp(100, 30, 3600, "default"), "fallback_denied"},
+		{"unsafe reason", &degradedStrategy{d: allowed, reason: "bad\r\nvalue"}, false, false,
+			upstream(okResp(), hv("X-Floodgate-Degraded", "degraded")), "fallback_allowed"},
+
+		// --degraded-header-to-client: upstream and to the client.
+		{"fallback allow, to client", fallback(allowed), true, true,
+			upstream(okResp(append(okHeaders(100, 4, 0, 3600, "default"), degraded)...), degraded), "fallback_allowed"},
+		{"fallback allow without rate-limit headers, to client", fallback(allowed), false, true,
+			upstream(okResp(degraded), degraded), "fallback_allowed"},
+		{"fallback deny, to client", fallback(denied), false, true,
 			withHeader(deniedResp(100, 30, 3600, "default"), degraded), "fallback_denied"},
-		{"unsafe reason", &degradedStrategy{d: allowed, reason: "bad\r\nvalue"}, false,
-			okResp(hv("X-Floodgate-Degraded", "degraded")), "fallback_allowed"},
-		{"failure", &degradedStrategy{err: errStore, reason: "ignored"}, true,
+
+		{"failure", &degradedStrategy{err: errStore, reason: "ignored"}, true, false,
+			okResp(), "fail_open"},
+		{"failure, to client", &degradedStrategy{err: errStore, reason: "ignored"}, true, true,
 			okResp(), "fail_open"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := baseConfig()
 			cfg.Headers = tt.headers
+			cfg.DegradedHeaderToClient = tt.toClient
 			h := newHarness(t, tt.s, cfg)
 			got := h.check(t, fromIP(nil))
 			if !proto.Equal(got, tt.want) {
@@ -76,6 +98,62 @@ func TestDegradedDecisions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpoofedDegradedHeader: a client that sends X-Floodgate-Degraded
+// itself cannot make the upstream believe a request was decided on the
+// degraded path: Check removes the header from every request it allows,
+// unless it sets it (overwriting the client's value).
+func TestSpoofedDegradedHeader(t *testing.T) {
+	spoofed := func() *authv3.CheckRequest {
+		return checkReq(socket("203.0.113.7", 41000), map[string]string{":path": "/", "x-floodgate-degraded": "memcached-unavailable"}, nil)
+	}
+	remove := func(resp *authv3.CheckResponse) *authv3.CheckResponse {
+		ok := resp.GetOkResponse()
+		if ok == nil {
+			ok = &authv3.OkHttpResponse{}
+			resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+		}
+		ok.HeadersToRemove = []string{"x-floodgate-degraded"}
+		return resp
+	}
+	for _, tt := range []struct {
+		name    string
+		s       *degradedStrategy
+		headers bool
+		want    *authv3.CheckResponse
+	}{
+		{"allowed", &degradedStrategy{d: limiter.Decision{Allowed: true, Remaining: 4}}, true,
+			remove(okResp(okHeaders(100, 4, 0, 3600, "default")...))},
+		{"allowed without rate-limit headers", &degradedStrategy{d: limiter.Decision{Allowed: true, Remaining: 4}}, false,
+			remove(okResp())},
+		{"failed open", &degradedStrategy{err: errStore}, true, remove(okResp())},
+		{"denied: nothing goes upstream", &degradedStrategy{d: limiter.Decision{RetryAfter: 30 * time.Second}}, true,
+			deniedResp(100, 30, 3600, "default")},
+		{"degraded: overwritten, not removed", &degradedStrategy{d: limiter.Decision{Allowed: true, Remaining: 4}, reason: "other"}, false,
+			upstream(okResp(), hv("X-Floodgate-Degraded", "other"))},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.Headers = tt.headers
+			h := newHarness(t, tt.s, cfg)
+			if got := h.check(t, spoofed()); !proto.Equal(got, tt.want) {
+				t.Errorf("Check =\n%v\nwant\n%v", got, tt.want)
+			}
+		})
+	}
+}
+
+// upstream adds hs to the headers an allowed response sets on the request
+// sent upstream.
+func upstream(resp *authv3.CheckResponse, hs ...*corev3.HeaderValueOption) *authv3.CheckResponse {
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		ok = &authv3.OkHttpResponse{}
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	}
+	ok.Headers = append(ok.Headers, hs...)
+	return resp
 }
 
 // withHeader appends h to a denied response's headers.

@@ -71,13 +71,22 @@ type DegradedStrategy interface {
 	AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (d limiter.Decision, reason string, err error)
 }
 
-// DegradedHeader is added, with the reason as its value, to the client's
-// response (allowed or denied, whatever Config.Headers says) when a
-// DegradedStrategy decided on its degraded path, so that operators see in
-// access logs which answers did not come from the shared limit. Such
-// decisions are counted as floodgate_decisions_total{result="fallback_allowed"}
-// or {result="fallback_denied"}.
+// DegradedHeader is set, with the reason as its value, on the request sent
+// upstream (ok_response.headers) when a DegradedStrategy allowed it on its
+// degraded path, whatever Config.Headers says, so that the upstream and
+// Envoy's access log (%REQ(X-FLOODGATE-DEGRADED)%) see which requests were
+// not held to the shared limit. It is not sent to the client, allowed or
+// denied, since it tells an attacker when the limit is weak, unless
+// Config.DegradedHeaderToClient asks for it. A value a client sent itself
+// is removed from every other request Check allows (ok_response.
+// headers_to_remove; Envoy sends it to floodgate unless allowed_headers
+// leaves it out), so the upstream can trust it. Such decisions are
+// counted as floodgate_decisions_total{result="fallback_allowed"} or
+// {result="fallback_denied"}.
 const DegradedHeader = "X-Floodgate-Degraded"
+
+// degradedKey is DegradedHeader as Envoy spells request header names.
+const degradedKey = "x-floodgate-degraded"
 
 // Config configures a Server. Limit and Window are required; every other zero
 // value is usable.
@@ -99,6 +108,10 @@ type Config struct {
 	// FailMode says how to answer when the limiter fails; the zero value is
 	// FailOpen.
 	FailMode FailMode
+	// DegradedHeaderToClient also sends the DegradedHeader to the client:
+	// on the response of an allowed request (response_headers_to_add) and
+	// on the 429 of a denied one. The zero value sends it upstream only.
+	DegradedHeaderToClient bool
 	// Logger receives failures (rate-limited), invalid context extensions
 	// (once per distinct value) and recovered panics. nil discards logs.
 	Logger *slog.Logger
@@ -136,6 +149,9 @@ type Server struct {
 	failMode FailMode
 	log      *slog.Logger
 	now      func() time.Time
+
+	// degradedToClient is Config.DegradedHeaderToClient.
+	degradedToClient bool
 
 	// limitValue and policyValue are the X-RateLimit-Limit value and the
 	// RateLimit-Policy field of the server defaults, formatted once.
@@ -213,6 +229,8 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		failLog:     rate.Sometimes{First: 1, Interval: logInterval},
 		overflowLog: rate.Sometimes{First: 1, Interval: logInterval},
 		panicLog:    rate.Sometimes{First: 1, Interval: logInterval},
+
+		degradedToClient: cfg.DegradedHeaderToClient,
 	}
 	srv.pm = newPolicyMetrics(srv.m)
 	srv.overrides.hasStrategy = func(name string) bool { _, ok := srv.strategies.get(name); return ok }
@@ -252,7 +270,33 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		}
 		s.m.duration.Observe(time.Since(start).Seconds())
 	}()
-	return s.check(ctx, req), nil
+	resp = s.check(ctx, req)
+	if _, spoofed := lookupHeader(req.GetAttributes(), degradedKey); spoofed {
+		resp = withoutSpoofedDegraded(resp)
+	}
+	return resp, nil
+}
+
+// withoutSpoofedDegraded makes an allowed resp remove the DegradedHeader a
+// client sent, unless resp sets it: a decision on the degraded path
+// overwrites the client's value instead (Envoy applies headers_to_remove
+// after headers).
+func withoutSpoofedDegraded(resp *authv3.CheckResponse) *authv3.CheckResponse {
+	if resp.GetStatus().GetCode() != int32(codes.OK) {
+		return resp
+	}
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		ok = &authv3.OkHttpResponse{}
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	}
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == DegradedHeader {
+			return resp
+		}
+	}
+	ok.HeadersToRemove = append(ok.HeadersToRemove, degradedKey)
+	return resp
 }
 
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
@@ -285,7 +329,9 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.Ch
 }
 
 // degradedResponse answers a decision made on a DegradedStrategy's degraded
-// path: as any other, plus the DegradedHeader, and counted apart.
+// path: as any other, plus the DegradedHeader on the request sent upstream
+// (and, with Config.DegradedHeaderToClient, on the client's response), and
+// counted apart.
 func (s *Server) degradedResponse(r limiter.Request, d limiter.Decision, reason string) *authv3.CheckResponse {
 	if !validDegradedReason(reason) {
 		reason = "degraded"
@@ -294,18 +340,22 @@ func (s *Server) degradedResponse(r limiter.Request, d limiter.Decision, reason 
 	if !d.Allowed {
 		s.m.fallbackDenied.Inc()
 		resp := s.deniedResponse(r, d)
-		dr := resp.GetDeniedResponse()
-		dr.Headers = append(dr.Headers, h)
+		if s.degradedToClient {
+			dr := resp.GetDeniedResponse()
+			dr.Headers = append(dr.Headers, h)
+		}
 		return resp
 	}
 	s.m.fallbackAllow.Inc()
 	resp := s.allowedResponse(r, d)
-	if ok := resp.GetOkResponse(); ok != nil {
+	ok := resp.GetOkResponse()
+	if ok == nil {
+		ok = &authv3.OkHttpResponse{}
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	}
+	ok.Headers = append(ok.Headers, h)
+	if s.degradedToClient {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, h)
-	} else {
-		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			ResponseHeadersToAdd: []*corev3.HeaderValueOption{h},
-		}}
 	}
 	return resp
 }

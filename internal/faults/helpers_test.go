@@ -61,12 +61,14 @@ type outcome struct {
 	err      error
 	allowed  bool
 	code     codes.Code
-	degraded string // the X-Floodgate-Degraded value, "" when absent
+	degraded string // the X-Floodgate-Degraded value, "" when absent (see check)
 	headers  map[string]string
 	took     time.Duration
 }
 
-// check sends one Check for ip with Envoy's deadline.
+// check sends one Check for ip with Envoy's deadline. The degraded marker
+// of an allowed request is the one set on the upstream request; a 429
+// carries one only with --degraded-header-to-client.
 func (c *authClient) check(ip string) outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), envoyDeadline)
 	defer cancel()
@@ -87,7 +89,21 @@ func (c *authClient) check(ip string) outcome {
 		o.headers[strings.ToLower(h.GetHeader().GetKey())] = h.GetHeader().GetValue()
 	}
 	o.degraded = o.headers[strings.ToLower(degradedHeader)]
+	if o.allowed {
+		o.degraded = upstreamDegraded(resp)
+	}
 	return o
+}
+
+// upstreamDegraded returns the X-Floodgate-Degraded value an allowed
+// response sets on the upstream request, "" when none.
+func upstreamDegraded(resp *authv3.CheckResponse) string {
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == degradedHeader {
+			return h.GetHeader().GetValue()
+		}
+	}
+	return ""
 }
 
 // mustCheck sends one Check and fails the test on a gRPC error or a result

@@ -231,7 +231,7 @@ func (l *load) check(c authv3.AuthorizationClient, req *authv3.CheckRequest) {
 	switch codes.Code(resp.GetStatus().GetCode()) {
 	case codes.OK:
 		l.allowed.Add(1)
-		for _, h := range resp.GetOkResponse().GetResponseHeadersToAdd() {
+		for _, h := range resp.GetOkResponse().GetHeaders() { // set on the upstream request
 			if h.GetHeader().GetKey() == "X-Floodgate-Degraded" {
 				l.degraded.Add(1)
 			}
