@@ -25,6 +25,7 @@ func TestRender(t *testing.T) {
 	want := map[string][]string{
 		"base": {
 			"Deployment/floodgate",
+			"NetworkPolicy/floodgate",
 			"PodDisruptionBudget/floodgate",
 			"Service/floodgate",
 			"Service/floodgate-headless",
@@ -41,6 +42,7 @@ func TestRender(t *testing.T) {
 		"overlays/standalone": {
 			"Deployment/floodgate/floodgate",
 			"Namespace/floodgate",
+			"NetworkPolicy/floodgate/floodgate",
 			"NetworkPolicy/floodgate/memcached",
 			"PodDisruptionBudget/floodgate/floodgate",
 			"PodDisruptionBudget/floodgate/memcached",
