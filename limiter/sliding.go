@@ -1,13 +1,17 @@
 package limiter
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -42,6 +46,19 @@ type SlidingConfig struct {
 	// with requests in it). An evicted requestor is simply reloaded from
 	// the store on its next request. Zero means 262,144.
 	MaxRequestors int
+
+	// MaxClockSkew is the most that the clocks of the replicas sharing
+	// the store may disagree by; the limit holds exactly within it (see
+	// doc.go). Zero means DefaultMaxClockSkew; a negative value means
+	// clocks agree exactly. See ValidateClockSkew.
+	MaxClockSkew time.Duration
+
+	// MaxDecisionTime bounds the time from the start of Allow to the
+	// store's answer that counts the request: a decision whose answer
+	// comes later fails with ErrStoreUnavailable, so the caller's
+	// failure mode applies. It sets, with MaxClockSkew, how old a second
+	// must be before it is settled. Zero means DefaultMaxDecisionTime.
+	MaxDecisionTime time.Duration
 }
 
 // Increment is one counter change of a BatchStore.Batch: what
@@ -79,23 +96,70 @@ type BatchStore interface {
 
 // Sliding is the sliding-window Strategy: a request at second t is allowed if
 // and only if fewer than Limit allowed requests of the same requestor fall in
-// the 1-second buckets of seconds [t-Window+1, t]. Denied requests are not
+// the 1-second buckets of the window ending at t. Denied requests are not
 // counted.
 //
 // Counts live in a Store as one counter per requestor per second, plus one
 // aggregate counter per requestor per minute, so that any number of Sliding
-// instances (in any number of processes) sharing one Store enforce one limit.
-// Each instance caches the settled part of every active requestor's history,
-// so a returning requestor costs one small read per second and one increment
-// per allowed request; see doc.go for the design.
+// instances (in any number of processes, with clocks up to MaxClockSkew
+// apart) sharing one Store enforce one limit: every decision counts its
+// request first and then reads the seconds that may still change, so of
+// any two concurrent decisions at least the later one sees the other. Each
+// instance caches the settled part of every active requestor's history, so a
+// returning requestor costs one round trip per allowed request; see doc.go
+// for the design and the proof.
 //
 // A Sliding is safe for concurrent use. Create it with NewSliding.
 type Sliding struct {
 	store  Store
-	batch  BatchStore // store, when it is a BatchStore; else nil
+	batch  BatchStore // store as a BatchStore, adapted when it is not one
 	maxPer int        // max histories per shard
 	seed   maphash.Seed
 	shards [cacheShards]historyShard
+
+	// ahead is how many seconds after its own a decision reads: the
+	// seconds another replica, up to the skew ahead, may be counting in.
+	ahead int64
+	// lag is how old a second must be to be settled: a second s is
+	// settled at t when s <= t-lag, as no decision that will be
+	// decided by the store can still count in it (see doc.go).
+	lag int64
+	// maxDecision bounds the time from a decision's start to the store's
+	// last answer; a later answer fails the decision.
+	maxDecision time.Duration
+	// since measures elapsed time for maxDecision: time.Since.
+	since func(time.Time) time.Duration
+	// pause waits before a decision tries again after an ambiguous
+	// denial (see Allow); it returns false when ctx ended first.
+	pause func(ctx context.Context) bool
+}
+
+// Defaults of SlidingConfig.
+const (
+	// DefaultMaxClockSkew is the clock difference between replicas that
+	// Sliding stays exact under when SlidingConfig.MaxClockSkew is zero.
+	DefaultMaxClockSkew = time.Second
+	// DefaultMaxDecisionTime bounds a decision's store exchanges when
+	// SlidingConfig.MaxDecisionTime is zero.
+	DefaultMaxDecisionTime = 500 * time.Millisecond
+	// MaxClockSkewLimit is the largest MaxClockSkew accepted: a decision
+	// reads about two seconds of buckets per second of skew.
+	MaxClockSkewLimit = 30 * time.Second
+
+	// maxAttempts bounds how often one decision counts its request: the
+	// first time, and again after a denial that the store's counts, read
+	// again after the undo, no longer support (see Allow).
+	maxAttempts = 3
+)
+
+// ValidateClockSkew reports whether d is usable as a maximum clock skew:
+// from zero to MaxClockSkewLimit. It is the one rule for the flag and the
+// config.
+func ValidateClockSkew(d time.Duration) error {
+	if d < 0 || d > MaxClockSkewLimit {
+		return fmt.Errorf("max clock skew %s: must be from 0s to %s", d, MaxClockSkewLimit)
+	}
+	return nil
 }
 
 type historyShard struct {
@@ -108,18 +172,88 @@ type historyShard struct {
 // cached requestor does not keep its 24-byte ID string alive.
 type requestorKey [16]byte
 
-// NewSliding returns a Sliding limiter counting in store.
+// NewSliding returns a Sliding limiter counting in store. It panics when
+// cfg.MaxClockSkew is not valid (see ValidateClockSkew); callers validate
+// configuration first.
 func NewSliding(store Store, cfg SlidingConfig) *Sliding {
-	max := cfg.MaxRequestors
-	if max <= 0 {
-		max = defaultMaxRequestors
+	maxReq := cfg.MaxRequestors
+	if maxReq <= 0 {
+		maxReq = defaultMaxRequestors
 	}
-	s := &Sliding{store: store, maxPer: (max + cacheShards - 1) / cacheShards, seed: maphash.MakeSeed()}
-	s.batch, _ = store.(BatchStore)
+	skew := cfg.MaxClockSkew
+	if skew == 0 {
+		skew = DefaultMaxClockSkew
+	}
+	if skew < 0 {
+		skew = 0
+	}
+	if err := ValidateClockSkew(skew); err != nil {
+		panic(fmt.Sprintf("limiter.NewSliding: %v", err))
+	}
+	dec := cfg.MaxDecisionTime
+	if dec <= 0 {
+		dec = DefaultMaxDecisionTime
+	}
+	s := &Sliding{
+		store:       store,
+		maxPer:      (maxReq + cacheShards - 1) / cacheShards,
+		seed:        maphash.MakeSeed(),
+		maxDecision: dec,
+		since:       time.Since,
+		pause:       jitterPause,
+	}
+	// A decision started at our second t counts at real instant at most
+	// t+1+dec; a replica s ahead then reads at most t+1+dec+s: the
+	// seconds up to t+ceil(dec+s) hold requests it may have counted
+	// before ours. A second s is settled once no decision still running
+	// can count in it: once t >= s+1+dec+skew, so lag = 2+floor(dec+skew)
+	// errs by at most a second on the safe side.
+	span := dec + skew
+	s.ahead = int64((span + time.Second - 1) / time.Second)
+	s.lag = 2 + int64(span/time.Second)
+	if b, ok := store.(BatchStore); ok {
+		s.batch = b
+	} else {
+		s.batch = sequentialBatch{store}
+	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[requestorKey]*history)
 	}
 	return s
+}
+
+// jitterPause waits a random time below a millisecond, so that two
+// decisions that denied each other do not try again in lockstep.
+func jitterPause(ctx context.Context) bool {
+	t := time.NewTimer(rand.N(time.Millisecond) + 50*time.Microsecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sequentialBatch is the BatchStore of a Store that is not one: the adds
+// one by one, then the Get, a round trip each.
+type sequentialBatch struct{ Store }
+
+// Batch implements BatchStore.
+func (b sequentialBatch) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
+	counts := make([]int64, len(adds))
+	for i, a := range adds {
+		n, err := b.Add(ctx, a.Key, a.Delta, a.TTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		counts[i] = n
+	}
+	if len(gets) == 0 {
+		return nil, counts, nil
+	}
+	vals, err := b.Get(ctx, gets)
+	return vals, counts, err
 }
 
 // Close releases the cached histories. It does not close the Store. It
@@ -144,19 +278,20 @@ type span struct {
 
 func (sp span) end() int64 { return sp.start + sp.width - 1 }
 
-// load is an in-flight read of a history's missing buckets; concurrent
-// decisions for the same requestor wait for it instead of reading again.
+// load is an in-flight read of a history's missing settled buckets;
+// concurrent decisions for the same requestor wait for it instead of
+// reading again.
 type load struct {
 	done chan struct{}
 	err  error
 }
 
-// history is one requestor's cached view of its buckets in one replica. It
-// takes 96 bytes (a size class of the allocator) besides its spans; the
-// field order avoids padding.
+// history is one requestor's cached view of its settled buckets in one
+// replica.
 //
-// Invariant: every second in (window start, synced] is settled (no replica
-// will still add to it) and its count is in spans; nothing newer is in spans.
+// Invariant: every second in (window start, synced] is settled (no decision
+// still running anywhere can count in it) and its count is in spans;
+// nothing newer is in spans.
 type history struct {
 	mu     sync.Mutex
 	window int32  // seconds, at most a day; fixed, as it is part of the requestor's ID
@@ -164,35 +299,201 @@ type history struct {
 	synced int64  // newest settled second whose count is in spans
 	spans  []span // ascending, non-overlapping, non-zero counts only
 
-	recentAt int64 // the second at which recent was read
-	recent   int64 // the count of second recentAt-1, which may still change
-
 	latest   int64 // the newest second decided
-	satAt    int64 // a second in which this replica saw the limit reached
 	deniedAt int64 // the second of this replica's last denial
+
+	// retryTill is the second at which the last denial said a request
+	// of retryLimit would be allowed, computed on complete data.
+	retryTill, retryLimit int64
 
 	loading *load
 }
 
 // Allow decides whether req's requestor may make one more request at now and
 // counts it when allowed. It implements Strategy.
+//
+// A decision at second t counts its request in second t and, in the same
+// round trip, reads the seconds that may still change: those after the
+// settled part of the window up to t+ahead. Its total is the settled sum,
+// plus what it read, plus the count that its increment returned; it is
+// allowed when that is at most Limit, else it is undone. As memcached
+// applies one connection's commands in order, and every pair of decisions
+// increments before it reads, the last decision to count of any set sees
+// all the others (doc.go has the proof), so no window ever holds more than
+// Limit. A denial whose undo shows room after all (the requests it saw were
+// themselves being denied) tries again, at most maxAttempts times in all.
 func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
 	if err := req.Validate(); err != nil {
 		return Decision{}, fmt.Errorf("sliding window: %w", err)
 	}
+	start := time.Now()
 	w := int64(req.Window / time.Second)
 	key := newRequestorKey(req.Scope, w, req.Requestor)
 	id := key.String()
 	t := now.Unix()
 	d := Decision{Limit: req.Limit, Window: req.Window}
-
 	h := s.history(key, w, t)
-	// With a BatchStore the request may be counted in the round trip that
-	// reads the missing buckets: then counted is set and v is the value the
-	// increment of second t returned.
-	var counted bool
+
+	probed := false
+	for attempt := 1; ; {
+		var view settledView
+		var pend *pending
+		var err error
+		t, view, pend, err = s.begin(ctx, h, id, t, w)
+		if err != nil {
+			return Decision{}, err
+		}
+		fresh, incs, undo := s.keysFor(id, t, w, req.Window)
+		if pend == nil && view.retryTill > t && view.retryLimit == req.Limit && (view.deniedAt == t || view.sum >= req.Limit) {
+			// Denied earlier in this second on complete data, or over
+			// the limit on settled data alone, which no replica can
+			// change: deny again without a round trip.
+			d.RetryAfter = time.Duration(view.retryTill-t) * time.Second
+			return d, nil
+		}
+		if pend == nil && view.sum >= req.Limit {
+			// Over the limit on settled data: deny without counting.
+			_, vals, _, err := s.exchange(ctx, h, nil, view.sum, fresh, nil, t, w)
+			if err != nil {
+				return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(fresh), id, err)
+			}
+			return s.denied(ctx, h, id, t, d, vals)
+		}
+
+		if !probed && view.deniedAt >= t-1 {
+			// Denied here a moment ago: read before counting, so a
+			// requestor hammering at its limit costs one read, not an
+			// increment, a read and a decrement.
+			probed = true
+			sum, vals, _, err := s.exchange(ctx, h, pend, view.sum, fresh, nil, t, w)
+			if err != nil {
+				return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(fresh), id, err)
+			}
+			if sum+freshSum(vals, fresh) >= req.Limit {
+				return s.denied(ctx, h, id, t, d, vals)
+			}
+			continue
+		}
+
+		// Count, then read what may still change.
+		sum, vals, v, err := s.exchange(ctx, h, pend, view.sum, fresh, incs, t, w)
+		if err != nil {
+			return Decision{}, fmt.Errorf("sliding window: count %s: %w", id, err)
+		}
+		if took := s.since(start); took > s.maxDecision {
+			// A decision this late could have counted in a second other
+			// replicas already hold as settled: it must not decide.
+			return Decision{}, fmt.Errorf("sliding window: count %s: %w: the store answered after %v, over the %v that keeps replicas exact", id, ErrStoreUnavailable, took.Round(time.Millisecond), s.maxDecision)
+		}
+		total := sum + freshSum(vals, fresh[:len(fresh)-1]) + v
+		if total <= req.Limit {
+			d.Allowed = true
+			d.Remaining = req.Limit - total
+			if d.Remaining == 0 {
+				if vals == nil {
+					vals = map[string]int64{}
+				}
+				vals[fresh[len(fresh)-1]] = v
+				if rd, err := s.denied(ctx, h, id, t, d, vals); err == nil {
+					d.RetryAfter = rd.RetryAfter
+				} else {
+					d.RetryAfter = req.Window // counted; only the retry time is missing
+				}
+			}
+			return d, nil
+		}
+
+		// Over the limit: undo, and read again to see whether the
+		// requests that made it so were themselves being denied.
+		_, vals, _, err = s.exchange(ctx, h, nil, sum, fresh, undo, t, w)
+		if err != nil {
+			// The counter may stay one too high, which errs on the safe
+			// side and heals when the bucket leaves the window.
+			h.mu.Lock()
+			h.deniedAt = max(h.deniedAt, t)
+			h.mu.Unlock()
+			d.RetryAfter = req.Window
+			return d, nil
+		}
+		attempt++
+		if sum+freshSum(vals, fresh) < req.Limit && attempt <= maxAttempts && s.since(start) < s.maxDecision/2 && s.pause(ctx) {
+			probed = true // the read just made is fresher than a probe
+			continue
+		}
+		return s.denied(ctx, h, id, t, d, vals)
+	}
+}
+
+// pending is the settled part of a history that a decision has undertaken
+// to read (in its own exchange) and merge; concurrent decisions wait for it.
+type pending struct {
+	p plan
+	l *load
+}
+
+// exchange is one round trip of a decision at t: it applies adds (the
+// increments that count the request, those that undo it, or none), then
+// reads the fresh keys (all of them, or all but t's own when counting) and,
+// for pend, the settled ones the history lacks, which it merges. It returns
+// the settled sum of the window, the values read and the count of t's
+// second that the first add returned.
+func (s *Sliding) exchange(ctx context.Context, h *history, pend *pending, sum int64, fresh []string, adds []Increment, t, w int64) (int64, map[string]int64, int64, error) {
+	gets := fresh
+	if len(adds) > 0 && adds[0].Delta > 0 {
+		gets = fresh[:len(fresh)-1] // the count comes back from the add
+	}
+	if pend != nil {
+		gets = append(slices.Clip(pend.p.keys), gets...)
+	}
+	vals, counts, err := s.batch.Batch(ctx, gets, adds)
+	if err == nil && len(adds) > 0 && len(counts) == 0 {
+		err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
+	}
+	if pend != nil {
+		h.mu.Lock()
+		if err == nil {
+			h.merge(pend.p, vals, t)
+			sum = h.sum(t, w)
+		} else {
+			pend.l.err = fmt.Errorf("sliding window: read %d buckets: %w", len(pend.p.keys), err)
+		}
+		h.loading = nil
+		close(pend.l.done)
+		h.mu.Unlock()
+	}
+	if err != nil {
+		return 0, nil, 0, err
+	}
 	var v int64
-	// Read what this replica does not know yet, then decide on complete data.
+	if len(counts) > 0 {
+		v = counts[0]
+	}
+	return sum, vals, v, nil
+}
+
+// freshSum adds up the values read under keys.
+func freshSum(vals map[string]int64, keys []string) int64 {
+	var n int64
+	for _, k := range keys {
+		n += vals[k]
+	}
+	return n
+}
+
+// settledView is what a decision takes from its history under the lock:
+// the settled sum of the window and this replica's last denial.
+type settledView struct {
+	sum      int64
+	deniedAt int64
+	// retryTill and retryLimit are from this replica's last denial.
+	retryTill, retryLimit int64
+}
+
+// begin returns the second a decision at t decides in (never earlier than
+// one this replica already decided), with what h knows of the settled part
+// of the window. When h lacks settled seconds, the caller is to read them
+// in its exchange (pending); concurrent decisions wait for that read.
+func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) (int64, settledView, *pending, error) {
 	for {
 		h.mu.Lock()
 		if l := h.loading; l != nil {
@@ -200,10 +501,10 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			select {
 			case <-l.done:
 			case <-ctx.Done():
-				return Decision{}, fmt.Errorf("sliding window: wait for %s: %w: %w", id, ErrStoreUnavailable, ctx.Err())
+				return 0, settledView{}, nil, fmt.Errorf("sliding window: wait for %s: %w: %w", id, ErrStoreUnavailable, ctx.Err())
 			}
 			if l.err != nil {
-				return Decision{}, l.err
+				return 0, settledView{}, nil, l.err
 			}
 			continue
 		}
@@ -212,150 +513,105 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 		t = max(t, h.latest)
 		h.latest = t
 		h.prepare(t, w)
-		p := h.plan(id, t, w)
-		if len(p.keys) == 0 {
-			break // h.mu stays locked
-		}
-		l := &load{done: make(chan struct{})}
-		h.loading = l
-		spec := s.batch != nil && h.deniedAt < t-1 && h.sum(t, w) < req.Limit
-		h.mu.Unlock()
-		var vals map[string]int64
-		var err error
-		if spec {
-			// Count the request now, on the chance that the read will not
-			// deny it; the count decides below exactly as after a separate
-			// increment, and is undone when the request is denied.
-			var counts []int64
-			vals, counts, err = s.batch.Batch(ctx, p.keys, s.increments(id, t, w, 1, req.Window))
-			if err == nil && len(counts) == 0 {
-				err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
-			}
-			if err == nil {
-				v = counts[0]
-			}
-		} else {
-			vals, err = s.store.Get(ctx, p.keys)
-		}
-		h.mu.Lock()
-		if err == nil {
-			h.merge(p, vals, t)
-		} else {
-			l.err = fmt.Errorf("sliding window: read %d buckets of %s: %w", len(p.keys), id, err)
-		}
-		h.loading = nil
-		close(l.done)
-		if err != nil {
-			h.mu.Unlock()
-			return Decision{}, l.err
-		}
-		if spec {
-			// Decide on the merged read with h.mu still held, so that no
-			// other decision moves h.latest past the second counted in.
-			if len(h.plan(id, t, w).keys) == 0 {
-				counted = true
-				break
-			}
-			// Not reached: plan p read everything the window lacked. Undo
-			// and decide the two-step way.
-			h.mu.Unlock()
-			_, _ = s.add(ctx, id, t, w, -1, req.Window)
-			continue
+		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit}
+		p := h.plan(id, t, w, s.lag)
+		var pend *pending
+		if len(p.keys) > 0 {
+			pend = &pending{p: p, l: &load{done: make(chan struct{})}}
+			h.loading = pend.l
 		}
 		h.mu.Unlock()
+		return t, v, pend, nil
 	}
-
-	// h.mu is held here and h knows every bucket of the window but second t.
-	base := h.sum(t, w)
-	threshold := req.Limit - base
-	if threshold <= 0 || h.satAt == t {
-		// Over the limit on settled data alone, or this second is full.
-		h.deniedAt = t
-		ra, ok := h.retryAfter(t, w, req.Limit)
-		h.mu.Unlock()
-		if counted {
-			_, _ = s.add(ctx, id, t, w, -1, req.Window)
-		}
-		if !ok {
-			return s.needDetail(ctx, h, id, t, d)
-		}
-		d.RetryAfter = ra
-		return d, nil
-	}
-	h.mu.Unlock()
-
-	// Count the request in second t; the counter arbitrates between all
-	// concurrent decisions of all replicas: the first threshold increments win.
-	if !counted {
-		var err error
-		v, err = s.add(ctx, id, t, w, 1, req.Window)
-		if err != nil {
-			return Decision{}, fmt.Errorf("sliding window: count %s: %w", id, err)
-		}
-	}
-	if v <= threshold {
-		d.Allowed = true
-		d.Remaining = threshold - v
-		if d.Remaining == 0 {
-			h.mu.Lock()
-			ra, ok := h.retryAfter(t, w, req.Limit)
-			h.mu.Unlock()
-			d.RetryAfter = ra
-			if !ok {
-				// The request is counted; only the retry time is missing.
-				if rd, err := s.needDetail(ctx, h, id, t, d); err == nil {
-					d.RetryAfter = rd.RetryAfter
-				} else {
-					d.RetryAfter = req.Window
-				}
-			}
-		}
-		return d, nil
-	}
-
-	// Denied: undo the increment so a denied request leaves no trace. If the
-	// undo fails the counter stays one too high, which errs on the safe side
-	// and heals when the bucket leaves the window.
-	_, _ = s.add(ctx, id, t, w, -1, req.Window)
-	h.mu.Lock()
-	h.satAt = max(h.satAt, t)
-	h.deniedAt = t
-	ra, ok := h.retryAfter(t, w, req.Limit)
-	h.mu.Unlock()
-	if !ok {
-		return s.needDetail(ctx, h, id, t, d)
-	}
-	d.RetryAfter = ra
-	return d, nil
 }
 
-// needDetail completes decision d when the retry time falls inside a minute
-// known only as an aggregate: it loads that minute's seconds into h and
-// computes the retry time again. Nothing is counted.
-func (s *Sliding) needDetail(ctx context.Context, h *history, id string, t int64, d Decision) (Decision, error) {
+// keysFor returns the keys a decision at t reads (the fresh seconds, with t
+// itself last) and the increments that count and undo its request.
+func (s *Sliding) keysFor(id string, t, w int64, window time.Duration) (fresh []string, incs, undo []Increment) {
+	lo := t - w + 1
+	fresh = make([]string, 0, s.lag+s.ahead)
+	for sec := max(t-s.lag+1, lo); sec <= t+s.ahead; sec++ {
+		if sec != t {
+			fresh = append(fresh, secondKey(id, sec))
+		}
+	}
+	fresh = append(fresh, secondKey(id, t))
+	incs = s.increments(id, t, w, 1, window)
+	undo = make([]Increment, len(incs))
+	for i, inc := range incs {
+		undo[i] = Increment{Key: inc.Key, Delta: -1, TTL: inc.TTL}
+	}
+	return fresh, incs, undo
+}
+
+// denied completes decision d, a denial (or an allowed request that used
+// the last of the quota, for its retry time) at second t, from
+// the settled history and the fresh counts vals (second keys to counts; nil
+// when unknown). Nothing is counted. When the retry time falls inside a
+// minute known only as an aggregate, that minute's seconds are read once.
+func (s *Sliding) denied(ctx context.Context, h *history, id string, t int64, d Decision, vals map[string]int64) (Decision, error) {
 	w, limit := int64(h.window), d.Limit
+	fresh := freshSpans(vals)
 	h.mu.Lock()
-	keys, m := h.detailKeys(id, t, limit)
+	ra, ok := h.retryAfter(t, w, limit, fresh)
+	var keys []string
+	var m int64
+	if !ok {
+		keys, m = h.detailKeys(id, t, limit, fresh)
+	}
 	h.mu.Unlock()
-	if len(keys) > 0 {
-		vals, err := s.store.Get(ctx, keys)
+	if !ok && len(keys) > 0 {
+		got, err := s.store.Get(ctx, keys)
 		if err != nil {
 			return Decision{}, fmt.Errorf("sliding window: read minute %d of %s: %w", m, id, err)
 		}
 		h.mu.Lock()
-		h.expand(m, t-w+1, vals, keys)
+		h.expand(m, t-w+1, got, keys)
+		ra, ok = h.retryAfter(t, w, limit, fresh)
 		h.mu.Unlock()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	ra, ok := h.retryAfter(t, w, limit)
 	if !ok {
 		// The minute's seconds are gone (evicted from memcached): promise
 		// the minute's last second, which is never too early.
 		ra = min(ra+(minuteSeconds-1)*time.Second, time.Duration(w)*time.Second)
 	}
+	if !d.Allowed {
+		h.mu.Lock()
+		h.deniedAt = max(h.deniedAt, t)
+		if vals != nil && ok {
+			h.retryTill, h.retryLimit = t+int64(ra/time.Second), limit
+		}
+		h.mu.Unlock()
+	}
 	d.RetryAfter = ra
 	return d, nil
+}
+
+// freshSpans turns fresh counts read by second key into ascending spans.
+func freshSpans(vals map[string]int64) []span {
+	var out []span
+	for k, n := range vals {
+		if n <= 0 {
+			continue
+		}
+		sec, ok := secondOfKey(k)
+		if !ok {
+			continue
+		}
+		out = append(out, span{start: sec, width: 1, n: n})
+	}
+	slices.SortFunc(out, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	return out
+}
+
+// secondOfKey returns the second a second key names.
+func secondOfKey(k string) (int64, bool) {
+	i := strings.LastIndexByte(k, ':')
+	if i < 0 || i+1 >= len(k) || k[i+1] == 'm' {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(k[i+1:], 10, 64)
+	return n, err == nil
 }
 
 // increments are the changes that count (delta 1) or uncount (delta -1) a
@@ -369,41 +625,6 @@ func (s *Sliding) increments(id string, t, w, delta int64, window time.Duration)
 	return incs
 }
 
-// add applies delta to second t's counter of id and, for windows of
-// minuteWindowMin or more, to the minute aggregate: in one round trip with
-// a BatchStore, else as two concurrent Adds. It returns the second
-// counter's value.
-func (s *Sliding) add(ctx context.Context, id string, t, w, delta int64, window time.Duration) (int64, error) {
-	incs := s.increments(id, t, w, delta, window)
-	if s.batch != nil {
-		_, counts, err := s.batch.Batch(ctx, nil, incs)
-		if err == nil && len(counts) == 0 {
-			err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
-		}
-		if err != nil {
-			return 0, err
-		}
-		return counts[0], nil
-	}
-	sec := incs[0]
-	if len(incs) == 1 {
-		return s.store.Add(ctx, sec.Key, sec.Delta, sec.TTL)
-	}
-	var mErr error
-	done := make(chan struct{})
-	go func() {
-		m := incs[1]
-		_, mErr = s.store.Add(ctx, m.Key, m.Delta, m.TTL)
-		close(done)
-	}()
-	v, err := s.store.Add(ctx, sec.Key, sec.Delta, sec.TTL)
-	<-done
-	if err == nil && mErr != nil {
-		err = mErr
-	}
-	return v, err
-}
-
 // history returns the cached history for key, creating it (and evicting
 // others when the shard is full).
 func (s *Sliding) history(key requestorKey, w, t int64) *history {
@@ -415,7 +636,7 @@ func (s *Sliding) history(key requestorKey, w, t int64) *history {
 		if len(sh.m) >= s.maxPer {
 			sh.evict(t, s.maxPer)
 		}
-		h = &history{window: int32(w), synced: -1 << 62}
+		h = &history{window: int32(w), synced: -1 << 62, deniedAt: -1 << 62}
 		sh.m[key] = h
 	}
 	h.used = uint32(t)
@@ -451,7 +672,6 @@ func (h *history) prepare(t, w int64) {
 	if h.synced < lo-1 {
 		h.synced = lo - 1
 		h.spans = h.spans[:0]
-		h.recentAt = 0
 		return
 	}
 	i := 0
@@ -463,22 +683,19 @@ func (h *history) prepare(t, w int64) {
 	}
 }
 
-// plan lists the buckets to read so that h knows every second of the window
-// ending at t except t itself. Called with h.mu held.
+// plan lists the settled buckets to read so that h knows every settled
+// second of the window ending at t: those up to t-lag.
 type plan struct {
 	from, to int64 // the settled seconds to merge, inclusive; from > to if none
 	keys     []string
 	expand   int64 // start of a straddling minute span being replaced; -1 if none
 	nExpand  int   // keys begin with this many seconds of that minute
-	recent   bool  // keys end with second t-1
 }
 
-func (h *history) plan(id string, t, w int64) plan {
+// plan is called with h.mu held.
+func (h *history) plan(id string, t, w, lag int64) plan {
 	lo := t - w + 1
-	p := plan{from: h.synced + 1, to: t - 2, expand: -1}
-	if p.from < lo {
-		p.from = lo
-	}
+	p := plan{from: max(h.synced+1, lo), to: t - lag, expand: -1}
 	// A minute aggregate that straddles the window's start must be replaced
 	// by the seconds of it still inside the window.
 	if len(h.spans) > 0 && h.spans[0].width > 1 && h.spans[0].start < lo {
@@ -498,10 +715,6 @@ func (h *history) plan(id string, t, w int64) plan {
 		p.keys = append(p.keys, secondKey(id, sec))
 		sec++
 	}
-	if w >= 2 && h.recentAt != t {
-		p.recent = true
-		p.keys = append(p.keys, secondKey(id, t-1))
-	}
 	return p
 }
 
@@ -512,11 +725,6 @@ func (h *history) merge(p plan, vals map[string]int64, t int64) {
 	if p.expand >= 0 {
 		h.expand(p.expand, t-int64(h.window)+1, vals, keys[:p.nExpand])
 		keys = keys[p.nExpand:]
-	}
-	if p.recent {
-		h.recent = vals[keys[len(keys)-1]]
-		h.recentAt = t
-		keys = keys[:len(keys)-1]
 	}
 	if p.from <= p.to {
 		sec := p.from
@@ -555,8 +763,8 @@ func (h *history) expand(m, lo int64, vals map[string]int64, keys []string) {
 	h.spans = append(h.spans[:i], rest...)
 }
 
-// sum counts the requests in the window ending at t, excluding second t.
-// Called with h.mu held after a complete plan.
+// sum counts the settled requests in the window ending at t. Called with
+// h.mu held after a complete plan.
 func (h *history) sum(t, w int64) int64 {
 	lo := t - w + 1
 	var n int64
@@ -565,33 +773,41 @@ func (h *history) sum(t, w int64) int64 {
 			n += sp.n
 		}
 	}
-	if w >= 2 && h.recentAt == t {
-		n += h.recent
-	}
 	return n
 }
 
 // retryAfter returns how long until a request would be allowed at the limit
-// reached at second t, or false when the answer lies inside a minute
+// reached at second t, given the settled spans and the fresh ones (seconds
+// after synced, ascending), or false when the answer lies inside a minute
 // aggregate whose seconds are not loaded. Called with h.mu held.
 //
-// Second t holds limit-sum requests when the settled history sums to less
-// than limit (the counter stops at the limit), none otherwise. As nothing
-// more is counted while the limit is reached, the window ending at t+d holds
-// the total minus the buckets older than t+d-w+1; the answer is the smallest
-// d at which that drops below limit. It lies in [1s, window].
-func (h *history) retryAfter(t, w, limit int64) (time.Duration, bool) {
-	sec, ok := h.crossing(t, w, limit)
-	return time.Duration(sec+w-t) * time.Second, ok
+// As nothing more is counted while the limit is reached, the window ending
+// at t+d holds the total minus the buckets older than t+d-w+1; the answer
+// is the smallest d at which that drops below limit. It lies in [1s,
+// window+ahead]: a request another replica counted in a second ahead of
+// this one's stays in the window that long.
+func (h *history) retryAfter(t, w, limit int64, fresh []span) (time.Duration, bool) {
+	sec, ok := h.crossing(t, w, limit, fresh)
+	return time.Duration(max(sec+w-t, 1)) * time.Second, ok
 }
 
 // crossing returns the second whose bucket, once it leaves the window, brings
 // the count below limit; for a minute aggregate that is not loaded it returns
 // the aggregate's start and false.
-func (h *history) crossing(t, w, limit int64) (int64, bool) {
-	base := h.sum(t, w)
-	need := max(base, limit) - limit + 1 // requests that must leave the window
+func (h *history) crossing(t, w, limit int64, fresh []span) (int64, bool) {
 	lo := t - w + 1
+	var total int64
+	for _, sp := range h.spans {
+		if sp.end() >= lo {
+			total += sp.n
+		}
+	}
+	for _, sp := range fresh {
+		if sp.start > h.synced && sp.start >= lo {
+			total += sp.n
+		}
+	}
+	need := max(total, limit) - limit + 1 // requests that must leave the window
 	for _, sp := range h.spans {
 		if sp.end() < lo {
 			continue
@@ -601,18 +817,22 @@ func (h *history) crossing(t, w, limit int64) (int64, bool) {
 		}
 		need -= sp.n
 	}
-	if w >= 2 && h.recentAt == t {
-		if h.recent >= need {
-			return t - 1, true
+	for _, sp := range fresh {
+		if sp.start <= h.synced || sp.start < lo {
+			continue
 		}
+		if sp.n >= need {
+			return sp.start, true
+		}
+		need -= sp.n
 	}
 	return t, true
 }
 
 // detailKeys names the seconds of the minute aggregate in which crossing
 // falls, and that minute's start; none when crossing needs no detail.
-func (h *history) detailKeys(id string, t, limit int64) ([]string, int64) {
-	m, ok := h.crossing(t, int64(h.window), limit)
+func (h *history) detailKeys(id string, t, limit int64, fresh []span) ([]string, int64) {
+	m, ok := h.crossing(t, int64(h.window), limit, fresh)
 	if ok {
 		return nil, -1
 	}

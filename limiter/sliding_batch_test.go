@@ -22,13 +22,6 @@ var _ BatchStore = (*batchingStore)(nil)
 
 func (b *batchingStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
 	b.batches.Add(1)
-	vals := map[string]int64{}
-	if len(gets) > 0 {
-		var err error
-		if vals, err = b.countingStore.Store.Get(ctx, gets); err != nil {
-			return nil, nil, err
-		}
-	}
 	counts := make([]int64, len(adds))
 	for i, a := range adds {
 		v, err := b.countingStore.Store.Add(ctx, a.Key, a.Delta, a.TTL)
@@ -36,6 +29,13 @@ func (b *batchingStore) Batch(ctx context.Context, gets []string, adds []Increme
 			return nil, nil, err
 		}
 		counts[i] = v
+	}
+	vals := map[string]int64{}
+	if len(gets) > 0 {
+		var err error
+		if vals, err = b.countingStore.Store.Get(ctx, gets); err != nil {
+			return nil, nil, err
+		}
 	}
 	return vals, counts, nil
 }
