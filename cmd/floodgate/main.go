@@ -119,6 +119,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if err := registerPipelineMetrics(reg, mc.PipelineStats()); err != nil {
 			return err
 		}
+		stopStats, err := startMemcacheStats(ctx, reg, mc, log)
+		if err != nil {
+			return err
+		}
+		defer stopStats()
 	}
 	store = sm.wrap(store)
 
