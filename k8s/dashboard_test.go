@@ -307,6 +307,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 		"floodgate_store_duration_seconds",
 		"floodgate_store_keys_read_total",
 		"floodgate_memcache_round_trips_total",
+		"floodgate_memcache_evictions_total",
+		"floodgate_memcache_bytes",
+		"floodgate_memcache_limit_bytes",
 		"floodgate_invalid_overrides_total",
 		"floodgate_check_panics_total",
 	} {
