@@ -107,3 +107,24 @@ func TestHeaderKeyTricks(t *testing.T) {
 		})
 	}
 }
+
+// FuzzHeaderValue checks what a client can do to a key header without
+// becoming a new requestor: append a repetition or a list (Envoy's join),
+// or pad the value with spaces, tabs or quotes; and that the result is
+// stable.
+func FuzzHeaderValue(f *testing.F) {
+	for _, s := range []string{"abc", "", ",abc", `"a,b"`, " \t", "k\x00\xff"} {
+		f.Add(s, "other")
+	}
+	f.Fuzz(func(t *testing.T, v, more string) {
+		got := authz.HeaderValue(v)
+		for _, variant := range []string{v + "," + more, v + ",", " \t\"" + v, v + "\" \t"} {
+			if g := authz.HeaderValue(variant); g != got {
+				t.Errorf("HeaderValue(%q) = %q, but HeaderValue(%q) = %q", variant, g, v, got)
+			}
+		}
+		if again := authz.HeaderValue(got); again != got {
+			t.Errorf("HeaderValue(%q) = %q, not stable: then %q", v, got, again)
+		}
+	})
+}
