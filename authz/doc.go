@@ -62,10 +62,14 @@
 //
 // A Strategy that also implements DegradedStrategy (resilient.Fallback) can
 // report that it decided without the shared store, with a per-replica
-// limiter. Such an answer is the usual OK or 429, plus the header
-// X-Floodgate-Degraded: <reason> (e.g. memcached-unavailable) whatever
-// Config.Headers says, and is counted as fallback_allowed or fallback_denied
-// instead of allowed or denied.
+// limiter. Such an answer is the usual OK or 429, and is counted as
+// fallback_allowed or fallback_denied instead of allowed or denied. An
+// allowed request is sent upstream with the header X-Floodgate-Degraded:
+// <reason> (e.g. memcached-unavailable; ok_response.headers), whatever
+// Config.Headers says, for the app and Envoy's access log. The client sees
+// it, on the OK and on the 429, only with Config.DegradedHeaderToClient:
+// it would tell an attacker when the limit is weaker. A value of that
+// header sent by the client is removed from every request Check allows.
 //
 // # Per-route overrides
 //
@@ -97,7 +101,9 @@
 // An invalid value (or one longer than 512 bytes) is ignored in favour of the
 // server default: it never denies a request. It is counted on every request
 // in floodgate_invalid_overrides_total{name} and logged once per distinct
-// (name, value). Parse results of up to 1024 distinct values are remembered,
+// (name, value). So are values valid one by one that the route's strategy
+// cannot serve together (floodgate.limit 5000 with sliding-log): the limit
+// is dropped first, then the window, then the strategy. Parse results of up to 1024 distinct values are remembered,
 // so the hot path does not parse again; beyond that, values are parsed on
 // each request and invalid ones logged at most once per 10 seconds.
 //
