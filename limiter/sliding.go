@@ -129,6 +129,9 @@ type Sliding struct {
 	maxDecision time.Duration
 	// since measures elapsed time for maxDecision: time.Since.
 	since func(time.Time) time.Duration
+	// mono is a monotonic clock for recheckAfter: the time since the
+	// process started.
+	mono func() time.Duration
 	// pause waits before a decision tries again after an ambiguous
 	// denial (see Allow); it returns false when ctx ended first.
 	pause func(ctx context.Context) bool
@@ -149,7 +152,12 @@ const (
 	// maxAttempts bounds how often one decision counts its request: the
 	// first time, and again after a denial that the store's counts, read
 	// again after the undo, no longer support (see Allow).
-	maxAttempts = 3
+	maxAttempts = 4
+
+	// recheckAfter is how long a replica repeats a denial made on fresh
+	// counts without asking the store again: a requestor hammering at its
+	// limit costs a read per recheckAfter, not per request.
+	recheckAfter = 50 * time.Millisecond
 )
 
 // ValidateClockSkew reports whether d is usable as a maximum clock skew:
@@ -200,6 +208,7 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 		seed:        maphash.MakeSeed(),
 		maxDecision: dec,
 		since:       time.Since,
+		mono:        func() time.Duration { return time.Since(processStart) },
 		pause:       jitterPause,
 	}
 	// A decision started at our second t counts at real instant at most
@@ -221,6 +230,9 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 	}
 	return s
 }
+
+// processStart is the origin of Sliding.mono.
+var processStart = time.Now()
 
 // jitterPause waits a random time below a millisecond, so that two
 // decisions that denied each other do not try again in lockstep.
@@ -302,9 +314,10 @@ type history struct {
 	latest   int64 // the newest second decided
 	deniedAt int64 // the second of this replica's last denial
 
-	// retryTill is the second at which the last denial said a request
-	// of retryLimit would be allowed, computed on complete data.
+	// retryTill is the second at which the last denial, at retryAt, said
+	// a request of retryLimit would be allowed, computed on complete data.
 	retryTill, retryLimit int64
+	retryAt               time.Duration // on s.mono's clock
 
 	loading *load
 }
@@ -344,10 +357,13 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			return Decision{}, err
 		}
 		fresh, incs, undo := s.keysFor(id, t, w, req.Window)
-		if pend == nil && view.retryTill > t && view.retryLimit == req.Limit && (view.deniedAt == t || view.sum >= req.Limit) {
-			// Denied earlier in this second on complete data, or over
-			// the limit on settled data alone, which no replica can
-			// change: deny again without a round trip.
+		if pend == nil && view.retryTill > t && view.retryLimit == req.Limit &&
+			(view.sum >= req.Limit || view.deniedAt == t && s.mono()-view.retryAt < recheckAfter) {
+			// Over the limit on settled data alone, which no replica
+			// can change, or denied on complete data a moment ago:
+			// deny again without a round trip. The moment is short
+			// because the counts it saw may have included requests
+			// that were being denied elsewhere.
 			d.RetryAfter = time.Duration(view.retryTill-t) * time.Second
 			return d, nil
 		}
@@ -485,8 +501,10 @@ func freshSum(vals map[string]int64, keys []string) int64 {
 type settledView struct {
 	sum      int64
 	deniedAt int64
-	// retryTill and retryLimit are from this replica's last denial.
+	// retryTill and retryLimit are from this replica's last denial,
+	// made at retryAt.
 	retryTill, retryLimit int64
+	retryAt               time.Duration
 }
 
 // begin returns the second a decision at t decides in (never earlier than
@@ -513,7 +531,7 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 		t = max(t, h.latest)
 		h.latest = t
 		h.prepare(t, w)
-		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit}
+		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, retryAt: h.retryAt}
 		p := h.plan(id, t, w, s.lag)
 		var pend *pending
 		if len(p.keys) > 0 {
@@ -579,7 +597,7 @@ func (s *Sliding) denied(ctx context.Context, h *history, id string, t int64, d 
 		h.mu.Lock()
 		h.deniedAt = max(h.deniedAt, t)
 		if vals != nil && ok {
-			h.retryTill, h.retryLimit = t+int64(ra/time.Second), limit
+			h.retryTill, h.retryLimit, h.retryAt = t+int64(ra/time.Second), limit, s.mono()
 		}
 		h.mu.Unlock()
 	}

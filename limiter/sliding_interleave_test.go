@@ -184,6 +184,7 @@ func (sc interleaving) run(t *testing.T, c *chooser) (allowed int64, buckets map
 			reps[i] = NewSliding(store, SlidingConfig{MaxClockSkew: sc.skew})
 			reps[i].pause = func(context.Context) bool { return true }
 			reps[i].since = func(time.Time) time.Duration { return 0 }
+			reps[i].mono = func() time.Duration { return 0 }
 		}
 		req := Request{Requestor: "r", Limit: sc.limit, Window: sc.window}
 		at := func(trueSec float64, rep int) time.Time {
@@ -260,12 +261,12 @@ func TestSlidingInterleavings(t *testing.T) {
 		{name: "three replicas straddle a second, limit 2", limit: 2, window: 5 * time.Second, offsets: []time.Duration{0, 0, 0},
 			racing: [][2]float64{{0, 9.99}, {1, 10.01}, {2, 10.02}}, schedule: 4000},
 		{name: "clocks 0.9s apart, settled history, limit 2", limit: 2, window: 6 * time.Second, offsets: []time.Duration{0, 900 * time.Millisecond},
-			before: []float64{4.5}, racing: [][2]float64{{0, 10.5}, {1, 10.5}, {1, 10.6}}, exhaust: true},
+			before: []float64{4.5}, racing: [][2]float64{{0, 10.5}, {1, 10.5}, {1, 10.6}}, schedule: 4000},
 		{name: "clocks 0.3s apart either way, limit 2", limit: 2, window: 4 * time.Second, offsets: []time.Duration{-300 * time.Millisecond, 0, 300 * time.Millisecond},
 			racing: [][2]float64{{0, 10.1}, {1, 10.1}, {2, 10.8}, {2, 10.9}}, schedule: 4000},
 		{name: "clocks 1.8s apart with a 2s bound, limit 2", limit: 2, window: 5 * time.Second, skew: 2 * time.Second,
 			offsets: []time.Duration{-900 * time.Millisecond, 900 * time.Millisecond},
-			before: []float64{8.5}, racing: [][2]float64{{0, 10.5}, {1, 10.5}, {0, 10.6}, {1, 10.7}}, schedule: 4000},
+			before:  []float64{8.5}, racing: [][2]float64{{0, 10.5}, {1, 10.5}, {0, 10.6}, {1, 10.7}}, schedule: 4000},
 		{name: "one minute window, limit 3, a burst over a boundary", limit: 3, window: time.Minute, offsets: []time.Duration{0, 200 * time.Millisecond, -500 * time.Millisecond},
 			before: []float64{20, 50}, racing: [][2]float64{{0, 59.9}, {1, 59.9}, {2, 60.1}, {0, 60.2}}, schedule: 4000},
 	}
@@ -318,4 +319,3 @@ func TestSlidingInterleavings(t *testing.T) {
 		})
 	}
 }
-
