@@ -31,6 +31,10 @@ type StrategyConfig struct {
 	// the cache is read from the store again on its next request. Zero means
 	// 262,144.
 	MaxRequestors int
+
+	// MaxClockSkew is Sliding's SlidingConfig.MaxClockSkew: zero means
+	// DefaultMaxClockSkew, a negative value none.
+	MaxClockSkew time.Duration
 }
 
 // registry lists the strategies NewStrategy knows, default first. Adding a
@@ -41,8 +45,7 @@ var registry = []struct {
 	build func(Store, StrategyConfig) (Strategy, error)
 }{
 	{StrategySliding, func(st Store, cfg StrategyConfig) (Strategy, error) {
-		//lint:ignore S1016 StrategyConfig and SlidingConfig are separate types that may grow apart.
-		return NewSliding(st, SlidingConfig{MaxRequestors: cfg.MaxRequestors}), nil
+		return NewSliding(st, SlidingConfig{MaxRequestors: cfg.MaxRequestors, MaxClockSkew: cfg.MaxClockSkew}), nil
 	}},
 	{StrategyFixed, func(st Store, cfg StrategyConfig) (Strategy, error) {
 		return NewFixed(st, cfg), nil

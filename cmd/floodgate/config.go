@@ -113,6 +113,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is the minimum level logged.
 	LogLevel slog.Level
+	// MaxClockSkew is the most the clocks of the replicas may disagree by
+	// (--max-clock-skew); the sliding window stays exact within it.
+	MaxClockSkew time.Duration
 	// ShutdownTimeout bounds the graceful drain of in-flight checks after
 	// SIGTERM or SIGINT; positive.
 	ShutdownTimeout time.Duration
@@ -205,6 +208,9 @@ var options = []option{
 	{name: "degraded-header-to-client", def: "false", isBool: true,
 		usage: "also send X-Floodgate-Degraded (set on the upstream request when the per-replica fallback decided) to clients, on allowed responses and 429s; off, it tells no attacker when the limit is weaker",
 		parse: func(c *Config, v string) (err error) { c.DegradedHeaderToClient, err = parseBool(v); return err }},
+	{name: "max-clock-skew", arg: "duration", def: "1s",
+		usage: "most the clocks of the replicas sharing memcached may disagree by, from 0s to 30s; the sliding window stays exact within it (each decision reads about two more seconds per second of skew)",
+		parse: parseMaxClockSkew},
 	{name: "log-format", arg: "text|json", def: "text",
 		usage: "log format (logs go to stderr)",
 		parse: parseLogFormat},
@@ -423,6 +429,22 @@ func parsePositiveDuration(v string) (time.Duration, error) {
 		return 0, errors.New("must be positive")
 	}
 	return d, nil
+}
+
+func parseMaxClockSkew(c *Config, v string) error {
+	d, err := parseDuration(v)
+	if err != nil {
+		return err
+	}
+	if err := limiter.ValidateClockSkew(d); err != nil {
+		return err
+	}
+	// Zero in the limiter's config means its default: ask for none.
+	c.MaxClockSkew = d
+	if d == 0 {
+		c.MaxClockSkew = -1
+	}
+	return nil
 }
 
 func parseLimit(c *Config, v string) error {

@@ -46,6 +46,7 @@ func TestParseConfig(t *testing.T) {
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
 		ShutdownTimeout:  15 * time.Second,
+		MaxClockSkew:     time.Second,
 	}
 	tests := []struct {
 		name string
@@ -54,6 +55,10 @@ func TestParseConfig(t *testing.T) {
 		want func(c *Config) // applied to a copy of defaults
 	}{
 		{name: "defaults"},
+		{name: "max-clock-skew", args: []string{"--max-clock-skew", "250ms"},
+			want: func(c *Config) { c.MaxClockSkew = 250 * time.Millisecond }},
+		{name: "max-clock-skew none", env: map[string]string{"FLOODGATE_MAX_CLOCK_SKEW": "0s"},
+			want: func(c *Config) { c.MaxClockSkew = -1 }},
 		{name: "grpc-addr", args: []string{"--grpc-addr", "127.0.0.1:7000"},
 			want: func(c *Config) { c.GRPCAddr = "127.0.0.1:7000" }},
 		{name: "grpc-addr single dash and equals", args: []string{"-grpc-addr=[::1]:7000"},
@@ -135,6 +140,7 @@ func TestParseConfig(t *testing.T) {
 				"FLOODGATE_LOG_FORMAT":          "json",
 				"FLOODGATE_LOG_LEVEL":           "warn",
 				"FLOODGATE_SHUTDOWN_TIMEOUT":    "3s",
+				"FLOODGATE_MAX_CLOCK_SKEW":      "2s",
 				"FLOODGATE_STRATEGY":            "fixed",
 				"FLOODGATE_GRPC_MAX_CONNS":      "100",
 				"FLOODGATE_GRPC_MAX_RECV_BYTES": "8192",
@@ -160,6 +166,7 @@ func TestParseConfig(t *testing.T) {
 					LogFormat:        "json",
 					LogLevel:         slog.LevelWarn,
 					ShutdownTimeout:  3 * time.Second,
+					MaxClockSkew:     2 * time.Second,
 				}
 			}},
 		{name: "flag wins over environment",
@@ -215,6 +222,10 @@ func TestParseConfigErrors(t *testing.T) {
 			`invalid value "a:1,,b:2" for flag --memcache-servers: memcache servers "a:1,,b:2": entry 2 is empty`},
 		{"memcache-servers bad port", []string{"--memcache-servers", "mc:0"}, nil,
 			`invalid value "mc:0" for flag --memcache-servers: memcache server "mc:0": port "0": want a number from 1 to 65535`},
+		{"max-clock-skew negative", []string{"--max-clock-skew", "-1s"}, nil,
+			`invalid value "-1s" for flag --max-clock-skew: max clock skew -1s: must be from 0s to 30s`},
+		{"max-clock-skew too large", nil, map[string]string{"FLOODGATE_MAX_CLOCK_SKEW": "1m"},
+			`invalid value "1m" for FLOODGATE_MAX_CLOCK_SKEW: max clock skew 1m0s: must be from 0s to 30s`},
 		{"memcache-timeout zero", []string{"--memcache-timeout", "0s"}, nil,
 			`invalid value "0s" for flag --memcache-timeout: must be positive`},
 		{"memcache-timeout no unit", []string{"--memcache-timeout", "100"}, nil,

@@ -128,7 +128,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	store = sm.wrap(store)
 
 	newStrategy := func(name string, st limiter.Store) (limiter.Strategy, error) {
-		return limiter.NewStrategy(name, st, limiter.StrategyConfig{})
+		return limiter.NewStrategy(name, st, limiter.StrategyConfig{MaxClockSkew: cfg.MaxClockSkew})
 	}
 	// Every strategy, on the one store: --strategy is the default, routes
 	// and policy rules choose others. With memcached: a circuit breaker, and
@@ -287,7 +287,8 @@ func startupAttrs(cfg Config, storeKind string, grpcAddr, adminAddr net.Addr) []
 		attrs = append(attrs,
 			"memcache_servers", strings.Join(cfg.MemcacheServers, ","),
 			"memcache_timeout", cfg.MemcacheTimeout.String(),
-			"memcache_max_conns", cfg.MemcacheMaxConns)
+			"memcache_max_conns", cfg.MemcacheMaxConns,
+			"max_clock_skew", maxClockSkew(cfg))
 	}
 	attrs = append(attrs,
 		"limit", cfg.Limit,
@@ -390,4 +391,9 @@ func closeAndLog(log *slog.Logger, what string, closeFn func() error) {
 	if err := closeFn(); err != nil {
 		log.Warn("close "+what, "err", err)
 	}
+}
+
+// maxClockSkew is --max-clock-skew as given: Config keeps "none" as -1.
+func maxClockSkew(cfg Config) string {
+	return max(cfg.MaxClockSkew, 0).String()
 }
