@@ -8,9 +8,10 @@
 //
 // Sliding allows a request at second t if and only if fewer than Limit
 // allowed requests of the same requestor fall in the seconds
-// [t-Window+1, t]. Denied requests are not counted, so a requestor told to
-// retry in N seconds is let in after N seconds however often it retried
-// meanwhile.
+// [t-Window+1, t], and the few seconds after t in which replicas whose
+// clocks run ahead may already count (see "Exactness across replicas").
+// Denied requests are not counted, so a requestor told to retry in N seconds
+// is let in after N seconds however often it retried meanwhile.
 //
 // # Buckets and keys
 //
@@ -39,55 +40,81 @@
 //
 // A decision needs the sum of the window's buckets. Reading 3,600 keys per
 // decision is far too slow, so each Sliding instance caches, per requestor, the
-// part of the window that is settled: seconds older than t-1, which no
-// replica will count in again. The cache holds only non-zero buckets (at most
-// Limit of them plus 60 aggregates) and knows up to which second it is
-// complete. A decision then reads only what it does not know yet:
+// part of the window that is settled: seconds so old that no decision still
+// running anywhere can count in them. With SlidingConfig.MaxClockSkew s and
+// MaxDecisionTime d (a decision whose counting answer comes later than d
+// after Allow began fails with ErrStoreUnavailable instead of deciding), a
+// decision that read second u on its clock counted by real time u+1+d on
+// that clock, which is at most u+1+d+s on any other replica's; so second u
+// is settled at t once t >= u+2+floor(s+d), the lag (3 by default). The cache
+// holds only non-zero buckets (at most Limit of them plus 60 aggregates) and
+// knows up to which second it is complete. A decision then reads only what it
+// does not know yet, in the round trip that counts it (see below):
 //
-//   - a requestor seen in the last seconds: the one or two seconds since its
-//     last decision, in one Get (with a BatchStore, in the round trip that
-//     counts the request, see below);
+//   - always, the fresh seconds (t-lag, t+ahead] but t itself, where
+//     ahead = ceil(s+d) (2 by default) covers replicas whose clocks run
+//     ahead: 4 keys by default;
+//   - first in a new second, the seconds that settled since its last
+//     decision (usually one);
 //   - a requestor this instance has not seen within the window: whole settled
 //     minutes as aggregates and the partial minutes at either end as seconds,
-//     at most about 180 keys, in one Get;
-//   - a denied requestor within the same second: nothing at all.
+//     at most about 180 keys.
 //
 // When the window's start moves into a minute known only as an aggregate, or
 // the retry time of a denial falls inside one, that minute's seconds are read
 // once (60 keys) and replace the aggregate. Concurrent decisions for one
-// requestor share a single read.
+// requestor share a single read of the settled seconds.
 //
 // # Exactness across replicas
 //
-// With the settled sum S known, the request is counted by an atomic increment
-// of second t's counter; the value v it returns arbitrates between all
-// concurrent decisions of all replicas: the request is allowed if v <= Limit-S
-// and otherwise denied and decremented again. As every replica computes the
-// same S for second t, exactly Limit-S increments succeed however many race.
-// This holds while replica clocks agree to within a second (NTP); a failed
-// decrement leaves the counter one too high, which errs on the safe side.
+// Every decision counts first and reads after: a BatchStore's Batch applies
+// its increments and then reads, and memcached applies one connection's
+// commands in order and each key's changes one at a time. A decision at t
+// increments second t (and its minute), reads the fresh seconds, and adds the
+// settled sum S, what it read, and the value v its increment returned; it is
+// allowed when that total is at most Limit, else denied and undone.
 //
-// # One round trip per decision
+// No run of Window consecutive seconds ever holds more than Limit allowed
+// requests. Take those requests and the one, r, whose increment was applied
+// last. Each of the others incremented before r did, hence before r read.
+// Each was counted in a second of the run, and so no earlier than r's window
+// start; and, since it read its clock before r incremented, at most ceil(s+d)
+// seconds after r's second on r's clock (its clock is at most s ahead, and r
+// incremented at most d after reading its own): r read or had settled every
+// second they are in. r's total thus included all of them and r itself, and
+// r was allowed: there are at most Limit. Settled seconds hold no increment
+// that a decision still deciding will make (that is what the lag ensures); an
+// increment whose answer came too late fails its decision, so it only ever
+// makes counts higher, as a failed undo does, erring on the safe side.
+// TestSlidingInterleavings checks this on replicas with skewed clocks over
+// every interleaving of small cases.
 //
-// When the Store is a BatchStore (the memcached store is), a decision that
-// must read counts the request in the same round trip: the Get of what the
-// cache lacks and the increments of second t and of its minute go out
-// together, reads first. The value v the increment returns is compared with
-// Limit-S once the read is merged, exactly as after a separate increment;
-// a request that turns out to be denied, by the settled data or by v, is
-// decremented again, as any request over the limit is, so that replicas
-// still agree and a denied request leaves no trace. A requestor this replica
-// denied in the previous second is read first and counted after, so a
-// requestor hammering at its limit costs one small read per second, not a
-// read, an increment and a decrement. Without a BatchStore, Sliding reads,
-// then increments the second and the minute concurrently.
+// The rule errs on the side of under-admission, in bounded ways. Two
+// decisions in different seconds may each see the other's increment and both
+// be denied: a denial undoes its count and reads again in one round trip, and
+// when that read shows room (those it saw were being denied too) it tries
+// again after a random pause under a millisecond, up to maxAttempts in all;
+// of several decisions that denied each other, the one whose second read came
+// last sees every undo and gets in. Seconds ahead of t count in t's window,
+// so a replica whose clock runs ahead delays the others' quota by its lead.
+//
+// # Denials
+//
+// A requestor over the limit on settled seconds alone is denied without a
+// round trip (nothing can change those). A replica that denied on fresh
+// counts repeats the denial without a round trip for recheckAfter (50ms),
+// and after that, within the next second, reads before it counts: a
+// requestor hammering at its limit costs a read per 50ms per replica, not an
+// increment, a read and a decrement per request.
 //
 // # Retry time
 //
 // When the limit is reached, no further request is counted, so the window
-// ending at t+d holds the current buckets minus those older than t+d-Window+1.
-// RetryAfter is the smallest d at which that drops below Limit: found by
-// walking the buckets from the oldest until enough requests have left.
+// ending at t+d holds the current buckets (settled, fresh and ahead) minus
+// those older than t+d-Window+1. RetryAfter is the smallest d at which that
+// drops below Limit: found by walking the buckets from the oldest until
+// enough requests have left. It is computed on the deciding replica's clock;
+// one whose clock is behind may refuse for up to the skew longer.
 //
 // # Other strategies
 //
