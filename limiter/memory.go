@@ -198,22 +198,7 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 // not atomic: other calls may interleave, as on memcached. It fails only
 // when ctx is already done.
 func (m *MemoryStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
-	counts := make([]int64, len(adds))
-	for i, a := range adds {
-		n, err := m.Add(ctx, a.Key, a.Delta, a.TTL)
-		if err != nil {
-			return nil, nil, err
-		}
-		counts[i] = n
-	}
-	var vals map[string]int64
-	if len(gets) > 0 {
-		var err error
-		if vals, err = m.Get(ctx, gets); err != nil {
-			return nil, nil, err
-		}
-	}
-	return vals, counts, nil
+	return sequentialBatch{m}.Batch(ctx, gets, adds)
 }
 
 // GetVersioned implements SwapStore. It returns a copy of the value at key
