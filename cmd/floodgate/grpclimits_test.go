@@ -173,7 +173,7 @@ func TestBinaryConnectionBound(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(30 * time.Second)) // only so that a failure ends
-		if _, err := c.Write([]byte(http2Preface)); err == nil {
+		if _, err = c.Write([]byte(http2Preface)); err == nil {
 			_, err = io.ReadAll(c)
 		}
 		var ne net.Error
