@@ -16,6 +16,10 @@ type metrics struct {
 	failClosed     prometheus.Counter
 	fallbackAllow  prometheus.Counter // decided by a DegradedStrategy's degraded path
 	fallbackDenied prometheus.Counter
+	// degraded counts the same decisions by the reason the strategy gave
+	// (a token of floodgate's own, such as memcached-unavailable or
+	// memcached-overloaded: never anything a client sent).
+	degraded *prometheus.CounterVec
 
 	duration prometheus.Histogram
 
@@ -33,6 +37,11 @@ func newMetrics() *metrics {
 				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), " +
 				"allowlisted or blocked (by the policy file's lists, without counting).",
 		}, []string{"result"}),
+		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "floodgate_degraded_decisions_total",
+			Help: "fallback_allowed and fallback_denied decisions by reason: memcached-unavailable (memcached failed) or memcached-overloaded " +
+				"(this replica waited too long for memcached, which did not fail), and by result.",
+		}, []string{"reason", "result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "floodgate_check_duration_seconds",
 			Help:    "Time to answer a Check, including the limiter decision.",
@@ -64,7 +73,7 @@ func newMetrics() *metrics {
 // register registers every collector on r, or none: on an error it
 // unregisters those it had registered.
 func (m *metrics) register(r prometheus.Registerer) error {
-	cs := []prometheus.Collector{m.decisions, m.duration, m.invalidVec, m.panics}
+	cs := []prometheus.Collector{m.decisions, m.degraded, m.duration, m.invalidVec, m.panics}
 	for i, c := range cs {
 		if err := r.Register(c); err != nil {
 			for _, done := range cs[:i] {

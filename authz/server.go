@@ -339,6 +339,7 @@ func (s *Server) degradedResponse(r limiter.Request, d limiter.Decision, reason 
 	h := headerOption(DegradedHeader, reason)
 	if !d.Allowed {
 		s.m.fallbackDenied.Inc()
+		s.m.degraded.WithLabelValues(reason, "denied").Inc()
 		resp := s.deniedResponse(r, d)
 		if s.degradedToClient {
 			dr := resp.GetDeniedResponse()
@@ -347,6 +348,7 @@ func (s *Server) degradedResponse(r limiter.Request, d limiter.Decision, reason 
 		return resp
 	}
 	s.m.fallbackAllow.Inc()
+	s.m.degraded.WithLabelValues(reason, "allowed").Inc()
 	resp := s.allowedResponse(r, d)
 	ok := resp.GetOkResponse()
 	if ok == nil {

@@ -12,6 +12,13 @@ import (
 // whether to fail open or closed; the limiter itself never guesses.
 var ErrStoreUnavailable = errors.New("counter store unavailable")
 
+// ErrOverloaded marks a store error caused by this process's own load, not
+// by the store: a call that waited for a connection or a slot past its
+// deadline and was never sent. It wraps ErrStoreUnavailable, so the failure
+// mode applies, but a circuit breaker does not count it, and the fallback
+// says "overloaded", not "unavailable".
+var ErrOverloaded = fmt.Errorf("too much waiting for the store: %w", ErrStoreUnavailable)
+
 // ErrContention marks a decision that gave up because other replicas kept
 // changing the same value between its read and its write (see SwapStore).
 // Such an error also wraps ErrStoreUnavailable, so the caller's failure mode

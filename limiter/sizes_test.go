@@ -13,7 +13,7 @@ func TestSizes(t *testing.T) {
 	if s := unsafe.Sizeof(memShard{}); s%64 != 0 {
 		t.Errorf("memShard is %d bytes, want a multiple of a cache line", s)
 	}
-	if s := unsafe.Sizeof(history{}); s > 96 {
-		t.Errorf("history is %d bytes, want at most 96 (a size class)", s)
+	if s := unsafe.Sizeof(history{}); s > 112 {
+		t.Errorf("history is %d bytes, want at most 112 (a size class)", s)
 	}
 }

@@ -42,7 +42,7 @@ const (
 // SlidingConfig tunes a Sliding limiter. The zero value is ready to use.
 type SlidingConfig struct {
 	// MaxRequestors bounds how many requestor histories this replica keeps
-	// cached (a history takes about 170 bytes, plus 24 per cached bucket
+	// cached (a history takes about 190 bytes, plus 24 per cached bucket
 	// with requests in it). An evicted requestor is simply reloaded from
 	// the store on its next request. Zero means 262,144.
 	MaxRequestors int
@@ -129,9 +129,6 @@ type Sliding struct {
 	maxDecision time.Duration
 	// since measures elapsed time for maxDecision: time.Since.
 	since func(time.Time) time.Duration
-	// mono is a monotonic clock for recheckAfter: the time since the
-	// process started.
-	mono func() time.Duration
 	// pause waits before a decision tries again after an ambiguous
 	// denial (see Allow); it returns false when ctx ended first.
 	pause func(ctx context.Context) bool
@@ -153,11 +150,6 @@ const (
 	// first time, and again after a denial that the store's counts, read
 	// again after the undo, no longer support (see Allow).
 	maxAttempts = 4
-
-	// recheckAfter is how long a replica repeats a denial made on fresh
-	// counts without asking the store again: a requestor hammering at its
-	// limit costs a read per recheckAfter, not per request.
-	recheckAfter = 50 * time.Millisecond
 )
 
 // ValidateClockSkew reports whether d is usable as a maximum clock skew:
@@ -208,7 +200,6 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 		seed:        maphash.MakeSeed(),
 		maxDecision: dec,
 		since:       time.Since,
-		mono:        func() time.Duration { return time.Since(processStart) },
 		pause:       jitterPause,
 	}
 	// A decision started at our second t counts at real instant at most
@@ -230,9 +221,6 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 	}
 	return s
 }
-
-// processStart is the origin of Sliding.mono.
-var processStart = time.Now()
 
 // jitterPause waits a random time below a millisecond, so that two
 // decisions that denied each other do not try again in lockstep.
@@ -271,12 +259,7 @@ func (b sequentialBatch) Batch(ctx context.Context, gets []string, adds []Increm
 // Close releases the cached histories. It does not close the Store. It
 // always returns nil.
 func (s *Sliding) Close() error {
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		sh.m = make(map[requestorKey]*history)
-		sh.mu.Unlock()
-	}
+	s.Forget()
 	return nil
 }
 
@@ -314,10 +297,14 @@ type history struct {
 	latest   int64 // the newest second decided
 	deniedAt int64 // the second of this replica's last denial
 
-	// retryTill is the second at which the last denial, at retryAt, said
-	// a request of retryLimit would be allowed, computed on complete data.
+	// freshSum is what the last decision, at second freshAt, counted in
+	// the seconds that had not settled (its own request included): with
+	// spans, what this replica knows of the window without the store.
+	freshAt, freshSum int64
+
+	// retryTill is the second at which the last denial said a request of
+	// retryLimit would be allowed, computed on complete data.
 	retryTill, retryLimit int64
-	retryAt               time.Duration // on s.mono's clock
 
 	loading *load
 }
@@ -357,13 +344,12 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			return Decision{}, err
 		}
 		fresh, incs, undo := s.keysFor(id, t, w, req.Window)
-		if pend == nil && view.retryTill > t && view.retryLimit == req.Limit &&
-			(view.sum >= req.Limit || view.deniedAt == t && s.mono()-view.retryAt < recheckAfter) {
+		if pend == nil && view.sum >= req.Limit && view.retryTill > t && view.retryLimit == req.Limit {
 			// Over the limit on settled data alone, which no replica
-			// can change, or denied on complete data a moment ago:
-			// deny again without a round trip. The moment is short
-			// because the counts it saw may have included requests
-			// that were being denied elsewhere.
+			// can change, with the retry time known: deny again without
+			// a round trip. (A denial on fresh counts is not repeated
+			// so: what it saw may have included requests being denied
+			// elsewhere, and the next request must look again.)
 			d.RetryAfter = time.Duration(view.retryTill-t) * time.Second
 			return d, nil
 		}
@@ -385,6 +371,7 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			if err != nil {
 				return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(fresh), id, err)
 			}
+			h.observe(t, freshSum(vals, fresh))
 			if sum+freshSum(vals, fresh) >= req.Limit {
 				return s.denied(ctx, h, id, t, d, vals)
 			}
@@ -402,6 +389,7 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			return Decision{}, fmt.Errorf("sliding window: count %s: %w: the store answered after %v, over the %v that keeps replicas exact", id, ErrStoreUnavailable, took.Round(time.Millisecond), s.maxDecision)
 		}
 		total := sum + freshSum(vals, fresh[:len(fresh)-1]) + v
+		h.observe(t, total-sum)
 		if total <= req.Limit {
 			d.Allowed = true
 			d.Remaining = req.Limit - total
@@ -431,8 +419,10 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			d.RetryAfter = req.Window
 			return d, nil
 		}
+		h.observe(t, freshSum(vals, fresh))
 		attempt++
-		if sum+freshSum(vals, fresh) < req.Limit && attempt <= maxAttempts && s.since(start) < s.maxDecision/2 && s.pause(ctx) {
+		room := sum+freshSum(vals, fresh) < req.Limit
+		if room && attempt <= maxAttempts && s.since(start) < s.maxDecision/2 && s.pause(ctx) {
 			probed = true // the read just made is fresher than a probe
 			continue
 		}
@@ -501,10 +491,8 @@ func freshSum(vals map[string]int64, keys []string) int64 {
 type settledView struct {
 	sum      int64
 	deniedAt int64
-	// retryTill and retryLimit are from this replica's last denial,
-	// made at retryAt.
+	// retryTill and retryLimit are from this replica's last denial.
 	retryTill, retryLimit int64
-	retryAt               time.Duration
 }
 
 // begin returns the second a decision at t decides in (never earlier than
@@ -531,7 +519,7 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 		t = max(t, h.latest)
 		h.latest = t
 		h.prepare(t, w)
-		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, retryAt: h.retryAt}
+		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit}
 		p := h.plan(id, t, w, s.lag)
 		var pend *pending
 		if len(p.keys) > 0 {
@@ -597,7 +585,7 @@ func (s *Sliding) denied(ctx context.Context, h *history, id string, t int64, d 
 		h.mu.Lock()
 		h.deniedAt = max(h.deniedAt, t)
 		if vals != nil && ok {
-			h.retryTill, h.retryLimit, h.retryAt = t+int64(ra/time.Second), limit, s.mono()
+			h.retryTill, h.retryLimit = t+int64(ra/time.Second), limit
 		}
 		h.mu.Unlock()
 	}
@@ -641,6 +629,122 @@ func (s *Sliding) increments(id string, t, w, delta int64, window time.Duration)
 		incs = append(incs, Increment{Key: minuteKey(id, floorDiv(t, minuteSeconds)), Delta: delta, TTL: window + 2*SkewMargin + minuteSeconds*time.Second})
 	}
 	return incs
+}
+
+// observe records n, what a decision at t counted in the unsettled
+// seconds, for Known.
+func (h *history) observe(t, n int64) {
+	h.mu.Lock()
+	if t > h.freshAt || t == h.freshAt && n > h.freshSum {
+		h.freshAt, h.freshSum = t, n
+	}
+	h.mu.Unlock()
+}
+
+// Known returns what this replica knows, without asking the store, of the
+// requests of req's requestor in the window ending at now: the settled
+// seconds it has cached and what its last decision counted in the others.
+// When that reaches req.Limit it also returns how long until it no longer
+// does, never too early. It counts nothing; a requestor this replica has
+// not seen is 0. resilient.Fallback starts its local decisions from it, so
+// that a requestor at its limit when the store fails stays limited.
+func (s *Sliding) Known(req Request, now time.Time) (int64, time.Duration) {
+	if req.Validate() != nil {
+		return 0, 0
+	}
+	w := int64(req.Window / time.Second)
+	key := newRequestorKey(req.Scope, w, req.Requestor)
+	sh := &s.shards[maphash.Comparable(s.seed, key)%cacheShards]
+	sh.mu.Lock()
+	h := sh.m[key]
+	sh.mu.Unlock()
+	if h == nil {
+		return 0, 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := max(now.Unix(), h.latest)
+	lo := t - w + 1
+	var n int64
+	for _, sp := range h.spans {
+		if sp.end() >= lo {
+			n += sp.n
+		}
+	}
+	var fresh []span
+	// The fresh requests may be in any of the seconds the last decision
+	// read: place them in the latest, which leaves the window last.
+	if last := h.freshAt + s.ahead; h.freshSum > 0 && last >= lo && last > h.synced {
+		n += h.freshSum
+		fresh = []span{{start: last, width: 1, n: h.freshSum}}
+	}
+	if n < req.Limit {
+		return n, 0
+	}
+	ra, ok := h.retryAfter(t, w, req.Limit, fresh)
+	if !ok {
+		ra = min(ra+(minuteSeconds-1)*time.Second, time.Duration(w+s.ahead)*time.Second)
+	}
+	return n, ra
+}
+
+// Charge counts n requests of req's requestor, decided elsewhere, in second
+// sec (Unix seconds): the counts a replica allowed on its own while the
+// store was unreachable, added once it is back (resilient.Fallback does).
+// It changes the second's counter and minute aggregate, and this
+// replica's cached history when that second is already settled in it.
+func (s *Sliding) Charge(ctx context.Context, req Request, sec, n int64) error {
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("sliding window: %w", err)
+	}
+	if n <= 0 {
+		return nil
+	}
+	w := int64(req.Window / time.Second)
+	key := newRequestorKey(req.Scope, w, req.Requestor)
+	id := key.String()
+	if _, _, err := s.batch.Batch(ctx, nil, s.increments(id, sec, w, n, req.Window)); err != nil {
+		return fmt.Errorf("sliding window: charge %d requests of %s at %d: %w", n, id, sec, err)
+	}
+	sh := &s.shards[maphash.Comparable(s.seed, key)%cacheShards]
+	sh.mu.Lock()
+	h := sh.m[key]
+	sh.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sec > h.synced {
+		return nil // read from the store when it settles
+	}
+	i, found := slices.BinarySearchFunc(h.spans, sec, func(sp span, sec int64) int {
+		switch {
+		case sp.end() < sec:
+			return -1
+		case sp.start > sec:
+			return 1
+		}
+		return 0
+	})
+	if found {
+		h.spans[i].n += n
+	} else {
+		h.spans = slices.Insert(h.spans, i, span{start: sec, width: 1, n: n})
+	}
+	return nil
+}
+
+// Forget drops every cached history, so that each requestor's next
+// decision reads its settled seconds from the store again: after an outage,
+// when other replicas may have charged seconds this one holds as settled.
+func (s *Sliding) Forget() {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		clear(sh.m)
+		sh.mu.Unlock()
+	}
 }
 
 // history returns the cached history for key, creating it (and evicting

@@ -147,9 +147,13 @@ func TestSlidingBatchRoundTrips(t *testing.T) {
 	}
 	for r.at(t, 0, hourly, sec(3612)).Allowed {
 	}
-	step("denied, same second", 3612, false, 0)
+	// A denied requestor is read, not counted, while its count is fresh;
+	// once the limit is reached on settled seconds alone, it costs nothing.
+	step("denied, same second", 3612, false, 1)
 	step("denied again in a new second", 3613, false, 1)
-	step("denied, same second again", 3613, false, 0)
+	step("denied, same second again", 3613, false, 1)
+	step("denied on settled seconds, first in its second", 3612+int(r.replicas[0].lag), false, 2)
+	step("denied on settled seconds, known retry", 3612+int(r.replicas[0].lag), false, 0)
 }
 
 // TestSlidingBatchConcurrentReplicas is the exactness guarantee with

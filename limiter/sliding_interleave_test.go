@@ -184,7 +184,6 @@ func (sc interleaving) run(t *testing.T, c *chooser) (allowed int64, buckets map
 			reps[i] = NewSliding(store, SlidingConfig{MaxClockSkew: sc.skew})
 			reps[i].pause = func(context.Context) bool { return true }
 			reps[i].since = func(time.Time) time.Duration { return 0 }
-			reps[i].mono = func() time.Duration { return 0 }
 		}
 		req := Request{Requestor: "r", Limit: sc.limit, Window: sc.window}
 		at := func(trueSec float64, rep int) time.Time {

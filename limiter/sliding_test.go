@@ -351,7 +351,8 @@ func TestSlidingRoundTrips(t *testing.T) {
 	if g, a := r.store.gets.Load()-gets, r.store.adds.Load()-adds; g != 1 || a != 2 {
 		t.Fatalf("returning requestor: %d reads and %d adds; want 1 and 2", g, a)
 	}
-	// Use up the quota, then a denied requestor costs nothing more this second.
+	// Use up the quota: a denied requestor then costs a read, and no
+	// count, while its seconds are fresh, and nothing once they settled.
 	for r.at(t, 0, hourly, sec(3612)).Allowed {
 	}
 	gets, adds = r.store.gets.Load(), r.store.adds.Load()
@@ -360,8 +361,19 @@ func TestSlidingRoundTrips(t *testing.T) {
 			t.Fatal("allowed past the limit")
 		}
 	}
+	if g, a := r.store.gets.Load()-gets, r.store.adds.Load()-adds; g != 50 || a != 0 {
+		t.Fatalf("denied within a second: %d reads, %d adds; want 50 and none", g, a)
+	}
+	settled := sec(3612 + int(r.replicas[0].lag))
+	r.at(t, 0, hourly, settled)
+	gets, adds = r.store.gets.Load(), r.store.adds.Load()
+	for range 50 {
+		if r.at(t, 0, hourly, settled).Allowed {
+			t.Fatal("allowed past the limit")
+		}
+	}
 	if g, a := r.store.gets.Load()-gets, r.store.adds.Load()-adds; g != 0 || a != 0 {
-		t.Fatalf("denied within a second: %d reads, %d adds; want none", g, a)
+		t.Fatalf("denied on settled seconds: %d reads, %d adds; want none", g, a)
 	}
 }
 

@@ -17,6 +17,11 @@ import (
 // per-replica limiter.
 const degradedReason = "memcached-unavailable"
 
+// overloadReason is the X-Floodgate-Degraded value of decisions made by the
+// per-replica fallback because this replica waited too long for memcached,
+// which did not fail.
+const overloadReason = "memcached-overloaded"
+
 // resilientStrategies builds the strategies floodgate decides with, one per
 // name in names, all on the one store. With the in-memory store each is
 // newStrategy(name, store). With memcached, store is wrapped once in a
@@ -103,8 +108,16 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 		return nil, nil, err
 	}
 	strategies = make(map[string]limiter.Strategy, len(names))
+	var fallbacks []*resilient.Fallback
 	for _, name := range names {
-		strategies[name] = resilient.NewFallback(primary[name], local[name], resilient.FallbackConfig{Reason: degradedReason, Logger: log})
+		fb := resilient.NewFallback(primary[name], local[name], resilient.FallbackConfig{Reason: degradedReason, OverloadReason: overloadReason, Logger: log})
+		closers = append(closers, fb)
+		fallbacks = append(fallbacks, fb)
+		strategies[name] = fb
+	}
+	if err := registerReconcileMetrics(reg, fallbacks); err != nil {
+		closeFn()
+		return nil, nil, err
 	}
 	return strategies, closeFn, nil
 }
@@ -165,6 +178,35 @@ func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, bh 
 	} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("register breaker metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// registerReconcileMetrics exports what the fallbacks charged to memcached
+// after an outage, and what they could not.
+func registerReconcileMetrics(reg prometheus.Registerer, fallbacks []*resilient.Fallback) error {
+	sum := func(f func(*resilient.Fallback) uint64) func() float64 {
+		return func() float64 {
+			var n uint64
+			for _, fb := range fallbacks {
+				n += f(fb)
+			}
+			return float64(n)
+		}
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_fallback_reconciled_total",
+			Help: "Requests the per-replica fallback allowed while memcached failed and then charged to memcached, in the seconds they were allowed in.",
+		}, sum((*resilient.Fallback).Reconciled)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_fallback_unreconciled_total",
+			Help: "Requests the per-replica fallback allowed and never charged to memcached: out of their window by the time it answered, or past the bound on pending charges.",
+		}, sum((*resilient.Fallback).Unreconciled)),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register fallback metrics: %w", err)
 		}
 	}
 	return nil

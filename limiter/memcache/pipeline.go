@@ -245,7 +245,7 @@ func (p *pipeline) do(ctx context.Context, gets []string, adds []limiter.Increme
 		p.mu.Unlock()
 		switch st {
 		case queued:
-			return nil, nil, err // never sent
+			return nil, nil, fmt.Errorf("%w: %w", limiter.ErrOverloaded, err) // never sent
 		case carried:
 			select {
 			case <-c.ready: // answered after all
@@ -356,7 +356,7 @@ func (p *pipeline) release(conn *pipeConn) {
 			return true
 		})
 		defer func() {
-			fail(expired, fmt.Errorf("no connection free within %v: %w", p.timeout, os.ErrDeadlineExceeded))
+			fail(expired, fmt.Errorf("no connection free within %v: %w: %w", p.timeout, limiter.ErrOverloaded, os.ErrDeadlineExceeded))
 			for _, q := range expired {
 				q.ready <- struct{}{}
 			}

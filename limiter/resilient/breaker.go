@@ -417,8 +417,8 @@ func (b *Breaker) release(ctx context.Context, err error) {
 		}
 		return
 	}
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) || errors.Is(err, ErrBusy) {
-		return // the caller gave up, or a Bulkhead had no slot: the store did not fail
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) || errors.Is(err, limiter.ErrOverloaded) {
+		return // the caller gave up, or the call waited for a slot or a connection and was never sent: the store did not fail
 	}
 	n := b.failures.Add(1)
 	if n < int64(b.cfg.Failures) {

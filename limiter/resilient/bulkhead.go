@@ -14,7 +14,7 @@ import (
 // limiter.ErrStoreUnavailable. A Breaker around a Bulkhead does not count it
 // as a failure of the store: the store did not fail, this process had too
 // much to ask. (floodgate puts the Bulkhead outside the Breaker.)
-var ErrBusy = fmt.Errorf("too many concurrent store calls: %w", limiter.ErrStoreUnavailable)
+var ErrBusy = fmt.Errorf("too many concurrent store calls: %w", limiter.ErrOverloaded)
 
 // DefaultQueueTimeout is the queue timeout of a Bulkhead created with zero.
 const DefaultQueueTimeout = 100 * time.Millisecond

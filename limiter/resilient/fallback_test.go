@@ -159,17 +159,18 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 	decide(true, "") // counted in the store: 1 of 3
 	store.down.Store(true)
 	clk.Advance(time.Second)
-	for i := range 3 {
+	// The local decisions start from what the replica knew: 1 of 3 used.
+	for i := range 2 {
 		d := decide(true, "memcached-unavailable")
-		if d.Remaining != int64(2-i) {
-			t.Fatalf("local decision %d: remaining %d, want %d", i+1, d.Remaining, 2-i)
+		if d.Remaining != int64(1-i) {
+			t.Fatalf("local decision %d: remaining %d, want %d", i+1, d.Remaining, 1-i)
 		}
 	}
 	if s := resilient.BreakerOf(brk).State(); s != resilient.Open {
 		t.Fatalf("breaker %v after failures, want open", s)
 	}
 	calls := store.calls.Load()
-	for range 20 {
+	for range 21 {
 		d := decide(false, "memcached-unavailable")
 		if d.RetryAfter <= 0 || d.RetryAfter > time.Hour {
 			t.Fatalf("local denial RetryAfter %v", d.RetryAfter)
@@ -187,7 +188,7 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 
 	// Back: the first decision after the backoff starts the probe and is
 	// still made locally; once the probe succeeded the store's counts apply
-	// again: the requestor has used 1 of 3 there.
+	// again, with the 2 allowed locally charged to it: 3 of 3 used.
 	store.down.Store(false)
 	clk.Advance(time.Second)
 	decide(false, "memcached-unavailable")
@@ -197,12 +198,15 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	d := decide(true, "")
-	if d.Remaining != 1 {
-		t.Errorf("after recovery: remaining %d, want 1 (the store's count)", d.Remaining)
-	}
-	decide(true, "")
 	decide(false, "")
+	if n, m := f.Reconciled(), f.Unreconciled(); n != 2 || m != 0 {
+		t.Errorf("Reconciled, Unreconciled = %d, %d; want 2, 0", n, m)
+	}
+	// A replica that never saw the outage sees them too.
+	other := limiter.NewSliding(store, limiter.SlidingConfig{})
+	if d, err := other.Allow(ctx, req, clk.Now()); err != nil || d.Allowed {
+		t.Errorf("another replica after recovery: %+v, %v; want denied", d, err)
+	}
 }
 
 func TestFallbackLogRateLimited(t *testing.T) {
