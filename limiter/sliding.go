@@ -353,19 +353,11 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 			d.RetryAfter = time.Duration(view.retryTill-t) * time.Second
 			return d, nil
 		}
-		if pend == nil && view.sum >= req.Limit {
-			// Over the limit on settled data: deny without counting.
-			_, vals, _, err := s.exchange(ctx, h, nil, view.sum, fresh, nil, t, w)
-			if err != nil {
-				return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(fresh), id, err)
-			}
-			return s.denied(ctx, h, id, t, d, vals)
-		}
-
-		if !probed && view.deniedAt >= t-1 {
-			// Denied here a moment ago: read before counting, so a
-			// requestor hammering at its limit costs one read, not an
-			// increment, a read and a decrement.
+		if !probed && (view.deniedAt >= t-1 || pend == nil && view.sum >= req.Limit) {
+			// Denied here a moment ago, or over the limit on settled
+			// data: read before counting, so a requestor hammering at
+			// its limit costs one read, not an increment, a read and a
+			// decrement.
 			probed = true
 			sum, vals, _, err := s.exchange(ctx, h, pend, view.sum, fresh, nil, t, w)
 			if err != nil {
