@@ -120,6 +120,7 @@ func TestSoak(t *testing.T) {
 	for n := 0; time.Now().Before(deadline); {
 		select {
 		case <-tick.C:
+			l.audit(t, n)
 			faults[n%len(faults)]()
 			n++
 			now := l.samples(t)
@@ -321,3 +322,47 @@ func checkRequest(ip string, ext map[string]string) *authv3.CheckRequest {
 		}},
 	}}
 }
+
+// audit is the limit's own check in the soak: 300 checks of one new
+// requestor over both replicas, 100 at a time, started just before a second
+// boundary while memcached is healthy, must allow exactly the limit (100):
+// more is a failure, less is reported.
+func (l *load) audit(t *testing.T, n int) {
+	t.Helper()
+	const checks, inFlight, limit = 300, 100, 100
+	ip := fmt.Sprintf("192.0.2.%d", n%250+1)
+	next := time.Now().Truncate(time.Second).Add(time.Second)
+	time.Sleep(time.Until(next.Add(-30 * time.Millisecond))) // 30ms before a boundary
+	var allowed, failed atomic.Int64
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range inFlight {
+		wg.Go(func() {
+			for i := range work {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				resp, err := l.clients[i%len(l.clients)].Check(ctx, checkRequest(ip, nil))
+				cancel()
+				switch {
+				case err != nil:
+					failed.Add(1)
+				case codes.Code(resp.GetStatus().GetCode()) == codes.OK:
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	for i := range checks {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	switch a := allowed.Load(); {
+	case a > limit:
+		t.Errorf("audit %d: %d of %d checks of %s allowed over 2 replicas at a second boundary, limit %d", n, a, checks, ip, limit)
+	case a < limit || failed.Load() > 0:
+		t.Logf("audit %d: %d allowed of %d (limit %d), %d failed", n, a, checks, limit, failed.Load())
+	default:
+		t.Logf("audit %d: exactly %d of %d allowed at a second boundary", n, a, checks)
+	}
+}
+
