@@ -365,4 +365,3 @@ func (l *load) audit(t *testing.T, n int) {
 		t.Logf("audit %d: exactly %d of %d allowed at a second boundary", n, a, checks)
 	}
 }
-
