@@ -343,7 +343,7 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 		if err != nil {
 			return Decision{}, err
 		}
-		fresh, incs, undo := s.keysFor(id, t, w, req.Window)
+		fresh, incs := s.keysFor(id, t, w, req.Window)
 		if pend == nil && view.sum >= req.Limit && view.retryTill > t && view.retryLimit == req.Limit {
 			// Over the limit on settled data alone, which no replica
 			// can change, with the retry time known: deny again without
@@ -401,7 +401,7 @@ func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decisi
 
 		// Over the limit: undo, and read again to see whether the
 		// requests that made it so were themselves being denied.
-		_, vals, _, err = s.exchange(ctx, h, nil, sum, fresh, undo, t, w)
+		_, vals, _, err = s.exchange(ctx, h, nil, sum, fresh, undo(incs), t, w)
 		if err != nil {
 			// The counter may stay one too high, which errs on the safe
 			// side and heals when the bucket leaves the window.
@@ -524,8 +524,8 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 }
 
 // keysFor returns the keys a decision at t reads (the fresh seconds, with t
-// itself last) and the increments that count and undo its request.
-func (s *Sliding) keysFor(id string, t, w int64, window time.Duration) (fresh []string, incs, undo []Increment) {
+// itself last) and the increments that count its request.
+func (s *Sliding) keysFor(id string, t, w int64, window time.Duration) (fresh []string, incs []Increment) {
 	lo := t - w + 1
 	fresh = make([]string, 0, s.lag+s.ahead)
 	for sec := max(t-s.lag+1, lo); sec <= t+s.ahead; sec++ {
@@ -534,12 +534,16 @@ func (s *Sliding) keysFor(id string, t, w int64, window time.Duration) (fresh []
 		}
 	}
 	fresh = append(fresh, secondKey(id, t))
-	incs = s.increments(id, t, w, 1, window)
-	undo = make([]Increment, len(incs))
+	return fresh, s.increments(id, t, w, 1, window)
+}
+
+// undo returns the increments that take back incs.
+func undo(incs []Increment) []Increment {
+	out := make([]Increment, len(incs))
 	for i, inc := range incs {
-		undo[i] = Increment{Key: inc.Key, Delta: -1, TTL: inc.TTL}
+		out[i] = Increment{Key: inc.Key, Delta: -inc.Delta, TTL: inc.TTL}
 	}
-	return fresh, incs, undo
+	return out
 }
 
 // denied completes decision d, a denial (or an allowed request that used
