@@ -77,8 +77,9 @@ type FallbackConfig struct {
 // enforces the limit on its own.
 //
 // Requests allowed locally are charged to the store once it answers again
-// (the next decision after local ones charges them before it asks the
-// primary; concurrent ones wait for it), in the
+// (a decision charges its own requestor's before it asks the primary, so
+// that the primary decides on counts that include them, and starts charging
+// every other requestor's in the background), in the
 // seconds they were allowed in, when those are still in the window, and
 // through the primary when it can (limiter.Sliding's Charge): the shared
 // count afterwards includes them. The primary's cache is then forgotten, at
@@ -107,24 +108,34 @@ type Fallback struct {
 	unlogged   uint64 // local decisions since the last log line
 	loggedOnce bool
 
-	// Local decisions to charge, by requestor and second, and the charge
-	// in progress; under pendMu.
+	// Local decisions to charge, by requestor; under pendMu, with the
+	// number of requestor-seconds they hold.
 	pendMu      sync.Mutex
-	pending     map[charge]int64
-	flight      *flight
+	pending     map[requestor]*owed
+	pendingSecs int
 	forgetTimer *time.Timer
 	closed      bool
 
-	hasPending   atomic.Bool   // pending is not empty
+	hasPending   atomic.Bool // pending is not empty
+	background   atomic.Bool // a goroutine charges the pending requestors
+	wg           sync.WaitGroup
+	stop         chan struct{}
 	reconciled   atomic.Uint64 // requests charged to the store
 	unreconciled atomic.Uint64 // requests dropped: too many pending, or out of the window
 }
 
-// charge is one requestor's second of local decisions.
-type charge struct {
-	scope, requestor string
-	window           time.Duration
-	sec              int64
+// requestor names one requestor's counts: what limiter.Sliding keys them by.
+type requestor struct {
+	scope, id string
+	window    time.Duration
+}
+
+// owed is what one requestor was allowed locally, by second, and the
+// charge of it in progress, if any (closed when it ends, with err set).
+type owed struct {
+	secs     map[int64]int64
+	charging chan struct{}
+	err      error
 }
 
 // knower, charger and forgetter are what a Fallback uses of its primary
@@ -147,7 +158,7 @@ func NewFallback(primary, local limiter.Strategy, cfg FallbackConfig) *Fallback 
 		reason: cfg.Reason, overload: cfg.OverloadReason,
 		log: cfg.Logger, now: cfg.Now,
 		maxPending: cfg.MaxPending, grace: cfg.ReconcileGrace,
-		pending: map[charge]int64{},
+		pending: map[requestor]*owed{}, stop: make(chan struct{}),
 	}
 	if f.reason == "" {
 		f.reason = DefaultReason
@@ -183,9 +194,12 @@ func (f *Fallback) Allow(ctx context.Context, req limiter.Request, now time.Time
 // errors and wraps the primary's.
 func (f *Fallback) AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (d limiter.Decision, reason string, err error) {
 	if f.hasPending.Load() {
-		// Charge what was allowed locally before the store decides again,
-		// so that its counts include it.
-		err = f.reconcile(ctx)
+		// Charge what this requestor was allowed locally before the store
+		// decides for it again, so that its counts include it; the other
+		// requestors' are charged in the background.
+		if err = f.chargeRequestor(ctx, requestorOf(req)); err == nil {
+			f.reconcileRest()
+		}
 	}
 	if err == nil {
 		d, err = f.primary.Allow(ctx, req, now)
@@ -228,125 +242,180 @@ func (f *Fallback) decideLocally(ctx context.Context, req limiter.Request, now t
 	return d, err
 }
 
+// requestorOf returns what req's counts are keyed by.
+func requestorOf(req limiter.Request) requestor {
+	return requestor{scope: req.Scope, id: req.Requestor, window: req.Window}
+}
+
 // remember keeps a local allowed decision to charge to the store later.
 func (f *Fallback) remember(req limiter.Request, now time.Time) {
 	if _, ok := f.primary.(charger); !ok {
 		return
 	}
-	c := charge{scope: req.Scope, requestor: req.Requestor, window: req.Window, sec: now.Unix()}
+	k, sec := requestorOf(req), now.Unix()
 	f.pendMu.Lock()
-	if _, ok := f.pending[c]; ok || len(f.pending) < f.maxPending {
-		f.pending[c]++
-		f.hasPending.Store(true)
-	} else {
-		f.unreconciled.Add(1)
+	defer f.pendMu.Unlock()
+	o := f.pending[k]
+	if o != nil && o.secs[sec] > 0 {
+		o.secs[sec]++
+		return
 	}
-	f.pendMu.Unlock()
+	if f.pendingSecs >= f.maxPending {
+		f.unreconciled.Add(1)
+		return
+	}
+	if o == nil {
+		o = &owed{secs: map[int64]int64{}}
+		f.pending[k] = o
+	}
+	o.secs[sec]++
+	f.pendingSecs++
+	f.hasPending.Store(true)
 }
 
-// reconcile charges the pending local decisions, or waits for the
-// decision that is charging them; it returns that charge's error.
-func (f *Fallback) reconcile(ctx context.Context) error {
+// chargeRequestor charges what k was allowed locally, or waits for the
+// charge of it in progress; it returns that charge's error.
+func (f *Fallback) chargeRequestor(ctx context.Context, k requestor) error {
 	f.pendMu.Lock()
-	if fl := f.flight; fl != nil {
+	o := f.pending[k]
+	if o == nil {
+		f.pendMu.Unlock()
+		return nil
+	}
+	if ch := o.charging; ch != nil {
 		f.pendMu.Unlock()
 		select {
-		case <-fl.done:
-			return fl.err
+		case <-ch:
+			return o.err
 		case <-ctx.Done():
 			return fmt.Errorf("wait for the charge of local decisions: %w: %w", limiter.ErrStoreUnavailable, ctx.Err())
 		}
 	}
-	if !f.hasPending.Load() {
-		f.pendMu.Unlock()
-		return nil
-	}
-	fl := &flight{done: make(chan struct{})}
-	f.flight = fl
-	batch := f.pending
-	f.pending = map[charge]int64{}
-	f.hasPending.Store(false)
+	o.charging = make(chan struct{})
+	secs := o.secs
+	o.secs = map[int64]int64{} // for local decisions meanwhile
+	f.pendingSecs -= len(secs)
 	f.pendMu.Unlock()
 
-	fl.err = f.charge(context.WithoutCancel(ctx), batch)
+	err := f.charge(ctx, k, secs)
 	f.pendMu.Lock()
-	f.flight = nil
+	for sec, n := range secs { // those not charged, after an error
+		if n > 0 {
+			if o.secs[sec] == 0 {
+				f.pendingSecs++
+			}
+			o.secs[sec] += n
+		}
+	}
+	ch := o.charging
+	o.err, o.charging = err, nil
+	if len(o.secs) == 0 {
+		delete(f.pending, k)
+	}
+	f.hasPending.Store(len(f.pending) > 0)
 	f.pendMu.Unlock()
-	close(fl.done)
-	return fl.err
+	close(ch)
+	return err
 }
 
-// flight is a charge of the pending local decisions in progress.
-type flight struct {
-	done chan struct{}
-	err  error
-}
-
-// charge charges batch's decisions still in their window; on a store error
-// it keeps those not charged for the next try and returns the error.
-func (f *Fallback) charge(ctx context.Context, batch map[charge]int64) error {
-	ctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
+// charge charges k's seconds still in the window.
+func (f *Fallback) charge(ctx context.Context, k requestor, secs map[int64]int64) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reconcileTimeout)
 	defer cancel()
-	ch := f.primary.(charger)
-	now := f.now().Unix()
-	var done, dropped int64
-	var failed error
-	for c, n := range batch {
-		if failed != nil {
-			f.keep(c, n)
+	req := limiter.Request{Scope: k.scope, Requestor: k.id, Limit: 1, Window: k.window}
+	oldest := f.now().Unix() - int64(k.window/time.Second)
+	for sec, n := range secs {
+		if sec <= oldest {
+			f.unreconciled.Add(uint64(n)) // left the window: nothing to charge
+			secs[sec] = 0
 			continue
 		}
-		if c.sec <= now-int64(c.window/time.Second) {
-			dropped += n // left the window: nothing to charge
-			continue
+		if err := f.primary.(charger).Charge(ctx, req, sec, n); err != nil {
+			return fmt.Errorf("charge the requests allowed locally: %w", err)
 		}
-		req := limiter.Request{Scope: c.scope, Requestor: c.requestor, Limit: 1, Window: c.window}
-		if err := ch.Charge(ctx, req, c.sec, n); err != nil {
-			failed = err
-			f.keep(c, n)
-			continue
+		f.reconciled.Add(uint64(n))
+		secs[sec] = 0 // charged: not again if a later second fails
+	}
+	return nil
+}
+
+// reconcileRest starts a goroutine, unless one runs, that charges every
+// pending requestor, four at a time, and then has the primary forget its
+// cache, at once and again ReconcileGrace later.
+func (f *Fallback) reconcileRest() {
+	if !f.hasPending.Load() || !f.background.CompareAndSwap(false, true) {
+		return
+	}
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	if f.closed {
+		f.background.Store(false)
+		return
+	}
+	f.wg.Go(func() {
+		defer f.background.Store(false)
+		f.pendMu.Lock()
+		keys := make(chan requestor, len(f.pending))
+		for k := range f.pending {
+			keys <- k
 		}
-		done += n
-	}
-	f.reconciled.Add(uint64(done))
-	f.unreconciled.Add(uint64(dropped))
-	if failed != nil {
-		return fmt.Errorf("charge the requests allowed locally: %w", failed)
-	}
-	if done > 0 {
-		f.log.Info("charged the requests allowed locally while the counter store failed", "requests", done, "out_of_window", dropped)
-	}
-	if fg, ok := f.primary.(forgetter); ok {
+		f.pendMu.Unlock()
+		close(keys)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-f.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		var failed atomic.Bool
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for k := range keys {
+					if failed.Load() {
+						return
+					}
+					if err := f.chargeRequestor(ctx, k); err != nil {
+						failed.Store(true)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if failed.Load() || f.hasPending.Load() {
+			return // the next decision that reaches the store tries again
+		}
+		f.log.Info("charged the requests allowed locally while the counter store failed", "requests_charged_ever", f.reconciled.Load())
+		fg, ok := f.primary.(forgetter)
+		if !ok {
+			return
+		}
 		fg.Forget()
 		f.pendMu.Lock()
+		defer f.pendMu.Unlock()
 		if f.forgetTimer != nil {
 			f.forgetTimer.Stop()
 		}
 		if !f.closed {
 			f.forgetTimer = time.AfterFunc(f.grace, fg.Forget)
 		}
-		f.pendMu.Unlock()
-	}
-	return nil
+	})
 }
 
-// keep puts a charge back among the pending ones.
-func (f *Fallback) keep(c charge, n int64) {
-	f.pendMu.Lock()
-	if _, ok := f.pending[c]; ok || len(f.pending) < f.maxPending {
-		f.pending[c] += n
-		f.hasPending.Store(true)
-	} else {
-		f.unreconciled.Add(uint64(n))
-	}
-	f.pendMu.Unlock()
-}
-
-// Close stops the timer that forgets the primary's cache after an outage.
-// It always returns nil.
+// Close ends the background charging and stops the timer that forgets the
+// primary's cache after an outage. It always returns nil.
 func (f *Fallback) Close() error {
 	f.pendMu.Lock()
-	f.closed = true
+	if !f.closed {
+		f.closed = true
+		close(f.stop)
+	}
+	f.pendMu.Unlock()
+	f.wg.Wait()
+	f.pendMu.Lock()
 	if f.forgetTimer != nil {
 		f.forgetTimer.Stop()
 	}

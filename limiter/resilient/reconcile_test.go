@@ -173,3 +173,36 @@ func TestFallbackOverloadReason(t *testing.T) {
 		t.Errorf("default overload reason %q, want %q", reason, resilient.DefaultOverloadReason)
 	}
 }
+
+// TestFallbackChargesOthersInTheBackground: the first decision back on the
+// store charges its own requestor's local decisions before it decides, and
+// starts charging the other requestors' in the background.
+func TestFallbackChargesOthersInTheBackground(t *testing.T) {
+	r := newFallbackRig(t, resilient.FallbackConfig{})
+	r.store.down.Store(true)
+	for i := range 20 {
+		req := limiter.Request{Requestor: fmt.Sprintf("client-%d", i), Limit: 10, Window: time.Minute}
+		for range 2 {
+			if d, _ := r.decide(t, req); !d.Allowed {
+				t.Fatalf("local decision for %s denied", req.Requestor)
+			}
+		}
+	}
+	r.store.down.Store(false)
+	first := limiter.Request{Requestor: "client-7", Limit: 10, Window: time.Minute}
+	if d, reason := r.decide(t, first); !d.Allowed || reason != "" || d.Remaining != 10-2-1 {
+		t.Fatalf("first decision back: %+v %q; want allowed by the store with 7 remaining", d, reason)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.f.Reconciled() != 40 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Reconciled = %d after 10s, want 40", r.f.Reconciled())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	other := limiter.NewSliding(r.store, limiter.SlidingConfig{})
+	d, err := other.Allow(context.Background(), limiter.Request{Requestor: "client-13", Limit: 10, Window: time.Minute}, r.clk.Now())
+	if err != nil || d.Remaining != 10-2-1 {
+		t.Errorf("another replica for client-13: %+v, %v; want 7 remaining", d, err)
+	}
+}
