@@ -179,7 +179,7 @@ var options = []option{
 		usage: "timeout of one memcached round trip; keep it well below Envoy's ext_authz timeout",
 		parse: func(c *Config, v string) (err error) { c.MemcacheTimeout, err = parsePositiveDuration(v); return err }},
 	{name: "memcache-max-conns", arg: "n", def: "64",
-		usage: "most concurrent memcached calls per replica (counter changes share 2 pipelined connections per server; reads take a connection each); more wait up to --memcache-timeout; the sum over all replicas must stay below memcached's connection limit (-c, 1024 by default)",
+		usage: "most concurrent memcached value calls per replica, each on a connection of its own (the token-bucket and sliding-log strategies); more wait up to --memcache-timeout. Counter calls (sliding, fixed) share 2 pipelined connections per server and are not bounded by it. Replicas × (this + 2) per server must stay below memcached's connection limit (-c, 1024 by default)",
 		parse: parseMaxConns},
 	{name: "limit", arg: "n", def: "100",
 		usage: "requests allowed per requestor per window",

@@ -87,8 +87,11 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 	closers = append(closers, breaker) // last closed: ends its probing
 	// The bulkhead goes outside the breaker: a call that waited for a slot
 	// while memcached hung then finds the breaker open and fails at once,
-	// instead of waiting for a timeout of its own.
-	store = resilient.NewBulkhead(store, cfg.MemcacheMaxConns, cfg.MemcacheTimeout)
+	// instead of waiting for a timeout of its own. It bounds only the value
+	// calls (token bucket, sliding log), which take a connection each: the
+	// counter calls are pipelined, and a slot would only cap how many
+	// share a round trip, sending the rest to the fallback under a burst.
+	store = resilient.NewValueBulkhead(store, cfg.MemcacheMaxConns, cfg.MemcacheTimeout)
 	if err := registerBreakerMetrics(reg, breaker, resilient.BulkheadOf(store), transitions); err != nil {
 		closeFn()
 		return nil, nil, err
@@ -168,11 +171,11 @@ func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, bh 
 		}, func() float64 { return float64(b.Rejected()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "floodgate_store_saturated_total",
-			Help: "memcached calls not made because --memcache-max-conns calls were in flight for --memcache-timeout.",
+			Help: "memcached value calls (token-bucket and sliding-log strategies) not made because --memcache-max-conns were in flight for --memcache-timeout.",
 		}, func() float64 { return float64(bh.Busy()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "floodgate_store_calls_in_flight",
-			Help: "memcached calls in flight now; at most --memcache-max-conns.",
+			Help: "memcached value calls (token-bucket and sliding-log strategies) in flight now; at most --memcache-max-conns. Counter calls are pipelined and not counted here.",
 		}, func() float64 { return float64(bh.InFlight()) }),
 		transitions,
 	} {

@@ -33,6 +33,8 @@ type Bulkhead struct {
 	slots   chan struct{}
 	timeout time.Duration
 	busy    atomic.Uint64
+	// valuesOnly: counter calls (Add, Get, Batch) take no slot.
+	valuesOnly bool
 }
 
 // bulkheadSwap is a Bulkhead around a limiter.SwapStore.
@@ -86,6 +88,19 @@ func NewBulkhead(next limiter.Store, max int, queueTimeout time.Duration) limite
 	return b
 }
 
+// NewValueBulkhead is NewBulkhead for a store whose counter calls (Add,
+// Get, Batch) are pipelined, as the memcached store's are: those pass
+// through without a slot, since the pipeline bounds its connections itself
+// and carries waiting calls together (a slot would only cap how many can
+// share a round trip), and only the value calls of a SwapStore
+// (GetVersioned, CompareAndSwap), which take a connection each, are
+// bounded.
+func NewValueBulkhead(next limiter.Store, max int, queueTimeout time.Duration) limiter.Store {
+	st := NewBulkhead(next, max, queueTimeout)
+	BulkheadOf(st).valuesOnly = true
+	return st
+}
+
 // BulkheadOf returns the *Bulkhead of a Store that NewBulkhead returned, or
 // nil.
 func BulkheadOf(s limiter.Store) *Bulkhead {
@@ -131,6 +146,9 @@ func (b *Bulkhead) leave() { <-b.slots }
 
 // Add implements limiter.Store.
 func (b *Bulkhead) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	if b.valuesOnly {
+		return b.next.Add(ctx, key, delta, ttl)
+	}
 	if err := b.enter(ctx); err != nil {
 		return 0, err
 	}
@@ -140,6 +158,9 @@ func (b *Bulkhead) Add(ctx context.Context, key string, delta int64, ttl time.Du
 
 // Get implements limiter.Store.
 func (b *Bulkhead) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+	if b.valuesOnly {
+		return b.next.Get(ctx, keys)
+	}
 	if err := b.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -158,6 +179,9 @@ func (b bulkheadSwapBatch) Batch(ctx context.Context, gets []string, adds []limi
 }
 
 func (b *Bulkhead) batch(ctx context.Context, next limiter.BatchStore, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	if b.valuesOnly {
+		return next.Batch(ctx, gets, adds)
+	}
 	if err := b.enter(ctx); err != nil {
 		return nil, nil, err
 	}

@@ -167,3 +167,37 @@ func TestNewBulkheadPanicsOnZero(t *testing.T) {
 	}()
 	resilient.NewBulkhead(&gaugeStore{}, 0, 0)
 }
+
+// TestValueBulkheadPassesCounterCalls: with NewValueBulkhead, counter calls
+// take no slot (a pipelined store bounds and coalesces them itself): with
+// one slot, ten of them are in the store at once, and none is refused.
+func TestValueBulkheadPassesCounterCalls(t *testing.T) {
+	g := &gaugeStore{release: make(chan struct{})}
+	st := resilient.NewValueBulkhead(g, 1, time.Millisecond)
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			var err error
+			if i%2 == 0 {
+				_, err = st.Add(context.Background(), "k", 1, time.Minute)
+			} else {
+				_, err = st.Get(context.Background(), []string{"k"})
+			}
+			if err != nil {
+				t.Errorf("call: %v", err)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for g.inFlight.Load() < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d counter calls in the store at once after 10s, want 10: they wait for the one slot", g.inFlight.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(g.release)
+	wg.Wait()
+	if b := resilient.BulkheadOf(st); b.Busy() != 0 {
+		t.Errorf("Busy %d: counter calls were refused a slot", b.Busy())
+	}
+}
