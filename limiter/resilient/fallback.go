@@ -118,6 +118,7 @@ type Fallback struct {
 
 	hasPending   atomic.Bool // pending is not empty
 	background   atomic.Bool // a goroutine charges the pending requestors
+	again        atomic.Bool // the store answered while it ran: run once more
 	wg           sync.WaitGroup
 	stop         chan struct{}
 	reconciled   atomic.Uint64 // requests charged to the store
@@ -195,16 +196,15 @@ func (f *Fallback) Allow(ctx context.Context, req limiter.Request, now time.Time
 func (f *Fallback) AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (d limiter.Decision, reason string, err error) {
 	if f.hasPending.Load() {
 		// Charge what this requestor was allowed locally before the store
-		// decides for it again, so that its counts include it; the other
-		// requestors' are charged in the background.
-		if err = f.chargeRequestor(ctx, requestorOf(req)); err == nil {
-			f.reconcileRest()
-		}
+		// decides for it again, so that its counts include it.
+		err = f.chargeRequestor(ctx, requestorOf(req))
 	}
 	if err == nil {
 		d, err = f.primary.Allow(ctx, req, now)
 	}
 	if err == nil {
+		// The store answers: charge the other requestors' in the background.
+		f.reconcileRest()
 		return d, "", nil
 	}
 	if !errors.Is(err, limiter.ErrStoreUnavailable) {
@@ -341,9 +341,15 @@ func (f *Fallback) charge(ctx context.Context, k requestor, secs map[int64]int64
 
 // reconcileRest starts a goroutine, unless one runs, that charges every
 // pending requestor, four at a time, and then has the primary forget its
-// cache, at once and again ReconcileGrace later.
+// cache, at once and again ReconcileGrace later. A call while the goroutine
+// runs has it make one more pass when it ends, so that a pass that failed
+// because it began before the store came back is not the last one.
 func (f *Fallback) reconcileRest() {
-	if !f.hasPending.Load() || !f.background.CompareAndSwap(false, true) {
+	if !f.hasPending.Load() {
+		return
+	}
+	f.again.Store(true)
+	if !f.background.CompareAndSwap(false, true) {
 		return
 	}
 	f.pendMu.Lock()
@@ -353,56 +359,81 @@ func (f *Fallback) reconcileRest() {
 		return
 	}
 	f.wg.Go(func() {
-		defer f.background.Store(false)
-		f.pendMu.Lock()
-		keys := make(chan requestor, len(f.pending))
-		for k := range f.pending {
-			keys <- k
-		}
-		f.pendMu.Unlock()
-		close(keys)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-f.stop:
-				cancel()
-			case <-ctx.Done():
+		for {
+			for f.again.Swap(false) && !f.closing() {
+				f.reconcilePass()
 			}
-		}()
-		var failed atomic.Bool
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				for k := range keys {
-					if failed.Load() {
-						return
-					}
-					if err := f.chargeRequestor(ctx, k); err != nil {
-						failed.Store(true)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if failed.Load() || f.hasPending.Load() {
-			return // the next decision that reaches the store tries again
-		}
-		f.log.Info("charged the requests allowed locally while the counter store failed", "requests_charged_ever", f.reconciled.Load())
-		fg, ok := f.primary.(forgetter)
-		if !ok {
-			return
-		}
-		fg.Forget()
-		f.pendMu.Lock()
-		defer f.pendMu.Unlock()
-		if f.forgetTimer != nil {
-			f.forgetTimer.Stop()
-		}
-		if !f.closed {
-			f.forgetTimer = time.AfterFunc(f.grace, fg.Forget)
+			f.background.Store(false)
+			// A call between the last Swap and the Store above saw a
+			// running goroutine and left its pass to it: take it back.
+			if !f.again.Load() || !f.background.CompareAndSwap(false, true) {
+				return
+			}
 		}
 	})
+}
+
+// closing reports whether Close was called.
+func (f *Fallback) closing() bool {
+	select {
+	case <-f.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// reconcilePass charges every pending requestor once, four at a time, and
+// when none is left has the primary forget its cache.
+func (f *Fallback) reconcilePass() {
+	f.pendMu.Lock()
+	keys := make(chan requestor, len(f.pending))
+	for k := range f.pending {
+		keys <- k
+	}
+	f.pendMu.Unlock()
+	close(keys)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-f.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for k := range keys {
+				if failed.Load() || ctx.Err() != nil {
+					return
+				}
+				if err := f.chargeRequestor(ctx, k); err != nil {
+					failed.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() || f.hasPending.Load() {
+		return // the next decision that reaches the store tries again
+	}
+	f.log.Info("charged the requests allowed locally while the counter store failed", "requests_charged_ever", f.reconciled.Load())
+	fg, ok := f.primary.(forgetter)
+	if !ok {
+		return
+	}
+	fg.Forget()
+	f.pendMu.Lock()
+	defer f.pendMu.Unlock()
+	if f.forgetTimer != nil {
+		f.forgetTimer.Stop()
+	}
+	if !f.closed {
+		f.forgetTimer = time.AfterFunc(f.grace, fg.Forget)
+	}
 }
 
 // Close ends the background charging and stops the timer that forgets the
