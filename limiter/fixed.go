@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// Compile-time check that Fixed implements Strategy.
-var _ Strategy = (*Fixed)(nil)
+// Compile-time check that Fixed implements MultiStrategy.
+var _ MultiStrategy = (*Fixed)(nil)
 
 // fixedTag separates Fixed's requestor identities from other strategies'.
 const fixedTag = "fixed"
@@ -100,4 +100,9 @@ func fixedKey(id string, idx int64) string {
 	b = append(b, ':', 'f')
 	b = strconv.AppendInt(b, idx, 10)
 	return string(b)
+}
+
+// AllowAll implements MultiStrategy.
+func (f *Fixed) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	return allowAllInterim(ctx, reqs, now, f.Allow)
 }

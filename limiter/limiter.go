@@ -83,7 +83,7 @@ type SwapStore interface {
 }
 
 // Request is one rate-limit question: may this requestor, under this scope,
-// make one more request now?
+// make Hits more requests now?
 type Request struct {
 	// Scope names the counter family. Counters of different scopes never mix;
 	// "" is the default scope.
@@ -99,6 +99,22 @@ type Request struct {
 	// Burst is how many requests TokenBucket allows at once after a quiet
 	// period; zero means Limit. The other strategies ignore it.
 	Burst int64
+	// Hits is how many requests this one counts as (Envoy's hits_addend);
+	// zero means 1, a negative value is invalid. It is allowed only if all
+	// of its hits fit in the room left, and then counts them all; a denial
+	// counts nothing. A request of more hits than the strategy can ever
+	// hold (Limit, or for TokenBucket its burst) is denied without
+	// counting anything, with RetryAfter the whole Window: no wait lets it
+	// in, and a client that retries it waits as long as any could.
+	Hits int64
+}
+
+// HitsOf returns how many requests r counts as: r.Hits, or 1 when it is zero.
+func (r Request) HitsOf() int64 {
+	if r.Hits == 0 {
+		return 1
+	}
+	return r.Hits
 }
 
 // MaxWindow is the longest window a Request may have. It bounds what a
@@ -116,23 +132,32 @@ func (r Request) Validate() error {
 	if r.Burst < 0 {
 		return fmt.Errorf("burst %d: must not be negative", r.Burst)
 	}
+	if r.Hits < 0 {
+		return fmt.Errorf("hits %d: must not be negative", r.Hits)
+	}
 	return nil
 }
 
 // Decision is a Strategy's answer to a Request.
 type Decision struct {
-	// Allowed reports whether the request may proceed. An allowed request has
-	// been counted; a denied one leaves no trace.
+	// Allowed reports whether the request had room for its hits. From
+	// Allow, an allowed request has been counted and a denied one leaves no
+	// trace; from MultiStrategy.AllowAll, the requests of a set are counted
+	// only when every one of them is allowed.
 	Allowed bool
 	// Limit and Window echo the Request, for response headers.
 	Limit  int64
 	Window time.Duration
 	// Remaining is how many more requests the requestor may make right now,
-	// after this one; 0 when denied.
+	// after this one: the room left once its hits are counted, or, for an
+	// allowed request of a set that was not counted (another request of
+	// it was denied), the room left without them; 0 when denied.
 	Remaining int64
 	// RetryAfter is how long until the requestor's next request would be
 	// allowed, in whole seconds: 0 when Remaining > 0, otherwise at least one
-	// second. A denied requestor that waits RetryAfter is let in (unless other
+	// second. For a denial it is when this request, with its hits, would be
+	// allowed; for an allowed request that used the last of the room, when a
+	// request of one hit would be. A denied requestor that waits RetryAfter is let in (unless other
 	// requests of its own, allowed meanwhile by another scope's rules, used the
 	// quota first).
 	RetryAfter time.Duration
@@ -148,4 +173,27 @@ type Decision struct {
 // and the caller applies its failure mode.
 type Strategy interface {
 	Allow(ctx context.Context, req Request, now time.Time) (Decision, error)
+}
+
+// MultiStrategy is a Strategy that can also decide several requests as one,
+// as Envoy's rate limit service asks with several descriptors. Every
+// strategy NewStrategy builds implements it, and so does resilient.Fallback.
+//
+// AllowAll returns one Decision per request, in order: Allowed tells
+// whether that request had room for its hits. The requests are counted if
+// and only if every one had room; when any had not, none of them is
+// counted, atomically and exactly across replicas (each strategy's doc says
+// how). Requests of one set that share a requestor (the same scope,
+// requestor and window, and for TokenBucket the same limit and burst) are
+// counted together: each is allowed only if the hits of all of them fit
+// its limit. An empty set returns no decisions and no error. A request that
+// does not Validate fails the whole set, naming it, and counts nothing;
+// an error wrapping ErrStoreUnavailable may leave some counts of a denied
+// set applied, which errs toward under-admission.
+//
+// Allow(ctx, req, now) is AllowAll(ctx, []Request{req}, now): one rule,
+// with a fast path for a single request.
+type MultiStrategy interface {
+	Strategy
+	AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error)
 }

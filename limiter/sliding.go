@@ -1033,3 +1033,11 @@ func floorDiv(a, b int64) int64 {
 }
 
 func floorMod(a, b int64) int64 { return a - floorDiv(a, b)*b }
+
+// AllowAll implements MultiStrategy.
+func (s *Sliding) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	return allowAllInterim(ctx, reqs, now, s.Allow)
+}
+
+// Compile-time check that Sliding implements MultiStrategy.
+var _ MultiStrategy = (*Sliding)(nil)

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// Compile-time check that SlidingLog implements Strategy.
-var _ Strategy = (*SlidingLog)(nil)
+// Compile-time check that SlidingLog implements MultiStrategy.
+var _ MultiStrategy = (*SlidingLog)(nil)
 
 const (
 	// MaxSlidingLogLimit is the largest Limit SlidingLog accepts. The log
@@ -178,4 +178,9 @@ func decodeLog(b []byte) ([]int64, error) {
 		b = b[n:]
 	}
 	return log, nil
+}
+
+// AllowAll implements MultiStrategy.
+func (l *SlidingLog) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	return allowAllInterim(ctx, reqs, now, l.Allow)
 }

@@ -351,3 +351,30 @@ func update(ctx context.Context, store SwapStore, key string, f swap) error {
 	}
 	return fmt.Errorf("write %s: %d attempts lost to other replicas: %w: %w", key, maxSwapAttempts, ErrStoreUnavailable, ErrContention)
 }
+
+// allowAllInterim is the first, conservative AllowAll: a single request of
+// one hit is decided by allow; any other set is validated and then denied
+// whole, counting nothing (under-admission, never over). It is replaced by
+// each strategy's own AllowAll.
+func allowAllInterim(ctx context.Context, reqs []Request, now time.Time, allow func(context.Context, Request, time.Time) (Decision, error)) ([]Decision, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	for i, r := range reqs {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
+	}
+	if len(reqs) == 1 && reqs[0].HitsOf() == 1 {
+		d, err := allow(ctx, reqs[0], now)
+		if err != nil {
+			return nil, err
+		}
+		return []Decision{d}, nil
+	}
+	out := make([]Decision, len(reqs))
+	for i, r := range reqs {
+		out[i] = Decision{Limit: r.Limit, Window: r.Window, RetryAfter: r.Window}
+	}
+	return out, nil
+}

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Compile-time check that TokenBucket implements Strategy.
-var _ Strategy = (*TokenBucket)(nil)
+// Compile-time check that TokenBucket implements MultiStrategy.
+var _ MultiStrategy = (*TokenBucket)(nil)
 
 const (
 	// tokenBucketKind ends TokenBucket's keys.
@@ -249,4 +249,9 @@ func decodeTAT(b []byte, limit int64) (gcraInstant, error) {
 		return gcraInstant{}, fmt.Errorf("%w: TAT fraction %d out of [0, %d): %w", errCorruptValue, t.frac, limit, ErrStoreUnavailable)
 	}
 	return t, nil
+}
+
+// AllowAll implements MultiStrategy.
+func (b *TokenBucket) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	return allowAllInterim(ctx, reqs, now, b.Allow)
 }

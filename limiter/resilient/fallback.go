@@ -1,10 +1,12 @@
 package resilient
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +151,7 @@ type charger interface {
 }
 type forgetter interface{ Forget() }
 
-var _ limiter.Strategy = (*Fallback)(nil)
+var _ limiter.MultiStrategy = (*Fallback)(nil)
 
 // NewFallback returns a Fallback that asks primary first and local when
 // primary fails with limiter.ErrStoreUnavailable.
@@ -188,58 +190,143 @@ func (f *Fallback) Allow(ctx context.Context, req limiter.Request, now time.Time
 	return d, err
 }
 
+// AllowAll implements limiter.MultiStrategy: AllowAllDegraded without the
+// reason.
+func (f *Fallback) AllowAll(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, error) {
+	ds, _, err := f.AllowAllDegraded(ctx, reqs, now)
+	return ds, err
+}
+
 // AllowDegraded decides like Allow and also says which strategy decided:
 // reason is "" for the primary, FallbackConfig.Reason for the local
 // strategy when the store failed, and FallbackConfig.OverloadReason when
 // this process waited too long for it. When both fail, the error holds both
-// errors and wraps the primary's.
+// errors and wraps the primary's. It is AllowAllDegraded of req alone.
 func (f *Fallback) AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (d limiter.Decision, reason string, err error) {
-	if f.hasPending.Load() {
-		// Charge what this requestor was allowed locally before the store
-		// decides for it again, so that its counts include it.
-		err = f.chargeRequestor(ctx, requestorOf(req))
+	ds, reason, err := f.AllowAllDegraded(ctx, []limiter.Request{req}, now)
+	if len(ds) == 1 {
+		d = ds[0]
 	}
+	return d, reason, err
+}
+
+// AllowAllDegraded decides a set of requests as limiter.MultiStrategy's
+// AllowAll does, first with the primary and, when that fails with
+// limiter.ErrStoreUnavailable, with the local strategy, and says which
+// decided as AllowDegraded does. The local decisions start from what the
+// primary knows of each request's requestor; when all of them are allowed,
+// each is remembered, with its hits, to be charged to the store later. A
+// primary or local strategy that is not a limiter.MultiStrategy decides
+// only sets of one request; a larger set fails with an error naming it.
+func (f *Fallback) AllowAllDegraded(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, string, error) {
+	if len(reqs) == 0 {
+		return nil, "", nil
+	}
+	var err error
+	if f.hasPending.Load() {
+		// Charge what these requestors were allowed locally before the
+		// store decides for them again, so that their counts include it.
+		for _, r := range reqs {
+			if err = f.chargeRequestor(ctx, requestorOf(r)); err != nil {
+				break
+			}
+		}
+	}
+	var ds []limiter.Decision
 	if err == nil {
-		d, err = f.primary.Allow(ctx, req, now)
+		ds, err = allowAll(ctx, f.primary, reqs, now)
 	}
 	if err == nil {
 		// The store answers: charge the other requestors' in the background.
 		f.reconcileRest()
-		return d, "", nil
+		return ds, "", nil
 	}
 	if !errors.Is(err, limiter.ErrStoreUnavailable) {
-		return d, "", err
+		return ds, "", err
 	}
-	reason = f.reason
+	reason := f.reason
 	if errors.Is(err, limiter.ErrOverloaded) {
 		reason = f.overload
 	}
-	d, lerr := f.decideLocally(ctx, req, now)
+	ds, lerr := f.decideLocally(ctx, reqs, now)
 	if lerr != nil {
-		return limiter.Decision{}, "", fmt.Errorf("%w; local fallback: %w", err, lerr)
+		return nil, "", fmt.Errorf("%w; local fallback: %w", err, lerr)
 	}
-	if d.Allowed {
-		f.remember(req, now)
+	if allAllowed(ds) {
+		for _, r := range reqs {
+			f.remember(r, now)
+		}
 	}
 	f.locals.Add(1)
 	f.noteFailure(err, reason)
-	return d, reason, nil
+	return ds, reason, nil
 }
 
-// decideLocally asks the local strategy, with the limit less what the
-// primary knows the requestor used.
-func (f *Fallback) decideLocally(ctx context.Context, req limiter.Request, now time.Time) (limiter.Decision, error) {
-	local := req
-	if k, ok := f.primary.(knower); ok && req.Validate() == nil {
-		n, retry := k.Known(req, now)
-		if n >= req.Limit {
-			return limiter.Decision{Limit: req.Limit, Window: req.Window, RetryAfter: retry}, nil
-		}
-		local.Limit -= n
+// allowAll decides reqs with s: Allow for a single request (which is
+// AllowAll of it), AllowAll for more when s is a limiter.MultiStrategy.
+func allowAll(ctx context.Context, s limiter.Strategy, reqs []limiter.Request, now time.Time) ([]limiter.Decision, error) {
+	if len(reqs) == 1 {
+		d, err := s.Allow(ctx, reqs[0], now)
+		return []limiter.Decision{d}, err
 	}
-	d, err := f.local.Allow(context.WithoutCancel(ctx), local, now)
-	d.Limit = req.Limit
-	return d, err
+	ms, ok := s.(limiter.MultiStrategy)
+	if !ok {
+		return nil, fmt.Errorf("fallback: %T decides one request at a time, not a set of %d", s, len(reqs))
+	}
+	return ms.AllowAll(ctx, reqs, now)
+}
+
+// allAllowed reports whether every decision of a set is allowed, so that
+// the set was counted.
+func allAllowed(ds []limiter.Decision) bool {
+	for _, d := range ds {
+		if !d.Allowed {
+			return false
+		}
+	}
+	return true
+}
+
+// decideLocally asks the local strategy, with each request's limit less
+// what the primary knows its requestor used. A request that this leaves no
+// room for its hits is made one the local strategy can never allow (more
+// hits than its limit), so that the set counts nothing; its RetryAfter is
+// then the primary's.
+func (f *Fallback) decideLocally(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, error) {
+	locals := slices.Clone(reqs)
+	retries := make([]time.Duration, len(reqs))
+	if k, ok := f.primary.(knower); ok {
+		for i, r := range reqs {
+			if r.Validate() != nil {
+				continue // the local strategy names the error
+			}
+			n, retry := k.Known(r, now)
+			room := r.Limit - n
+			if room >= r.HitsOf() {
+				locals[i].Limit = room
+				continue
+			}
+			if r.HitsOf() == 1 {
+				retries[i] = retry
+			}
+			if len(reqs) == 1 {
+				return []limiter.Decision{{Limit: r.Limit, Window: r.Window, RetryAfter: cmp.Or(retries[i], r.Window)}}, nil
+			}
+			locals[i].Limit = max(room, 1)
+			locals[i].Hits = locals[i].Limit + 1
+		}
+	}
+	ds, err := allowAll(context.WithoutCancel(ctx), f.local, locals, now)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ds {
+		ds[i].Limit = reqs[i].Limit
+		if retries[i] > 0 {
+			ds[i].Remaining, ds[i].RetryAfter = 0, retries[i]
+		}
+	}
+	return ds, nil
 }
 
 // requestorOf returns what req's counts are keyed by.
@@ -247,28 +334,29 @@ func requestorOf(req limiter.Request) requestor {
 	return requestor{scope: req.Scope, id: req.Requestor, window: req.Window}
 }
 
-// remember keeps a local allowed decision to charge to the store later.
+// remember keeps a local allowed decision, with its hits, to charge to the
+// store later.
 func (f *Fallback) remember(req limiter.Request, now time.Time) {
 	if _, ok := f.primary.(charger); !ok {
 		return
 	}
-	k, sec := requestorOf(req), now.Unix()
+	k, sec, hits := requestorOf(req), now.Unix(), req.HitsOf()
 	f.pendMu.Lock()
 	defer f.pendMu.Unlock()
 	o := f.pending[k]
 	if o != nil && o.secs[sec] > 0 {
-		o.secs[sec]++
+		o.secs[sec] += hits
 		return
 	}
 	if f.pendingSecs >= f.maxPending {
-		f.unreconciled.Add(1)
+		f.unreconciled.Add(uint64(hits))
 		return
 	}
 	if o == nil {
 		o = &owed{secs: map[int64]int64{}}
 		f.pending[k] = o
 	}
-	o.secs[sec]++
+	o.secs[sec] += hits
 	f.pendingSecs++
 	f.hasPending.Store(true)
 }
