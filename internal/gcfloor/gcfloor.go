@@ -14,6 +14,18 @@
 // (GOMEMLIMIT, or one set with runtime/debug.SetMemoryLimit) still applies
 // on top and wins.
 //
+// A burst of large messages leaves the opposite problem: a heap of
+// garbage that no collection frees while the process is quiet, since
+// collections start only from allocation (or, after two minutes, from the
+// runtime's forced collection, and even then the runtime returns the freed
+// memory to the operating system slowly). So Start also watches for a
+// quiet heap: when no collection has run for QuietAfter and the heap holds
+// more than ReleaseAbove bytes (objects, dead or alive, and free spans not
+// yet returned), it collects and returns the free memory at once with
+// [debug.FreeOSMemory]. A busy replica collects far more often than that and
+// never meets the condition; a quiet one with a large live heap pays at
+// most one collection per QuietAfter.
+//
 // floodgate and the benchmark's no-op ext_authz server both use it, so that
 // the ceiling floodgate is measured against runs the same runtime policy.
 package gcfloor
@@ -42,6 +54,13 @@ const (
 
 	// percentMax bounds GOGC while the live heap is tiny, at start-up.
 	percentMax = 10_000
+
+	// QuietAfter is how long without a collection makes the heap quiet.
+	QuietAfter = 10 * time.Second
+
+	// ReleaseAbove is how many heap bytes a quiet process may hold before
+	// Start collects and returns the free memory to the operating system.
+	ReleaseAbove = 2 * HeapFloor
 )
 
 // liveHeapMetric is the runtime metric of the heap that the last
@@ -50,33 +69,91 @@ const liveHeapMetric = "/gc/heap/live:bytes"
 
 // Start adjusts GOGC every second so that the garbage collector lets the
 // heap grow to HeapFloor, unless the GOGC environment variable is set (then
-// the runtime applies it as given, and Start logs so). The returned function
-// stops the adjusting goroutine and waits for it.
+// the runtime applies it as given, and Start logs so), and returns a quiet
+// heap's free memory to the operating system either way. The returned
+// function stops the goroutine and waits for it.
 func Start(ctx context.Context, log *slog.Logger) (stop func()) {
+	var h heapReader
+	floor := true
+	set := Percent(h.read().live)
 	if v, ok := os.LookupEnv("GOGC"); ok {
 		log.Info("garbage collector from GOGC", "gogc", v)
-		return func() {}
+		floor = false
+	} else {
+		debug.SetGCPercent(set)
+		log.Debug("garbage collector heap floor", "heap_floor", HeapFloor, "gogc", set)
 	}
-	sample := []metrics.Sample{{Name: liveHeapMetric}}
-	live := func() uint64 {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
-		return sample[0].Value.Uint64()
-	}
-	set := Percent(live())
-	debug.SetGCPercent(set)
-	log.Debug("garbage collector heap floor", "heap_floor", HeapFloor, "gogc", set)
-
+	var quiet quietHeap
 	return periodic.Start(ctx, every, func() {
+		st := h.read()
 		// Only a change of a tenth or more is worth the runtime's
 		// recomputing its pacing.
-		if next := Percent(live()); next*10 > set*11 || next*10 < set*9 {
+		if next := Percent(st.live); floor && (next*10 > set*11 || next*10 < set*9) {
 			set = next
 			debug.SetGCPercent(set)
 		}
+		if quiet.release(st, time.Now()) {
+			debug.FreeOSMemory()
+			log.Debug("returned a quiet heap's free memory", "heap_bytes", st.held)
+		}
 	})
+}
+
+// heapStats is what Start reads from the runtime each tick.
+type heapStats struct {
+	live   uint64 // bytes the last collection found live
+	held   uint64 // heap bytes not returned to the operating system
+	cycles uint64 // collections since the process started
+}
+
+// heapReader reads heapStats from runtime/metrics.
+type heapReader struct{ samples []metrics.Sample }
+
+// heapHeldMetrics are the heap's memory classes that hold memory: objects
+// (live or dead), unused parts of spans in use, and free spans not yet
+// returned to the operating system.
+var heapHeldMetrics = []string{"/memory/classes/heap/objects:bytes", "/memory/classes/heap/unused:bytes", "/memory/classes/heap/free:bytes"}
+
+func (h *heapReader) read() heapStats {
+	if h.samples == nil {
+		h.samples = []metrics.Sample{{Name: liveHeapMetric}, {Name: "/gc/cycles/total:gc-cycles"}}
+		for _, name := range heapHeldMetrics {
+			h.samples = append(h.samples, metrics.Sample{Name: name})
+		}
+	}
+	metrics.Read(h.samples)
+	u := func(i int) uint64 {
+		if h.samples[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return h.samples[i].Value.Uint64()
+	}
+	st := heapStats{live: u(0), cycles: u(1)}
+	for i := range heapHeldMetrics {
+		st.held += u(2 + i)
+	}
+	return st
+}
+
+// quietHeap tells when a heap has been quiet for QuietAfter while holding
+// more than ReleaseAbove.
+type quietHeap struct {
+	cycles uint64    // collections at the last tick
+	since  time.Time // when cycles last changed
+}
+
+// release reports whether the heap, as st at now, should be collected and
+// its free memory returned.
+func (q *quietHeap) release(st heapStats, now time.Time) bool {
+	if q.since.IsZero() || st.cycles != q.cycles {
+		q.cycles, q.since = st.cycles, now
+		return false
+	}
+	if now.Sub(q.since) < QuietAfter || st.held <= ReleaseAbove {
+		return false
+	}
+	q.since = now // at most once per QuietAfter, whatever the collection does
+	return true
 }
 
 // Percent returns the GOGC that starts the next collection at HeapFloor

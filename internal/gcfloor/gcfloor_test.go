@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPercent(t *testing.T) {
@@ -68,4 +70,48 @@ func TestStart(t *testing.T) {
 			t.Errorf("log %q lacks the GOGC line", logs.String())
 		}
 	})
+}
+
+// TestQuietHeap: a heap is released once it has gone QuietAfter without a
+// collection while holding more than ReleaseAbove, and then not again
+// before another QuietAfter; any collection restarts the quiet time.
+func TestQuietHeap(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	big, small := uint64(ReleaseAbove+1), uint64(ReleaseAbove)
+	steps := []struct {
+		at     time.Duration
+		held   uint64
+		cycles uint64
+		want   bool
+	}{
+		{0, big, 5, false},                        // first reading
+		{QuietAfter - time.Second, big, 5, false}, // not quiet long enough
+		{QuietAfter, big, 5, true},                // quiet and big
+		{QuietAfter + time.Second, big, 5, false}, // just released
+		{2*QuietAfter - time.Second, big, 6, false},
+		{3*QuietAfter - 2*time.Second, big, 6, false}, // a collection restarted the quiet time
+		{3*QuietAfter - time.Second, small, 6, false}, // quiet but small
+		{3 * QuietAfter, big, 6, true},
+	}
+	var q quietHeap
+	for i, s := range steps {
+		if got := q.release(heapStats{held: s.held, cycles: s.cycles}, t0.Add(s.at)); got != s.want {
+			t.Errorf("step %d (at %v, %d bytes, %d cycles): release = %v, want %v", i, s.at, s.held, s.cycles, got, s.want)
+		}
+	}
+}
+
+// TestHeapReader reads the runtime's numbers: a collection counts, and the
+// heap holds at least what is live.
+func TestHeapReader(t *testing.T) {
+	var h heapReader
+	before := h.read()
+	runtime.GC()
+	after := h.read()
+	if after.cycles <= before.cycles {
+		t.Errorf("cycles %d after a collection, %d before", after.cycles, before.cycles)
+	}
+	if after.held < after.live || after.live == 0 {
+		t.Errorf("held %d, live %d: want held >= live > 0", after.held, after.live)
+	}
 }
