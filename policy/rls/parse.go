@@ -1,0 +1,464 @@
+package rls
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/floodgate-rl/floodgate/policy"
+)
+
+const (
+	// maxDescriptors bounds the descriptors of one file, aliases expanded,
+	// so that a file of aliases cannot make the parser do unbounded work.
+	maxDescriptors = 100_000
+	// maxDepth bounds the nesting of descriptors.
+	maxDepth = 64
+)
+
+var (
+	topFields        = []string{"domain", "descriptors"}
+	descriptorFields = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric", "share_threshold"}
+	rateLimitFields  = []string{"name", "unit", "requests_per_unit", "unlimited", "replaces"}
+	replacesFields   = []string{"name"}
+)
+
+// parser reads one file, collecting every error.
+type parser struct {
+	file        string
+	domain      string
+	errs        Errors
+	limits      []*Limit
+	descriptors int
+}
+
+// domainTree is one file's domain and its descriptor tree.
+type domainTree struct {
+	name string
+	line int
+	root *node
+}
+
+func (p *parser) errorf(line int, field, format string, args ...any) {
+	p.errs = append(p.errs, Error{File: p.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// parseFile parses one file; nil when it has no usable domain.
+func (p *parser) parseFile(data []byte) *domainTree {
+	root := p.document(data)
+	if root == nil {
+		return nil
+	}
+	f := p.fields(root, "", topFields)
+	if f == nil {
+		return nil
+	}
+	d := &domainTree{line: root.Line, root: &node{}}
+	if n := f.vals["domain"]; n != nil {
+		d.line = n.Line
+		d.name, _ = p.scalar(n, "domain")
+	}
+	if d.name == "" && (f.vals["domain"] == nil || resolve(f.vals["domain"]).Kind == yaml.ScalarNode) {
+		p.errorf(d.line, "domain", "config file cannot have empty domain")
+	}
+	p.domain = d.name
+	p.descriptorList(f.vals["descriptors"], "descriptors", d.root, d.name, nil)
+	if d.name == "" {
+		return nil
+	}
+	return d
+}
+
+// document decodes data as one YAML document and returns its root; nil
+// after an error or for an empty document, reported as a missing domain.
+func (p *parser) document(data []byte) *yaml.Node {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			p.errorf(1, "domain", "config file cannot have empty domain")
+		} else {
+			p.yamlError(err)
+		}
+		return nil
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		p.errorf(extra.Line, "", "a second YAML document: a file holds one domain")
+		return nil
+	} else if !errors.Is(err, io.EOF) {
+		p.yamlError(err)
+		return nil
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	if isNull(root) {
+		p.errorf(1, "domain", "config file cannot have empty domain")
+		return nil
+	}
+	return root
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+// yamlError records a YAML syntax error at the line the parser gives.
+func (p *parser) yamlError(err error) {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	line := 0
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	p.errorf(line, "", "invalid YAML: %s", msg)
+}
+
+// fieldSet is a mapping's values by field name (null values left out) and
+// the line of each field name.
+type fieldSet struct {
+	vals  map[string]*yaml.Node
+	lines map[string]int
+	line  int
+}
+
+// fields reads n as a mapping of known fields, reporting every unknown,
+// duplicate or non-scalar field name; nil when n is not a mapping. A null
+// n is an empty mapping.
+func (p *parser) fields(n *yaml.Node, path string, known []string) *fieldSet {
+	n = resolve(n)
+	f := &fieldSet{vals: map[string]*yaml.Node{}, lines: map[string]int{}, line: n.Line}
+	if isNull(n) {
+		return f
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, path, "want a mapping, got %s", kindOf(n))
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			p.errorf(k.Line, path, "want a field name, got %s", kindOf(k))
+		case k.Tag == "!!merge":
+			p.errorf(k.Line, path, "merge keys (<<) are not supported: write the fields out")
+		case f.lines[k.Value] != 0:
+			p.errorf(k.Line, join(path, k.Value), "duplicate field %q (first on line %d)", k.Value, f.lines[k.Value])
+		case !slices.Contains(known, k.Value):
+			p.errorf(k.Line, path, "unknown field %q (want %s)", k.Value, strings.Join(known, ", "))
+		default:
+			f.lines[k.Value] = k.Line
+			if !isNull(v) {
+				f.vals[k.Value] = v
+			}
+		}
+	}
+	return f
+}
+
+// descriptorList reads a list of descriptors into parent, whose key path
+// (for Limit.Key) is prefix and whose levels lead to it.
+func (p *parser) descriptorList(n *yaml.Node, path string, parent *node, prefix string, levels []level) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n.Line, path, "want a list of descriptors, got %s", kindOf(n))
+		return
+	}
+	if len(levels) >= maxDepth {
+		p.errorf(n.Line, path, "descriptors nested deeper than %d levels", maxDepth)
+		return
+	}
+	for i, item := range n.Content {
+		if p.descriptors++; p.descriptors > maxDescriptors {
+			p.errorf(item.Line, path, "more than %d descriptors (aliases included)", maxDescriptors)
+			return
+		}
+		p.descriptor(item, path+"["+strconv.Itoa(i)+"]", parent, prefix, levels)
+	}
+}
+
+// descriptor reads one descriptor and adds it to parent.
+func (p *parser) descriptor(n *yaml.Node, path string, parent *node, prefix string, levels []level) {
+	f := p.fields(n, path, descriptorFields)
+	if f == nil {
+		return
+	}
+	c := &node{}
+	if kn := f.vals["key"]; kn != nil {
+		c.key, _ = p.scalar(kn, join(path, "key"))
+	}
+	if c.key == "" && (f.vals["key"] == nil || resolve(f.vals["key"]).Kind == yaml.ScalarNode) {
+		p.errorf(f.line, join(path, "key"), "descriptor has empty key")
+	}
+	if vn := f.vals["value"]; vn != nil {
+		c.value, _ = p.scalar(vn, join(path, "value"))
+	}
+	lv := level{key: c.key, value: c.value, wildcard: strings.Contains(c.value, "*")}
+	c.glob = compileGlob(c.value)
+	composite := c.key
+	if c.value != "" {
+		composite += "_" + c.value
+	}
+	key := prefix + "." + composite
+	shadow := p.flag(f, path, "shadow_mode")
+	detailed := p.flag(f, path, "detailed_metric")
+	lv.valueToMetric = p.flag(f, path, "value_to_metric")
+	lv.shared = p.flag(f, path, "share_threshold")
+	if lv.shared && !lv.wildcard {
+		p.errorf(f.lines["share_threshold"], join(path, "share_threshold"),
+			"share_threshold can only be used with wildcard values (containing '*'), but found key '%s'", composite)
+	}
+	levels = append(slices.Clip(levels), lv)
+	if rn := f.vals["rate_limit"]; rn != nil {
+		if l := p.rateLimit(rn, join(path, "rate_limit")); l != nil {
+			l.Domain, l.ShadowMode, l.DetailedMetric = p.domain, shadow, detailed
+			l.Key, l.File, l.Line, l.levels = key, p.file, f.line, levels
+			c.limit = l
+			p.limits = append(p.limits, l)
+		}
+	}
+	p.descriptorList(f.vals["descriptors"], join(path, "descriptors"), c, key, levels)
+	if c.key != "" {
+		p.insert(parent, c, f.line, path, key)
+	}
+}
+
+// insert adds c to parent's children, reporting a descriptor with the same
+// key and value as envoyproxy/ratelimit does.
+func (p *parser) insert(parent, c *node, line int, path, key string) {
+	var prev *node
+	switch {
+	case c.value == "":
+		prev = parent.bare[c.key]
+	case strings.Contains(c.value, "*"):
+		for _, w := range parent.wildcard {
+			if w.key == c.key && w.value == c.value {
+				prev = w
+			}
+		}
+	default:
+		prev = parent.exact[Entry{c.key, c.value}]
+	}
+	if prev != nil {
+		p.errorf(line, path, "duplicate descriptor composite key '%s' (first on line %d)", key, prev.line)
+		return
+	}
+	c.line = line
+	switch {
+	case c.value == "":
+		if parent.bare == nil {
+			parent.bare = map[string]*node{}
+		}
+		parent.bare[c.key] = c
+	case strings.Contains(c.value, "*"):
+		parent.wildcard = append(parent.wildcard, c)
+	default:
+		if parent.exact == nil {
+			parent.exact = map[Entry]*node{}
+		}
+		parent.exact[Entry{c.key, c.value}] = c
+	}
+}
+
+// rateLimit reads a rate_limit block; nil when it is not a mapping.
+func (p *parser) rateLimit(n *yaml.Node, path string) *Limit {
+	f := p.fields(n, path, rateLimitFields)
+	if f == nil {
+		return nil
+	}
+	l := &Limit{}
+	if nn := f.vals["name"]; nn != nil {
+		l.Name, _ = p.scalar(nn, join(path, "name"))
+	}
+	l.Unlimited = p.flag(f, path, "unlimited")
+	p.unit(f, path, l)
+	rn := f.vals["requests_per_unit"]
+	switch {
+	case rn != nil && l.Unlimited:
+		p.errorf(rn.Line, join(path, "requests_per_unit"), "should not specify requests_per_unit when unlimited")
+	case rn != nil:
+		l.RequestsPerUnit = p.requests(rn, join(path, "requests_per_unit"))
+	case !l.Unlimited:
+		p.errorf(f.line, join(path, "requests_per_unit"), "must be set (0 denies every request), or set unlimited: true")
+	}
+	p.replaces(f.vals["replaces"], join(path, "replaces"), l)
+	return l
+}
+
+// units are the units floodgate enforces, by the peer's upper-case name.
+var units = map[string]Unit{"SECOND": UnitSecond, "MINUTE": UnitMinute, "HOUR": UnitHour, "DAY": UnitDay}
+
+// unit reads rate_limit.unit into l, as the peer does: any case, and none
+// when unlimited.
+func (p *parser) unit(f *fieldSet, path string, l *Limit) {
+	un := f.vals["unit"]
+	field := join(path, "unit")
+	s := ""
+	if un != nil {
+		var ok bool
+		if s, ok = p.scalar(un, field); !ok {
+			return
+		}
+	}
+	u, valid := units[strings.ToUpper(s)]
+	switch up := strings.ToUpper(s); {
+	case l.Unlimited && s != "":
+		if valid || up == "WEEK" || up == "MONTH" || up == "YEAR" {
+			p.errorf(un.Line, field, "should not specify rate limit unit when unlimited")
+		} else {
+			p.errorf(un.Line, field, "invalid rate limit unit '%s' (and none is wanted when unlimited)", s)
+		}
+	case l.Unlimited:
+	case up == "WEEK" || up == "MONTH" || up == "YEAR":
+		p.errorf(un.Line, field, "rate limit unit '%s': floodgate's windows are at most a day (want second, minute, hour or day)", s)
+	case !valid && un == nil:
+		p.errorf(f.line, field, "invalid rate limit unit '' (want second, minute, hour or day)")
+	case !valid:
+		p.errorf(un.Line, field, "invalid rate limit unit '%s' (want second, minute, hour or day)", s)
+	default:
+		l.Unit = u
+	}
+}
+
+// requests reads requests_per_unit: an integer from 0 to policy.MaxLimit.
+func (p *parser) requests(n *yaml.Node, field string) uint32 {
+	n = resolve(n)
+	var v int64
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil {
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!int" { // beyond int64
+			p.errorf(n.Line, field, "%s: must be at most %d", n.Value, policy.MaxLimit)
+		} else {
+			p.errorf(n.Line, field, "want an integer, got %s", kindOf(n))
+		}
+		return 0
+	}
+	switch {
+	case v < 0:
+		p.errorf(n.Line, field, "%d: must be at least 0", v)
+		return 0
+	case v > policy.MaxLimit:
+		p.errorf(n.Line, field, "%d: must be at most %d", v, policy.MaxLimit)
+		return 0
+	}
+	return uint32(v)
+}
+
+// replaces reads rate_limit.replaces into l.
+func (p *parser) replaces(n *yaml.Node, path string, l *Limit) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n.Line, path, "want a list of {name: ...}, got %s", kindOf(n))
+		return
+	}
+	for i, item := range n.Content {
+		ip := path + "[" + strconv.Itoa(i) + "]"
+		f := p.fields(item, ip, replacesFields)
+		if f == nil {
+			continue
+		}
+		name := ""
+		if nn := f.vals["name"]; nn != nil {
+			var ok bool
+			if name, ok = p.scalar(nn, join(ip, "name")); !ok {
+				continue
+			}
+		}
+		switch {
+		case name == "":
+			p.errorf(resolve(item).Line, join(ip, "name"), "should not have an empty replaces entry")
+		case name == l.Name:
+			p.errorf(f.lines["name"], join(ip, "name"), "replaces should not contain name of same descriptor ('%s')", name)
+		default:
+			l.Replaces = append(l.Replaces, name)
+		}
+	}
+}
+
+// yaml11Bools are the YAML 1.1 booleans that envoyproxy/ratelimit's YAML
+// library (yaml.v2) accepts besides true and false.
+var yaml11Bools = map[string]bool{
+	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true, "on": true, "On": true, "ON": true,
+	"n": false, "N": false, "no": false, "No": false, "NO": false, "off": false, "Off": false, "OFF": false,
+}
+
+// flag reads the boolean field name of f; false when absent or invalid.
+func (p *parser) flag(f *fieldSet, path, name string) bool {
+	n := resolve(f.vals[name])
+	if isNull(n) {
+		return false
+	}
+	if n.Kind == yaml.ScalarNode {
+		var b bool
+		if n.Tag == "!!bool" && n.Decode(&b) == nil {
+			return b
+		}
+		if b, ok := yaml11Bools[n.Value]; ok && n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) == 0 {
+			return b
+		}
+	}
+	p.errorf(n.Line, join(path, name), "want true or false, got %s", kindOf(n))
+	return false
+}
+
+// scalar reads n as a string: any scalar but null.
+func (p *parser) scalar(n *yaml.Node, field string) (string, bool) {
+	n = resolve(n)
+	if n.Kind != yaml.ScalarNode || isNull(n) {
+		p.errorf(n.Line, field, "want a string, got %s", kindOf(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+// join appends a field name to a path.
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// resolve follows aliases; a nil n is a null node.
+func resolve(n *yaml.Node) *yaml.Node {
+	if n == nil {
+		return &yaml.Node{}
+	}
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	n = resolve(n)
+	return n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+// kindOf describes a node for an error message.
+func kindOf(n *yaml.Node) string {
+	n = resolve(n)
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case isNull(n):
+		return "nothing"
+	case n.Kind == yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	}
+	return "an unsupported node"
+}
