@@ -32,6 +32,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/internal/gcfloor"
 	"github.com/floodgate-rl/floodgate/internal/loadgen"
+	"github.com/floodgate-rl/floodgate/internal/supervisor"
 )
 
 func main() {
@@ -59,7 +60,7 @@ func run(ctx context.Context, args []string) error {
 	)
 	fs.StringVar(&cfg.Floodgate, "floodgate", "bin/floodgate", "floodgate binary")
 	fs.StringVar(&cfg.Baseline, "baseline", "", "another floodgate binary to measure in every Check scenario too, for before/after numbers from one run")
-	fs.StringVar(&cfg.Memcached, "memcached", loadgen.FindMemcached(), "memcached binary")
+	fs.StringVar(&cfg.Memcached, "memcached", supervisor.FindMemcached(), "memcached binary")
 	fs.StringVar(&cfg.Envoy, "envoy", "", "envoy binary (default: $FLOODGATE_ENVOY, .tools/bin/envoy, .tools/venv/bin/envoy, PATH)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each Check scenario")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the Check scenarios, each between two runs of the no-op server; the summary gives each ratio's median")
@@ -103,13 +104,15 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	root, err := loadgen.ModuleRoot(wd)
+	root, err := supervisor.ModuleRoot(wd)
 	if err != nil {
 		return err
 	}
 	cfg.EnvoyConfig = root + "/envoy/front-proxy.yaml"
 	if cfg.Envoy == "" {
-		cfg.Envoy = loadgen.FindEnvoy(root)
+		if cfg.Envoy, err = supervisor.FindEnvoy(root); err != nil {
+			return err
+		}
 	}
 	return loadgen.Bench(ctx, cfg, os.Stdout)
 }

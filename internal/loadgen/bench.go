@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -268,7 +267,7 @@ func runScenario(ctx context.Context, cfg BenchConfig, bin, name string, mc bool
 			return err
 		}
 		defer m.Stop()
-		args = append(args, "--memcache-servers", m.Addr, "--memcache-max-conns", "256")
+		args = append(args, "--memcache-servers", m.Addr(), "--memcache-max-conns", "256")
 	}
 	f, err := StartFloodgate(bin, cfg.ServerProcs, args...)
 	if err != nil {
@@ -276,7 +275,7 @@ func runScenario(ctx context.Context, cfg BenchConfig, bin, name string, mc bool
 	}
 	defer f.Stop()
 	o := opts
-	o.Target, o.Clients = f.GRPCAddr, clients
+	o.Target, o.Clients = f.GRPCAddr(), clients
 	if clients > 1 {
 		// One request per client first: the cold reads, not measured
 		// as steady state but reported.
@@ -294,7 +293,7 @@ func runScenario(ctx context.Context, cfg BenchConfig, bin, name string, mc bool
 			return err
 		}
 	}
-	row, err := measure(ctx, name, o, f.Proc, f, m)
+	row, err := measure(ctx, name, o, f.Process, f, m)
 	if err != nil {
 		return err
 	}
@@ -320,13 +319,13 @@ func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Flood
 			return row, err
 		}
 	}
-	cpu0, err := p.CPU()
+	cpu0, err := procCPU(p.Pid())
 	if err != nil {
 		return row, err
 	}
 	var mcpu0 time.Duration
 	if m != nil {
-		if mcpu0, err = m.CPU(); err != nil {
+		if mcpu0, err = procCPU(m.Pid()); err != nil {
 			return row, err
 		}
 	}
@@ -337,13 +336,13 @@ func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Flood
 	}
 	row.Result = res
 	row.Others = watch.others()
-	cpu1, err := p.CPU()
+	cpu1, err := procCPU(p.Pid())
 	if err != nil {
 		return row, err
 	}
 	row.ServerCPU = cpu1 - cpu0
 	if m != nil {
-		mcpu1, err := m.CPU()
+		mcpu1, err := procCPU(m.Pid())
 		if err != nil {
 			return row, err
 		}
@@ -514,12 +513,12 @@ func benchMemory(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 		return err
 	}
 	defer f.Stop()
-	rss0, err := f.RSS()
+	rss0, err := procRSS(f.Pid())
 	if err != nil {
 		return err
 	}
-	watch := watchCPU(f.Proc)
-	res, err := Check(ctx, CheckOptions{Target: f.GRPCAddr, Conns: cfg.Conns, Concurrency: cfg.Concurrency,
+	watch := watchCPU(f.Process)
+	res, err := Check(ctx, CheckOptions{Target: f.GRPCAddr(), Conns: cfg.Conns, Concurrency: cfg.Concurrency,
 		Requests: int64(cfg.MemoryClients), Clients: cfg.MemoryClients})
 	if err != nil {
 		return err
@@ -527,7 +526,7 @@ func benchMemory(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 	if res.Errors > 0 {
 		return fmt.Errorf("memory: %d calls failed; first: %w", res.Errors, res.FirstError)
 	}
-	rss1, err := f.RSS()
+	rss1, err := procRSS(f.Pid())
 	if err != nil {
 		return err
 	}
@@ -597,20 +596,20 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 		if r.limit != "" {
 			args := []string{"--limit", r.limit}
 			if !r.memory {
-				args = append(args, "--memcache-servers", m.Addr)
+				args = append(args, "--memcache-servers", m.Addr())
 			}
 			f, err := StartFloodgate(cfg.Floodgate, cfg.ServerProcs, args...)
 			if err != nil {
 				return err
 			}
-			procs = append(procs, f.Proc)
-			ports[9001] = portOf(f.GRPCAddr)
+			procs = append(procs, f.Process)
+			ports[9001] = f.GRPCPort()
 		}
 		e, err := StartEnvoy(cfg.Envoy, cfg.EnvoyConfig, dir, ports, r.limit != "" || r.noop)
 		if err != nil {
 			return err
 		}
-		procs = append(procs, e.Proc)
+		procs = append(procs, e.Process)
 		urls[i] = e.URL + "/"
 		// A second at the same rate opens the connections and warms caches.
 		if _, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: time.Second}); err != nil {
@@ -629,7 +628,7 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 			if _, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: time.Second / 4}); err != nil {
 				return err
 			}
-			watch := watchCPU(append([]*Proc{up, m.Proc}, procs...)...)
+			watch := watchCPU(append([]*Proc{up, m.Process()}, procs...)...)
 			res, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: slice})
 			if err != nil {
 				return err
@@ -677,7 +676,7 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 	for i, r := range runs {
 		names[i] = r.name
 	}
-	return envoyThroughput(ctx, cfg, names, urls, append([]*Proc{up, m.Proc}, procs...), w)
+	return envoyThroughput(ctx, cfg, names, urls, append([]*Proc{up, m.Process()}, procs...), w)
 }
 
 // wrkConns and wrkRounds shape the throughput runs through Envoy: wrk with
@@ -742,7 +741,7 @@ func (m *Memcached) proc() *Proc {
 	if m == nil {
 		return nil
 	}
-	return m.Proc
+	return m.Process()
 }
 
 // portOf returns the port of "host:port".
@@ -750,19 +749,4 @@ func portOf(addr string) int {
 	i := strings.LastIndexByte(addr, ':')
 	p, _ := strconv.Atoi(addr[i+1:])
 	return p
-}
-
-// ModuleRoot returns the directory of floodgate's go.mod at or above dir.
-func ModuleRoot(dir string) (string, error) {
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/floodgate-rl/floodgate\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/floodgate-rl/floodgate above " + dir)
-		}
-		dir = parent
-	}
 }

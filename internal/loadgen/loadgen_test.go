@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/floodgate-rl/floodgate/internal/supervisor"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -252,17 +253,23 @@ func TestHTTPFixedRate(t *testing.T) {
 	}
 }
 
+// TestRenderEnvoyConfig renders envoy/front-proxy.yaml as StartEnvoy does,
+// with the filter and without it.
 func TestRenderEnvoyConfig(t *testing.T) {
 	src, err := os.ReadFile("../../envoy/front-proxy.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ports := map[int]int{10000: 20000, 9901: 20001, 9001: 20002, 8080: 20003}
-	with, err := RenderEnvoyConfig(src, ports, true)
+	with, err := supervisor.RenderEnvoyConfig(src, ports)
 	if err != nil {
 		t.Fatal(err)
 	}
-	without, err := RenderEnvoyConfig(src, ports, false)
+	stripped, err := withoutFilter(src, ExtAuthzFilter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := supervisor.RenderEnvoyConfig(stripped, ports)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,10 +289,10 @@ func TestRenderEnvoyConfig(t *testing.T) {
 	if !strings.Contains(string(without), "envoy.filters.http.router") || !strings.Contains(string(without), "/login") {
 		t.Error("rendering without the filter lost the router or the routes")
 	}
-	if _, err := RenderEnvoyConfig(src, map[int]int{10000: 1}, true); err == nil {
+	if _, err := supervisor.RenderEnvoyConfig(stripped, map[int]int{10000: 1}); err == nil {
 		t.Error("rendered with ports missing")
 	}
-	if _, err := RenderEnvoyConfig([]byte("static_resources: {}\n"), nil, false); err == nil {
+	if _, err := withoutFilter([]byte("static_resources: {}\n"), ExtAuthzFilter); err == nil {
 		t.Error("removed an ext_authz filter from a config without one")
 	}
 }

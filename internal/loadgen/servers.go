@@ -8,97 +8,40 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/supervisor"
 	"sigs.k8s.io/yaml"
 )
 
-// bindAttempts is how often a server is started on new free ports when
-// another process took the port first.
-const bindAttempts = 5
-
-// addrInUse reports whether a process's output says it could not bind.
-func addrInUse(out string) bool {
-	return strings.Contains(out, "address already in use") || strings.Contains(out, "Address already in use")
-}
-
-// retryBind calls start until it succeeds or fails for another reason than
-// a port taken meanwhile.
-func retryBind[T any](start func() (T, *Proc, error)) (T, error) {
-	var zero T
-	var last error
-	for range bindAttempts {
-		v, p, err := start()
-		if err == nil {
-			return v, nil
-		}
-		last = err
-		if p == nil || !addrInUse(p.Output()) {
-			break
-		}
-	}
-	return zero, last
-}
+// Proc is a server process the benchmark started: floodgate, memcached,
+// Envoy, or this binary as the no-op server or the upstream. Stop kills it
+// by its PID; it also dies with the benchmark, so an interrupted run leaves
+// nothing running.
+type Proc = supervisor.Process
 
 // Memcached is a memcached the benchmark started on a loopback port.
 type Memcached struct {
-	*Proc
-	Addr string
-}
-
-// FindMemcached returns the memcached binary in PATH, /usr/bin or
-// /usr/local/bin, or "".
-func FindMemcached() string {
-	if p, err := exec.LookPath("memcached"); err == nil {
-		return p
-	}
-	for _, p := range []string{"/usr/bin/memcached", "/usr/local/bin/memcached"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
+	*supervisor.Memcached
 }
 
 // StartMemcached starts memcached (bin) on a free 127.0.0.1 port with
 // memMB megabytes of memory and threads worker threads, and waits until it
 // answers.
 func StartMemcached(bin string, memMB, threads int) (*Memcached, error) {
-	return retryBind(func() (*Memcached, *Proc, error) {
-		port, err := freePort()
-		if err != nil {
-			return nil, nil, err
-		}
-		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0",
-			"-m", strconv.Itoa(memMB), "-t", strconv.Itoa(threads), "-c", "4096"}
-		if os.Geteuid() == 0 {
-			args = append(args, "-u", "root") // memcached refuses root otherwise
-		}
-		p, err := startProc("memcached", nil, bin, args...)
-		if err != nil {
-			return nil, nil, err
-		}
-		m := &Memcached{Proc: p, Addr: loopback(port)}
-		if err := waitTCP(p, m.Addr); err != nil {
-			p.Stop()
-			return nil, p, err
-		}
-		if _, err := m.Stats(); err != nil {
-			p.Stop()
-			return nil, p, err
-		}
-		return m, p, nil
-	})
+	m, err := supervisor.StartMemcached(bin, supervisor.MemcachedOptions{MemoryMB: memMB, Threads: threads, MaxConns: 4096})
+	if err != nil {
+		return nil, err
+	}
+	return &Memcached{m}, nil
 }
 
 // Stats returns memcached's general statistics ("stats"): name to value.
 func (m *Memcached) Stats() (map[string]string, error) {
-	c, err := net.DialTimeout("tcp", m.Addr, time.Second)
+	c, err := net.DialTimeout("tcp", m.Addr(), time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("memcached stats: %w", err)
 	}
@@ -157,45 +100,25 @@ func parseSyscr(io []byte) (int64, error) {
 
 // Floodgate is a floodgate process the benchmark started.
 type Floodgate struct {
-	*Proc
-	GRPCAddr  string
-	AdminAddr string
+	*supervisor.Floodgate
 }
 
 // StartFloodgate runs the floodgate binary bin on free loopback ports with
-// args after --grpc-addr and --admin-addr, with GOMAXPROCS=procs when procs
-// is positive and no FLOODGATE_* variables from the benchmark's
-// environment, and waits until /readyz answers.
+// args after --grpc-addr, --admin-addr and --log-level warn, with
+// GOMAXPROCS=procs when procs is positive and no FLOODGATE_* variables from
+// the benchmark's environment, and waits until /readyz answers.
 func StartFloodgate(bin string, procs int, args ...string) (*Floodgate, error) {
-	env := serverEnv(procs)
-	return retryBind(func() (*Floodgate, *Proc, error) {
-		gp, err := freePort()
-		if err != nil {
-			return nil, nil, err
-		}
-		ap, err := freePort()
-		if err != nil {
-			return nil, nil, err
-		}
-		f := &Floodgate{GRPCAddr: loopback(gp), AdminAddr: loopback(ap)}
-		all := append([]string{"--grpc-addr", f.GRPCAddr, "--admin-addr", f.AdminAddr, "--log-level", "warn"}, args...)
-		p, err := startProc("floodgate", env, bin, all...)
-		if err != nil {
-			return nil, nil, err
-		}
-		f.Proc = p
-		if err := waitHTTP(p, "http://"+f.AdminAddr+"/readyz"); err != nil {
-			p.Stop()
-			return nil, p, err
-		}
-		return f, p, nil
-	})
+	f, err := supervisor.StartFloodgate(bin, serverEnv(procs), append([]string{"--log-level", "warn"}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Floodgate{f}, nil
 }
 
 // Metrics returns floodgate's /metrics as sums per metric name.
 func (f *Floodgate) Metrics() (Metrics, error) {
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + f.AdminAddr + "/metrics")
+	resp, err := client.Get(f.AdminURL() + "/metrics")
 	if err != nil {
 		return nil, fmt.Errorf("floodgate metrics: %w", err)
 	}
@@ -209,12 +132,7 @@ func (f *Floodgate) Metrics() (Metrics, error) {
 // serverEnv is the environment of a server process: the benchmark's own
 // without FLOODGATE_* and GOMAXPROCS, plus GOMAXPROCS=procs when positive.
 func serverEnv(procs int) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FLOODGATE_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
-			env = append(env, kv)
-		}
-	}
+	env := supervisor.ServerEnv("GOMAXPROCS=")
 	if procs > 0 {
 		env = append(env, "GOMAXPROCS="+strconv.Itoa(procs))
 	}
@@ -230,17 +148,17 @@ func StartSelf(self string, procs int, mode string) (*Proc, string, error) {
 		p    *Proc
 		addr string
 	}
-	s, err := retryBind(func() (started, *Proc, error) {
-		port, err := freePort()
+	s, err := supervisor.RetryBind(func() (started, *Proc, error) {
+		port, err := supervisor.FreePort()
 		if err != nil {
 			return started{}, nil, err
 		}
-		addr := loopback(port)
-		p, err := startProc(mode, serverEnv(procs), self, mode, "--listen", addr)
+		addr := supervisor.Loopback(port)
+		p, err := supervisor.Start(mode, serverEnv(procs), self, mode, "--listen", addr)
 		if err != nil {
 			return started{}, nil, err
 		}
-		if err := waitTCP(p, addr); err != nil {
+		if err := supervisor.WaitTCP(p, addr); err != nil {
 			p.Stop()
 			return started{}, p, err
 		}
@@ -266,53 +184,27 @@ func ServeUpstream(ln net.Listener) error {
 
 // Envoy is an Envoy process the benchmark started.
 type Envoy struct {
-	*Proc
+	*supervisor.Envoy
 	URL string // the listener, http://127.0.0.1:PORT
 }
-
-var (
-	portValue  = regexp.MustCompile(`(port_value:\s*)(\d+)`)
-	anyAddress = regexp.MustCompile(`(address:\s*)0\.0\.0\.0\b`)
-)
 
 // ExtAuthzFilter is the name of Envoy's ext_authz HTTP filter.
 const ExtAuthzFilter = "envoy.filters.http.ext_authz"
 
-// RenderEnvoyConfig returns the Envoy config src with every port_value N
-// replaced by ports[N] (every port must be given), 0.0.0.0 replaced by
-// 127.0.0.1, and, unless withAuthz, the ext_authz filter removed: from every
-// http_filters list and every typed_per_filter_config, so the same routes
-// run without the check.
-func RenderEnvoyConfig(src []byte, ports map[int]int, withAuthz bool) ([]byte, error) {
-	var missing []int
-	out := portValue.ReplaceAllFunc(src, func(m []byte) []byte {
-		sub := portValue.FindSubmatch(m)
-		n, _ := strconv.Atoi(string(sub[2]))
-		p, ok := ports[n]
-		if !ok {
-			missing = append(missing, n)
-			return m
-		}
-		return []byte(string(sub[1]) + strconv.Itoa(p))
-	})
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("render envoy config: no port given for port_value %v", missing)
-	}
-	out = anyAddress.ReplaceAll(out, []byte("${1}127.0.0.1"))
-	if withAuthz {
-		return out, nil
-	}
+// withoutFilter returns the Envoy config src with the HTTP filter name
+// removed from every http_filters list and every typed_per_filter_config,
+// so the same routes run without it. It fails when src has no such filter.
+func withoutFilter(src []byte, name string) ([]byte, error) {
 	var doc any
-	if err := yaml.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("render envoy config: %w", err)
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, fmt.Errorf("remove %s from the envoy config: %w", name, err)
 	}
-	removed := dropFilter(doc, ExtAuthzFilter)
-	if removed == 0 {
-		return nil, fmt.Errorf("render envoy config: no %s filter to remove", ExtAuthzFilter)
+	if dropFilter(doc, name) == 0 {
+		return nil, fmt.Errorf("remove %s from the envoy config: no such filter", name)
 	}
 	b, err := yaml.Marshal(doc)
 	if err != nil {
-		return nil, fmt.Errorf("render envoy config: %w", err)
+		return nil, fmt.Errorf("remove %s from the envoy config: %w", name, err)
 	}
 	return b, nil
 }
@@ -352,73 +244,33 @@ func dropFilter(v any, name string) int {
 	return n
 }
 
-// StartEnvoy runs Envoy (bin) with the config file at path, rendered by
-// RenderEnvoyConfig with ports (which must map the clusters' ports; the
-// listener on 10000 and the admin port 9901 get free ports), with one
-// worker thread, and waits until it is ready. dir holds the rendered copy.
+// StartEnvoy runs Envoy (bin) with the config file at path, unless
+// withAuthz without the ext_authz filter (withoutFilter), with ports for
+// the clusters' ports (every other port gets a free one), with one worker
+// thread, and waits until it is ready. dir holds the rendered copy.
 func StartEnvoy(bin, path, dir string, ports map[int]int, withAuthz bool) (*Envoy, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("envoy: %w", err)
 	}
-	attempt := 0
-	return retryBind(func() (*Envoy, *Proc, error) {
-		attempt++
-		all := map[int]int{}
-		for k, v := range ports {
-			all[k] = v
+	name := "authz-" + filepath.Base(path)
+	if !withAuthz {
+		if src, err = withoutFilter(src, ExtAuthzFilter); err != nil {
+			return nil, err
 		}
-		for _, n := range []int{10000, 9901} {
-			p, err := freePort()
-			if err != nil {
-				return nil, nil, err
-			}
-			all[n] = p
-		}
-		cfg, err := RenderEnvoyConfig(src, all, withAuthz)
-		if err != nil {
-			return nil, nil, err
-		}
-		name := fmt.Sprintf("envoy-%d-authz-%t.yaml", attempt, withAuthz)
-		cfgPath := filepath.Join(dir, name)
-		if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
-			return nil, nil, err
-		}
-		p, err := startProc("envoy", nil, bin, "-c", cfgPath, "--concurrency", "1", "-l", "warning",
-			"--disable-hot-restart", "--base-id", strconv.Itoa(os.Getpid()%10000*100+attempt))
-		if err != nil {
-			return nil, nil, err
-		}
-		e := &Envoy{Proc: p, URL: "http://" + loopback(all[10000])}
-		if err := waitHTTP(p, "http://"+loopback(all[9901])+"/ready"); err != nil {
-			p.Stop()
-			return nil, p, err
-		}
-		if err := waitTCP(p, loopback(all[10000])); err != nil {
-			p.Stop()
-			return nil, p, err
-		}
-		return e, p, nil
-	})
+		name = "no-authz-" + filepath.Base(path)
+	}
+	e, err := supervisor.StartEnvoy(bin, name, src, dir, ports)
+	if err != nil {
+		return nil, err
+	}
+	listener, ok := e.Port(envoyListener)
+	if !ok {
+		e.Stop()
+		return nil, fmt.Errorf("envoy %s: no listener on port_value %d", path, envoyListener)
+	}
+	return &Envoy{Envoy: e, URL: "http://" + supervisor.Loopback(listener)}, nil
 }
 
-// FindEnvoy returns the Envoy binary: $FLOODGATE_ENVOY, else root's
-// .tools/bin/envoy or .tools/venv/bin/envoy (where scripts/deps.sh installs
-// it), else envoy in PATH; "" when there is none.
-func FindEnvoy(root string) string {
-	if p := os.Getenv("FLOODGATE_ENVOY"); p != "" {
-		return p
-	}
-	for _, p := range []string{
-		filepath.Join(root, ".tools", "bin", "envoy"),
-		filepath.Join(root, ".tools", "venv", "bin", "envoy"),
-	} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("envoy"); err == nil {
-		return p
-	}
-	return ""
-}
+// envoyListener is the port of the listener in envoy/front-proxy.yaml.
+const envoyListener = 10000

@@ -1,4 +1,4 @@
-package testutil
+package supervisor
 
 import (
 	"slices"
@@ -19,8 +19,8 @@ clusters:
     address: 10.0.0.0
     port_value:   8080
 `)
-	if got, want := configPorts(src), []int{9901, 10000, 9001, 8080}; !slices.Equal(got, want) {
-		t.Errorf("configPorts = %v, want %v", got, want)
+	if got, want := ConfigPorts(src), []int{9901, 10000, 9001, 8080}; !slices.Equal(got, want) {
+		t.Errorf("ConfigPorts = %v, want %v", got, want)
 	}
 
 	out, err := RenderEnvoyConfig(src, map[int]int{9901: 1, 10000: 2, 9001: 3, 8080: 4})

@@ -1,9 +1,9 @@
 //go:build !linux
 
-package testutil
+package supervisor
 
 import "os/exec"
 
 // setParentDeath does nothing where the kernel cannot kill a child with its
-// parent; the test's cleanup still kills every process it started.
+// parent; Stop still kills every process started.
 func setParentDeath(cmd *exec.Cmd) {}
