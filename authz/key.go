@@ -1,12 +1,13 @@
 package authz
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // FallbackIdentity is the requestor identity of a request that carries no
@@ -48,14 +49,15 @@ type KeySpec struct {
 	hops int
 }
 
-// ParseKey parses a key form:
+// ParseKey parses a key form, as [policy.ParseKey] checks it (the one
+// grammar of --key, floodgate.key and a policy rule's key):
 //
 //   - "source": the downstream peer address
 //     (attributes.source.address.socket_address.address), without its port,
 //     normalised (IPv4-mapped IPv6 addresses are unmapped, zones dropped).
 //   - "header:<name>": the value of request header <name> (matched
 //     case-insensitively; Envoy sends lower-case keys), as the upstream
-//     application acts on it (see HeaderValue). When the header is absent,
+//     application acts on it (see [HeaderValue]). When the header is absent,
 //     or that value is empty, the source address is used instead.
 //   - "xff": the X-Forwarded-For entry that xffTrustedHops trusted proxies
 //     vouch for. The header is split on ',' and entries trimmed; skipping
@@ -65,48 +67,24 @@ type KeySpec struct {
 //     address is used instead.
 //
 // xffTrustedHops must not be negative; it is remembered by every form (see
-// TrustedHops) because per-route "xff" overrides use the server's count.
+// [KeySpec.TrustedHops]) because per-route "xff" overrides use the server's
+// count. An error reads "parse key <form>: " and the grammar's reason.
 func ParseKey(s string, xffTrustedHops int) (KeySpec, error) {
 	if xffTrustedHops < 0 {
 		return KeySpec{}, fmt.Errorf("parse key %q: xff trusted hops %d: must not be negative", s, xffTrustedHops)
 	}
-	switch {
-	case s == "source":
+	form, err := policy.ParseKey(s)
+	if err != nil {
+		return KeySpec{}, fmt.Errorf("parse key %q: %w", s, err)
+	}
+	switch form {
+	case "source":
 		return KeySpec{kind: keySource, hops: xffTrustedHops}, nil
-	case s == "xff":
+	case "xff":
 		return KeySpec{kind: keyXFF, hops: xffTrustedHops}, nil
-	case strings.HasPrefix(s, "header:"):
-		name := strings.ToLower(strings.TrimPrefix(s, "header:"))
-		if err := validHeaderName(name); err != nil {
-			return KeySpec{}, fmt.Errorf("parse key %q: %w", s, err)
-		}
-		return KeySpec{kind: keyHeader, header: name, prefix: "header:" + name + ":", hops: xffTrustedHops}, nil
-	default:
-		return KeySpec{}, fmt.Errorf("parse key %q: unknown form: want \"source\", \"header:<name>\" or \"xff\"", s)
 	}
-}
-
-// validHeaderName accepts an HTTP field name (RFC 9110 token), lower-cased,
-// optionally with a leading ':' for Envoy's pseudo-headers (":authority").
-func validHeaderName(name string) error {
-	token := strings.TrimPrefix(name, ":")
-	if token == "" {
-		return errors.New("empty header name")
-	}
-	for i := 0; i < len(token); i++ {
-		if !isTokenChar(token[i]) {
-			return fmt.Errorf("header name %q: invalid character %q", name, token[i])
-		}
-	}
-	return nil
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+	name := strings.TrimPrefix(form, "header:")
+	return KeySpec{kind: keyHeader, header: name, prefix: form + ":", hops: xffTrustedHops}, nil
 }
 
 // String returns the form k was parsed from: "source", "header:<name>" (name

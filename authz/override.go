@@ -9,34 +9,39 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // Context extension names read from attributes.context_extensions. Envoy sets
 // them per route or virtual host with ExtAuthzPerRoute
-// check_settings.context_extensions.
+// check_settings.context_extensions. Their values follow the grammar of
+// package [policy], the same as the flags' and the policy file's, and an
+// invalid one is refused in the same words.
 const (
-	// ExtLimit overrides Config.Limit: a decimal integer, at least 1.
+	// ExtLimit overrides [Config].Limit: a decimal integer, at least 1.
 	ExtLimit = "floodgate.limit"
-	// ExtWindow overrides Config.Window: a Go duration ("90s", "1h") that is a
-	// whole number of seconds, at least 1s.
+	// ExtWindow overrides [Config].Window: a window as [policy.ParseWindow]
+	// reads it, a Go duration ("90s", "1h") of whole seconds from 1s to
+	// [limiter.MaxWindow].
 	ExtWindow = "floodgate.window"
-	// ExtKey overrides Config.Key: a form accepted by ParseKey. "xff" uses the
-	// server's trusted hop count (Config.Key.TrustedHops()).
+	// ExtKey overrides [Config].Key: a form accepted by [ParseKey]. "xff" uses
+	// the server's trusted hop count ([KeySpec.TrustedHops] of Config.Key).
 	ExtKey = "floodgate.key"
-	// ExtScope sets limiter.Request.Scope, so the route's counters are
-	// separate from other routes': 1 to 64 characters of [A-Za-z0-9_.-]. It is
-	// also the policy name in the RateLimit-Policy and RateLimit headers. The
-	// default scope is "" (shown as "default" in those headers).
+	// ExtScope sets [limiter.Request].Scope, so the route's counters are
+	// separate from other routes': a scope as [policy.CheckScope] checks it,
+	// 1 to 64 characters of [A-Za-z0-9_.-]. It is also the policy name in
+	// the RateLimit-Policy and RateLimit headers. The default scope is ""
+	// (shown as "default" in those headers).
 	ExtScope = "floodgate.scope"
-	// ExtStrategy chooses the route's strategy by name (limiter.Strategies
+	// ExtStrategy chooses the route's strategy by name ([limiter.Strategies]
 	// spells them: "sliding", "fixed", "token-bucket", "sliding-log")
-	// instead of Config.Strategy. A name the Server was not given in
-	// Config.Strategies is invalid.
+	// instead of [Config].Strategy. A name the Server was not given in
+	// [Config].Strategies is invalid.
 	ExtStrategy = "floodgate.strategy"
 )
 
 // A limit, window and strategy that are each valid but that the strategy
-// cannot serve together (floodgate.limit above limiter.MaxSlidingLogLimit
+// cannot serve together (floodgate.limit above [limiter.MaxSlidingLogLimit]
 // with the sliding-log strategy, say) are invalid too: the route's limit
 // is dropped for the server's first, then its window, and only then its
 // strategy (see Server.fit). A Server never asks a strategy a question it
@@ -54,8 +59,6 @@ const (
 	// maxOverrideLen is the longest extension value floodgate accepts. Longer
 	// values are invalid for every extension and are never remembered.
 	maxOverrideLen = 512
-	// maxScopeLen is the longest valid scope name.
-	maxScopeLen = 64
 )
 
 // overrideKey identifies one extension value.
@@ -164,11 +167,11 @@ func parseOverride(name, value string, hops int) override {
 	case ExtLimit:
 		o.limit, o.err = parseLimit(value)
 	case ExtWindow:
-		o.window, o.err = parseWindow(value)
+		o.window, o.err = policy.ParseWindow(value)
 	case ExtKey:
 		o.key, o.err = ParseKey(value, hops)
 	case ExtScope:
-		o.scope, o.err = value, validScope(value)
+		o.scope, o.err = value, policy.CheckScope(value)
 	case ExtStrategy:
 		if value == "" {
 			o.err = errors.New("empty strategy name")
@@ -190,30 +193,4 @@ func parseLimit(s string) (int64, error) {
 		return 0, fmt.Errorf("%d: must be at least 1", n)
 	}
 	return n, nil
-}
-
-func parseWindow(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	if err := (limiter.Request{Limit: 1, Window: d}).Validate(); err != nil {
-		return 0, err
-	}
-	return d, nil
-}
-
-func validScope(s string) error {
-	if s == "" || len(s) > maxScopeLen {
-		return fmt.Errorf("length %d: must be 1 to %d", len(s), maxScopeLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
-		default:
-			return fmt.Errorf("invalid character %q: want [A-Za-z0-9_.-]", c)
-		}
-	}
-	return nil
 }

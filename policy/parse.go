@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -27,8 +26,6 @@ const (
 	// MaxLimit bounds a limit and a burst, far above any useful value, so
 	// that every strategy's arithmetic stays exact.
 	MaxLimit = 1_000_000_000
-	// maxNameLen is the longest rule name, scope or tier name.
-	maxNameLen = 64
 )
 
 // Error is a problem in a policy file. Its message is "line N: reason", or
@@ -345,18 +342,15 @@ func boolean(n *yaml.Node, path string) (bool, error) {
 	return false, errorf(n.Line, "%s: want true or false, got %s", path, kindOf(n))
 }
 
-// window reads n as a Go duration of whole seconds from 1s to MaxWindow.
+// window reads n as a window (see ParseWindow).
 func window(n *yaml.Node, path string) (time.Duration, error) {
 	s, err := scalar(n, path)
 	if err != nil {
 		return 0, errorf(n.Line, "%s: want a duration such as 60s or 1h, got %s", path, kindOf(n))
 	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseWindow(s)
 	if err != nil {
-		return 0, errorf(n.Line, "%s: want a duration such as 60s or 1h, got %q", path, s)
-	}
-	if d < time.Second || d%time.Second != 0 || d > limiter.MaxWindow {
-		return 0, errorf(n.Line, "%s: %q: must be a whole number of seconds from 1s to %s", path, s, FormatDuration(limiter.MaxWindow))
+		return 0, errorf(n.Line, "%s: %q: %v", path, s, err)
 	}
 	return d, nil
 }
@@ -453,7 +447,7 @@ func parseRule(n *yaml.Node, path string) (*Rule, error) {
 	if r.Name, err = scalar(nameNode, path+".name"); err != nil {
 		return nil, err
 	}
-	if err := validName(r.Name); err != nil {
+	if err := CheckScope(r.Name); err != nil {
 		return nil, errorf(nameNode.Line, "%s.name: %q: %v", path, r.Name, err)
 	}
 	r.Scope = r.Name
@@ -491,7 +485,7 @@ func parseRule(n *yaml.Node, path string) (*Rule, error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := validName(s); err != nil {
+			if err := CheckScope(s); err != nil {
 				return nil, errorf(v.Line, "%s: %q: %v", fp, s, err)
 			}
 			r.Scope = s
@@ -603,7 +597,7 @@ func parseTiers(n *yaml.Node, path, strategy string) (*Tiers, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.Header, err = headerName(h); err != nil {
+	if t.Header, err = HeaderName(h); err != nil {
 		return nil, errorf(hn.Line, "%s.header: %v", path, err)
 	}
 	ln := f.get("limits")
@@ -619,7 +613,7 @@ func parseTiers(n *yaml.Node, path, strategy string) (*Tiers, error) {
 	}
 	for _, name := range lf.keys {
 		tp := path + ".limits." + name
-		if err := validTier(name); err != nil {
+		if err := checkTier(name); err != nil {
 			return nil, errorf(lf.vals[name].Line, "%s.limits: tier %q: %v", path, name, err)
 		}
 		tf, err := mapping(lf.vals[name], tp, "limit", "window", "burst")
@@ -658,7 +652,7 @@ func parseMatch(n *yaml.Node, path string) (Match, error) {
 			return m, err
 		}
 		if s != "" {
-			if err := validName(s); err != nil {
+			if err := CheckScope(s); err != nil {
 				return m, errorf(v.Line, "%s.scope: %q: %v", path, s, err)
 			}
 		}
@@ -708,7 +702,7 @@ func parseMatch(n *yaml.Node, path string) (Match, error) {
 		if err != nil {
 			return m, err
 		}
-		if h.Name, err = headerName(s); err != nil {
+		if h.Name, err = HeaderName(s); err != nil {
 			return m, errorf(nn.Line, "%s.name: %v", hp, err)
 		}
 		en, pn := hf.get("exact"), hf.get("present")
@@ -775,147 +769,4 @@ func parseList(n *yaml.Node, path string) (List, error) {
 		l.Prefixes = append(l.Prefixes, p)
 	}
 	return l, nil
-}
-
-// ParseKey checks a requestor identity form as a rule's key takes it
-// ("source", "xff" or "header:<name>") and returns it with the header name
-// lower-cased. Package authz's ParseKey accepts every form it returns.
-func ParseKey(s string) (string, error) {
-	switch {
-	case s == "source", s == "xff":
-		return s, nil
-	case strings.HasPrefix(s, "header:"):
-		name, err := headerName(strings.TrimPrefix(s, "header:"))
-		if err != nil {
-			return "", err
-		}
-		return "header:" + name, nil
-	}
-	return "", errors.New(`unknown form: want "source", "header:<name>" or "xff"`)
-}
-
-// ParseIdentity checks a requestor identity of an allowlist or blocklist
-// and returns it normalised as package authz forms identities:
-// "ip:<address>" (IPv4-mapped addresses unmapped, zones dropped) or
-// "header:<name>:<value>" (name lower-cased, value non-empty).
-func ParseIdentity(s string) (string, error) {
-	switch {
-	case strings.HasPrefix(s, "ip:"):
-		a, err := netip.ParseAddr(strings.TrimPrefix(s, "ip:"))
-		if err != nil {
-			return "", errors.New("not an IP address after ip: (use cidrs for ranges)")
-		}
-		return "ip:" + a.Unmap().WithZone("").String(), nil
-	case strings.HasPrefix(s, "header:"):
-		rest := strings.TrimPrefix(s, "header:")
-		pseudo := strings.HasPrefix(rest, ":") // ":authority"
-		name, value, ok := strings.Cut(strings.TrimPrefix(rest, ":"), ":")
-		if !ok || value == "" {
-			return "", errors.New("want header:<name>:<value>")
-		}
-		if pseudo {
-			name = ":" + name
-		}
-		name, err := headerName(name)
-		if err != nil {
-			return "", err
-		}
-		return "header:" + name + ":" + value, nil
-	}
-	return "", errors.New(`want "ip:<address>" or "header:<name>:<value>"`)
-}
-
-// ParsePrefix parses an address range ("10.0.0.0/8", "2001:db8::/32") or a
-// single address (a /32 or /128). The range is masked, and an IPv4-mapped
-// IPv6 range of /96 or more becomes the IPv4 range, since floodgate
-// compares addresses unmapped.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	var p netip.Prefix
-	if strings.Contains(s, "/") {
-		var err error
-		if p, err = netip.ParsePrefix(s); err != nil {
-			return p, errors.New("not an address range such as 10.0.0.0/8 or 2001:db8::/32")
-		}
-	} else {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
-			return p, errors.New("not an address or an address range such as 10.0.0.0/8")
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
-	}
-	if a := p.Addr(); a.Is4In6() {
-		if p.Bits() < 96 {
-			return p, errors.New("an IPv4-mapped range must be /96 or longer")
-		}
-		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-	}
-	return p.Masked(), nil
-}
-
-// headerName checks an HTTP field name (optionally an Envoy pseudo-header
-// such as ":authority") and returns it lower-cased.
-func headerName(s string) (string, error) {
-	token := strings.TrimPrefix(s, ":")
-	if token == "" {
-		return "", errors.New("empty header name")
-	}
-	if !isToken(token) {
-		return "", fmt.Errorf("header name %q: want letters, digits and !#$%%&'*+-.^_`|~", s)
-	}
-	return strings.ToLower(s), nil
-}
-
-// isToken reports whether s is an RFC 9110 token.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validName checks a rule name or scope: 1 to 64 of [A-Za-z0-9_.-], as
-// the floodgate.scope context extension.
-func validName(s string) error {
-	if s == "" || len(s) > maxNameLen {
-		return fmt.Errorf("length %d: must be 1 to %d", len(s), maxNameLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
-		default:
-			return fmt.Errorf("invalid character %q: want [A-Za-z0-9_.-]", c)
-		}
-	}
-	return nil
-}
-
-// validTier checks a tier name: 1 to 64 characters of an RFC 9110 token.
-func validTier(s string) error {
-	if s == "" || len(s) > maxNameLen {
-		return fmt.Errorf("length %d: must be 1 to %d", len(s), maxNameLen)
-	}
-	if !isToken(s) {
-		return errors.New("want letters, digits and !#$%&'*+-.^_`|~")
-	}
-	return nil
-}
-
-// FormatDuration formats d like time.Duration.String without zero minutes
-// and seconds after a whole hour or minute: "1h", "1h30m", "1m30s".
-func FormatDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
 }

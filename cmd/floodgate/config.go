@@ -460,12 +460,9 @@ func parseLimit(c *Config, v string) error {
 }
 
 func parseWindow(c *Config, v string) error {
-	d, err := parseDuration(v)
+	d, err := policy.ParseWindow(v)
 	if err != nil {
 		return err
-	}
-	if d < time.Second || d%time.Second != 0 || d > limiter.MaxWindow {
-		return fmt.Errorf("must be a whole number of seconds from 1s to %s", shortDuration(limiter.MaxWindow))
 	}
 	c.Window = d
 	return nil

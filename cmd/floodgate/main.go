@@ -33,6 +33,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/gcfloor"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // Exit statuses.
@@ -292,7 +293,7 @@ func startupAttrs(cfg Config, storeKind string, grpcAddr, adminAddr net.Addr) []
 	}
 	attrs = append(attrs,
 		"limit", cfg.Limit,
-		"window", shortDuration(cfg.Window),
+		"window", policy.FormatDuration(cfg.Window),
 		"key", cfg.Key.String(),
 		"strategy", cfg.Strategy)
 	if cfg.Policy != nil {
@@ -371,19 +372,6 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
-}
-
-// shortDuration formats d like time.Duration.String without zero minutes
-// and seconds after a whole hour or minute: "1h", "1h30m", "90s" → "1m30s".
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
 }
 
 // closeAndLog calls closeFn and logs its error, if any; for defers.
