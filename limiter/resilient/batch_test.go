@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -110,8 +111,13 @@ func TestBreakerCountsBatches(t *testing.T) {
 	}
 }
 
-// TestBulkheadHoldsASlotPerBatch checks that a Batch takes a slot.
+// TestBulkheadHoldsASlotPerBatch checks that a Batch takes a slot. In a
+// synctest bubble: synctest.Wait returns once the Batch is in the store.
 func TestBulkheadHoldsASlotPerBatch(t *testing.T) {
+	synctest.Test(t, testBulkheadHoldsASlotPerBatch)
+}
+
+func testBulkheadHoldsASlotPerBatch(t *testing.T) {
 	f := newFlakyStore(t, time.Now)
 	f.block = make(chan struct{})
 	s := resilient.NewBulkhead(batchStore{plainStore{f}}, 1, 10*time.Millisecond)
@@ -120,8 +126,9 @@ func TestBulkheadHoldsASlotPerBatch(t *testing.T) {
 		_, _, err := s.(limiter.BatchStore).Batch(context.Background(), nil, []limiter.Increment{{Key: "k", Delta: 1, TTL: time.Minute}})
 		done <- err
 	}()
-	for resilient.BulkheadOf(s).InFlight() < 1 {
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if n := resilient.BulkheadOf(s).InFlight(); n != 1 {
+		t.Fatalf("InFlight = %d with a Batch in the store, want 1", n)
 	}
 	if _, err := s.Add(context.Background(), "k", 1, time.Minute); !errors.Is(err, resilient.ErrBusy) {
 		t.Errorf("Add while a Batch holds the only slot: %v, want ErrBusy", err)

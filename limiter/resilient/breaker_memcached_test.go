@@ -3,6 +3,7 @@ package resilient_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,14 +56,20 @@ func TestBreakerRecoversIdle(t *testing.T) {
 				}
 			}
 			// A few failed probes, with no calls.
-			waitFor(t, 5*time.Second, "a failed probe", func() bool {
-				return countTo(trs, resilient.HalfOpen) >= 2 && b.State() == resilient.Open
+			testutil.WaitFor(t, 5*time.Second, func() error {
+				if n, s := countTo(trs, resilient.HalfOpen), b.State(); n < 2 || s != resilient.Open {
+					return fmt.Errorf("%d probes and state %v, want a failed probe: 2 or more, and open", n, s)
+				}
+				return nil
 			})
 
 			tc.back(mc)
 			back := time.Now()
-			waitFor(t, recoveryDeadline, "closed after memcached came back, with no call", func() bool {
-				return b.State() == resilient.Closed
+			testutil.WaitFor(t, recoveryDeadline, func() error {
+				if s := b.State(); s != resilient.Closed {
+					return fmt.Errorf("state %v after memcached came back, with no call; want closed", s)
+				}
+				return nil
 			})
 			t.Logf("closed %v after memcached came back; transitions %s", time.Since(back).Round(time.Millisecond), trs.path())
 			if n := b.Rejected(); n != 0 {
@@ -84,16 +91,4 @@ func countTo(trs *transitions, to resilient.State) int {
 		}
 	}
 	return n
-}
-
-// waitFor polls cond until it holds, failing the test with what after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s within %v", what, d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
@@ -226,15 +227,14 @@ func (r *rig) call() error {
 	return err
 }
 
-// waitProbe waits until the probe in flight has ended.
+// waitProbe waits until the probe in flight has ended. The tests that call
+// it run in a synctest bubble, where synctest.Wait returns once the probe's
+// goroutine has ended or is blocked for good.
 func (r *rig) waitProbe(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.b.State() == resilient.HalfOpen {
-		if time.Now().After(deadline) {
-			t.Fatal("the probe did not end within 5s")
-		}
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if s := r.b.State(); s == resilient.HalfOpen {
+		t.Fatal("the probe has not ended: it is blocked")
 	}
 }
 
@@ -288,6 +288,10 @@ func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
 // TestBreakerProbeAndBackoff: the breaker's timer probes when each backoff
 // ends, with calls or without.
 func TestBreakerProbeAndBackoff(t *testing.T) {
+	synctest.Test(t, testBreakerProbeAndBackoff)
+}
+
+func testBreakerProbeAndBackoff(t *testing.T) {
 	r := newRig(t, 0.5) // waits are 3/4 of the backoff
 	r.store.down.Store(true)
 	r.calls(t, 3, errDown)
@@ -364,21 +368,23 @@ func TestBreakerProbeAndBackoff(t *testing.T) {
 func TestBreakerJitter(t *testing.T) {
 	for _, rnd := range []float64{0, 0.25, 0.999999} {
 		t.Run(fmt.Sprint(rnd), func(t *testing.T) {
-			r := newRig(t, rnd)
-			r.store.down.Store(true)
-			r.calls(t, 3, errDown)
-			backoff := 100 * time.Millisecond
-			for range 6 {
-				trs := r.trs.list()
-				got := trs[len(trs)-1].Backoff
-				if got < backoff/2 || got > backoff {
-					t.Fatalf("open for %v with backoff %v: want within [%v, %v]", got, backoff, backoff/2, backoff)
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t, rnd)
+				r.store.down.Store(true)
+				r.calls(t, 3, errDown)
+				backoff := 100 * time.Millisecond
+				for range 6 {
+					trs := r.trs.list()
+					got := trs[len(trs)-1].Backoff
+					if got < backoff/2 || got > backoff {
+						t.Fatalf("open for %v with backoff %v: want within [%v, %v]", got, backoff, backoff/2, backoff)
+					}
+					r.clk.Advance(got)
+					r.calls(t, 1, resilient.ErrOpen)
+					r.waitProbe(t)
+					backoff = min(2*backoff, 800*time.Millisecond)
 				}
-				r.clk.Advance(got)
-				r.calls(t, 1, resilient.ErrOpen)
-				r.waitProbe(t)
-				backoff = min(2*backoff, 800*time.Millisecond)
-			}
+			})
 		})
 	}
 }
@@ -387,6 +393,10 @@ func TestBreakerJitter(t *testing.T) {
 // has ended before its timer fired, none waits and exactly one probe reaches
 // the store.
 func TestBreakerOneProbe(t *testing.T) {
+	synctest.Test(t, testBreakerOneProbe)
+}
+
+func testBreakerOneProbe(t *testing.T) {
 	r := newCallRig(t, 0)
 	r.store.down.Store(true)
 	r.calls(t, 3, errDown)
@@ -440,8 +450,13 @@ func TestBreakerCallerGaveUp(t *testing.T) {
 }
 
 // TestBreakerProbeTimeout: a probe of a store that hangs ends with the
-// probe's deadline, and counts as failed.
+// probe's deadline, and counts as failed. In a synctest bubble, the 10ms
+// pass on the bubble's clock.
 func TestBreakerProbeTimeout(t *testing.T) {
+	synctest.Test(t, testBreakerProbeTimeout)
+}
+
+func testBreakerProbeTimeout(t *testing.T) {
 	clk := newClock()
 	b := resilient.BreakerOf(resilient.NewBreaker(hungStore{}, resilient.BreakerConfig{Failures: 1, Now: clk.Now, AfterFunc: clk.AfterFunc, ProbeTimeout: 10 * time.Millisecond}))
 	t.Cleanup(func() { b.Close() })
@@ -455,12 +470,13 @@ func TestBreakerProbeTimeout(t *testing.T) {
 	if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, resilient.ErrOpen) {
 		t.Fatalf("Get after the backoff: %v, want ErrOpen", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for b.State() != resilient.Open {
-		if time.Now().After(deadline) {
-			t.Fatalf("state %v 5s after a probe with a 10ms timeout, want open again", b.State())
-		}
-		time.Sleep(time.Millisecond)
+	if s := b.State(); s != resilient.HalfOpen {
+		t.Fatalf("state %v with the probe in flight, want half_open", s)
+	}
+	time.Sleep(10 * time.Millisecond) // the probe's timeout passes (the bubble's clock)
+	synctest.Wait()
+	if s := b.State(); s != resilient.Open {
+		t.Fatalf("state %v after a probe with a 10ms timeout ended, want open again", s)
 	}
 }
 
@@ -488,8 +504,13 @@ func (h hungStore) Get(ctx context.Context, _ []string) (map[string]int64, error
 }
 
 // TestBreakerLateResults: calls that started while the breaker was closed
-// and end after it opened change nothing.
+// and end after it opened change nothing. In a synctest bubble:
+// synctest.Wait returns once the calls are blocked in the store.
 func TestBreakerLateResults(t *testing.T) {
+	synctest.Test(t, testBreakerLateResults)
+}
+
+func testBreakerLateResults(t *testing.T) {
 	r := newRig(t, 0)
 	block := make(chan struct{})
 	r.store.block = block
@@ -498,8 +519,9 @@ func TestBreakerLateResults(t *testing.T) {
 	for range 4 {
 		wg.Go(func() { errs <- r.call() })
 	}
-	for r.store.calls.Load() < 4 {
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if n := r.store.calls.Load(); n != 4 {
+		t.Fatalf("%d calls in the store, want 4", n)
 	}
 	r.store.block = nil
 	r.store.down.Store(true)
@@ -611,20 +633,24 @@ func TestBreakerConcurrent(t *testing.T) {
 			}
 		})
 	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
 	for i := range 40 {
 		store.down.Store(i%2 == 0)
+		// Not a wait: the store flaps every 2ms of real time, against
+		// the breaker's real backoff timers (1-5ms) and 8 callers that
+		// never block, so a synctest bubble's clock would never move.
 		time.Sleep(2 * time.Millisecond)
 	}
 	store.down.Store(false)
-	deadline := time.Now().Add(5 * time.Second)
-	for b.State() != resilient.Closed && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	close(stop)
-	wg.Wait()
-	if s := b.State(); s != resilient.Closed {
-		t.Errorf("state %v with the store up, want closed", s)
-	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if s := b.State(); s != resilient.Closed {
+			return fmt.Errorf("state %v with the store up, want closed", s)
+		}
+		return nil
+	})
 }
 
 func BenchmarkBreakerClosed(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -30,7 +31,7 @@ func (g *gaugeStore) call() {
 	if g.release != nil {
 		<-g.release
 	} else {
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(100 * time.Microsecond) // the call's duration; tests that use it run in a synctest bubble
 	}
 	g.inFlight.Add(-1)
 }
@@ -45,33 +46,45 @@ func (g *gaugeStore) Get(context.Context, []string) (map[string]int64, error) {
 	return map[string]int64{}, nil
 }
 
+// TestBulkheadBoundsCalls runs in a synctest bubble, where every call
+// lasts exactly 100µs of the bubble's clock: 200 calls at once fill the 4
+// slots, and never more.
 func TestBulkheadBoundsCalls(t *testing.T) {
-	g := &gaugeStore{}
-	st := resilient.NewBulkhead(g, 4, time.Minute)
-	var wg sync.WaitGroup
-	for i := range 200 {
-		wg.Go(func() {
-			var err error
-			if i%2 == 0 {
-				_, err = st.Add(context.Background(), "k", 1, time.Minute)
-			} else {
-				_, err = st.Get(context.Background(), []string{"k"})
-			}
-			if err != nil {
-				t.Errorf("call: %v", err)
-			}
-		})
-	}
-	wg.Wait()
-	if p := g.peak.Load(); p > 4 || p < 1 {
-		t.Errorf("%d calls in flight at once, want at most 4", p)
-	}
-	if b := resilient.BulkheadOf(st); b.Busy() != 0 || b.InFlight() != 0 {
-		t.Errorf("Busy %d, InFlight %d after all calls; want 0, 0", b.Busy(), b.InFlight())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		g := &gaugeStore{}
+		st := resilient.NewBulkhead(g, 4, time.Minute)
+		var wg sync.WaitGroup
+		for i := range 200 {
+			wg.Go(func() {
+				var err error
+				if i%2 == 0 {
+					_, err = st.Add(context.Background(), "k", 1, time.Minute)
+				} else {
+					_, err = st.Get(context.Background(), []string{"k"})
+				}
+				if err != nil {
+					t.Errorf("call: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if p := g.peak.Load(); p != 4 {
+			t.Errorf("%d calls in flight at once, want 4: at most the slots, and all of them under load", p)
+		}
+		if b := resilient.BulkheadOf(st); b.Busy() != 0 || b.InFlight() != 0 {
+			t.Errorf("Busy %d, InFlight %d after all calls; want 0, 0", b.Busy(), b.InFlight())
+		}
+	})
 }
 
+// TestBulkheadBusy runs in a synctest bubble: synctest.Wait returns once
+// the calls hold their slots or wait for one, and the queue timeout passes
+// on the bubble's clock.
 func TestBulkheadBusy(t *testing.T) {
+	synctest.Test(t, testBulkheadBusy)
+}
+
+func testBulkheadBusy(t *testing.T) {
 	g := &gaugeStore{release: make(chan struct{})}
 	st := resilient.NewBulkhead(g, 2, 20*time.Millisecond)
 	b := resilient.BulkheadOf(st)
@@ -79,8 +92,9 @@ func TestBulkheadBusy(t *testing.T) {
 	for range 2 {
 		wg.Go(func() { st.Add(context.Background(), "k", 1, time.Minute) })
 	}
-	for b.InFlight() < 2 {
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if n := b.InFlight(); n != 2 {
+		t.Fatalf("InFlight = %d with two calls in the store, want 2", n)
 	}
 	// Full: a call waits for the queue timeout, or its context.
 	if _, err := st.Get(context.Background(), []string{"k"}); !errors.Is(err, resilient.ErrBusy) || !errors.Is(err, limiter.ErrStoreUnavailable) {
@@ -100,14 +114,20 @@ func TestBulkheadBusy(t *testing.T) {
 	for range 2 {
 		wg.Go(func() { patient.Add(context.Background(), "k", 1, time.Minute) })
 	}
-	for resilient.BulkheadOf(patient).InFlight() < 2 {
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if n := resilient.BulkheadOf(patient).InFlight(); n != 2 {
+		t.Fatalf("InFlight = %d with two calls in the store, want 2", n)
 	}
 	go func() {
 		_, err := patient.Get(context.Background(), []string{"k"})
 		done <- err
 	}()
-	time.Sleep(5 * time.Millisecond)
+	synctest.Wait() // the third call waits for a slot
+	select {
+	case err := <-done:
+		t.Fatalf("a call on a full bulkhead returned (%v) before a slot was freed", err)
+	default:
+	}
 	close(g.release) // the calls end; the waiting one gets a slot
 	if err := <-done; err != nil {
 		t.Errorf("waiting call: %v", err)
@@ -140,23 +160,29 @@ func TestBulkheadSwapStore(t *testing.T) {
 
 // TestBreakerIgnoresBusy: calls refused by a Bulkhead under a Breaker are
 // not store failures.
+// In a synctest bubble: synctest.Wait returns once the first call holds the
+// only slot.
 func TestBreakerIgnoresBusy(t *testing.T) {
-	g := &gaugeStore{release: make(chan struct{})}
-	bh := resilient.NewBulkhead(g, 1, time.Millisecond)
-	b := resilient.BreakerOf(resilient.NewBreaker(bh, resilient.BreakerConfig{Failures: 2}))
-	go b.Add(context.Background(), "k", 1, time.Minute)
-	for resilient.BulkheadOf(bh).InFlight() < 1 {
-		time.Sleep(time.Millisecond)
-	}
-	for range 10 {
-		if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, resilient.ErrBusy) {
-			t.Fatalf("Get: %v, want ErrBusy", err)
+	synctest.Test(t, func(t *testing.T) {
+		g := &gaugeStore{release: make(chan struct{})}
+		defer close(g.release)
+		bh := resilient.NewBulkhead(g, 1, time.Millisecond)
+		b := resilient.BreakerOf(resilient.NewBreaker(bh, resilient.BreakerConfig{Failures: 2}))
+		defer b.Close()
+		go b.Add(context.Background(), "k", 1, time.Minute)
+		synctest.Wait()
+		if n := resilient.BulkheadOf(bh).InFlight(); n != 1 {
+			t.Fatalf("InFlight = %d with a call in the store, want 1", n)
 		}
-	}
-	if s := b.State(); s != resilient.Closed {
-		t.Errorf("state %v after 10 ErrBusy, want closed", s)
-	}
-	close(g.release)
+		for range 10 {
+			if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, resilient.ErrBusy) {
+				t.Fatalf("Get: %v, want ErrBusy", err)
+			}
+		}
+		if s := b.State(); s != resilient.Closed {
+			t.Errorf("state %v after 10 ErrBusy, want closed", s)
+		}
+	})
 }
 
 func TestNewBulkheadPanicsOnZero(t *testing.T) {
@@ -170,8 +196,14 @@ func TestNewBulkheadPanicsOnZero(t *testing.T) {
 
 // TestValueBulkheadPassesCounterCalls: with NewValueBulkhead, counter calls
 // take no slot (a pipelined store bounds and coalesces them itself): with
-// one slot, ten of them are in the store at once, and none is refused.
+// one slot, ten of them are in the store at once, and none is refused. In a
+// synctest bubble, synctest.Wait returns once each call is in the store or
+// waits for a slot.
 func TestValueBulkheadPassesCounterCalls(t *testing.T) {
+	synctest.Test(t, testValueBulkheadPassesCounterCalls)
+}
+
+func testValueBulkheadPassesCounterCalls(t *testing.T) {
 	g := &gaugeStore{release: make(chan struct{})}
 	st := resilient.NewValueBulkhead(g, 1, time.Millisecond)
 	var wg sync.WaitGroup
@@ -188,12 +220,10 @@ func TestValueBulkheadPassesCounterCalls(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for g.inFlight.Load() < 10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d counter calls in the store at once after 10s, want 10: they wait for the one slot", g.inFlight.Load())
-		}
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if n := g.inFlight.Load(); n != 10 {
+		close(g.release)
+		t.Fatalf("%d counter calls in the store at once, want 10: they wait for the one slot", n)
 	}
 	close(g.release)
 	wg.Wait()

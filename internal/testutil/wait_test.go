@@ -1,0 +1,51 @@
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fatalRecorder is a testing.TB that records Fatalf instead of ending the
+// test, so that WaitFor's failure can be checked.
+type fatalRecorder struct {
+	testing.TB
+	failed string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) { r.failed = fmt.Sprintf(format, args...) }
+
+func TestWaitFor(t *testing.T) {
+	tests := []struct {
+		name     string
+		holdsAt  int // call on which cond holds; 0: never
+		wantFail string
+	}{
+		{name: "holds at once", holdsAt: 1},
+		{name: "holds on the fifth call", holdsAt: 5},
+		{name: "never holds", wantFail: "not within 20ms: 3 of 4 ready"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &fatalRecorder{TB: t}
+			calls := 0
+			WaitFor(r, 20*time.Millisecond, func() error {
+				calls++
+				if tt.holdsAt > 0 && calls >= tt.holdsAt {
+					return nil
+				}
+				return errors.New("3 of 4 ready")
+			})
+			if tt.wantFail == "" && r.failed != "" || tt.wantFail != "" && !strings.Contains(r.failed, tt.wantFail) {
+				t.Errorf("WaitFor failed with %q, want %q", r.failed, tt.wantFail)
+			}
+			if tt.holdsAt > 0 && calls != tt.holdsAt {
+				t.Errorf("cond called %d times, want %d: WaitFor goes on after it holds", calls, tt.holdsAt)
+			}
+		})
+	}
+}
