@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -73,16 +74,16 @@ func (r *fakeResolver) waitLookups(t *testing.T, host string, n int) {
 	waitFor(t, fmt.Sprintf("%d more lookups of %s", n, host), func() bool { return r.callCount(host) >= from+n })
 }
 
-// waitFor polls cond until it holds, failing t after a generous deadline.
+// waitFor waits with testutil.WaitFor, within a generous deadline, until
+// cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if !cond() {
+			return errors.New("waiting for " + what)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // logBuffer collects a Logger's lines for a test.
@@ -276,19 +277,31 @@ func TestDiscoveryUnresolvedAtStart(t *testing.T) {
 	}
 }
 
+// TestCloseStopsDiscovery runs in a synctest bubble: the intervals pass on
+// the bubble's clock, and synctest.Wait returns once the discovery
+// goroutine has looked up or ended.
 func TestCloseStopsDiscovery(t *testing.T) {
+	synctest.Test(t, testCloseStopsDiscovery)
+}
+
+func testCloseStopsDiscovery(t *testing.T) {
 	const name = "memcached.test"
 	r := newFakeResolver(map[string][]string{name: {"10.0.0.1"}})
 	s, err := New([]string{"dns+" + name + ":11211"}, Config{Resolver: r, ResolveInterval: testInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitLookups(t, name, 2)
+	time.Sleep(2 * testInterval)
+	synctest.Wait()
+	if n := r.callCount(name); n < 2 {
+		t.Fatalf("%d lookups in two intervals, want 2 or more", n)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	n := r.callCount(name)
 	time.Sleep(20 * testInterval)
+	synctest.Wait()
 	if got := r.callCount(name); got != n {
 		t.Errorf("%d lookups after Close, want none", got-n)
 	}

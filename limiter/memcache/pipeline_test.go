@@ -84,23 +84,19 @@ func TestBatchExpiry(t *testing.T) {
 	if _, _, err := s.Batch(ctx, nil, []limiter.Increment{{Key: "fg1:e:1", Delta: 1, TTL: time.Second}, {Key: "fg1:e:2", Delta: 1, TTL: time.Hour}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		vals, err := s.Get(ctx, []string{"fg1:e:1", "fg1:e:2"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := vals["fg1:e:1"]; !ok {
-			if vals["fg1:e:2"] != 1 {
-				t.Fatalf("the counter with an hour to live is gone too: %v", vals)
-			}
-			return
+		if _, ok := vals["fg1:e:1"]; ok {
+			return errors.New("a counter with one second to live is still there")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("a counter with one second to live is still there after 10s")
+		if vals["fg1:e:2"] != 1 {
+			t.Fatalf("the counter with an hour to live is gone too: %v", vals)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestBatchConcurrent checks that concurrent batches, many of them sharing
@@ -302,19 +298,15 @@ func hold(t *testing.T, p *pipeline) (release func(n int)) {
 // waitQueued waits until n calls are queued in p.
 func waitQueued(t *testing.T, p *pipeline, n int) {
 	t.Helper()
-	deadline := time.Now().Add(generous)
-	for {
+	testutil.WaitFor(t, generous, func() error {
 		p.mu.Lock()
 		q := len(p.queue)
 		p.mu.Unlock()
-		if q == n {
-			return
+		if q != n {
+			return fmt.Errorf("%d calls queued, want %d", q, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls queued after %v, want %d", q, generous, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // pipe returns the pipeline of the one server of s.
@@ -542,6 +534,9 @@ func TestPipelineQueuedTimeout(t *testing.T) {
 		wg.Go(func() { _, errs[i] = s.Add(context.Background(), fmt.Sprintf("fg1:t:%d", i), 1, time.Minute) })
 	}
 	waitQueued(t, p, 2)
+	// Not a wait for another goroutine: the calls' own deadline, on the
+	// real clock of the socket they would be sent on, must pass while they
+	// are queued.
 	time.Sleep(timeout + 50*time.Millisecond)
 	release(2)
 	wg.Wait()

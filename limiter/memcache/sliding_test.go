@@ -205,14 +205,12 @@ func TestSlidingOnMemcachedDown(t *testing.T) {
 	mc.Restart()
 	// memcached restarted empty: the requestor starts afresh.
 	var d limiter.Decision
-	for range 50 { // the client's pooled connections are dead; it redials
-		if d, err = s.Allow(context.Background(), req, now.Add(10*time.Second)); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil || !d.Allowed {
-		t.Fatalf("after restart: %+v %v", d, err)
+	testutil.WaitFor(t, 10*time.Second, func() error { // the client's pooled connections are dead; it redials
+		d, err = s.Allow(context.Background(), req, now.Add(10*time.Second))
+		return err
+	})
+	if !d.Allowed {
+		t.Fatalf("after restart: %+v, want allowed", d)
 	}
 	if d, err := s.Allow(context.Background(), req, now.Add(11*time.Second)); err != nil || d.Allowed {
 		t.Fatalf("after restart, limit: %+v %v, want denied", d, err)

@@ -160,21 +160,17 @@ func TestSlowMemcachedKeepsTheLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, func() error { // the breakers' probes find memcached back
 		var charged uint64
 		for i := range reps {
 			allow(i, hot) // a decision that finds memcached back charges first
 			charged += reps[i].f.Reconciled()
 		}
-		if int64(charged) >= fresh.Load() {
-			break
+		if int64(charged) < fresh.Load() {
+			return fmt.Errorf("%d of the %d requests allowed by the fallback charged to memcached", charged, fresh.Load())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of the %d requests allowed by the fallback charged to memcached after 10s", charged, fresh.Load())
-		}
-		time.Sleep(10 * time.Millisecond) // wait for the breakers' probes
-	}
+		return nil
+	})
 	if ok, _ := allow(0, hot); ok {
 		t.Errorf("hot requestor allowed after memcached recovered")
 	}
