@@ -109,6 +109,7 @@ func build(files []file) (*Config, error) {
 		h.Write(f.data)
 		p := &parser{file: f.name}
 		d := p.parseFile(f.data)
+		slices.SortStableFunc(p.errs, func(a, b Error) int { return cmp.Compare(a.Line, b.Line) })
 		errs = append(errs, p.errs...)
 		if d == nil {
 			continue

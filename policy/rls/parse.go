@@ -108,6 +108,10 @@ func (p *parser) document(data []byte) *yaml.Node {
 	return root
 }
 
+// digits is a plain decimal integer, which YAML reads as a float when it
+// is beyond int64.
+var digits = regexp.MustCompile(`^[0-9]+$`)
+
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
 // yamlError records a YAML syntax error at the line the parser gives.
@@ -280,7 +284,12 @@ func (p *parser) rateLimit(n *yaml.Node, path string) *Limit {
 	if nn := f.vals["name"]; nn != nil {
 		l.Name, _ = p.scalar(nn, join(path, "name"))
 	}
+	errs := len(p.errs)
 	l.Unlimited = p.flag(f, path, "unlimited")
+	if len(p.errs) > errs {
+		// Unit and requests_per_unit depend on it: no more errors from them.
+		return l
+	}
 	p.unit(f, path, l)
 	rn := f.vals["requests_per_unit"]
 	switch {
@@ -335,7 +344,7 @@ func (p *parser) requests(n *yaml.Node, field string) uint32 {
 	n = resolve(n)
 	var v int64
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil {
-		if n.Kind == yaml.ScalarNode && n.Tag == "!!int" { // beyond int64
+		if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float" && digits.MatchString(n.Value)) { // beyond int64
 			p.errorf(n.Line, field, "%s: must be at most %d", n.Value, policy.MaxLimit)
 		} else {
 			p.errorf(n.Line, field, "want an integer, got %s", kindOf(n))
