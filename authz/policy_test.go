@@ -424,11 +424,13 @@ func TestSetPolicyWhileChecking(t *testing.T) {
 	h := newHarness(t, fs, baseConfig())
 	a := mustPolicy(t, "rules:\n- name: a\n  limit: 5\n  window: 1m\n")
 	b := mustPolicy(t, "rules:\n- name: b\n  limit: 7\n  window: 2m\n")
+	// The swapping goroutine runs from before the first check until after
+	// the last, so every check overlaps it.
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
+	swapped := make(chan struct{})
+	swapperDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(swapperDone)
 		for i := 0; ctx.Err() == nil; i++ {
 			p := a
 			if i%2 == 1 {
@@ -436,26 +438,29 @@ func TestSetPolicyWhileChecking(t *testing.T) {
 			}
 			if err := h.srv.SetPolicy(p); err != nil {
 				t.Error(err)
+				close(swapped)
 				return
+			}
+			if i == 1 {
+				close(swapped) // both policies have been set once
 			}
 		}
 	}()
+	<-swapped
+	var checkers sync.WaitGroup
 	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		checkers.Go(func() {
 			for range 100 {
 				h.check(t, fromIP(nil))
 			}
-		}()
+		})
 	}
-	time.Sleep(10 * time.Millisecond)
+	checkers.Wait()
 	cancel()
-	wg.Wait()
+	<-swapperDone
 	for _, req := range fs.requests() {
 		ok := req.Scope == "a" && req.Limit == 5 && req.Window == time.Minute ||
-			req.Scope == "b" && req.Limit == 7 && req.Window == 2*time.Minute ||
-			req.Scope == "" && req.Limit == 100 // before the first SetPolicy
+			req.Scope == "b" && req.Limit == 7 && req.Window == 2*time.Minute
 		if !ok {
 			t.Fatalf("request %+v mixes policies", req)
 		}

@@ -4,26 +4,42 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
+// TestStart runs in a synctest bubble: the intervals pass on the bubble's
+// clock, and synctest.Wait returns once the goroutine waits for its next
+// tick, so the number of calls at each instant is exact.
 func TestStart(t *testing.T) {
-	var calls atomic.Int64
-	stop := Start(context.Background(), time.Millisecond, func() { calls.Add(1) })
-	deadline := time.Now().Add(10 * time.Second)
-	for calls.Load() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls after 10s at a 1ms interval, want 3 or more", calls.Load())
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int64
+		stop := Start(context.Background(), time.Second, func() { calls.Add(1) })
+		steps := []struct {
+			after time.Duration // since Start
+			want  int64
+		}{
+			{time.Second - time.Nanosecond, 0}, // the first call comes one interval after Start
+			{time.Second, 1},
+			{3*time.Second + time.Millisecond, 3},
 		}
-		time.Sleep(time.Millisecond)
-	}
-	stop()
-	after := calls.Load()
-	time.Sleep(20 * time.Millisecond)
-	if n := calls.Load(); n != after {
-		t.Fatalf("%d calls after stop returned, want none", n-after)
-	}
-	stop() // a second stop is harmless
+		start := time.Now()
+		for _, st := range steps {
+			time.Sleep(time.Until(start.Add(st.after)))
+			synctest.Wait()
+			if n := calls.Load(); n != st.want {
+				t.Fatalf("%d calls %v after Start at a 1s interval, want %d", n, st.after, st.want)
+			}
+		}
+		stop()
+		after := calls.Load()
+		time.Sleep(20 * time.Second)
+		synctest.Wait()
+		if n := calls.Load(); n != after {
+			t.Fatalf("%d calls after stop returned, want none", n-after)
+		}
+		stop() // a second stop is harmless
+	})
 }
 
 func TestStartStopsWithContext(t *testing.T) {
