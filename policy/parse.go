@@ -16,8 +16,6 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/floodgate-rl/floodgate/limiter"
 )
 
 const (
@@ -31,7 +29,8 @@ const (
 // Error is a problem in a policy file. Its message is "line N: reason", or
 // only the reason for the few YAML errors that have no place in the text
 // (excessive aliasing, nesting deeper than the YAML parser's limit). Parse
-// and Load return *Error for every problem with the file's content.
+// and Load return every problem with the file's content as an [ErrorList]
+// of them.
 type Error struct {
 	// Line is the 1-based line of the problem; 0 when unknown.
 	Line int
@@ -128,9 +127,28 @@ func pathless(err error) error {
 //	      pro:  {limit: 5000, window: 1h}
 //
 // Unknown fields, duplicate fields and values of the wrong type are errors.
-// Every error is an *Error naming the line. An empty document is an error;
-// "rules: []" is a valid policy that matches nothing.
+// The error is an [ErrorList] of every problem in the file, each an
+// [*Error] naming its line: all of them in a file that is YAML, the first
+// in one that is not (the YAML parser stops there). An empty document is
+// an error; "rules: []" is a valid policy that matches nothing.
 func Parse(data []byte) (*Policy, error) {
+	root, err := document(data)
+	if err != nil {
+		return nil, listOf(err)
+	}
+	var ps parser
+	p := ps.policy(root)
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	p.Digest = hex.EncodeToString(sum[:])
+	return p, nil
+}
+
+// document parses data as one YAML document and returns its root node,
+// which is not null.
+func document(data []byte) (*yaml.Node, error) {
 	if err := checkText(data); err != nil {
 		return nil, err
 	}
@@ -158,33 +176,33 @@ func Parse(data []byte) (*Policy, error) {
 	if isNull(root) {
 		return nil, errorf(root.Line, "empty policy: want a mapping with rules, allowlist or blocklist")
 	}
-	p, err := parsePolicy(root)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(data)
-	p.Digest = hex.EncodeToString(sum[:])
-	return p, nil
+	return root, nil
 }
 
 // checkText finds what the YAML parser would reject without a line: bytes
-// that are not UTF-8, and control characters.
+// that are not UTF-8, and control characters; the first on each line.
 func checkText(data []byte) error {
-	line := 1
+	var errs parser
+	line, bad := 1, 0 // bad: the last line with a problem
 	for i := 0; i < len(data); {
 		r, size := utf8.DecodeRune(data[i:])
+		var err error
 		switch {
 		case r == utf8.RuneError && size <= 1:
-			return errorf(line, "not UTF-8 text (byte 0x%02x)", data[i])
+			err = errorf(line, "not UTF-8 text (byte 0x%02x)", data[i])
 		case r == '\n':
 			line++
 		case r == '\t' || r == '\r' || (r == '\uFEFF' && i == 0):
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0 && r != 0x85) || r == 0xfffe || r == 0xffff:
-			return errorf(line, "control character %U: not allowed in YAML", r)
+			err = errorf(line, "control character %U: not allowed in YAML", r)
+		}
+		if err != nil && bad != line {
+			errs.ok(err)
+			bad = line
 		}
 		i += size
 	}
-	return nil
+	return errs.err()
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
@@ -247,39 +265,6 @@ type fields struct {
 
 // get returns the value of key, nil when absent or null.
 func (f *fields) get(key string) *yaml.Node { return f.vals[key] }
-
-// mapping reads n as a mapping with only the known keys. A null n is an
-// empty mapping; null values count as absent.
-func mapping(n *yaml.Node, path string, known ...string) (*fields, error) {
-	n = resolve(n)
-	f := &fields{vals: make(map[string]*yaml.Node), line: n.Line}
-	if isNull(n) {
-		return f, nil
-	}
-	if n.Kind != yaml.MappingNode {
-		return nil, errorf(n.Line, "%s: want a mapping, got %s", path, kindOf(n))
-	}
-	first := make(map[string]int)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode {
-			return nil, errorf(k.Line, "%s: want a field name, got %s", path, kindOf(k))
-		}
-		if prev, ok := first[k.Value]; ok {
-			return nil, errorf(k.Line, "%s: duplicate field %q (first on line %d)", path, k.Value, prev)
-		}
-		first[k.Value] = k.Line
-		if len(known) > 0 && !contains(known, k.Value) {
-			return nil, errorf(k.Line, "%s: unknown field %q (want %s)", path, k.Value, strings.Join(known, ", "))
-		}
-		if isNull(v) {
-			continue
-		}
-		f.keys = append(f.keys, k.Value)
-		f.vals[k.Value] = v
-	}
-	return f, nil
-}
 
 // sequence reads n as a sequence; a null n is empty.
 func sequence(n *yaml.Node, path string) ([]*yaml.Node, error) {
@@ -394,379 +379,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func parsePolicy(root *yaml.Node) (*Policy, error) {
-	top, err := mapping(root, "policy", "rules", "allowlist", "blocklist")
-	if err != nil {
-		return nil, err
-	}
-	p := &Policy{}
-	if n := top.get("blocklist"); n != nil {
-		if p.Blocklist, err = parseList(n, "blocklist"); err != nil {
-			return nil, err
-		}
-	}
-	if n := top.get("allowlist"); n != nil {
-		if p.Allowlist, err = parseList(n, "allowlist"); err != nil {
-			return nil, err
-		}
-	}
-	items, err := sequence(top.vals["rules"], "rules")
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[string]int)
-	for i, item := range items {
-		path := "rules[" + strconv.Itoa(i) + "]"
-		r, err := parseRule(item, path)
-		if err != nil {
-			return nil, err
-		}
-		if prev, ok := names[r.Name]; ok {
-			return nil, errorf(r.Line, "%s.name: duplicate rule name %q (first on line %d)", path, r.Name, prev)
-		}
-		names[r.Name] = r.Line
-		p.Rules = append(p.Rules, r)
-	}
-	return p, nil
-}
-
-var ruleFields = []string{"name", "match", "key", "strategy", "limit", "window", "burst", "tiers", "scope", "shadow"}
-
-func parseRule(n *yaml.Node, path string) (*Rule, error) {
-	f, err := mapping(n, path, ruleFields...)
-	if err != nil {
-		return nil, err
-	}
-	r := &Rule{Line: f.line}
-	nameNode := f.get("name")
-	if nameNode == nil {
-		return nil, errorf(f.line, "%s: name: must be set", path)
-	}
-	if r.Name, err = scalar(nameNode, path+".name"); err != nil {
-		return nil, err
-	}
-	if err := CheckScope(r.Name); err != nil {
-		return nil, errorf(nameNode.Line, "%s.name: %q: %v", path, r.Name, err)
-	}
-	r.Scope = r.Name
-	if v := f.get("strategy"); v != nil {
-		// First: the limits are checked against it.
-		s, err := scalar(v, path+".strategy")
-		if err != nil {
-			return nil, err
-		}
-		if s == "" {
-			return nil, errorf(v.Line, "%s.strategy: must not be empty (leave it out to use the route's)", path)
-		}
-		if r.Strategy, err = limiter.ParseStrategy(s); err != nil {
-			return nil, errorf(v.Line, "%s.strategy: %v", path, err)
-		}
-	}
-	for _, k := range f.keys {
-		v := f.vals[k]
-		fp := path + "." + k
-		switch k {
-		case "match":
-			if r.Match, err = parseMatch(v, fp); err != nil {
-				return nil, err
-			}
-		case "key":
-			s, err := scalar(v, fp)
-			if err != nil {
-				return nil, err
-			}
-			if r.Key, err = ParseKey(s); err != nil {
-				return nil, errorf(v.Line, "%s: %q: %v", fp, s, err)
-			}
-		case "scope":
-			s, err := scalar(v, fp)
-			if err != nil {
-				return nil, err
-			}
-			if err := CheckScope(s); err != nil {
-				return nil, errorf(v.Line, "%s: %q: %v", fp, s, err)
-			}
-			r.Scope = s
-		case "shadow":
-			if r.Shadow, err = boolean(v, fp); err != nil {
-				return nil, err
-			}
-		case "tiers":
-			if r.Tiers, err = parseTiers(v, fp, r.Strategy); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if r.Tiers != nil {
-		for _, k := range []string{"limit", "window", "burst"} {
-			if v := f.get(k); v != nil {
-				return nil, errorf(v.Line, "%s.%s: not with tiers: each tier sets its own", path, k)
-			}
-		}
-	} else {
-		if r.Limit, err = parseLimit(f, path, path+".", r.Strategy); err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
-}
-
-// parseLimit reads limit, window and burst from f, and checks them against
-// strategy (see CheckLimit; only token-bucket takes a burst); prefix names
-// them in errors.
-func parseLimit(f *fields, path, prefix, strategy string) (Limit, error) {
-	var l Limit
-	var err error
-	ln := f.get("limit")
-	if ln == nil {
-		return l, errorf(f.line, "%s: limit: must be set (or tiers)", path)
-	}
-	if l.Limit, err = integer(ln, prefix+"limit"); err != nil {
-		return l, err
-	}
-	wn := f.get("window")
-	if wn == nil {
-		return l, errorf(f.line, "%s: window: must be set", path)
-	}
-	if l.Window, err = window(wn, prefix+"window"); err != nil {
-		return l, err
-	}
-	if bn := f.get("burst"); bn != nil {
-		if strategy != limiter.StrategyTokenBucket {
-			return l, errorf(bn.Line, "%sburst: only for strategy %s (set strategy: %s)", prefix, limiter.StrategyTokenBucket, limiter.StrategyTokenBucket)
-		}
-		if l.Burst, err = integer(bn, prefix+"burst"); err != nil {
-			return l, err
-		}
-	}
-	if err := CheckLimit(strategy, l); err != nil {
-		return l, errorf(ln.Line, "%slimit: %v", prefix, err)
-	}
-	return l, nil
-}
-
-// CheckLimit reports whether strategy (a name of limiter.Strategies) can
-// enforce l: the sliding-log strategy keeps every timestamp, and takes
-// limits up to limiter.MaxSlidingLogLimit. An empty strategy is accepted.
-func CheckLimit(strategy string, l Limit) error {
-	if strategy == limiter.StrategySlidingLog && l.Limit > limiter.MaxSlidingLogLimit {
-		return fmt.Errorf("%d: strategy %s takes at most %d; use %s", l.Limit,
-			limiter.StrategySlidingLog, limiter.MaxSlidingLogLimit, limiter.StrategySliding)
-	}
-	return nil
-}
-
-// CheckStrategy reports whether the server's default strategy, called name,
-// can enforce the limits of every rule that leaves its strategy to the route
-// (see CheckLimit). The error is an *Error on the rule's line.
-func (p *Policy) CheckStrategy(name string) error {
-	for i, r := range p.Rules {
-		if r.Strategy != "" {
-			continue
-		}
-		limits := []Limit{r.Limit}
-		if r.Tiers != nil {
-			limits = limits[:0]
-			for _, t := range r.Tiers.Names {
-				limits = append(limits, r.Tiers.Limits[t])
-			}
-		}
-		for _, l := range limits {
-			if CheckLimit(name, l) != nil {
-				return errorf(r.Line, "rules[%d] %s: limit %d: the default strategy %s takes at most %d; set the rule's strategy",
-					i, r.Name, l.Limit, name, limiter.MaxSlidingLogLimit)
-			}
-		}
-	}
-	return nil
-}
-
-func parseTiers(n *yaml.Node, path, strategy string) (*Tiers, error) {
-	f, err := mapping(n, path, "header", "default", "limits")
-	if err != nil {
-		return nil, err
-	}
-	t := &Tiers{Limits: make(map[string]Limit)}
-	hn := f.get("header")
-	if hn == nil {
-		return nil, errorf(f.line, "%s: header: must be set", path)
-	}
-	h, err := scalar(hn, path+".header")
-	if err != nil {
-		return nil, err
-	}
-	if t.Header, err = HeaderName(h); err != nil {
-		return nil, errorf(hn.Line, "%s.header: %v", path, err)
-	}
-	ln := f.get("limits")
-	if ln == nil {
-		return nil, errorf(f.line, "%s: limits: must be set", path)
-	}
-	lf, err := mapping(ln, path+".limits")
-	if err != nil {
-		return nil, err
-	}
-	if len(lf.keys) == 0 {
-		return nil, errorf(lf.line, "%s.limits: must name at least one tier", path)
-	}
-	for _, name := range lf.keys {
-		tp := path + ".limits." + name
-		if err := checkTier(name); err != nil {
-			return nil, errorf(lf.vals[name].Line, "%s.limits: tier %q: %v", path, name, err)
-		}
-		tf, err := mapping(lf.vals[name], tp, "limit", "window", "burst")
-		if err != nil {
-			return nil, err
-		}
-		l, err := parseLimit(tf, tp, tp+".", strategy)
-		if err != nil {
-			return nil, err
-		}
-		t.Names = append(t.Names, name)
-		t.Limits[name] = l
-	}
-	dn := f.get("default")
-	if dn == nil {
-		return nil, errorf(f.line, "%s: default: must be set (the tier of requests without the header)", path)
-	}
-	if t.Default, err = scalar(dn, path+".default"); err != nil {
-		return nil, err
-	}
-	if _, ok := t.Limits[t.Default]; !ok {
-		return nil, errorf(dn.Line, "%s.default: %q: not a tier in limits (%s)", path, t.Default, strings.Join(t.Names, ", "))
-	}
-	return t, nil
-}
-
-func parseMatch(n *yaml.Node, path string) (Match, error) {
-	var m Match
-	f, err := mapping(n, path, "scope", "methods", "path_prefix", "headers")
-	if err != nil {
-		return m, err
-	}
-	if v, ok := f.vals["scope"]; ok {
-		s, err := scalar(v, path+".scope")
-		if err != nil {
-			return m, err
-		}
-		if s != "" {
-			if err := CheckScope(s); err != nil {
-				return m, errorf(v.Line, "%s.scope: %q: %v", path, s, err)
-			}
-		}
-		m.Scope = &s
-	}
-	methods, err := sequence(f.vals["methods"], path+".methods")
-	if err != nil {
-		return m, err
-	}
-	for i, mn := range methods {
-		mp := path + ".methods[" + strconv.Itoa(i) + "]"
-		s, err := scalar(mn, mp)
-		if err != nil {
-			return m, err
-		}
-		if s == "" || !isToken(s) {
-			return m, errorf(mn.Line, "%s: %q: not an HTTP method", mp, s)
-		}
-		m.Methods = append(m.Methods, strings.ToUpper(s))
-	}
-	if v, ok := f.vals["path_prefix"]; ok {
-		s, err := scalar(v, path+".path_prefix")
-		if err != nil {
-			return m, err
-		}
-		if !strings.HasPrefix(s, "/") {
-			return m, errorf(v.Line, "%s.path_prefix: %q: must start with /", path, s)
-		}
-		m.PathPrefix = s
-	}
-	headers, err := sequence(f.vals["headers"], path+".headers")
-	if err != nil {
-		return m, err
-	}
-	for i, hn := range headers {
-		hp := path + ".headers[" + strconv.Itoa(i) + "]"
-		hf, err := mapping(hn, hp, "name", "exact", "present")
-		if err != nil {
-			return m, err
-		}
-		var h HeaderMatch
-		nn := hf.get("name")
-		if nn == nil {
-			return m, errorf(hf.line, "%s: name: must be set", hp)
-		}
-		s, err := scalar(nn, hp+".name")
-		if err != nil {
-			return m, err
-		}
-		if h.Name, err = HeaderName(s); err != nil {
-			return m, errorf(nn.Line, "%s.name: %v", hp, err)
-		}
-		en, pn := hf.get("exact"), hf.get("present")
-		switch {
-		case en != nil && pn != nil:
-			return m, errorf(pn.Line, "%s: exact and present: set one", hp)
-		case en != nil:
-			v, err := scalar(en, hp+".exact")
-			if err != nil {
-				return m, err
-			}
-			h.Exact = &v
-		case pn != nil:
-			if h.Present, err = boolean(pn, hp+".present"); err != nil {
-				return m, err
-			}
-		default:
-			return m, errorf(hf.line, "%s: set exact: <value> or present: true|false", hp)
-		}
-		m.Headers = append(m.Headers, h)
-	}
-	return m, nil
-}
-
-func parseList(n *yaml.Node, path string) (List, error) {
-	l := List{ids: make(map[string]struct{})}
-	f, err := mapping(n, path, "identities", "cidrs")
-	if err != nil {
-		return l, err
-	}
-	ids, err := sequence(f.vals["identities"], path+".identities")
-	if err != nil {
-		return l, err
-	}
-	for i, in := range ids {
-		ip := path + ".identities[" + strconv.Itoa(i) + "]"
-		s, err := scalar(in, ip)
-		if err != nil {
-			return l, err
-		}
-		id, err := ParseIdentity(s)
-		if err != nil {
-			return l, errorf(in.Line, "%s: %q: %v", ip, s, err)
-		}
-		if _, dup := l.ids[id]; !dup {
-			l.ids[id] = struct{}{}
-			l.Identities = append(l.Identities, id)
-		}
-	}
-	cidrs, err := sequence(f.vals["cidrs"], path+".cidrs")
-	if err != nil {
-		return l, err
-	}
-	for i, cn := range cidrs {
-		cp := path + ".cidrs[" + strconv.Itoa(i) + "]"
-		s, err := scalar(cn, cp)
-		if err != nil {
-			return l, err
-		}
-		p, err := ParsePrefix(s)
-		if err != nil {
-			return l, errorf(cn.Line, "%s: %q: %v", cp, s, err)
-		}
-		l.Prefixes = append(l.Prefixes, p)
-	}
-	return l, nil
 }

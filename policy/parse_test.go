@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func TestParseErrors(t *testing.T) {
 			`line 2: rules[0].name: "a b": invalid character ' ': want [A-Za-z0-9_.-]`},
 		{"long name", "rules:\n- name: " + strings.Repeat("n", 65) + "\n  limit: 5\n  window: 1m\n",
 			`line 2: rules[0].name: "` + strings.Repeat("n", 65) + `": length 65: must be 1 to 64`},
-		{"name a list", "rules:\n- name: [a]\n", `line 2: rules[0].name: want a string, got a list`},
+		{"name a list", "rules:\n- name: [a]\n  limit: 5\n  window: 1m\n", `line 2: rules[0].name: want a string, got a list`},
 		{"duplicate rule name", rule + "- name: r\n  limit: 1\n  window: 1s\n",
 			`line 5: rules[1].name: duplicate rule name "r" (first on line 2)`},
 		{"missing limit", "rules:\n- name: r\n  window: 1m\n", "line 2: rules[0]: limit: must be set (or tiers)"},
@@ -99,7 +100,7 @@ func TestParseErrors(t *testing.T) {
 			"line 9: rules[0].match.headers[0]: exact and present: set one"},
 		{"header bad name", rule + "  match:\n    headers:\n    - {name: \"a:b\", present: true}\n",
 			`line 7: rules[0].match.headers[0].name: header name "a:b": invalid character ':': want letters, digits and !#$%&'*+-.^_` + "`|~"},
-		{"header unknown field", rule + "  match:\n    headers:\n    - {name: x, regex: a.*}\n",
+		{"header unknown field", rule + "  match:\n    headers:\n    - {name: x, present: true, regex: a.*}\n",
 			`line 7: rules[0].match.headers[0]: unknown field "regex" (want name, exact, present)`},
 		{"tiers with limit", "rules:\n- name: r\n  limit: 5\n  tiers: {header: x-plan, default: a, limits: {a: {limit: 1, window: 1s}}}\n",
 			"line 3: rules[0].limit: not with tiers: each tier sets its own"},
@@ -121,9 +122,9 @@ func TestParseErrors(t *testing.T) {
 			"line 7: rules[0].tiers.limits.free.burst: only for strategy token-bucket (set strategy: token-bucket)"},
 		{"tier unknown field", "rules:\n- name: r\n  tiers:\n    header: x-plan\n    default: free\n    limits:\n      free: {limit: 1, window: 1s, rate: 5}\n",
 			`line 7: rules[0].tiers.limits.free: unknown field "rate" (want limit, window, burst)`},
-		{"tier bad name", "rules:\n- name: r\n  tiers:\n    header: x-plan\n    default: free\n    limits:\n      \"free plan\": {limit: 1, window: 1s}\n",
+		{"tier bad name", "rules:\n- name: r\n  tiers:\n    header: x-plan\n    default: \"free plan\"\n    limits:\n      \"free plan\": {limit: 1, window: 1s}\n",
 			`line 7: rules[0].tiers.limits: tier "free plan": invalid character ' ': want letters, digits and !#$%&'*+-.^_` + "`|~"},
-		{"tiers unknown field", "rules:\n- name: r\n  tiers:\n    header: x-plan\n    default: free\n    fallback: free\n",
+		{"tiers unknown field", "rules:\n- name: r\n  tiers:\n    header: x-plan\n    default: free\n    fallback: free\n    limits: {free: {limit: 1, window: 1s}}\n",
 			`line 6: rules[0].tiers: unknown field "fallback" (want header, default, limits)`},
 		{"list unknown field", "allowlist:\n  ips: [10.0.0.1]\n", `line 2: allowlist: unknown field "ips" (want identities, cidrs)`},
 		{"bad cidr", "blocklist:\n  cidrs:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n",
@@ -303,5 +304,171 @@ rules:
 	want := "line 10: rules[2] big: limit 2000: the default strategy sliding-log takes at most 1000; set the rule's strategy"
 	if err == nil || err.Error() != want {
 		t.Errorf("sliding-log: %v\nwant %s", err, want)
+	}
+}
+
+// TestParseEveryError checks that Parse reports every problem of a file, in
+// the order of their lines, and that a wrong value is reported once: what
+// depends on it (a rule's limits on its strategy, a tier default on the
+// tiers) is not reported again.
+func TestParseEveryError(t *testing.T) {
+	t.Parallel()
+	const token = "want letters, digits and !#$%&'*+-.^_`|~"
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"rules and top level", `rules:
+- name: login
+  limit: 0
+  window: 1m
+- name: api
+  limit: 5
+  window: 500ms
+  stratgy: fixed
+- name: login
+  limit: 1
+  window: 1s
+rule: []
+`, []string{
+			"line 3: rules[0].limit: 0: must be at least 1",
+			`line 7: rules[1].window: "500ms": must be a whole number of seconds from 1s to 24h`,
+			`line 8: rules[1]: unknown field "stratgy" (want name, match, key, strategy, limit, window, burst, tiers, scope, shadow)`,
+			`line 9: rules[2].name: duplicate rule name "login" (first on line 2)`,
+			`line 12: policy: unknown field "rule" (want rules, allowlist, blocklist)`,
+		}},
+		{"one rule, every field", `rules:
+- name: a b
+  key: cookie
+  scope: a/b
+  shadow: yes
+  limit: lots
+  window: 60
+`, []string{
+			`line 2: rules[0].name: "a b": invalid character ' ': want [A-Za-z0-9_.-]`,
+			`line 3: rules[0].key: "cookie": unknown form: want "source", "header:<name>" or "xff"`,
+			`line 4: rules[0].scope: "a/b": invalid character '/': want [A-Za-z0-9_.-]`,
+			`line 5: rules[0].shadow: want true or false, got "yes"`,
+			`line 6: rules[0].limit: want an integer, got "lots"`,
+			`line 7: rules[0].window: "60": not a duration such as 60s or 1h`,
+		}},
+		{"a wrong strategy, once", `rules:
+- name: r
+  strategy: leaky
+  limit: 5000
+  window: 1m
+  burst: 10
+`, []string{
+			`line 3: rules[0].strategy: unknown strategy "leaky": want one of sliding, fixed, token-bucket, sliding-log`,
+		}},
+		{"missing fields", "rules:\n- limit: 5\n- name: r\n", []string{
+			"line 2: rules[0]: name: must be set",
+			"line 2: rules[0]: window: must be set",
+			"line 3: rules[1]: limit: must be set (or tiers)",
+			"line 3: rules[1]: window: must be set",
+		}},
+		{"tiers and lists", `blocklist:
+  cidrs: [10.0.0.0/33, example.com]
+  identities: ["10.0.0.1"]
+rules:
+- name: r
+  tiers:
+    header: "x plan"
+    default: gold
+    limits:
+      free: {limit: 0, window: 1m}
+      "pro plan": {limit: 1, window: 1s}
+`, []string{
+			`line 2: blocklist.cidrs[0]: "10.0.0.0/33": not an address range such as 10.0.0.0/8 or 2001:db8::/32`,
+			`line 2: blocklist.cidrs[1]: "example.com": not an address or an address range such as 10.0.0.0/8`,
+			`line 3: blocklist.identities[0]: "10.0.0.1": want "ip:<address>" or "header:<name>:<value>"`,
+			`line 7: rules[0].tiers.header: header name "x plan": invalid character ' ': ` + token,
+			`line 8: rules[0].tiers.default: "gold": not a tier in limits (free, pro plan)`,
+			"line 10: rules[0].tiers.limits.free.limit: 0: must be at least 1",
+			`line 11: rules[0].tiers.limits: tier "pro plan": invalid character ' ': ` + token,
+		}},
+		{"match", `rules:
+- name: r
+  limit: 5
+  window: 1m
+  match:
+    methods: ["PO ST", GET, ""]
+    path_prefix: api
+    headers:
+    - {name: "a:b", exact: x, present: true}
+    - {name: ok}
+`, []string{
+			`line 6: rules[0].match.methods[0]: "PO ST": not an HTTP method`,
+			`line 6: rules[0].match.methods[2]: "": not an HTTP method`,
+			`line 7: rules[0].match.path_prefix: "api": must start with /`,
+			`line 9: rules[0].match.headers[0].name: header name "a:b": invalid character ':': ` + token,
+			"line 9: rules[0].match.headers[0]: exact and present: set one",
+			"line 10: rules[0].match.headers[1]: set exact: <value> or present: true|false",
+		}},
+		{"text", "rules: []\n# \xff\xfe\n\x01\n", []string{
+			"line 2: not UTF-8 text (byte 0xff)",
+			"line 3: control character U+0001: not allowed in YAML",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := policy.Parse([]byte(tt.src))
+			var list policy.ErrorList
+			if !errors.As(err, &list) {
+				t.Fatalf("Parse error %T %v, want a policy.ErrorList", err, err)
+			}
+			var got []string
+			for _, e := range list {
+				got = append(got, e.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("Parse errors\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tt.want, "\n     "))
+			}
+			summary := tt.want[0]
+			if n := len(tt.want) - 1; n == 1 {
+				summary += " (and 1 more error)"
+			} else if n > 1 {
+				summary += " (and " + strconv.Itoa(n) + " more errors)"
+			}
+			if err.Error() != summary {
+				t.Errorf("Error() = %q, want %q", err, summary)
+			}
+		})
+	}
+}
+
+func TestCheckStrategyEveryRule(t *testing.T) {
+	t.Parallel()
+	p := mustParse(t, `
+rules:
+- name: big
+  limit: 2000
+  window: 1m
+- name: small
+  limit: 10
+  window: 1m
+- name: tiers
+  tiers:
+    header: x-plan
+    default: a
+    limits:
+      a: {limit: 1001, window: 1m}
+      b: {limit: 5000, window: 1m}
+`)
+	err := p.CheckStrategy("sliding-log")
+	var list policy.ErrorList
+	if !errors.As(err, &list) || len(list) != 2 {
+		t.Fatalf("CheckStrategy = %v, want an ErrorList of 2", err)
+	}
+	want := []string{
+		"line 3: rules[0] big: limit 2000: the default strategy sliding-log takes at most 1000; set the rule's strategy",
+		"line 9: rules[2] tiers: limit 1001: the default strategy sliding-log takes at most 1000; set the rule's strategy",
+	}
+	for i, e := range list {
+		if e.Error() != want[i] {
+			t.Errorf("error %d = %q, want %q", i, e, want[i])
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -14,7 +15,8 @@ Validates the policy file FILE (see --policy) and prints it as floodgate
 understands it, in the order floodgate evaluates it: the blocklist and the
 allowlist, one line per rule, then a summary line starting with "valid:".
 
-Exit status: 0 when FILE is valid; 2 when it is not, with one line on stderr:
+Exit status: 0 when FILE is valid; 2 when it is not, with one line on stderr
+for each problem, in the order of their lines:
 floodgate: FILE: line N: reason
 `
 
@@ -32,11 +34,27 @@ func checkPolicy(args []string, stdout, stderr io.Writer) int {
 	file := args[0]
 	p, err := policy.Load(file)
 	if err != nil {
-		fmt.Fprintf(stderr, "floodgate: %s: %s\n", file, oneLine(err))
+		for _, e := range problems(err) {
+			fmt.Fprintf(stderr, "floodgate: %s: %s\n", file, oneLine(e))
+		}
 		return exitUsage
 	}
 	for _, line := range p.Lines() {
 		fmt.Fprintln(stdout, line)
 	}
 	return exitOK
+}
+
+// problems returns every problem err holds: each of a [policy.ErrorList],
+// or err itself (a file that cannot be read).
+func problems(err error) []error {
+	var list policy.ErrorList
+	if !errors.As(err, &list) {
+		return []error{err}
+	}
+	errs := make([]error, len(list))
+	for i, e := range list {
+		errs[i] = e
+	}
+	return errs
 }

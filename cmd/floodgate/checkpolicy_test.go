@@ -94,11 +94,26 @@ func TestBinaryCheckPolicyExample(t *testing.T) {
 	}
 }
 
+// severalErrors is a policy file with four errors on four lines.
+const severalErrors = `rules:
+- name: login
+  limit: 0
+  window: 500ms
+- name: api
+  limit: 5
+  window: 1m
+  stratgy: fixed
+- name: login
+  limit: 1
+  window: 1s
+`
+
 func TestBinaryCheckPolicyErrors(t *testing.T) {
 	t.Parallel()
 	bad := writeFile(t, "bad.yaml", "rules:\n- name: login\n  limit: 5\n  window: 500ms\n")
 	unknown := writeFile(t, "unknown.yaml", "rules:\n- name: login\n  limit: 5\n  window: 1m\n  stratgy: fixed\n")
 	syntax := writeFile(t, "syntax.yaml", "rules:\n- name: login\n  limit: [5\n")
+	several := writeFile(t, "several.yaml", severalErrors)
 	missing := filepath.Join(t.TempDir(), "missing.yaml")
 	tests := []struct {
 		name string
@@ -111,6 +126,11 @@ func TestBinaryCheckPolicyErrors(t *testing.T) {
 			"floodgate: " + unknown + `: line 5: rules[0]: unknown field "stratgy" (want name, match, key, strategy, limit, window, burst, tiers, scope, shadow)`},
 		{"YAML syntax", []string{"check-policy", syntax},
 			"floodgate: " + syntax + `: line 3: invalid YAML: did not find expected ',' or ']'`},
+		{"several errors, each on its line", []string{"check-policy", several},
+			"floodgate: " + several + ": line 3: rules[0].limit: 0: must be at least 1\n" +
+				"floodgate: " + several + `: line 4: rules[0].window: "500ms": must be a whole number of seconds from 1s to 24h` + "\n" +
+				"floodgate: " + several + `: line 8: rules[1]: unknown field "stratgy" (want name, match, key, strategy, limit, window, burst, tiers, scope, shadow)` + "\n" +
+				"floodgate: " + several + `: line 9: rules[2].name: duplicate rule name "login" (first on line 2)`},
 		{"missing file", []string{"check-policy", missing},
 			"floodgate: " + missing + ": no such file or directory"},
 		{"no file", []string{"check-policy"},
@@ -144,6 +164,7 @@ func TestBinaryPolicyFlagErrors(t *testing.T) {
 	t.Parallel()
 	bad := writeFile(t, "bad.yaml", "rules:\n- name: login\n  limit: 0\n  window: 1m\n")
 	big := writeFile(t, "big.yaml", "rules:\n- name: login\n  limit: 5000\n  window: 1m\n")
+	several := writeFile(t, "several.yaml", severalErrors)
 	tests := []struct {
 		name string
 		args []string
@@ -154,6 +175,8 @@ func TestBinaryPolicyFlagErrors(t *testing.T) {
 			`floodgate: invalid value "` + bad + `" for flag --policy: line 3: rules[0].limit: 0: must be at least 1`},
 		{"env", nil, []string{"FLOODGATE_POLICY=" + bad},
 			`floodgate: invalid value "` + bad + `" for FLOODGATE_POLICY: line 3: rules[0].limit: 0: must be at least 1`},
+		{"several errors: the first, and how many more", []string{"--policy", several}, nil,
+			`floodgate: invalid value "` + several + `" for flag --policy: line 3: rules[0].limit: 0: must be at least 1 (and 3 more errors)`},
 		{"missing", []string{"--policy", "/nonexistent/policy.yaml"}, nil,
 			`floodgate: invalid value "/nonexistent/policy.yaml" for flag --policy: no such file or directory`},
 		{"beyond the default strategy", []string{"--strategy", "sliding-log", "--policy", big}, nil,
