@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -113,18 +115,15 @@ func TestGRPCConnBound(t *testing.T) {
 // minute, and returns its last value.
 func waitMetric(t *testing.T, s *server, series string, ok func(float64) bool) float64 {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	var v float64
+	testutil.WaitFor(t, time.Minute, func() error {
 		_, m := s.get(t, "/metrics")
-		v := metricValue(t, m, series)
-		if ok(v) {
-			return v
+		if v = metricValue(t, m, series); !ok(v) {
+			return fmt.Errorf("%s = %v", series, v)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v after a minute", series, v)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return v
 }
 
 // http2Preface is an HTTP/2 client's first bytes: the connection preface
@@ -233,16 +232,16 @@ func (b *blockingStrategy) count() int {
 	return b.waiting
 }
 
-// waitFor polls cond until it holds, for at most a minute.
+// waitFor waits with testutil.WaitFor, for at most a minute, until cond
+// holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after a minute", what)
+	testutil.WaitFor(t, time.Minute, func() error {
+		if !cond() {
+			return errors.New(what)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // limitedServer serves authz on strategy and grpc.health.v1 with

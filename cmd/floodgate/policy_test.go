@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -142,6 +143,14 @@ const metricHelp = "# HELP floodgate_policy_reloads_total Changes of the --polic
 
 func TestStartPolicy(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testStartPolicy)
+}
+
+// testStartPolicy runs in a synctest bubble: the 5ms polls pass on the
+// bubble's clock, and synctest.Wait returns once the reloader waits for its
+// next poll, so "reloaded at the next poll" and "not reloaded after stop"
+// are exact.
+func testStartPolicy(t *testing.T) {
 	cm := newConfigMapDir(t, limitPolicy("first", 1, ""))
 	cfg := DefaultConfig()
 	if err := parsePolicy(&cfg, cm.path()); err != nil {
@@ -159,16 +168,15 @@ func TestStartPolicy(t *testing.T) {
 	}
 	defer stop()
 	cm.update(limitPolicy("second", 2, ""))
-	deadline := time.Now().Add(10 * time.Second)
-	for az.Policy().Rules[0].Name != "second" {
-		if time.Now().After(deadline) {
-			t.Fatal("policy not reloaded within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond) // one poll
+	synctest.Wait()
+	if got := az.Policy().Rules[0].Name; got != "second" {
+		t.Fatalf("policy %q in force one poll after the change, want second", got)
 	}
 	stop()
 	cm.update(limitPolicy("third", 3, ""))
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // ten polls, had the reloader not stopped
+	synctest.Wait()
 	if got := az.Policy().Rules[0].Name; got != "second" {
 		t.Errorf("reloaded %q after stop", got)
 	}
@@ -215,27 +223,18 @@ func TestBinaryPolicy(t *testing.T) {
 		_, body := s.get(t, "/metrics")
 		return metricValue(t, body, series)
 	}
-	waitMetric := func(series string, want float64) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for metric(series) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not reach %v within 15s", series, want)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	reach := func(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
 
 	if n := allowedUnder("198.51.100.1"); n != 2 {
 		t.Errorf("under the first policy %d requests allowed, want 2", n)
 	}
 	cm.update(limitPolicy("three", 3, ""))
-	waitMetric(`floodgate_policy_reloads_total{result="ok"}`, 1)
+	waitMetric(t, s, `floodgate_policy_reloads_total{result="ok"}`, reach(1))
 	if n := allowedUnder("198.51.100.2"); n != 3 {
 		t.Errorf("after the reload %d requests allowed, want 3", n)
 	}
 	cm.update(limitPolicy("broken", 3, "  limt: 4\n"))
-	waitMetric(`floodgate_policy_reloads_total{result="error"}`, 1)
+	waitMetric(t, s, `floodgate_policy_reloads_total{result="error"}`, reach(1))
 	if n := allowedUnder("198.51.100.3"); n != 3 {
 		t.Errorf("after a rejected reload %d requests allowed, want still 3", n)
 	}
