@@ -21,8 +21,9 @@
 // memory to the operating system slowly). So Start also watches for a
 // quiet heap: when no collection has run for QuietAfter and the heap holds
 // more than ReleaseAbove bytes (objects, dead or alive, and free spans not
-// yet returned), it collects and returns the free memory at once with
-// [debug.FreeOSMemory]. A busy replica collects far more often than that and
+// yet returned), it collects twice (the first collection only moves what a
+// [sync.Pool] holds, gRPC's message buffers among it, to the pool's victim
+// cache) and returns the free memory at once with [debug.FreeOSMemory]. A busy replica collects far more often than that and
 // never meets the condition; a quiet one with a large live heap pays at
 // most one collection per QuietAfter.
 //
@@ -34,6 +35,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -93,6 +95,9 @@ func Start(ctx context.Context, log *slog.Logger) (stop func()) {
 			debug.SetGCPercent(set)
 		}
 		if quiet.release(st, time.Now()) {
+			// Two collections: the first only moves what sync.Pools hold
+			// (gRPC's buffers among them) to their victim caches.
+			runtime.GC()
 			debug.FreeOSMemory()
 			log.Debug("returned a quiet heap's free memory", "heap_bytes", st.held)
 		}
