@@ -2,7 +2,6 @@ package k8s_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,10 +9,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/floodgate-rl/floodgate/internal/supervisor"
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
@@ -269,29 +267,9 @@ func TestFloodgateRunsWithManifestConfig(t *testing.T) {
 
 // floodgateProc is the real floodgate run with a container's environment.
 type floodgateProc struct {
-	cmd       *exec.Cmd
-	out       *syncBuffer
+	*supervisor.Process
 	grpcPort  int
 	adminPort int
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's writes and the test's
-// reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startFloodgateEnv runs the real floodgate with exactly the environment
@@ -305,100 +283,71 @@ func (b *syncBuffer) String() string {
 func startFloodgateEnv(t *testing.T, fc floodgateContainer, withMemcache bool) *floodgateProc {
 	t.Helper()
 	bin := testutil.BuildFloodgate(t)
-	var last string
-	for range 3 {
-		p := &floodgateProc{out: &syncBuffer{}, grpcPort: testutil.FreePort(t), adminPort: testutil.FreePort(t)}
-		var env []string
-		for _, e := range fc.C.Env {
-			v := e.Value
-			switch e.Name {
-			case "FLOODGATE_GRPC_ADDR":
-				v = fmt.Sprintf("127.0.0.1:%d", p.grpcPort)
-			case "FLOODGATE_ADMIN_ADDR":
-				v = fmt.Sprintf("127.0.0.1:%d", p.adminPort)
-			case "FLOODGATE_MEMCACHE_SERVERS":
-				if !withMemcache {
-					continue
-				}
-				var servers []string
-				for range strings.Split(v, ",") {
-					servers = append(servers, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
-				}
-				v = strings.Join(servers, ",")
-			}
-			env = append(env, e.Name+"="+v)
+	p, err := supervisor.RetryBind(func() (*floodgateProc, *supervisor.Process, error) {
+		p := &floodgateProc{grpcPort: testutil.FreePort(t), adminPort: testutil.FreePort(t)}
+		env := containerEnv(t, fc, withMemcache, p)
+		proc, err := supervisor.Start("floodgate ("+strings.Join(env, " ")+")", env, bin, fc.C.Args...)
+		if err != nil {
+			return nil, nil, err
 		}
-		for _, name := range []string{"FLOODGATE_GRPC_ADDR", "FLOODGATE_ADMIN_ADDR"} {
-			if !strings.Contains(strings.Join(env, "\n"), name+"=") {
-				t.Fatalf("%s: sets no %s: the test cannot move it to a free port", fc, name)
-			}
+		p.Process = proc
+		if err := supervisor.WaitHTTP(proc, fmt.Sprintf("http://127.0.0.1:%d/readyz", p.adminPort)); err != nil {
+			proc.Stop()
+			return nil, proc, err
 		}
-		p.cmd = exec.Command(bin, fc.C.Args...)
-		p.cmd.Env = env
-		p.cmd.Stdout = p.out
-		p.cmd.Stderr = p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatalf("start floodgate: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() {
-			p.cmd.Wait()
-			close(exited)
-		}()
-		t.Cleanup(func() {
-			p.cmd.Process.Kill() // the PID this test started, and only it
-			<-exited
-			if t.Failed() {
-				t.Logf("floodgate (%s) output:\n%s", strings.Join(env, " "), p.out)
-			}
-		})
-		err := waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", p.adminPort), exited)
-		if err == nil {
-			return p
-		}
-		last = fmt.Sprintf("%v: %s", err, p.out)
-		if !strings.Contains(p.out.String(), "address already in use") {
-			break
-		}
+		return p, proc, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: floodgate did not get ready with the container's environment: %v", fc, err)
 	}
-	t.Fatalf("%s: floodgate did not get ready with the container's environment: %s", fc, last)
-	return nil
+	testutil.Supervise(t, p.Process)
+	return p
 }
 
-// waitReady polls url until it answers 200 (nil), exited is closed, or 20
-// seconds pass.
-func waitReady(t *testing.T, url string, exited <-chan struct{}) error {
+// containerEnv returns fc's environment for startFloodgateEnv, with the
+// addresses moved to p's ports.
+func containerEnv(t *testing.T, fc floodgateContainer, withMemcache bool, p *floodgateProc) []string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("floodgate exited")
-		default:
+	var env []string
+	for _, e := range fc.C.Env {
+		v := e.Value
+		switch e.Name {
+		case "FLOODGATE_GRPC_ADDR":
+			v = fmt.Sprintf("127.0.0.1:%d", p.grpcPort)
+		case "FLOODGATE_ADMIN_ADDR":
+			v = fmt.Sprintf("127.0.0.1:%d", p.adminPort)
+		case "FLOODGATE_MEMCACHE_SERVERS":
+			if !withMemcache {
+				continue
+			}
+			var servers []string
+			for range strings.Split(v, ",") {
+				servers = append(servers, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
+			}
+			v = strings.Join(servers, ",")
 		}
-		code, body := httpGet(t, url)
-		if code == http.StatusOK {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("GET %s did not answer 200 within 20s: %d %s", url, code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
+		env = append(env, e.Name+"="+v)
 	}
+	for _, name := range []string{"FLOODGATE_GRPC_ADDR", "FLOODGATE_ADMIN_ADDR"} {
+		if !strings.Contains(strings.Join(env, "\n"), name+"=") {
+			t.Fatalf("%s: sets no %s: the test cannot move it to a free port", fc, name)
+		}
+	}
+	return env
 }
 
 // startupLine returns the attributes of floodgate's "floodgate serving" log
 // line, which the containers ask for in JSON (FLOODGATE_LOG_FORMAT=json).
 func (p *floodgateProc) startupLine(t *testing.T) map[string]any {
 	t.Helper()
-	s := bufio.NewScanner(strings.NewReader(p.out.String()))
+	s := bufio.NewScanner(strings.NewReader(p.Output()))
 	for s.Scan() {
 		var line map[string]any
 		if json.Unmarshal(s.Bytes(), &line) == nil && line["msg"] == "floodgate serving" {
 			return line
 		}
 	}
-	t.Fatalf("no JSON \"floodgate serving\" line in floodgate's output:\n%s", p.out)
+	t.Fatalf("no JSON \"floodgate serving\" line in floodgate's output:\n%s", p.Output())
 	return nil
 }
 

@@ -104,7 +104,7 @@ func StartEnvoy(tb testing.TB, configPath string, ports map[int]int) *Envoy {
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
-	supervise(tb, e.Process)
+	Supervise(tb, e.Process)
 	return &Envoy{Envoy: e, tb: tb}
 }
 

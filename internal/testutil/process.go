@@ -29,9 +29,11 @@ func FreePort(tb testing.TB) int {
 // test's cleanup kills it by its PID.
 type Process = supervisor.Process
 
-// supervise registers the cleanup that kills p at the end of the test and,
-// when the test failed, prints the tail of p's output.
-func supervise(tb testing.TB, p *Process) {
+// Supervise registers the cleanup that kills p, a process the test started
+// with supervisor.Start, at the end of the test and, when the test failed,
+// prints the tail of p's output. The Start functions of this package call
+// it.
+func Supervise(tb testing.TB, p *Process) {
 	tb.Cleanup(func() {
 		p.Stop()
 		if tb.Failed() {
@@ -134,6 +136,6 @@ func StartFloodgate(tb testing.TB, args ...string) *Floodgate {
 	if err != nil {
 		tb.Fatalf("floodgate did not become ready: %v", err)
 	}
-	supervise(tb, f.Process)
+	Supervise(tb, f.Process)
 	return f
 }
