@@ -309,119 +309,6 @@ type history struct {
 	loading *load
 }
 
-// Allow decides whether req's requestor may make one more request at now and
-// counts it when allowed. It implements Strategy.
-//
-// A decision at second t counts its request in second t and, in the same
-// round trip, reads the seconds that may still change: those after the
-// settled part of the window up to t+ahead. Its total is the settled sum,
-// plus what it read, plus the count that its increment returned; it is
-// allowed when that is at most Limit, else it is undone. As memcached
-// applies one connection's commands in order, and every pair of decisions
-// increments before it reads, the last decision to count of any set sees
-// all the others (doc.go has the proof), so no window ever holds more than
-// Limit. A denial whose undo shows room after all (the requests it saw were
-// themselves being denied) tries again, at most maxAttempts times in all.
-func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	if err := req.Validate(); err != nil {
-		return Decision{}, fmt.Errorf("sliding window: %w", err)
-	}
-	start := time.Now()
-	w := int64(req.Window / time.Second)
-	key := newRequestorKey(req.Scope, w, req.Requestor)
-	id := key.String()
-	t := now.Unix()
-	d := Decision{Limit: req.Limit, Window: req.Window}
-	h := s.history(key, w, t)
-
-	probed := false
-	for attempt := 1; ; {
-		var view settledView
-		var pend *pending
-		var err error
-		t, view, pend, err = s.begin(ctx, h, id, t, w)
-		if err != nil {
-			return Decision{}, err
-		}
-		fresh, incs := s.keysFor(id, t, w, req.Window)
-		if pend == nil && view.sum >= req.Limit && view.retryTill > t && view.retryLimit == req.Limit {
-			// Over the limit on settled data alone, which no replica
-			// can change, with the retry time known: deny again without
-			// a round trip. (A denial on fresh counts is not repeated
-			// so: what it saw may have included requests being denied
-			// elsewhere, and the next request must look again.)
-			d.RetryAfter = time.Duration(view.retryTill-t) * time.Second
-			return d, nil
-		}
-		if !probed && (view.deniedAt >= t-1 || pend == nil && view.sum >= req.Limit) {
-			// Denied here a moment ago, or over the limit on settled
-			// data: read before counting, so a requestor hammering at
-			// its limit costs one read, not an increment, a read and a
-			// decrement.
-			probed = true
-			sum, vals, _, err := s.exchange(ctx, h, pend, view.sum, fresh, nil, t, w)
-			if err != nil {
-				return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(fresh), id, err)
-			}
-			h.observe(t, freshSum(vals, fresh))
-			if sum+freshSum(vals, fresh) >= req.Limit {
-				return s.denied(ctx, h, id, t, d, vals)
-			}
-			continue
-		}
-
-		// Count, then read what may still change.
-		sum, vals, v, err := s.exchange(ctx, h, pend, view.sum, fresh, incs, t, w)
-		if err != nil {
-			return Decision{}, fmt.Errorf("sliding window: count %s: %w", id, err)
-		}
-		if took := s.since(start); took > s.maxDecision {
-			// A decision this late could have counted in a second other
-			// replicas already hold as settled: it must not decide.
-			return Decision{}, fmt.Errorf("sliding window: count %s: %w: the store answered after %v, over the %v that keeps replicas exact", id, ErrStoreUnavailable, took.Round(time.Millisecond), s.maxDecision)
-		}
-		total := sum + freshSum(vals, fresh[:len(fresh)-1]) + v
-		h.observe(t, total-sum)
-		if total <= req.Limit {
-			d.Allowed = true
-			d.Remaining = req.Limit - total
-			if d.Remaining == 0 {
-				if vals == nil {
-					vals = map[string]int64{}
-				}
-				vals[fresh[len(fresh)-1]] = v
-				if rd, err := s.denied(ctx, h, id, t, d, vals); err == nil {
-					d.RetryAfter = rd.RetryAfter
-				} else {
-					d.RetryAfter = req.Window // counted; only the retry time is missing
-				}
-			}
-			return d, nil
-		}
-
-		// Over the limit: undo, and read again to see whether the
-		// requests that made it so were themselves being denied.
-		_, vals, _, err = s.exchange(ctx, h, nil, sum, fresh, undo(incs), t, w)
-		if err != nil {
-			// The counter may stay one too high, which errs on the safe
-			// side and heals when the bucket leaves the window.
-			h.mu.Lock()
-			h.deniedAt = max(h.deniedAt, t)
-			h.mu.Unlock()
-			d.RetryAfter = req.Window
-			return d, nil
-		}
-		h.observe(t, freshSum(vals, fresh))
-		attempt++
-		room := sum+freshSum(vals, fresh) < req.Limit
-		if room && attempt <= maxAttempts && s.since(start) < s.maxDecision/2 && s.pause(ctx) {
-			probed = true // the read just made is fresher than a probe
-			continue
-		}
-		return s.denied(ctx, h, id, t, d, vals)
-	}
-}
-
 // pending is the settled part of a history that a decision has undertaken
 // to read (in its own exchange) and merge; concurrent decisions wait for it.
 type pending struct {
@@ -524,8 +411,8 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 }
 
 // keysFor returns the keys a decision at t reads (the fresh seconds, with t
-// itself last) and the increments that count its request.
-func (s *Sliding) keysFor(id string, t, w int64, window time.Duration) (fresh []string, incs []Increment) {
+// itself last) and the increments that count its hits.
+func (s *Sliding) keysFor(id string, t, w, hits int64, window time.Duration) (fresh []string, incs []Increment) {
 	lo := t - w + 1
 	fresh = make([]string, 0, s.lag+s.ahead)
 	for sec := max(t-s.lag+1, lo); sec <= t+s.ahead; sec++ {
@@ -534,7 +421,7 @@ func (s *Sliding) keysFor(id string, t, w int64, window time.Duration) (fresh []
 		}
 	}
 	fresh = append(fresh, secondKey(id, t))
-	return fresh, s.increments(id, t, w, 1, window)
+	return fresh, s.increments(id, t, w, hits, window)
 }
 
 // undo returns the increments that take back incs.
@@ -549,10 +436,12 @@ func undo(incs []Increment) []Increment {
 // denied completes decision d, a denial (or an allowed request that used
 // the last of the quota, for its retry time) at second t, from
 // the settled history and the fresh counts vals (second keys to counts; nil
-// when unknown). Nothing is counted. When the retry time falls inside a
+// when unknown). limit is the limit as for a request of one hit: a request
+// of h hits under a limit L fits exactly when one of one hit fits L-h+1.
+// Nothing is counted. When the retry time falls inside a
 // minute known only as an aggregate, that minute's seconds are read once.
-func (s *Sliding) denied(ctx context.Context, h *history, id string, t int64, d Decision, vals map[string]int64) (Decision, error) {
-	w, limit := int64(h.window), d.Limit
+func (s *Sliding) denied(ctx context.Context, h *history, id string, t int64, d Decision, vals map[string]int64, limit int64) (Decision, error) {
+	w := int64(h.window)
 	fresh := freshSpans(vals)
 	h.mu.Lock()
 	ra, ok := h.retryAfter(t, w, limit, fresh)
@@ -1033,11 +922,3 @@ func floorDiv(a, b int64) int64 {
 }
 
 func floorMod(a, b int64) int64 { return a - floorDiv(a, b)*b }
-
-// AllowAll implements MultiStrategy.
-func (s *Sliding) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
-	return allowAllInterim(ctx, reqs, now, s.Allow)
-}
-
-// Compile-time check that Sliding implements MultiStrategy.
-var _ MultiStrategy = (*Sliding)(nil)
