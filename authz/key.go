@@ -28,7 +28,7 @@ const (
 )
 
 // KeySpec says how the requestor identity is taken from a CheckRequest. Build
-// one with ParseKey. The zero KeySpec is the "source" form with no trusted
+// one with [ParseKey]. The zero KeySpec is the "source" form with no trusted
 // X-Forwarded-For hops.
 //
 // Identities carry their kind, so different forms never share a counter by
@@ -105,7 +105,7 @@ func (k KeySpec) String() string {
 func (k KeySpec) TrustedHops() int { return k.hops }
 
 // Identity returns the requestor identity of req under k, or FallbackIdentity.
-// req may be nil. A header's value is taken as HeaderValue returns it; of
+// req may be nil. A header's value is taken as [HeaderValue] returns it; of
 // any size and content, it is otherwise used as it is.
 func (k KeySpec) Identity(req *authv3.CheckRequest) string {
 	attrs := req.GetAttributes()

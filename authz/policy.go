@@ -20,7 +20,7 @@ import (
 )
 
 // ShadowHeader is added with the value "would-deny" to the client's response
-// (ok_response.response_headers_to_add, whatever Config.Headers says) when a
+// (ok_response.response_headers_to_add, whatever [Config].Headers says) when a
 // shadow rule of the policy would have denied a request that was allowed.
 const ShadowHeader = "X-Floodgate-Shadow"
 
@@ -41,9 +41,9 @@ type activePolicy struct {
 // SetPolicy makes p the Server's policy, atomically: a Check sees either
 // the previous policy or p, whole. nil removes the policy. It returns an
 // error, and keeps the previous policy, when a rule names a strategy the
-// Server does not have (see Config.Strategies), or leaves the strategy to
+// Server does not have (see [Config].Strategies), or leaves the strategy to
 // the default one and sets a limit that strategy cannot enforce
-// (policy.CheckLimit). It is safe to call concurrently with Check and with
+// ([policy.CheckLimit]). It is safe to call concurrently with Check and with
 // itself.
 //
 // Where a rule matches, its values decide: its key, strategy, limit (or

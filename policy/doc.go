@@ -5,16 +5,16 @@
 //
 // The package knows neither Envoy nor gRPC: requests are matched as an
 // Input (route scope, method, path and a header lookup), and requestors as
-// identity strings and addresses. Package authz applies a Policy to
+// identity strings and addresses. Package [github.com/floodgate-rl/floodgate/authz] applies a [Policy] to
 // CheckRequests, and the floodgate command loads the file (--policy),
-// reloads it when it changes (Watcher) and checks it (check-policy).
+// reloads it when it changes ([Watcher]) and checks it (check-policy).
 //
 // # Evaluation
 //
 // For each request floodgate:
 //
 //  1. finds the first rule, in file order, that matches the request and is
-//     not a shadow rule (Policy.Match). Its key, strategy and limit apply,
+//     not a shadow rule ([Policy.Match]). Its key, strategy and limit apply,
 //     and its scope (the rule's name unless set) names the counters. The
 //     route's floodgate.* context extensions apply to whatever the rule
 //     leaves unset (key, strategy), and to everything when no rule
@@ -32,5 +32,9 @@
 //
 // # Format
 //
-// See Parse for the YAML format and Lines for the `check-policy` output.
+// See [Parse] for the YAML format and [Policy.Lines] for the `check-policy`
+// output. The grammar of the values (scopes, header names, keys, windows)
+// is written once, in grammar.go, and read the same way by the flags and
+// the context extensions: [CheckScope], [HeaderName], [ParseKey],
+// [ParseWindow].
 package policy

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Inherited is how Lines shows a key or strategy a rule leaves to the route
+// Inherited is how [Policy.Lines] shows a key or strategy a rule leaves to the route
 // (its floodgate.key or floodgate.strategy extension, else the server's
 // flag).
 const Inherited = "(route)"
@@ -133,7 +133,7 @@ func (r *Rule) String() string {
 	return b.String()
 }
 
-// String describes l as in Lines: identity="..." items, then cidr=...
+// String describes l as in [Policy.Lines]: identity="..." items, then cidr=...
 // items.
 func (l *List) String() string {
 	var items []string

@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	// MaxFileSize is the largest policy file Load reads.
+	// MaxFileSize is the largest policy file [Load] reads.
 	MaxFileSize = 1 << 20
 	// MaxLimit bounds a limit and a burst, far above any useful value, so
 	// that every strategy's arithmetic stays exact.
@@ -50,7 +50,7 @@ func errorf(line int, format string, args ...any) error {
 	return &Error{Line: line, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Load reads and parses the policy file at path (see Parse). A file that
+// Load reads and parses the policy file at path (see [Parse]). A file that
 // cannot be read gives the operating system's reason without the path, as
 // in "no such file or directory"; a file over MaxFileSize is refused.
 func Load(path string) (*Policy, error) {

@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// Policy is a parsed and validated policy file. Build one with Parse or
-// Load. A Policy is immutable once built, and so safe for concurrent use;
+// Policy is a parsed and validated policy file. Build one with [Parse] or
+// [Load]. A Policy is immutable once built, and so safe for concurrent use;
 // hot reload replaces the whole Policy rather than changing one.
 type Policy struct {
-	// Rules are matched in order; see Match.
+	// Rules are matched in order; see [Policy.Match].
 	Rules []*Rule
 	// Allowlist names requestors that are never limited.
 	Allowlist List
@@ -22,7 +22,7 @@ type Policy struct {
 	Digest string
 }
 
-// Rule is one entry of a policy's rules: when a request Matches it, the
+// Rule is one entry of a policy's rules: when a request [Rule.Matches] it, the
 // rule's Key, Strategy and limit decide how the request is counted.
 type Rule struct {
 	// Name identifies the rule: 1 to 64 of [A-Za-z0-9_.-], unique within
@@ -37,7 +37,7 @@ type Rule struct {
 	// "header:<name>" (name lower-cased). "" inherits the route's
 	// floodgate.key, else the server's --key.
 	Key string
-	// Strategy is the algorithm, one of limiter.Strategies(). "" inherits
+	// Strategy is the algorithm, one of [limiter.Strategies]. "" inherits
 	// the route's floodgate.strategy, else the server's --strategy.
 	Strategy string
 	// Limit is the rule's limit when Tiers is nil; the zero Limit
@@ -45,7 +45,7 @@ type Rule struct {
 	Limit Limit
 	// Tiers, when not nil, chooses the limit by a request header.
 	Tiers *Tiers
-	// Scope is the counter family of the rule (limiter.Request.Scope) and
+	// Scope is the counter family of the rule ([limiter.Request].Scope) and
 	// the policy name in the RateLimit headers. It is Name unless the file
 	// sets it, so counters of different rules never mix unless the rules
 	// share a scope explicitly.
@@ -59,7 +59,8 @@ type Rule struct {
 type Limit struct {
 	// Limit is the number of requests per Window, from 1 to MaxLimit.
 	Limit int64
-	// Window is a whole number of seconds from 1s to limiter.MaxWindow.
+	// Window is a whole number of seconds from 1s to [limiter.MaxWindow]
+	// (see [ParseWindow]).
 	Window time.Duration
 	// Burst is the token-bucket burst, from 1 to MaxLimit; 0 means Limit.
 	// Only rules with strategy token-bucket may set it.
