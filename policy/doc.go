@@ -4,8 +4,9 @@
 // that decide and count without ever denying.
 //
 // The package knows neither Envoy nor gRPC: requests are matched as an
-// Input (route scope, method, path and a header lookup), and requestors as
-// identity strings and addresses. Package [github.com/floodgate-rl/floodgate/authz] applies a [Policy] to
+// [Input] (route scope, method, path and a header lookup), and requestors
+// as identity strings and addresses. Package
+// [github.com/floodgate-rl/floodgate/authz] applies a [Policy] to
 // CheckRequests, and the floodgate command loads the file (--policy),
 // reloads it when it changes ([Watcher]) and checks it (check-policy).
 //
