@@ -34,7 +34,7 @@ const (
 // Identities carry their kind, so different forms never share a counter by
 // accident: "ip:203.0.113.7" for an address (from the source or from
 // X-Forwarded-For; the same client address is the same requestor either way),
-// "header:x-api-key:abc" for a header value, and FallbackIdentity when there is
+// "header:x-api-key:abc" for a header value, and [FallbackIdentity] when there is
 // nothing usable.
 //
 // A KeySpec is an immutable value, safe to copy and to use concurrently.
@@ -104,7 +104,7 @@ func (k KeySpec) String() string {
 // with.
 func (k KeySpec) TrustedHops() int { return k.hops }
 
-// Identity returns the requestor identity of req under k, or FallbackIdentity.
+// Identity returns the requestor identity of req under k, or [FallbackIdentity].
 // req may be nil. A header's value is taken as [HeaderValue] returns it; of
 // any size and content, it is otherwise used as it is.
 func (k KeySpec) Identity(req *authv3.CheckRequest) string {

@@ -40,7 +40,7 @@ type Rule struct {
 	// Strategy is the algorithm, one of [limiter.Strategies]. "" inherits
 	// the route's floodgate.strategy, else the server's --strategy.
 	Strategy string
-	// Limit is the rule's limit when Tiers is nil; the zero Limit
+	// Limit is the rule's limit when Tiers is nil; the zero [Limit]
 	// otherwise.
 	Limit Limit
 	// Tiers, when not nil, chooses the limit by a request header.
@@ -57,12 +57,12 @@ type Rule struct {
 
 // Limit is a number of requests per window.
 type Limit struct {
-	// Limit is the number of requests per Window, from 1 to MaxLimit.
+	// Limit is the number of requests per Window, from 1 to [MaxLimit].
 	Limit int64
 	// Window is a whole number of seconds from 1s to [limiter.MaxWindow]
 	// (see [ParseWindow]).
 	Window time.Duration
-	// Burst is the token-bucket burst, from 1 to MaxLimit; 0 means Limit.
+	// Burst is the token-bucket burst, from 1 to [MaxLimit]; 0 means Limit.
 	// Only rules with strategy token-bucket may set it.
 	Burst int64
 }

@@ -22,7 +22,8 @@ const DefaultPollInterval = time.Second
 // A Watcher reports each distinct state once: a new valid content to
 // OnLoad, a new invalid content, or a new read error, to OnError. The
 // callbacks run on the goroutine that calls Poll or Run, one at a time.
-// Create one with NewWatcher; Poll and Run must not be called concurrently.
+// Create one with [NewWatcher]; [Watcher.Poll] and [Watcher.Run] must not be
+// called concurrently.
 type Watcher struct {
 	path    string
 	onLoad  func(*Policy)
@@ -76,7 +77,7 @@ func (w *Watcher) Poll() bool {
 	return true
 }
 
-// Run polls every interval (DefaultPollInterval when not positive) until
+// Run polls every interval ([DefaultPollInterval] when not positive) until
 // ctx is done.
 func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
