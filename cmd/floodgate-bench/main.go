@@ -30,8 +30,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/floodgate-rl/floodgate/internal/gcfloor"
 	"github.com/floodgate-rl/floodgate/internal/loadgen"
+	"github.com/floodgate-rl/floodgate/internal/runtimetune"
 	"github.com/floodgate-rl/floodgate/internal/supervisor"
 )
 
@@ -132,8 +132,9 @@ func serve(ctx context.Context, mode string, args []string) error {
 	if mode == "upstream" {
 		return loadgen.ServeUpstream(ln)
 	}
-	// The ceiling runs the same garbage-collector policy as floodgate.
-	stop := gcfloor.Start(ctx, slog.New(slog.DiscardHandler))
+	// The ceiling runs the same runtime tuning (memory limit, heap floor) as
+	// floodgate.
+	stop := runtimetune.Start(ctx, runtimetune.Config{}, slog.New(slog.DiscardHandler))
 	defer stop()
 	return loadgen.ServeNoop(ctx, ln)
 }

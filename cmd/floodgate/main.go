@@ -30,7 +30,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/floodgate-rl/floodgate/authz"
-	"github.com/floodgate-rl/floodgate/internal/gcfloor"
+	"github.com/floodgate-rl/floodgate/internal/runtimetune"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
 	"github.com/floodgate-rl/floodgate/policy"
@@ -102,10 +102,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		buildInfo(),
 	)
 
-	stopMemoryLimit := startMemoryLimit(ctx, os.DirFS("/"), log)
-	defer stopMemoryLimit()
-	stopGCFloor := gcfloor.Start(ctx, log)
-	defer stopGCFloor()
+	stopTuning := runtimetune.Start(ctx, runtimetune.Config{OffHeap: limiter.OffHeapBytes}, log)
+	defer stopTuning()
 
 	store, storeKind, closeStore, err := openStore(cfg, log)
 	if err != nil {

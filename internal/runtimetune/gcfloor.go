@@ -1,12 +1,14 @@
-// Package gcfloor keeps Go's garbage collector from running while the heap
-// is small: a floor under the heap size at which a collection starts.
+package runtimetune
+
+// The heap floor: keep Go's garbage collector from running while the heap
+// is small.
 //
 // With GOGC=100 Go collects when the heap reaches twice what was live after
 // the last collection. floodgate's live heap is a few MiB unless it caches
 // hundreds of thousands of requestors, while every Check allocates a few
 // KiB (most of it decoding the CheckRequest's header map), so with the
 // default a busy replica collects many times a second and spends a tenth of
-// its CPU on it. Start lets the heap grow to at least HeapFloor before
+// its CPU on it. startGCFloor lets the heap grow to at least HeapFloor before
 // collecting: while the live heap is under half of it, GOGC is raised so
 // that the next collection starts at the floor. A live heap of half the
 // floor or more gets GOGC=100, as without the floor, so a large heap never
@@ -18,7 +20,7 @@
 // garbage that no collection frees while the process is quiet, since
 // collections start only from allocation (or, after two minutes, from the
 // runtime's forced collection, and even then the runtime returns the freed
-// memory to the operating system slowly). So Start also watches for a
+// memory to the operating system slowly). So startGCFloor also watches for a
 // quiet heap: when no collection has run for QuietAfter and the heap holds
 // more than ReleaseAbove bytes (objects, dead or alive, and free spans not
 // yet returned), it collects twice (the first collection only moves what a
@@ -26,10 +28,6 @@
 // cache) and returns the free memory at once with [debug.FreeOSMemory]. A busy replica collects far more often than that and
 // never meets the condition; a quiet one with a large live heap pays at
 // most one collection per QuietAfter.
-//
-// floodgate and the benchmark's no-op ext_authz server both use it, so that
-// the ceiling floodgate is measured against runs the same runtime policy.
-package gcfloor
 
 import (
 	"context"
@@ -47,8 +45,8 @@ const (
 	// HeapFloor is the smallest heap size at which a collection starts.
 	HeapFloor = 64 << 20
 
-	// every is how often the live heap is read and GOGC adjusted.
-	every = time.Second
+	// floorEvery is how often the live heap is read and GOGC adjusted.
+	floorEvery = time.Second
 
 	// percentDefault is Go's default GOGC, used once the live heap is
 	// half the floor or more.
@@ -61,7 +59,7 @@ const (
 	QuietAfter = 10 * time.Second
 
 	// ReleaseAbove is how many heap bytes a quiet process may hold before
-	// Start collects and returns the free memory to the operating system.
+	// startGCFloor collects and returns the free memory to the operating system.
 	ReleaseAbove = 2 * HeapFloor
 )
 
@@ -69,12 +67,12 @@ const (
 // collection found live.
 const liveHeapMetric = "/gc/heap/live:bytes"
 
-// Start adjusts GOGC every second so that the garbage collector lets the
-// heap grow to HeapFloor, unless the GOGC environment variable is set (then
-// the runtime applies it as given, and Start logs so), and returns a quiet
-// heap's free memory to the operating system either way. The returned
-// function stops the goroutine and waits for it.
-func Start(ctx context.Context, log *slog.Logger) (stop func()) {
+// startGCFloor adjusts GOGC every second so that the garbage collector
+// lets the heap grow to HeapFloor, unless the GOGC environment variable is
+// set (then the runtime applies it as given, and startGCFloor logs so), and
+// returns a quiet heap's free memory to the operating system either way.
+// The returned function stops the goroutine and waits for it.
+func startGCFloor(ctx context.Context, log *slog.Logger) (stop func()) {
 	var h heapReader
 	floor := true
 	set := Percent(h.read().live)
@@ -86,11 +84,9 @@ func Start(ctx context.Context, log *slog.Logger) (stop func()) {
 		log.Debug("garbage collector heap floor", "heap_floor", HeapFloor, "gogc", set)
 	}
 	var quiet quietHeap
-	return periodic.Start(ctx, every, func() {
+	return periodic.Start(ctx, floorEvery, func() {
 		st := h.read()
-		// Only a change of a tenth or more is worth the runtime's
-		// recomputing its pacing.
-		if next := Percent(st.live); floor && (next*10 > set*11 || next*10 < set*9) {
+		if next, ok := nextPercent(set, st.live); floor && ok {
 			set = next
 			debug.SetGCPercent(set)
 		}
@@ -104,7 +100,7 @@ func Start(ctx context.Context, log *slog.Logger) (stop func()) {
 	})
 }
 
-// heapStats is what Start reads from the runtime each tick.
+// heapStats is what startGCFloor reads from the runtime each tick.
 type heapStats struct {
 	live   uint64 // bytes the last collection found live
 	held   uint64 // heap bytes not returned to the operating system
@@ -159,6 +155,14 @@ func (q *quietHeap) release(st heapStats, now time.Time) bool {
 	}
 	q.since = now // at most once per QuietAfter, whatever the collection does
 	return true
+}
+
+// nextPercent returns the GOGC for a live heap of live bytes, and whether
+// it differs enough from set, the one in force, to apply: only a change of
+// a tenth or more is worth the runtime's recomputing its pacing.
+func nextPercent(set int, live uint64) (int, bool) {
+	next := Percent(live)
+	return next, next*10 > set*11 || next*10 < set*9
 }
 
 // Percent returns the GOGC that starts the next collection at HeapFloor

@@ -1,4 +1,4 @@
-package gcfloor
+package runtimetune
 
 import (
 	"bytes"
@@ -39,15 +39,15 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-// TestStart checks that the floor raises GOGC, and that GOGC in the
-// environment turns it off.
-func TestStart(t *testing.T) {
+// TestStartGCFloor checks that the floor raises GOGC, and that GOGC in the
+// environment leaves the runtime's setting alone.
+func TestStartGCFloor(t *testing.T) {
 	// Not parallel: GOGC is process-wide.
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 
 	t.Run("default", func(t *testing.T) {
 		var logs bytes.Buffer
-		stop := Start(context.Background(), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		stop := startGCFloor(context.Background(), slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 		defer stop()
 		// A test binary's live heap is far under the floor.
 		if got := debug.SetGCPercent(100); got <= percentDefault {
@@ -59,17 +59,43 @@ func TestStart(t *testing.T) {
 	})
 	t.Run("GOGC set", func(t *testing.T) {
 		t.Setenv("GOGC", "150")
-		debug.SetGCPercent(150)
+		// What the runtime runs with (77, a value the floor never sets:
+		// it sets at least 100) must stay as it is.
+		debug.SetGCPercent(77)
 		var logs bytes.Buffer
-		stop := Start(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))
+		stop := startGCFloor(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))
 		defer stop()
-		if got := debug.SetGCPercent(150); got != 150 {
-			t.Errorf("GOGC = %d, want 150 as the environment says", got)
+		if got := debug.SetGCPercent(100); got != 77 {
+			t.Errorf("GOGC = %d after startGCFloor with GOGC in the environment, want 77 left alone", got)
 		}
 		if !strings.Contains(logs.String(), `msg="garbage collector from GOGC" gogc=150`) {
 			t.Errorf("log %q lacks the GOGC line", logs.String())
 		}
 	})
+}
+
+// TestNextPercent: GOGC follows the live heap, but only by a tenth or more.
+func TestNextPercent(t *testing.T) {
+	tests := []struct {
+		name  string
+		set   int
+		live  uint64
+		want  int
+		apply bool
+	}{
+		{"the same heap", 1500, 4 << 20, 1500, false},
+		{"a little more live: within a tenth", 1500, 4<<20 + 256<<10, 1405, false},
+		{"twice as much live", 1500, 8 << 20, 700, true},
+		{"the heap shrank", 300, 4 << 20, 1500, true},
+		{"past half the floor", 106, HeapFloor, percentDefault, false},
+		{"from the start-up cap", percentMax, 16 << 20, 300, true},
+	}
+	for _, tt := range tests {
+		got, apply := nextPercent(tt.set, tt.live)
+		if got != tt.want || apply != tt.apply {
+			t.Errorf("%s: nextPercent(%d, %d) = %d, %v; want %d, %v", tt.name, tt.set, tt.live, got, apply, tt.want, tt.apply)
+		}
+	}
 }
 
 // TestQuietHeap: a heap is released once it has gone QuietAfter without a

@@ -1,174 +1,18 @@
-package main
+package runtimetune
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"testing"
-	"testing/fstest"
+	"testing/synctest"
+	"time"
 )
-
-// Mount tables of the layouts cgroupMemoryLimit meets.
-const (
-	// Pure cgroup v2, as in a container with a cgroup namespace or on a
-	// systemd host.
-	mountsV2 = `25 30 0:23 / /proc rw,nosuid,nodev,noexec,relatime shared:14 - proc proc rw
-31 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
-`
-	// cgroup v1 inside a Docker container without a cgroup namespace: the
-	// mounted root is the container's own cgroup.
-	mountsV1Docker = `700 690 0:54 / / rw,relatime - overlay overlay rw,lowerdir=/x
-710 700 0:57 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - tmpfs tmpfs ro,mode=755
-715 710 0:33 /docker/abc /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime master:15 - cgroup cgroup rw,memory
-716 710 0:34 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro,nosuid,nodev,noexec,relatime master:16 - cgroup cgroup rw,cpu,cpuacct
-`
-	// A hybrid host: cgroup v1 controllers and an empty v2 hierarchy.
-	mountsHybrid = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-`
-	// A mount point with a space, escaped as mountinfo does.
-	mountsEscaped = `31 24 0:26 / /sys/fs/my\040cgroup rw,relatime - cgroup2 cgroup2 rw
-`
-)
-
-func TestCgroupMemoryLimit(t *testing.T) {
-	tests := []struct {
-		name    string
-		files   map[string]string
-		want    int64
-		wantErr string
-	}{
-		{
-			name: "v2 in a namespace",
-			files: map[string]string{
-				"proc/self/mountinfo":       mountsV2,
-				"proc/self/cgroup":          "0::/\n",
-				"sys/fs/cgroup/memory.max":  "268435456\n",
-				"sys/fs/cgroup/memory.high": "100\n", // not a limit
-			},
-			want: 256 << 20,
-		},
-		{
-			name: "v2 without a limit",
-			files: map[string]string{
-				"proc/self/mountinfo":      mountsV2,
-				"proc/self/cgroup":         "0::/\n",
-				"sys/fs/cgroup/memory.max": "max\n",
-			},
-		},
-		{
-			name: "v2 root cgroup has no memory.max",
-			files: map[string]string{
-				"proc/self/mountinfo":                   mountsV2,
-				"proc/self/cgroup":                      "0::/\n",
-				"sys/fs/cgroup/cgroup.controllers":      "cpu memory\n",
-				"sys/fs/cgroup/system.slice/memory.max": "1000\n", // another cgroup's
-			},
-		},
-		{
-			name: "v2 nested: the least limit of the cgroup and its ancestors",
-			files: map[string]string{
-				"proc/self/mountinfo":                            mountsV2,
-				"proc/self/cgroup":                               "0::/kubepods/pod1/c1\n",
-				"sys/fs/cgroup/kubepods/memory.max":              "8589934592\n",
-				"sys/fs/cgroup/kubepods/pod1/memory.max":         "536870912\n",
-				"sys/fs/cgroup/kubepods/pod1/c1/memory.max":      "max\n",
-				"sys/fs/cgroup/kubepods/pod1/sibling/memory.max": "1000\n",
-			},
-			want: 512 << 20,
-		},
-		{
-			name: "v1 in Docker: the mounted root is the container's cgroup",
-			files: map[string]string{
-				"proc/self/mountinfo":                        mountsV1Docker,
-				"proc/self/cgroup":                           "12:pids:/docker/abc\n4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/system.slice/docker.service\n",
-				"sys/fs/cgroup/memory/memory.limit_in_bytes": "104857600\n",
-			},
-			want: 100 << 20,
-		},
-		{
-			name: "v1 unlimited on a hybrid host",
-			files: map[string]string{
-				"proc/self/mountinfo":                                         mountsHybrid,
-				"proc/self/cgroup":                                            "9:name=systemd:/\n4:memory:/process_api/ed17\n1:cpu:/\n0::/\n",
-				"sys/fs/cgroup/memory/memory.limit_in_bytes":                  "9223372036854771712\n",
-				"sys/fs/cgroup/memory/process_api/memory.limit_in_bytes":      "9223372036854771712\n",
-				"sys/fs/cgroup/memory/process_api/ed17/memory.limit_in_bytes": "9223372036854771712\n",
-			},
-		},
-		{
-			name: "v1 limit on a hybrid host whose v2 hierarchy has none",
-			files: map[string]string{
-				"proc/self/mountinfo": mountsHybrid,
-				"proc/self/cgroup":    "4:memory:/process_api/ed17\n0::/\n",
-				"sys/fs/cgroup/memory/process_api/memory.limit_in_bytes":      "2147483648\n",
-				"sys/fs/cgroup/memory/process_api/ed17/memory.limit_in_bytes": "9223372036854771712\n",
-				"sys/fs/cgroup/unified/cgroup.controllers":                    "\n",
-			},
-			want: 2 << 30,
-		},
-		{
-			name: "escaped mount point",
-			files: map[string]string{
-				"proc/self/mountinfo":         mountsEscaped,
-				"proc/self/cgroup":            "0::/\n",
-				"sys/fs/my cgroup/memory.max": "4096\n",
-			},
-			want: 4096,
-		},
-		{
-			name: "cgroup mount but the process is in no hierarchy of it",
-			files: map[string]string{
-				"proc/self/mountinfo":      mountsV2,
-				"proc/self/cgroup":         "4:memory:/x\n",
-				"sys/fs/cgroup/memory.max": "4096\n",
-			},
-		},
-		{
-			name:  "no /proc: not Linux",
-			files: map[string]string{},
-		},
-		{
-			name: "no cgroup mounts",
-			files: map[string]string{
-				"proc/self/mountinfo": "25 30 0:23 / /proc rw - proc proc rw\n",
-				"proc/self/cgroup":    "0::/\n",
-			},
-		},
-		{
-			name: "malformed limit",
-			files: map[string]string{
-				"proc/self/mountinfo":      mountsV2,
-				"proc/self/cgroup":         "0::/\n",
-				"sys/fs/cgroup/memory.max": "lots\n",
-			},
-			wantErr: `cgroup memory limit /sys/fs/cgroup/memory.max: want a number of bytes or "max"`,
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			fsys := fstest.MapFS{}
-			for name, data := range tt.files {
-				fsys[name] = &fstest.MapFile{Data: []byte(data)}
-			}
-			got, err := cgroupMemoryLimit(fsys)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("cgroupMemoryLimit = %d, %v; want an error containing %q", got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("cgroupMemoryLimit = %d, %v; want %d", got, err, tt.want)
-			}
-		})
-	}
-}
 
 func TestGoMemoryLimit(t *testing.T) {
 	const mib = 1 << 20
@@ -184,40 +28,161 @@ func TestGoMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestStartMemoryLimit sets the test process's memory limit from a fake
-// cgroup, and restores it.
-func TestStartMemoryLimit(t *testing.T) {
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
-		t.Skip("GOMEMLIMIT is set in the test's environment")
+// keepMemoryLimit restores the test process's memory limit after the test,
+// and skips it when GOMEMLIMIT or AUTOMEMLIMIT is set in its environment.
+func keepMemoryLimit(t *testing.T) int64 {
+	t.Helper()
+	for _, v := range []string{"GOMEMLIMIT", "AUTOMEMLIMIT"} {
+		if _, ok := os.LookupEnv(v); ok {
+			t.Skipf("%s is set in the test's environment", v)
+		}
 	}
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	return before
+}
 
-	fsys := fstest.MapFS{
-		"proc/self/mountinfo":      {Data: []byte(mountsV2)},
-		"proc/self/cgroup":         {Data: []byte("0::/\n")},
-		"sys/fs/cgroup/memory.max": {Data: []byte("1073741824\n")},
+// TestStartMemoryLimit sets the test process's memory limit from a fake
+// cgroup, and restores it.
+func TestStartMemoryLimit(t *testing.T) {
+	before := keepMemoryLimit(t)
+	const gib = 1 << 30
+	tests := []struct {
+		name    string
+		cgroup  int64
+		err     error
+		offHeap int64
+		want    int64  // 0: unchanged
+		log     string // at info level; "" for nothing
+	}{
+		{name: "a 1 GiB cgroup", cgroup: gib, want: gib / 100 * memoryLimitShare,
+			log: `msg="memory limit from the cgroup" cgroup_memory_limit=1073741824 go_memory_limit=966367620 share_percent=90`},
+		{name: "off-heap bytes taken off", cgroup: gib, offHeap: 100 << 20, want: gib/100*memoryLimitShare - 100<<20,
+			log: `msg="memory limit from the cgroup" cgroup_memory_limit=1073741824 go_memory_limit=861510020`},
+		{name: "no limit", cgroup: 0},
+		{name: "unreadable cgroup", err: errors.New("read the cgroup memory limit: permission denied"),
+			log: `level=WARN msg="cannot read the cgroup memory limit; Go's memory limit stays unset" err="read the cgroup memory limit: permission denied"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			debug.SetMemoryLimit(before)
+			var logs bytes.Buffer
+			cfg := Config{
+				CgroupLimit: func() (int64, error) { return tt.cgroup, tt.err },
+				OffHeap:     func() int64 { return tt.offHeap },
+			}
+			stop := startMemoryLimit(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+			got := debug.SetMemoryLimit(-1)
+			stop()
+			if want := cmpOr(tt.want, before); got != want {
+				t.Errorf("memory limit = %d, want %d", got, want)
+			}
+			if tt.log == "" && logs.Len() != 0 || !strings.Contains(logs.String(), tt.log) {
+				t.Errorf("logged %q at info level, want %q", logs.String(), tt.log)
+			}
+		})
+	}
+}
+
+// cmpOr returns v, or def when v is 0.
+func cmpOr(v, def int64) int64 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// TestMemoryLimitFollowsOffHeap runs in a synctest bubble: every
+// memoryLimitEvery of the bubble's clock the limit follows the off-heap
+// bytes, by a MiB or more only.
+func TestMemoryLimitFollowsOffHeap(t *testing.T) {
+	keepMemoryLimit(t)
+	synctest.Test(t, func(t *testing.T) {
+		const gib = 1 << 30
+		var off atomic.Int64
+		cfg := Config{CgroupLimit: func() (int64, error) { return gib, nil }, OffHeap: off.Load}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stop := startMemoryLimit(ctx, cfg, slog.New(slog.DiscardHandler))
+		defer stop()
+		steps := []struct {
+			off  int64
+			want int64
+		}{
+			{512 << 10, gib / 100 * memoryLimitShare},       // half a MiB: not worth a change
+			{200 << 20, gib/100*memoryLimitShare - 200<<20}, // the store grew
+			{2 * gib, gib / 100 * memoryLimitFloor},         // past the cgroup: the floor
+			{0, gib / 100 * memoryLimitShare},               // the store emptied
+		}
+		for _, st := range steps {
+			off.Store(st.off)
+			time.Sleep(memoryLimitEvery)
+			synctest.Wait()
+			if got := debug.SetMemoryLimit(-1); got != st.want {
+				t.Errorf("off-heap %d bytes: memory limit %d, want %d", st.off, got, st.want)
+			}
+		}
+	})
+}
+
+// TestCgroupLimit reads this machine's cgroup through automemlimit: no
+// limit is 0, never an error.
+func TestCgroupLimit(t *testing.T) {
+	n, err := cgroupLimit()
+	if err != nil || n < 0 {
+		t.Fatalf("cgroupLimit() = %d, %v; want a limit or 0, and no error", n, err)
+	}
+	t.Logf("this machine's cgroup memory limit: %d bytes (0: none)", n)
+}
+
+// TestMinLevel: the library's info lines are dropped, its warnings kept.
+func TestMinLevel(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(minLevel{slog.NewTextHandler(&logs, nil), slog.LevelWarn}).With("lib", "automemlimit")
+	log.Info("GOMEMLIMIT is updated")
+	log.Warn("failed to refresh GOMEMLIMIT")
+	if s := logs.String(); strings.Contains(s, "updated") || !strings.Contains(s, `msg="failed to refresh GOMEMLIMIT" lib=automemlimit`) {
+		t.Errorf("logged %q, want only the warning, with its attributes", s)
+	}
+}
+
+// TestStart sets both knobs and stops.
+func TestStart(t *testing.T) {
+	keepMemoryLimit(t)
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		t.Skip("GOGC is set in the test's environment")
 	}
 	var logs bytes.Buffer
-	stop := startMemoryLimit(context.Background(), fsys, slog.New(slog.NewTextHandler(&logs, nil)))
-	got := debug.SetMemoryLimit(-1)
+	stop := Start(context.Background(), Config{CgroupLimit: func() (int64, error) { return 1 << 30, nil }},
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	stop()
-	if max := int64(1<<30) / 100 * memoryLimitShare; got > max || got < max/2 {
-		t.Errorf("memory limit = %d, want about %d", got, max)
+	if got := debug.SetMemoryLimit(-1); got != 1<<30/100*memoryLimitShare {
+		t.Errorf("memory limit = %d, want %d", got, 1<<30/100*memoryLimitShare)
 	}
-	if !strings.Contains(logs.String(), `msg="memory limit from the cgroup" cgroup_memory_limit=1073741824`) {
-		t.Errorf("log = %q, want the memory limit line", logs.String())
+	if got := debug.SetGCPercent(100); got <= percentDefault {
+		t.Errorf("GOGC = %d, want the floor's, over %d", got, percentDefault)
 	}
+	for _, line := range []string{"memory limit from the cgroup", "garbage collector heap floor"} {
+		if !strings.Contains(logs.String(), line) {
+			t.Errorf("log %q lacks %q", logs.String(), line)
+		}
+	}
+}
 
-	// No limit: nothing changes.
-	debug.SetMemoryLimit(before)
-	logs.Reset()
-	stop = startMemoryLimit(context.Background(), fstest.MapFS{}, slog.New(slog.NewTextHandler(&logs, nil)))
-	stop()
-	if got := debug.SetMemoryLimit(-1); got != before {
-		t.Errorf("without a cgroup limit: memory limit = %d, want it unchanged at %d", got, before)
+// TestGOMEMLIMITWins: with GOMEMLIMIT set, the runtime has applied it, and
+// the cgroup is not read.
+func TestGOMEMLIMITWins(t *testing.T) {
+	before := keepMemoryLimit(t)
+	t.Setenv("GOMEMLIMIT", "off")
+	var logs bytes.Buffer
+	read := false
+	cfg := Config{CgroupLimit: func() (int64, error) { read = true; return 1 << 30, nil }}
+	startMemoryLimit(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))()
+	if got := debug.SetMemoryLimit(-1); got != before || read {
+		t.Errorf("memory limit %d (cgroup read: %v), want %d left alone and the cgroup not read", got, read, before)
 	}
-	if logs.Len() != 0 {
-		t.Errorf("without a cgroup limit: logged %q at info level, want nothing", logs.String())
+	if !strings.Contains(logs.String(), `msg="memory limit from GOMEMLIMIT" gomemlimit=off`) {
+		t.Errorf("log %q lacks the GOMEMLIMIT line", logs.String())
 	}
 }
