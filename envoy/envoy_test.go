@@ -9,6 +9,7 @@ package envoy_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -356,21 +357,18 @@ func TestMemcachedDown(t *testing.T) {
 	// floodgate's circuit breaker probes memcached at least once a second,
 	// so it counts there again within 2 seconds (internal/faults tests that
 	// bound); until then requests fail open without rate-limit headers.
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		r := c.get(t, target, nil)
 		remaining := r.header.Get("X-RateLimit-Remaining")
 		if r.status != http.StatusOK || (remaining != "" && remaining != "1") {
 			t.Fatalf("memcached restarted: got %d, X-RateLimit-Remaining %q, want 200 and 1 (or none while failing open)",
 				r.status, remaining)
 		}
-		if remaining == "1" {
-			break
+		if remaining != "1" {
+			return errors.New("memcached restarted: floodgate does not count in it again yet")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("memcached restarted: floodgate did not count in it again within 5s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	mc.Freeze()
 	defer mc.Thaw()
 	for i := 1; i <= 3; i++ {
