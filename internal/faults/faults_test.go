@@ -2,6 +2,7 @@ package faults_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -88,6 +89,8 @@ func TestMemcachedFrozen(t *testing.T) {
 		wg.Wait()
 	}()
 
+	// Not waits for another process: the phases of the fault, traffic
+	// for a second before it and for three seconds during it.
 	time.Sleep(time.Second)
 	before := metrics(t, fg)
 	phase.Store(1)
@@ -99,16 +102,14 @@ func TestMemcachedFrozen(t *testing.T) {
 
 	// Back within a generous bound (the 2-second promise is tested on a
 	// restart, where it does not depend on when the frozen calls give up).
-	deadline := time.Now().Add(5 * time.Second)
-	for n := 0; ; n++ {
-		if o := c.mustCheck(t, fmt.Sprintf("192.0.2.%d", n%250+1)); o.degraded == "" {
-			break
+	n := 0
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		n++
+		if o := c.mustCheck(t, fmt.Sprintf("192.0.2.%d", n%250+1)); o.degraded != "" {
+			return errors.New("memcached thawed: checks still decided by the fallback")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("memcached thawed: checks still decided by the fallback after 5s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	close(stop)
 	wg.Wait()
 	stop = make(chan struct{}) // for the deferred close
@@ -210,23 +211,20 @@ func TestMemcachedKilledAndRestarted(t *testing.T) {
 	if allowed != limit-2 {
 		t.Errorf("with memcached down replica a allowed %d of %d checks, want %d: the limit holds per replica, less what it knew was used", allowed, 2*limit, limit-2)
 	}
-	time.Sleep(time.Second) // the breaker backs off further
+	time.Sleep(time.Second) // the fault's length: the breaker backs off further
 
 	mc.Restart() // empty, on the same port
 	back := time.Now()
 	for name, c := range map[string]*authClient{"a": a, "b": b} {
-		for n := 0; ; n++ {
-			o := c.mustCheck(t, fmt.Sprintf("192.0.2.%d", n%250+1))
-			if o.degraded == "" {
-				t.Logf("replica %s counts in memcached again %v after its restart", name, time.Since(back).Round(time.Millisecond))
-				break
+		n := 0
+		testutil.WaitFor(t, recoveryBound-time.Since(back), func() error {
+			n++
+			if o := c.mustCheck(t, fmt.Sprintf("192.0.2.%d", n%250+1)); o.degraded != "" {
+				return fmt.Errorf("replica %s still decides with the fallback %v after memcached came back", name, time.Since(back).Round(time.Millisecond))
 			}
-			if time.Since(back) > recoveryBound {
-				t.Fatalf("replica %s still decides with the fallback %v after memcached came back, want within %v",
-					name, time.Since(back).Round(time.Millisecond), recoveryBound)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
+		t.Logf("replica %s counts in memcached again %v after its restart", name, time.Since(back).Round(time.Millisecond))
 	}
 	close(stop)
 	wg.Wait()
