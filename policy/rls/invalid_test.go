@@ -308,3 +308,33 @@ func TestCheckValid(t *testing.T) {
 		}
 	}
 }
+
+// TestAliasedErrorOnce: an error in an aliased block is reported once, at
+// its line, not at every place the alias expands to.
+func TestAliasedErrorOnce(t *testing.T) {
+	_, err := rls.Parse("f.yaml", []byte(`domain: d
+descriptors:
+  - key: a
+    rate_limit: &bad {unit: fortnight, requests_per_unit: 1}
+  - key: b
+    rate_limit: *bad
+  - key: c
+    rate_limit: *bad
+`))
+	checkErrors(t, err, "f.yaml", []bad{{4, "descriptors[0].rate_limit.unit", "invalid rate limit unit 'fortnight'"}})
+}
+
+// TestTooManyErrors: past 1000 errors in a file, one line says the rest
+// are not listed.
+func TestTooManyErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("domain: d\ndescriptors:\n")
+	for i := 0; i < 1500; i++ {
+		b.WriteString("  - {key: k" + strconv.Itoa(i) + ", rate_limit: {unit: x, requests_per_unit: 1}}\n")
+	}
+	_, err := rls.Parse("f.yaml", []byte(b.String()))
+	var es rls.Errors
+	if !errors.As(err, &es) || len(es) != 1001 || es[1000].Msg != "more than 1000 errors: the rest are not listed" || es[999].Line != 1002 {
+		t.Fatalf("%d errors, last %v", len(es), es[len(es)-1])
+	}
+}

@@ -21,6 +21,9 @@ const (
 	maxDescriptors = 100_000
 	// maxDepth bounds the nesting of descriptors.
 	maxDepth = 64
+	// maxErrors bounds the errors of one file: aliases can repeat one
+	// mistake at every place they expand to.
+	maxErrors = 1000
 )
 
 var (
@@ -35,8 +38,23 @@ type parser struct {
 	file        string
 	domain      string
 	errs        Errors
+	seenErrs    map[lineMsg]bool
 	limits      []*Limit
 	descriptors int
+	children    map[child]*node // every descriptor by parent, key and value
+}
+
+// lineMsg identifies an error as its reader sees it, to report once an
+// error that aliases repeat.
+type lineMsg struct {
+	line int
+	msg  string
+}
+
+// child is a descriptor's place: its parent, key and value.
+type child struct {
+	parent *node
+	e      Entry
 }
 
 // domainTree is one file's domain and its descriptor tree.
@@ -46,8 +64,26 @@ type domainTree struct {
 	root *node
 }
 
+// oneLine escapes the line breaks that a key or value quoted from the file
+// may hold, so that each Error is one line.
+var oneLine = strings.NewReplacer("\n", `\n`, "\r", `\r`, "\u0085", `\u0085`, "\u2028", `\u2028`, "\u2029", `\u2029`)
+
+// errorf records an error, once per line and message, and at most
+// maxErrors of them.
 func (p *parser) errorf(line int, field, format string, args ...any) {
-	p.errs = append(p.errs, Error{File: p.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+	msg := oneLine.Replace(fmt.Sprintf(format, args...))
+	if p.seenErrs[lineMsg{line, msg}] || len(p.errs) > maxErrors {
+		return
+	}
+	if p.seenErrs == nil {
+		p.seenErrs = map[lineMsg]bool{}
+	}
+	p.seenErrs[lineMsg{line, msg}] = true
+	if len(p.errs) == maxErrors {
+		p.errs = append(p.errs, Error{File: p.file, Line: line, Msg: fmt.Sprintf("more than %d errors: the rest are not listed", maxErrors)})
+		return
+	}
+	p.errs = append(p.errs, Error{File: p.file, Line: line, Field: oneLine.Replace(field), Msg: msg})
 }
 
 // parseFile parses one file; nil when it has no usable domain.
@@ -183,6 +219,9 @@ func (p *parser) descriptorList(n *yaml.Node, path string, parent *node, prefix 
 		return
 	}
 	for i, item := range n.Content {
+		if p.descriptors > maxDescriptors {
+			return // reported once
+		}
 		if p.descriptors++; p.descriptors > maxDescriptors {
 			p.errorf(item.Line, path, "more than %d descriptors (aliases included)", maxDescriptors)
 			return
@@ -240,23 +279,15 @@ func (p *parser) descriptor(n *yaml.Node, path string, parent *node, prefix stri
 // insert adds c to parent's children, reporting a descriptor with the same
 // key and value as envoyproxy/ratelimit does.
 func (p *parser) insert(parent, c *node, line int, path, key string) {
-	var prev *node
-	switch {
-	case c.value == "":
-		prev = parent.bare[c.key]
-	case strings.Contains(c.value, "*"):
-		for _, w := range parent.wildcard {
-			if w.key == c.key && w.value == c.value {
-				prev = w
-			}
-		}
-	default:
-		prev = parent.exact[Entry{c.key, c.value}]
-	}
-	if prev != nil {
+	place := child{parent, Entry{c.key, c.value}}
+	if prev := p.children[place]; prev != nil {
 		p.errorf(line, path, "duplicate descriptor composite key '%s' (first on line %d)", key, prev.line)
 		return
 	}
+	if p.children == nil {
+		p.children = map[child]*node{}
+	}
+	p.children[place] = c
 	c.line = line
 	switch {
 	case c.value == "":
@@ -265,7 +296,10 @@ func (p *parser) insert(parent, c *node, line int, path, key string) {
 		}
 		parent.bare[c.key] = c
 	case strings.Contains(c.value, "*"):
-		parent.wildcard = append(parent.wildcard, c)
+		if parent.wildcard == nil {
+			parent.wildcard = map[string][]*node{}
+		}
+		parent.wildcard[c.key] = append(parent.wildcard[c.key], c)
 	default:
 		if parent.exact == nil {
 			parent.exact = map[Entry]*node{}

@@ -194,7 +194,7 @@ func (l *Limit) MetricKey(entries []Entry) string {
 // node is one descriptor of the tree, or a domain's root.
 type node struct {
 	exact    map[Entry]*node
-	wildcard []*node // in file order
+	wildcard map[string][]*node // by key, in file order
 	bare     map[string]*node
 	limit    *Limit
 
@@ -210,8 +210,8 @@ func (n *node) next(e Entry) *node {
 	if c := n.exact[e]; c != nil {
 		return c
 	}
-	for _, c := range n.wildcard {
-		if c.key == e.Key && c.glob.match(e.Value) {
+	for _, c := range n.wildcard[e.Key] {
+		if c.glob.match(e.Value) {
 			return c
 		}
 	}
@@ -250,20 +250,24 @@ func (c *Config) Match(domain string, entries []Entry) *Limit {
 // the replacing rule then applies to that request. Rules that are nil,
 // unnamed or not replaced stay; an unlimited rule replaces too.
 func ApplyReplaces(limits []*Limit) {
-	var drop [8]bool
-	dropped := drop[:0]
-	if len(limits) > len(drop) {
-		dropped = make([]bool, 0, len(limits))
+	if len(limits) > smallRequest {
+		applyReplacesLarge(limits)
+		return
 	}
-	for _, l := range limits {
-		dropped = append(dropped, l != nil && l.Name != "" && replaced(limits, l.Name))
+	var drop [smallRequest]bool
+	for i, l := range limits {
+		drop[i] = l != nil && l.Name != "" && replaced(limits, l.Name)
 	}
-	for i, d := range dropped {
-		if d {
+	for i := range limits {
+		if drop[i] {
 			limits[i] = nil
 		}
 	}
 }
+
+// smallRequest is the most descriptors ApplyReplaces compares pairwise,
+// without allocating.
+const smallRequest = 16
 
 // replaced reports whether any of limits replaces name.
 func replaced(limits []*Limit, name string) bool {
@@ -273,6 +277,24 @@ func replaced(limits []*Limit, name string) bool {
 		}
 	}
 	return false
+}
+
+// applyReplacesLarge is ApplyReplaces for many descriptors, in time linear
+// in their rules' names.
+func applyReplacesLarge(limits []*Limit) {
+	names := map[string]bool{}
+	for _, l := range limits {
+		if l != nil {
+			for _, r := range l.Replaces {
+				names[r] = true
+			}
+		}
+	}
+	for i, l := range limits {
+		if l != nil && l.Name != "" && names[l.Name] {
+			limits[i] = nil
+		}
+	}
 }
 
 // Domains returns the configured domains, sorted.
