@@ -58,6 +58,15 @@
 //   - Fields are checked where they belong: the peer accepts any known field
 //     name at any level and ignores it there (a shadow_mode under rate_limit
 //     does nothing), which here is an error.
+//   - A rate_limit needs requests_per_unit (the peer reads a missing one as
+//     0 and denies everything) and takes none with unlimited: true (the
+//     peer ignores it); unit_multiplier, which recent peer releases read, is
+//     refused rather than ignored, since ignoring it would enforce a
+//     shorter window than written.
+//   - YAML merge keys (<<) are refused; anchors and aliases work, and the
+//     YAML 1.1 booleans (yes, no, on, off) are read as the peer reads them.
 //   - Several files for one domain are an error, as in the peer by default
-//     (its MERGE_DOMAIN_CONFIG is not offered).
+//     (its MERGE_DOMAIN_CONFIG is not offered). A directory is read without
+//     its subdirectories and dot files, which for a Kubernetes ConfigMap
+//     volume are the same files again.
 package rls

@@ -117,6 +117,8 @@ func TestParseErrors(t *testing.T) {
 			[]bad{{5, "descriptors[1]", "duplicate descriptor composite key 'a.k_v*' (first on line 3)"}}},
 		{"duplicate nested", "domain: a\ndescriptors:\n  - key: k\n    descriptors:\n      - key: s\n      - key: s\n",
 			[]bad{{6, "descriptors[0].descriptors[1]", "duplicate descriptor composite key 'a.k.s' (first on line 5)"}}},
+		{"unit_multiplier", "domain: a\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: minute\n      requests_per_unit: 20\n      unit_multiplier: 5\n",
+			[]bad{{7, "descriptors[0].rate_limit.unit_multiplier", "not supported: a rule's window is one unit"}}},
 		{"rate_limit a list", "domain: a\ndescriptors:\n  - key: k\n    rate_limit: [1]\n", []bad{{4, "descriptors[0].rate_limit", "want a mapping, got a list"}}},
 		{"missing requests", "domain: a\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n",
 			[]bad{{5, "descriptors[0].rate_limit.requests_per_unit", "must be set (0 denies every request)"}}},

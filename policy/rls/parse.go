@@ -31,6 +31,12 @@ var (
 	descriptorFields = []string{"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric", "share_threshold"}
 	rateLimitFields  = []string{"name", "unit", "requests_per_unit", "unlimited", "replaces"}
 	replacesFields   = []string{"name"}
+	// refusedRateLimitFields are rate_limit fields of recent peer releases
+	// that floodgate refuses rather than ignore, since ignoring them would
+	// enforce another limit than the one written.
+	refusedRateLimitFields = map[string]string{
+		"unit_multiplier": "not supported: a rule's window is one unit; write the limit for one second, minute, hour or day",
+	}
 )
 
 // parser reads one file, collecting every error.
@@ -173,6 +179,12 @@ type fieldSet struct {
 // duplicate or non-scalar field name; nil when n is not a mapping. A null
 // n is an empty mapping.
 func (p *parser) fields(n *yaml.Node, path string, known []string) *fieldSet {
+	return p.fieldsRefusing(n, path, known, nil)
+}
+
+// fieldsRefusing is fields, with a reason for each of the refused field
+// names.
+func (p *parser) fieldsRefusing(n *yaml.Node, path string, known []string, refused map[string]string) *fieldSet {
 	n = resolve(n)
 	f := &fieldSet{vals: map[string]*yaml.Node{}, lines: map[string]int{}, line: n.Line}
 	if isNull(n) {
@@ -191,6 +203,8 @@ func (p *parser) fields(n *yaml.Node, path string, known []string) *fieldSet {
 			p.errorf(k.Line, path, "merge keys (<<) are not supported: write the fields out")
 		case f.lines[k.Value] != 0:
 			p.errorf(k.Line, join(path, k.Value), "duplicate field %q (first on line %d)", k.Value, f.lines[k.Value])
+		case refused[k.Value] != "":
+			p.errorf(k.Line, join(path, k.Value), "%s", refused[k.Value])
 		case !slices.Contains(known, k.Value):
 			p.errorf(k.Line, path, "unknown field %q (want %s)", k.Value, strings.Join(known, ", "))
 		default:
@@ -310,7 +324,7 @@ func (p *parser) insert(parent, c *node, line int, path, key string) {
 
 // rateLimit reads a rate_limit block; nil when it is not a mapping.
 func (p *parser) rateLimit(n *yaml.Node, path string) *Limit {
-	f := p.fields(n, path, rateLimitFields)
+	f := p.fieldsRefusing(n, path, rateLimitFields, refusedRateLimitFields)
 	if f == nil {
 		return nil
 	}
