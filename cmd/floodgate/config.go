@@ -16,6 +16,7 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
 	"github.com/floodgate-rl/floodgate/policy"
+	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 )
 
 // version is the release printed by --version and logged at startup. The
@@ -103,6 +104,12 @@ type Config struct {
 	// the file when it changes.
 	PolicyFile string
 	Policy     *policy.Policy
+	// RLSConfigPath is the rate limit service's configuration
+	// (--rls-config), a file or a directory in envoyproxy/ratelimit's
+	// format; empty for none. RLSConfig is its content, loaded and
+	// validated by ParseConfig; the server reloads it when it changes.
+	RLSConfigPath string
+	RLSConfig     *rlsconf.Config
 	// Headers turns the X-RateLimit-* headers on allowed responses on or off.
 	Headers bool
 	// DegradedHeaderToClient also sends X-Floodgate-Degraded to clients
@@ -199,6 +206,9 @@ var options = []option{
 	{name: "policy", arg: "file", def: "",
 		usage: "YAML policy file: rules by route scope, method, path and headers with their own key, limit, window, strategy and tiers; an allowlist and a blocklist; shadow rules. Reloaded when it changes; check it with floodgate check-policy FILE",
 		parse: parsePolicy},
+	{name: "rls-config", arg: "path", def: "",
+		usage: "configuration of the rate limit service (Envoy's ratelimit filter, served on --grpc-addr too): a YAML file or a directory of them, one domain each, in envoyproxy/ratelimit's format. Reloaded when it changes; check it with floodgate check-rls-config PATH",
+		parse: parseRLSConfig},
 	{name: "fail-mode", arg: "local|open|closed", def: "local",
 		usage: "when memcached fails: local decides with a per-replica in-memory limiter (the limit then holds per replica), open allows the request, closed denies it with 503",
 		parse: parseFailMode},
@@ -319,11 +329,15 @@ func DefaultConfig() Config {
 func Usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: floodgate [flags]
        floodgate check-policy FILE
+       floodgate check-rls-config PATH
 
 floodgate is a rate limiter for Envoy's ext_authz filter (envoy.service.auth.v3
 gRPC). Each requestor may make --limit requests per sliding --window; further
-requests get HTTP 429. Counters live in memcached (--memcache-servers), so
-replicas share one limit, or in memory when no servers are given.
+requests get HTTP 429. It also serves Envoy's rate limit service API
+(envoy.service.ratelimit.v3) with the limits of --rls-config, in
+envoyproxy/ratelimit's format. Counters live in memcached
+(--memcache-servers), so replicas share one limit, or in memory when no
+servers are given.
 
 Flags (each can also be set by the environment variable shown; a flag given on
 the command line wins):

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -62,6 +63,9 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "check-policy" {
 		return checkPolicy(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "check-rls-config" {
+		return checkRLSConfig(args[1:], stdout, stderr)
 	}
 	cfg, err := ParseConfig(args, getenv)
 	switch {
@@ -172,6 +176,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer stopPolicy()
+	rlsSrv, err := newRLSServer(cfg, strategies, reg, log)
+	if err != nil {
+		return err
+	}
+	stopRLS, err := startRLSConfig(ctx, cfg, rlsSrv, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopRLS()
 
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -202,10 +215,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	gs := grpc.NewServer(grpcServerOptions(cfg, creds, calls)...)
 	az.Register(gs)
+	rlsSrv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	var draining atomic.Bool
 	admin := &http.Server{
@@ -297,6 +312,7 @@ func startupAttrs(cfg Config, storeKind string, grpcAddr, adminAddr net.Addr) []
 	if cfg.Policy != nil {
 		attrs = append(attrs, "policy", cfg.PolicyFile, "policy_rules", len(cfg.Policy.Rules), "policy_sha256", shortDigest(cfg.Policy.Digest))
 	}
+	attrs = append(attrs, rlsAttrs(cfg)...)
 	if cfg.Key.String() == "xff" {
 		attrs = append(attrs, "xff_trusted_hops", cfg.XFFTrustedHops)
 	}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate-rl/floodgate/internal/periodic"
+	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/policy"
+	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
+	"github.com/floodgate-rl/floodgate/rls"
+)
+
+// parseRLSConfig parses --rls-config: it loads and validates the file or
+// directory, so that an invalid configuration stops floodgate before it
+// serves, naming the first problem. It comes after --strategy, whose limits
+// every rule must respect.
+func parseRLSConfig(c *Config, v string) error {
+	c.RLSConfigPath, c.RLSConfig = "", nil
+	if v == "" {
+		return nil
+	}
+	lc, err := rlsconf.Load(v)
+	if err == nil {
+		err = rls.CheckStrategy(lc, c.Strategy)
+	}
+	if err != nil {
+		return firstRLSError(err, v)
+	}
+	c.RLSConfigPath, c.RLSConfig = v, lc
+	return nil
+}
+
+// firstRLSError shortens a list of configuration errors to its first, for
+// one line of a flag error, saying how many more check-rls-config lists.
+func firstRLSError(err error, path string) error {
+	var es rlsconf.Errors
+	if !errors.As(err, &es) || len(es) < 2 {
+		return err
+	}
+	return fmt.Errorf("%v (and %d more: floodgate check-rls-config %s lists them all)", es[0], len(es)-1, path)
+}
+
+// newRLSServer builds the rate limit service on the strategy --strategy
+// names (with memcached, inside the per-replica fallback), with cfg's
+// configuration, fail mode and headers.
+func newRLSServer(cfg Config, strategies map[string]limiter.Strategy, reg prometheus.Registerer, log *slog.Logger) (*rls.Server, error) {
+	ms, ok := strategies[cfg.Strategy].(limiter.MultiStrategy)
+	if !ok {
+		return nil, fmt.Errorf("rls server: strategy %s (%T) cannot decide several rules at once", cfg.Strategy, strategies[cfg.Strategy])
+	}
+	srv, err := rls.NewServer(rls.Config{
+		Limits:                 cfg.RLSConfig,
+		Strategy:               ms,
+		StrategyName:           cfg.Strategy,
+		FailMode:               cfg.FailMode,
+		Headers:                cfg.Headers,
+		DegradedHeaderToClient: cfg.DegradedHeaderToClient,
+		Logger:                 log,
+		Registerer:             reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rls server: %w", err)
+	}
+	return srv, nil
+}
+
+// rlsReloader keeps the rate limit service's configuration in step with
+// --rls-config: a valid new version replaces it atomically; an invalid one
+// is logged once and counted, and the configuration in force stays. It
+// polls: every poll loads the file or directory and compares its digest
+// (names and contents of its files) with the last one seen, so the
+// symbolic-link swap of a Kubernetes ConfigMap volume is seen like any
+// other change.
+type rlsReloader struct {
+	path string
+	srv  *rls.Server
+	log  *slog.Logger
+	last string // digest of the last content seen, or "error:" + its error
+
+	reloadsOK, reloadsError prometheus.Counter
+	lastSuccess             prometheus.Gauge
+}
+
+// newRLSReloader returns the reloader of path, whose content current is in
+// force in srv, with its metrics registered on reg:
+//
+//   - floodgate_rls_config_reloads_total{result="ok|error"}
+//   - floodgate_rls_config_last_reload_success_timestamp_seconds
+//   - floodgate_rls_config_domains and floodgate_rls_config_rules (gauges of
+//     the configuration in force)
+func newRLSReloader(path string, current *rlsconf.Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger) (*rlsReloader, error) {
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "floodgate_rls_config_reloads_total",
+		Help: "Changes of the --rls-config files: ok (the new version is in force) or error (rejected: the previous version stays in force).",
+	}, []string{"result"})
+	r := &rlsReloader{
+		path:         path,
+		srv:          srv,
+		log:          log,
+		last:         current.Digest,
+		reloadsOK:    reloads.WithLabelValues("ok"),
+		reloadsError: reloads.WithLabelValues("error"),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "floodgate_rls_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time at which a version of the --rls-config files was last put in force (at startup, or by a reload).",
+		}),
+	}
+	count := func(f func(*rlsconf.Config) int) func() float64 {
+		return func() float64 {
+			if c := srv.Limits(); c != nil {
+				return float64(f(c))
+			}
+			return 0
+		}
+	}
+	for _, c := range []prometheus.Collector{reloads, r.lastSuccess,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "floodgate_rls_config_domains",
+			Help: "Domains of the --rls-config in force.",
+		}, count(func(c *rlsconf.Config) int { return len(c.Domains()) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "floodgate_rls_config_rules",
+			Help: "Rules (descriptors with a rate_limit) of the --rls-config in force.",
+		}, count(func(c *rlsconf.Config) int { return len(c.Limits()) })),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register rls config metrics: %w", err)
+		}
+	}
+	r.lastSuccess.SetToCurrentTime()
+	return r, nil
+}
+
+// poll loads the configuration once and puts a changed valid version in
+// force, or reports a changed problem. It reports each distinct state once.
+func (r *rlsReloader) poll() {
+	c, err := rlsconf.Load(r.path)
+	if err != nil {
+		if state := "error:" + err.Error(); state != r.last {
+			r.last = state
+			r.rejected(err)
+		}
+		return
+	}
+	if c.Digest == r.last {
+		return
+	}
+	r.last = c.Digest
+	if err := r.srv.SetLimits(c); err != nil {
+		r.rejected(err)
+		return
+	}
+	r.reloadsOK.Inc()
+	r.lastSuccess.SetToCurrentTime()
+	r.log.Info("rls config reloaded", "path", r.path, "domains", len(c.Domains()), "rules", len(c.Limits()), "sha256", shortDigest(c.Digest))
+}
+
+// rejected logs and counts a version that cannot be put in force: one line
+// with every problem.
+func (r *rlsReloader) rejected(err error) {
+	r.reloadsError.Inc()
+	kept := "none"
+	if c := r.srv.Limits(); c != nil {
+		kept = shortDigest(c.Digest)
+	}
+	r.log.Error("rls config reload rejected, keeping the config in force", "path", r.path, "error", strings.ReplaceAll(err.Error(), "\n", "; "), "kept_sha256", kept)
+}
+
+// startRLSConfig starts reloading --rls-config as it changes (looking every
+// policy.DefaultPollInterval), until ctx is done or stop is called. Without
+// --rls-config it does nothing.
+func startRLSConfig(ctx context.Context, cfg Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
+	return startRLSConfigEvery(ctx, cfg, srv, reg, log, policy.DefaultPollInterval)
+}
+
+// startRLSConfigEvery is startRLSConfig polling every interval.
+func startRLSConfigEvery(ctx context.Context, cfg Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger, interval time.Duration) (stop func(), err error) {
+	if cfg.RLSConfigPath == "" {
+		return func() {}, nil
+	}
+	r, err := newRLSReloader(cfg.RLSConfigPath, cfg.RLSConfig, srv, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	return periodic.Start(ctx, interval, r.poll), nil
+}
+
+// rlsAttrs are the attributes of the startup line about the rate limit
+// service's configuration; none without --rls-config.
+func rlsAttrs(cfg Config) []any {
+	if cfg.RLSConfig == nil {
+		return nil
+	}
+	return []any{"rls_config", cfg.RLSConfigPath, "rls_domains", strings.Join(cfg.RLSConfig.Domains(), ","),
+		"rls_rules", len(cfg.RLSConfig.Limits()), "rls_sha256", shortDigest(cfg.RLSConfig.Digest)}
+}
+
+// checkRLSConfigUsage is the help of the check-rls-config subcommand.
+const checkRLSConfigUsage = `Usage: floodgate check-rls-config PATH
+
+Validates the rate limit service configuration at PATH (see --rls-config):
+one YAML file, or a directory of them (*.yaml, *.yml), one domain each, in
+envoyproxy/ratelimit's format. It prints every rule as floodgate
+understands it, one line each (key: limit, then name, replaces and shadow
+mode, and where it is), then a summary line starting with "valid:".
+
+Exit status: 0 when PATH is valid; 2 when it is not, with every problem on
+stderr, one line each: floodgate: FILE:LINE: FIELD: reason
+`
+
+// checkRLSConfig runs `floodgate check-rls-config PATH`: args are the
+// arguments after the subcommand. It returns the exit status.
+func checkRLSConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		io.WriteString(stdout, checkRLSConfigUsage)
+		return exitOK
+	}
+	if len(args) != 1 || args[0] == "" {
+		fmt.Fprintf(stderr, "floodgate: check-rls-config takes one argument, a file or a directory: floodgate check-rls-config PATH\n")
+		return exitUsage
+	}
+	c, err := rlsconf.Load(args[0])
+	if err != nil {
+		var es rlsconf.Errors
+		if !errors.As(err, &es) {
+			es = rlsconf.Errors{{File: args[0], Msg: err.Error()}}
+		}
+		for _, e := range es {
+			fmt.Fprintf(stderr, "floodgate: %s\n", oneLine(e))
+		}
+		fmt.Fprintf(stderr, "floodgate: %s: %d %s\n", args[0], len(es), plural(len(es), "error", "errors"))
+		return exitUsage
+	}
+	for _, l := range c.Limits() {
+		fmt.Fprintln(stdout, ruleLine(l))
+	}
+	fmt.Fprintf(stdout, "valid: domains=%d rules=%d sha256=%s\n", len(c.Domains()), len(c.Limits()), shortDigest(c.Digest))
+	return exitOK
+}
+
+// ruleLine describes one rule for check-rls-config:
+// "KEY: 5/minute name=login replaces=a,b shadow (FILE:LINE)".
+func ruleLine(l *rlsconf.Limit) string {
+	var b strings.Builder
+	b.WriteString(l.Key)
+	b.WriteString(": ")
+	if l.Unlimited {
+		b.WriteString("unlimited")
+	} else {
+		b.WriteString(strconv.FormatUint(uint64(l.RequestsPerUnit), 10) + "/" + l.Unit.String())
+	}
+	if l.Name != "" {
+		b.WriteString(" name=" + strconv.Quote(l.Name))
+	}
+	if len(l.Replaces) > 0 {
+		b.WriteString(" replaces=" + strconv.Quote(strings.Join(l.Replaces, ",")))
+	}
+	if l.ShadowMode {
+		b.WriteString(" shadow")
+	}
+	fmt.Fprintf(&b, " (%s:%d)", l.File, l.Line)
+	return b.String()
+}
+
+// plural returns one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
