@@ -325,6 +325,8 @@ func containerEnv(t *testing.T, fc floodgateContainer, withMemcache bool, p *flo
 				servers = append(servers, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
 			}
 			v = strings.Join(servers, ",")
+		case "FLOODGATE_RLS_CONFIG":
+			v = configMapFiles(t, fc, v) // the ConfigMap mounted there
 		}
 		env = append(env, e.Name+"="+v)
 	}

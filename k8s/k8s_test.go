@@ -35,6 +35,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/api/networking/v1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	securityv1 "istio.io/api/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +60,8 @@ var kustomizations = []string{
 	"overlays/sidecar",
 	"istio/service",
 	"istio/in-pod",
+	"istio/rls",
+	"istio/rls/gateway",
 	"grafana",
 }
 
@@ -174,6 +177,8 @@ func decode(apiVersion, kind string, y []byte) (any, error) {
 		return decodeIstio(y, &securityv1.AuthorizationPolicy{})
 	case "networking.istio.io/v1 ServiceEntry":
 		return decodeIstio(y, &networkingv1.ServiceEntry{})
+	case "networking.istio.io/v1alpha3 EnvoyFilter":
+		return decodeIstio(y, &networkingv1alpha3.EnvoyFilter{})
 	default:
 		return nil, fmt.Errorf("no typed struct for apiVersion %s kind %s: add one to decode", apiVersion, kind)
 	}
