@@ -40,7 +40,10 @@ func ExampleFixed() {
 func ExampleTokenBucket() {
 	store := limiter.NewMemoryStore(nil)
 	defer store.Close()
-	b := limiter.NewTokenBucket(store, limiter.StrategyConfig{})
+	// One process, whose clock agrees with itself: no skew to allow for.
+	// Replicas keep the default MaxClockSkew, which costs a bucket that
+	// much refill (here one token of the burst); see the package doc.
+	b := limiter.NewTokenBucket(store, limiter.StrategyConfig{MaxClockSkew: -1})
 
 	// 60 per minute on average, one per second, in bursts of at most 3.
 	req := limiter.Request{Requestor: "api-key:k-42", Limit: 60, Window: time.Minute, Burst: 3}
@@ -58,7 +61,9 @@ func ExampleTokenBucket() {
 func ExampleSlidingLog() {
 	store := limiter.NewMemoryStore(nil)
 	defer store.Close()
-	l := limiter.NewSlidingLog(store, limiter.StrategyConfig{})
+	// One process: no skew to allow for. With the default MaxClockSkew
+	// each entry would count one second longer; see the package doc.
+	l := limiter.NewSlidingLog(store, limiter.StrategyConfig{MaxClockSkew: -1})
 
 	// Two per 10 seconds, to the millisecond: the third request may come
 	// when the first is 10s old.

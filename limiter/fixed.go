@@ -50,46 +50,180 @@ func NewFixed(store Store, cfg StrategyConfig) *Fixed {
 	return &Fixed{store: store, denied: newDenials(cfg.MaxRequestors)}
 }
 
-// Allow decides whether req's requestor may make one more request at now and
-// counts it when allowed. It implements Strategy.
+// Allow decides whether req's requestor may make req's hits more requests
+// at now and counts them when allowed. It implements Strategy, and is
+// AllowAll of req alone.
 func (f *Fixed) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	if err := req.Validate(); err != nil {
-		return Decision{}, fmt.Errorf("fixed window: %w", err)
-	}
-	w := int64(req.Window / time.Second)
-	id := strategyID(fixedTag, req.Scope, w, req.Requestor)
-	idx := floorDiv(now.Unix(), w)
-	endMs := (idx + 1) * w * 1000 // the next boundary
-	nowMs := now.UnixMilli()
-	d := Decision{Limit: req.Limit, Window: req.Window}
+	return firstOf(f.AllowAll(ctx, []Request{req}, now))
+}
 
-	dk := denyKey{id: id, limit: req.Limit}
-	if until, ok := f.denied.until(dk, nowMs); ok {
-		d.RetryAfter = retryAfter(until, nowMs)
-		return d, nil
+// AllowAll implements MultiStrategy. Each requestor's counter is
+// incremented by the hits of its requests, one after the other; when any
+// comes back over its limit, all are decremented again, and the set tries
+// again (after a pause under a millisecond, at most maxAttempts times in
+// all) while the counts the decrements return leave room for every one, so
+// that a set is not denied only because another was counted and undone.
+func (f *Fixed) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	if len(reqs) == 0 {
+		return nil, nil
 	}
-
-	key := fixedKey(id, idx)
-	v, err := f.store.Add(ctx, key, 1, req.Window+SkewMargin)
-	if err != nil {
-		return Decision{}, fmt.Errorf("fixed window: count %s: %w", key, err)
-	}
-	if v <= req.Limit {
-		d.Allowed = true
-		d.Remaining = req.Limit - v
-		if d.Remaining == 0 {
-			f.denied.deny(dk, endMs, nowMs)
-			d.RetryAfter = retryAfter(endMs, nowMs)
+	for i, r := range reqs {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("fixed window: request %d: %w", i, err)
 		}
-		return d, nil
 	}
-	// Denied: undo the increment so a denied request leaves no trace. If the
-	// undo fails the counter stays one too high until the boundary, which
-	// errs on the safe side.
-	_, _ = f.store.Add(ctx, key, -1, req.Window+SkewMargin)
-	f.denied.deny(dk, endMs, nowMs)
-	d.RetryAfter = retryAfter(endMs, nowMs)
-	return d, nil
+	nowMs := now.UnixMilli()
+	gs, of := groupRequests(reqs, func(r Request) (string, string) {
+		w := int64(r.Window / time.Second)
+		id := strategyID(fixedTag, r.Scope, w, r.Requestor)
+		return id, fixedKey(id, floorDiv(now.Unix(), w))
+	})
+	counts := make([]int64, len(gs)) // what each counter holds without the set
+	ds := make([]Decision, len(reqs))
+	for i, r := range reqs {
+		ds[i] = Decision{Limit: r.Limit, Window: r.Window}
+	}
+	if f.remembered(reqs, gs, of, ds, nowMs) {
+		return ds, f.read(ctx, reqs, gs, of, ds, nowMs)
+	}
+	for attempt := 1; ; attempt++ {
+		room, counted, err := f.count(ctx, reqs[0].Window, gs, counts)
+		if err != nil {
+			return nil, err
+		}
+		if counted {
+			f.decide(reqs, gs, of, counts, ds, nowMs, true)
+			return ds, nil
+		}
+		if room && attempt < maxAttempts && jitterPause(ctx) {
+			continue
+		}
+		f.decide(reqs, gs, of, counts, ds, nowMs, false)
+		denyUnlessDenied(ds, time.Second)
+		return ds, nil
+	}
+}
+
+// remembered marks in ds the requests that cannot fit (more hits than
+// their limit) or that this instance remembers denied, and reports whether
+// there is any: then the set is denied without counting.
+func (f *Fixed) remembered(reqs []Request, gs []reqGroup, of []int, ds []Decision, nowMs int64) bool {
+	found := false
+	for i, r := range reqs {
+		g := gs[of[i]]
+		if g.hits > r.Limit {
+			ds[i].RetryAfter, found = r.Window, true
+			continue
+		}
+		if until, ok := f.denied.until(denyKey{id: g.id, limit: r.Limit - g.hits + 1}, nowMs); ok {
+			ds[i].RetryAfter, found = retryAfter(until, nowMs), true
+		}
+	}
+	return found
+}
+
+// read completes the decisions of a set denied without counting: it reads
+// the counters of the requests not yet decided, which had room when their
+// counters leave room for their hits.
+func (f *Fixed) read(ctx context.Context, reqs []Request, gs []reqGroup, of []int, ds []Decision, nowMs int64) error {
+	var keys []string
+	for i := range reqs {
+		if ds[i].RetryAfter == 0 {
+			keys = append(keys, gs[of[i]].key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	vals, err := f.store.Get(ctx, keys)
+	if err != nil {
+		// The set is denied anyway: the others say no room, safely.
+		vals = nil
+	}
+	for i, r := range reqs {
+		if ds[i].RetryAfter != 0 {
+			continue
+		}
+		g := gs[of[i]]
+		c, ok := vals[g.key]
+		if ok || err == nil {
+			if c <= r.Limit-g.hits {
+				ds[i].Allowed, ds[i].Remaining = true, r.Limit-c
+				continue
+			}
+		}
+		ds[i].RetryAfter = retryAfter(fixedEnd(r, nowMs), nowMs)
+	}
+	return nil
+}
+
+// count increments every group's counter by its hits, in order. When all
+// fit, it reports counted, with counts[j] the value group j's increment
+// returned. Otherwise it decrements them all again and reports whether the
+// values the decrements returned (now in counts) leave room for every
+// group; a failed decrement leaves its counter high, which errs on the safe
+// side, and reports no room. A failed increment undoes the others and
+// fails.
+func (f *Fixed) count(ctx context.Context, window time.Duration, gs []reqGroup, counts []int64) (room, counted bool, err error) {
+	ttl := window + SkewMargin
+	fits := true
+	n := 0
+	for ; n < len(gs); n++ {
+		var v int64
+		if v, err = f.store.Add(ctx, gs[n].key, gs[n].hits, ttl); err != nil {
+			break
+		}
+		counts[n] = v
+		fits = fits && v <= gs[n].limit
+	}
+	if n == len(gs) && fits {
+		return false, true, nil
+	}
+	room = n == len(gs)
+	for j := range gs[:n] {
+		c, uerr := f.store.Add(ctx, gs[j].key, -gs[j].hits, ttl)
+		if uerr != nil {
+			counts[j], room = counts[j]-gs[j].hits, false
+			continue
+		}
+		counts[j] = c
+		room = room && c <= gs[j].limit-gs[j].hits
+	}
+	if n < len(gs) {
+		return false, false, fmt.Errorf("fixed window: count %s: %w", gs[n].key, err)
+	}
+	return room, false, nil
+}
+// decide writes the decisions of a set from counts: the values the
+// increments returned when counted, else what the counters hold without
+// the set. A request with no room left is remembered denied until the
+// window's end.
+func (f *Fixed) decide(reqs []Request, gs []reqGroup, of []int, counts []int64, ds []Decision, nowMs int64, counted bool) {
+	for i, r := range reqs {
+		g, c := gs[of[i]], counts[of[i]]
+		end := fixedEnd(r, nowMs)
+		d := &ds[i]
+		switch {
+		case counted:
+			d.Allowed, d.Remaining = true, r.Limit-c
+			if d.Remaining == 0 {
+				f.denied.deny(denyKey{id: g.id, limit: r.Limit}, end, nowMs)
+				d.RetryAfter = retryAfter(end, nowMs)
+			}
+		case c <= r.Limit-g.hits:
+			d.Allowed, d.Remaining = true, r.Limit-c
+		default:
+			f.denied.deny(denyKey{id: g.id, limit: r.Limit - g.hits + 1}, end, nowMs)
+			d.RetryAfter = retryAfter(end, nowMs)
+		}
+	}
+}
+
+// fixedEnd returns the next window boundary after nowMs for r's window,
+// in Unix milliseconds.
+func fixedEnd(r Request, nowMs int64) int64 {
+	w := int64(r.Window / time.Second)
+	return (floorDiv(floorDiv(nowMs, 1000), w) + 1) * w * 1000
 }
 
 // fixedKey names the counter of window idx for id.
@@ -100,9 +234,4 @@ func fixedKey(id string, idx int64) string {
 	b = append(b, ':', 'f')
 	b = strconv.AppendInt(b, idx, 10)
 	return string(b)
-}
-
-// AllowAll implements MultiStrategy.
-func (f *Fixed) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
-	return allowAllInterim(ctx, reqs, now, f.Allow)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -61,48 +62,117 @@ type SlidingLog struct {
 	store  SwapStore
 	turns  *turns
 	denied *denials
+	skewMs int64 // StrategyConfig.MaxClockSkew, in milliseconds
 }
 
 // NewSlidingLog returns a SlidingLog keeping its logs in store.
 func NewSlidingLog(store SwapStore, cfg StrategyConfig) *SlidingLog {
-	return &SlidingLog{store: store, turns: newTurns(), denied: newDenials(cfg.MaxRequestors)}
+	return &SlidingLog{store: store, turns: newTurns(), denied: newDenials(cfg.MaxRequestors), skewMs: cfg.skewMs()}
 }
 
-// Allow decides whether req's requestor may make one more request at now and
-// records it when allowed. It implements Strategy.
+// Allow decides whether req's requestor may make req's hits more requests
+// at now and records them when allowed. It implements Strategy, and is
+// AllowAll of req alone.
 func (l *SlidingLog) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	if err := req.Validate(); err != nil {
-		return Decision{}, fmt.Errorf("sliding log: %w", err)
+	return firstOf(l.AllowAll(ctx, []Request{req}, now))
+}
+
+// logGroup is one log of a set: its group, and what its decision found.
+type logGroup struct {
+	reqGroup
+	windowMs int64
+	n        int64 // entries in the window, without the set's
+	untilMs  int64 // when its hits fit, if they do not now; -1: never
+	at       int64 // the instant its entries were recorded at
+	taken    bool  // its entries are recorded (and not yet taken back)
+	read     bool  // n, untilMs and at are from its log
+}
+
+// AllowAll implements MultiStrategy. The logs of a set are one value each,
+// so a set cannot be one compare-and-swap: its entries are recorded in key
+// order, each log with its own compare-and-swap, and when one log has no
+// room the entries already recorded are taken out again, one compensating
+// compare-and-swap each. Between the two, a concurrent decision may see
+// those entries and be denied: for at most the time of the set's later
+// compare-and-swaps (bounded by the caller's deadline), and for at most the
+// set's hits in each log; such a denial is remembered for at most a second.
+// That errs on the side of under-admission; taking entries out never lets a
+// window hold more than Limit. The logs are held in this instance's turns
+// for the whole set, in key order.
+func (l *SlidingLog) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	if len(reqs) == 0 {
+		return nil, nil
 	}
-	if req.Limit > MaxSlidingLogLimit {
-		return Decision{}, fmt.Errorf("sliding log: limit %d: must be at most %d; use the sliding strategy for larger limits", req.Limit, MaxSlidingLogLimit)
+	for i, r := range reqs {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("sliding log: request %d: %w", i, err)
+		}
+		if r.Limit > MaxSlidingLogLimit {
+			return nil, fmt.Errorf("sliding log: request %d: limit %d: must be at most %d; use the sliding strategy for larger limits", i, r.Limit, MaxSlidingLogLimit)
+		}
 	}
-	w := int64(req.Window / time.Second)
-	windowMs := w * 1000
-	id := strategyID(slidingLogTag, req.Scope, w, req.Requestor)
+	rgs, of := groupRequests(reqs, func(r Request) (string, string) {
+		id := strategyID(slidingLogTag, r.Scope, int64(r.Window/time.Second), r.Requestor)
+		return id, valueKey(id, slidingLogKind)
+	})
+	gs := make([]logGroup, len(rgs))
+	for i, r := range reqs {
+		gs[of[i]].reqGroup, gs[of[i]].windowMs = rgs[of[i]], r.Window.Milliseconds()
+	}
+	for i := range gs {
+		done, err := l.turns.take(ctx, gs[i].key)
+		if err != nil {
+			return nil, fmt.Errorf("sliding log: %w", err)
+		}
+		defer done()
+	}
 	nowMs := now.UnixMilli()
-	d := Decision{Limit: req.Limit, Window: req.Window}
+	if err := l.record(ctx, reqs[0].Window, gs, nowMs); err != nil {
+		return nil, err
+	}
+	return l.decisions(reqs, gs, of, nowMs), nil
+}
 
-	dk := denyKey{id: id, limit: req.Limit}
-	if until, ok := l.denied.until(dk, nowMs); ok {
-		d.RetryAfter = retryAfter(until, nowMs)
-		return d, nil
+// record decides every log of the set in key order and records its entries
+// while all have room; once one has not (or is remembered denied, or can
+// never hold the hits), the rest are only read, and the entries recorded
+// are taken out again. A failed store call takes out what was recorded, as
+// far as the store lets it, and fails.
+func (l *SlidingLog) record(ctx context.Context, window time.Duration, gs []logGroup, nowMs int64) error {
+	all := true
+	for i := range gs {
+		g := &gs[i]
+		if g.hits > g.limit {
+			g.untilMs, all = -1, false
+			continue
+		}
+		if until, ok := l.denied.until(denyKey{id: g.id, limit: g.limit - g.hits + 1}, nowMs); ok {
+			g.untilMs, all = until, false
+			continue
+		}
+		if err := update(ctx, l.store, g.key, l.decideLog(g, nowMs, all)); err != nil {
+			l.takeBack(ctx, gs)
+			return fmt.Errorf("sliding log: %w", err)
+		}
+		all = all && g.taken
 	}
-	key := valueKey(id, slidingLogKind)
-	done, err := l.turns.take(ctx, key)
-	if err != nil {
-		return Decision{}, fmt.Errorf("sliding log: %w", err)
+	if !all {
+		l.takeBack(ctx, gs)
 	}
-	defer done()
-	// Another decision of this instance may have filled the log while this
-	// one waited for its turn.
-	if until, ok := l.denied.until(dk, nowMs); ok {
-		d.RetryAfter = retryAfter(until, nowMs)
-		return d, nil
-	}
+	return nil
+}
 
-	var untilMs int64 // when the next request is allowed, if none is now
-	err = update(ctx, l.store, key, func(old []byte, _ bool) ([]byte, time.Duration, bool, error) {
+// decideLog is the read-modify-write step of g's log at nowMs: it drops
+// what has left the window (and the skew bound), and appends g's hits when
+// write is true and they fit, else only reads.
+//
+// An entry counts for Window+MaxClockSkew: a replica whose clock runs
+// ahead by up to the skew must still see every entry another replica
+// recorded within the window. A request whose clock reads earlier than the
+// newest entry (a clock behind another's) is recorded at that newest
+// instant, so the log stays ordered.
+func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool) swap {
+	return func(old []byte, _ bool) ([]byte, time.Duration, bool, error) {
 		log, err := decodeLog(old)
 		if err != nil {
 			return nil, 0, false, err
@@ -111,35 +181,100 @@ func (l *SlidingLog) Allow(ctx context.Context, req Request, now time.Time) (Dec
 		if n := len(log); n > 0 {
 			t = max(t, log[n-1])
 		}
-		// Drop what has left the window (t-windowMs, t].
+		span := g.windowMs + l.skewMs
 		i := 0
-		for i < len(log) && log[i] <= t-windowMs {
+		for i < len(log) && log[i] <= t-span {
 			i++
 		}
 		log = log[i:]
-		n := int64(len(log))
-		d.Allowed, d.Remaining, untilMs = false, 0, 0
-		if n >= req.Limit {
-			// The request is allowed once the (n-Limit+1)th oldest left.
-			untilMs = log[n-req.Limit] + windowMs
+		g.n, g.untilMs, g.at, g.taken, g.read = int64(len(log)), 0, t, false, true
+		if g.n > g.limit-g.hits {
+			// Allowed once enough of the oldest have left.
+			g.untilMs = log[g.n-(g.limit-g.hits)-1] + span
 			return nil, 0, false, nil
 		}
-		log = append(log, t)
-		n++
-		d.Allowed, d.Remaining = true, req.Limit-n
-		if d.Remaining == 0 {
-			untilMs = log[0] + windowMs
+		if !write {
+			return nil, 0, false, nil
 		}
-		return encodeLog(log), req.Window + SkewMargin, true, nil
-	})
-	if err != nil {
-		return Decision{}, fmt.Errorf("sliding log: %w", err)
+		for range g.hits {
+			log = append(log, t)
+		}
+		g.taken = true
+		if g.n+g.hits == g.limit {
+			g.untilMs = log[0] + span
+		}
+		return encodeLog(log), time.Duration(span)*time.Millisecond + SkewMargin, true, nil
 	}
-	if d.Remaining == 0 {
-		l.denied.deny(dk, untilMs, nowMs)
-		d.RetryAfter = retryAfter(untilMs, nowMs)
+}
+
+// takeBack takes the set's recorded entries out of their logs again: a
+// compensating compare-and-swap each, removing as many entries at the
+// instant they were recorded at as the set added. Entries at one instant
+// are alike, so what other decisions recorded meanwhile stays. A failed one
+// leaves the entries, which errs on the safe side.
+func (l *SlidingLog) takeBack(ctx context.Context, gs []logGroup) {
+	for i := range gs {
+		g := &gs[i]
+		if !g.taken {
+			continue
+		}
+		err := update(context.WithoutCancel(ctx), l.store, g.key, func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
+			log, err := decodeLog(old)
+			if err != nil || !found {
+				return nil, 0, false, err
+			}
+			left := g.hits
+			for j := len(log) - 1; j >= 0 && left > 0; j-- {
+				if log[j] == g.at {
+					log = slices.Delete(log, j, j+1)
+					left--
+				}
+			}
+			return encodeLog(log), time.Duration(g.windowMs+l.skewMs)*time.Millisecond + SkewMargin, true, nil
+		})
+		if err == nil {
+			g.taken = false
+		}
 	}
-	return d, nil
+}
+
+// decisions writes the decisions of a set from its logs' results, and
+// remembers the denials.
+func (l *SlidingLog) decisions(reqs []Request, gs []logGroup, of []int, nowMs int64) []Decision {
+	ds := make([]Decision, len(reqs))
+	counted := true
+	for i := range gs {
+		counted = counted && gs[i].taken
+	}
+	for i, r := range reqs {
+		g := &gs[of[i]]
+		d := Decision{Limit: r.Limit, Window: r.Window}
+		switch {
+		case g.hits > r.Limit:
+			d.RetryAfter = r.Window // never fits: no wait lets it in
+		case !g.read: // remembered denied, or beside a request that never fits
+			d.RetryAfter = r.Window
+			if g.untilMs > 0 {
+				d.RetryAfter = retryAfter(g.untilMs, nowMs)
+			}
+		case counted:
+			d.Allowed, d.Remaining = true, r.Limit-g.n-g.hits
+			if d.Remaining == 0 { // the last of the room used
+				l.denied.deny(denyKey{id: g.id, limit: r.Limit}, g.untilMs, nowMs)
+				d.RetryAfter = retryAfter(g.untilMs, nowMs)
+			}
+		case g.n <= r.Limit-g.hits:
+			d.Allowed, d.Remaining = true, r.Limit-g.n // the room left without them
+		default:
+			l.denied.deny(denyKey{id: g.id, limit: r.Limit - g.hits + 1}, g.untilMs, nowMs)
+			d.RetryAfter = retryAfter(g.untilMs, nowMs)
+		}
+		ds[i] = d
+	}
+	if !counted {
+		denyUnlessDenied(ds, time.Second)
+	}
+	return ds
 }
 
 // encodeLog returns the stored form of log, ascending Unix milliseconds.
@@ -178,9 +313,4 @@ func decodeLog(b []byte) ([]int64, error) {
 		b = b[n:]
 	}
 	return log, nil
-}
-
-// AllowAll implements MultiStrategy.
-func (l *SlidingLog) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
-	return allowAllInterim(ctx, reqs, now, l.Allow)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,9 +33,24 @@ type StrategyConfig struct {
 	// 262,144.
 	MaxRequestors int
 
-	// MaxClockSkew is Sliding's SlidingConfig.MaxClockSkew: zero means
-	// DefaultMaxClockSkew, a negative value none.
+	// MaxClockSkew is the most that the clocks of the replicas sharing the
+	// store may disagree by (see ValidateClockSkew): Sliding's
+	// SlidingConfig.MaxClockSkew, and what TokenBucket and SlidingLog
+	// allow for so that a replica whose clock runs ahead gets no token or
+	// log entry early (see doc.go). Zero means DefaultMaxClockSkew, a
+	// negative value none.
 	MaxClockSkew time.Duration
+}
+
+// skewMs returns cfg's MaxClockSkew in milliseconds, defaults applied.
+func (cfg StrategyConfig) skewMs() int64 {
+	switch {
+	case cfg.MaxClockSkew == 0:
+		return DefaultMaxClockSkew.Milliseconds()
+	case cfg.MaxClockSkew < 0:
+		return 0
+	}
+	return min(cfg.MaxClockSkew, MaxClockSkewLimit).Milliseconds()
 }
 
 // registry lists the strategies NewStrategy knows, default first. Adding a
@@ -186,21 +202,33 @@ type denyKey struct {
 }
 
 // denials remembers, per requestor, an instant before which no request of
-// it can be allowed. Every strategy here only ever moves that instant later:
-// counts within a fixed window, a token bucket's theoretical arrival time
-// and a log's timestamps only grow, on every replica. So a remembered denial
-// is exact, and a denied requestor costs no store round trip until the
-// instant passes. It is safe for concurrent use.
+// it can be allowed, and trusts that memory for at most denialTrust after
+// it was made. Every strategy here only ever moves that instant later for
+// requests that are allowed: counts within a fixed window, a token bucket's
+// theoretical arrival time and a log's timestamps only grow, on every
+// replica. But a set of requests (MultiStrategy) counts before it knows
+// whether all of it has room, and takes its counts back when not, so a
+// denial may have seen counts that are later undone: trusting it for a
+// second at most bounds what that costs, while a requestor hammering past
+// its limit costs one store round trip a second, not one a request. It is
+// safe for concurrent use.
 type denials struct {
 	maxPer int // entries per shard
 	seed   maphash.Seed
 	shards [cacheShards]denyShard
 }
 
+// denialTrust is how long a remembered denial is trusted.
+const denialTrust = 1000 // milliseconds
+
 type denyShard struct {
 	mu sync.Mutex
-	m  map[denyKey]int64 // Unix milliseconds until which denied
+	m  map[denyKey]denial
 }
+
+// denial is a remembered denial: until when (Unix milliseconds), and until
+// when it is trusted.
+type denial struct{ until, trusted int64 }
 
 func newDenials(maxRequestors int) *denials {
 	if maxRequestors <= 0 {
@@ -208,7 +236,7 @@ func newDenials(maxRequestors int) *denials {
 	}
 	d := &denials{maxPer: (maxRequestors + cacheShards - 1) / cacheShards, seed: maphash.MakeSeed()}
 	for i := range d.shards {
-		d.shards[i].m = make(map[denyKey]int64)
+		d.shards[i].m = make(map[denyKey]denial)
 	}
 	return d
 }
@@ -218,27 +246,29 @@ func (d *denials) shard(k denyKey) *denyShard {
 }
 
 // until returns the remembered instant before which k is denied, and whether
-// nowMs is before it.
+// nowMs is before it and the memory still trusted.
 func (d *denials) until(k denyKey, nowMs int64) (int64, bool) {
 	sh := d.shard(k)
 	sh.mu.Lock()
-	u, ok := sh.m[k]
+	e, ok := sh.m[k]
 	sh.mu.Unlock()
-	return u, ok && nowMs < u
+	return e.until, ok && nowMs < e.until && nowMs < e.trusted
 }
 
-// deny remembers that k is denied until untilMs. Entries whose instant has
-// passed are dropped when the shard is full, then arbitrary ones.
+// deny remembers that k is denied until untilMs, as seen at nowMs. Entries
+// no longer trusted are dropped when the shard is full, then arbitrary ones.
 func (d *denials) deny(k denyKey, untilMs, nowMs int64) {
 	sh := d.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if u, ok := sh.m[k]; ok && u >= untilMs {
-		return
+	old, ok := sh.m[k]
+	if ok && old.trusted > nowMs {
+		untilMs = max(untilMs, old.until) // the instant only moves later
 	}
-	if _, ok := sh.m[k]; !ok && len(sh.m) >= d.maxPer {
-		for key, u := range sh.m {
-			if u <= nowMs {
+	e := denial{until: untilMs, trusted: min(untilMs, nowMs+denialTrust)}
+	if !ok && len(sh.m) >= d.maxPer {
+		for key, e := range sh.m {
+			if e.trusted <= nowMs {
 				delete(sh.m, key)
 			}
 		}
@@ -249,7 +279,64 @@ func (d *denials) deny(k denyKey, untilMs, nowMs int64) {
 			delete(sh.m, key)
 		}
 	}
-	sh.m[k] = untilMs
+	sh.m[k] = e
+}
+
+// reqGroup is the requests of a set that share one stored value or counter
+// (see MultiStrategy): their hits are counted together.
+type reqGroup struct {
+	id, key  string
+	hits     int64 // of all its requests, saturated at math.MaxInt64
+	limit    int64 // the smallest Limit of its requests
+	maxLimit int64 // the largest
+}
+
+// groupRequests puts each of reqs in the group of its key (keyOf returns
+// the identity and the key of a request), and returns the groups in key
+// order, so that turns are always taken in the same order, and the index
+// of each request's group.
+func groupRequests(reqs []Request, keyOf func(Request) (id, key string)) ([]reqGroup, []int) {
+	gs := make([]reqGroup, 0, len(reqs))
+	for _, r := range reqs {
+		id, key := keyOf(r)
+		i := slices.IndexFunc(gs, func(g reqGroup) bool { return g.key == key })
+		if i < 0 {
+			gs = append(gs, reqGroup{id: id, key: key, hits: r.HitsOf(), limit: r.Limit, maxLimit: r.Limit})
+			continue
+		}
+		g := &gs[i]
+		g.hits, g.limit, g.maxLimit = satAdd(g.hits, r.HitsOf()), min(g.limit, r.Limit), max(g.maxLimit, r.Limit)
+	}
+	slices.SortFunc(gs, func(a, b reqGroup) int { return strings.Compare(a.key, b.key) })
+	of := make([]int, len(reqs))
+	for i, r := range reqs {
+		_, key := keyOf(r)
+		of[i] = slices.IndexFunc(gs, func(g reqGroup) bool { return g.key == key })
+	}
+	return gs, of
+}
+
+// denyUnlessDenied makes every decision of a set that was not counted a
+// denial when none is one (the set gave up although each request had room
+// at the last look): nothing was counted, so none may say allowed. retry is
+// the RetryAfter such a denial gets.
+func denyUnlessDenied(ds []Decision, retry time.Duration) {
+	for _, d := range ds {
+		if !d.Allowed {
+			return
+		}
+	}
+	for i := range ds {
+		ds[i].Allowed, ds[i].Remaining, ds[i].RetryAfter = false, 0, retry
+	}
+}
+
+// firstOf is the Allow of a strategy whose Allow is AllowAll of one request.
+func firstOf(ds []Decision, err error) (Decision, error) {
+	if err != nil {
+		return Decision{}, err
+	}
+	return ds[0], nil
 }
 
 // turns makes the decisions of one instance for one key take turns, so that
@@ -350,31 +437,4 @@ func update(ctx context.Context, store SwapStore, key string, f swap) error {
 		}
 	}
 	return fmt.Errorf("write %s: %d attempts lost to other replicas: %w: %w", key, maxSwapAttempts, ErrStoreUnavailable, ErrContention)
-}
-
-// allowAllInterim is the first, conservative AllowAll: a single request of
-// one hit is decided by allow; any other set is validated and then denied
-// whole, counting nothing (under-admission, never over). It is replaced by
-// each strategy's own AllowAll.
-func allowAllInterim(ctx context.Context, reqs []Request, now time.Time, allow func(context.Context, Request, time.Time) (Decision, error)) ([]Decision, error) {
-	if len(reqs) == 0 {
-		return nil, nil
-	}
-	for i, r := range reqs {
-		if err := r.Validate(); err != nil {
-			return nil, fmt.Errorf("request %d: %w", i, err)
-		}
-	}
-	if len(reqs) == 1 && reqs[0].HitsOf() == 1 {
-		d, err := allow(ctx, reqs[0], now)
-		if err != nil {
-			return nil, err
-		}
-		return []Decision{d}, nil
-	}
-	out := make([]Decision, len(reqs))
-	for i, r := range reqs {
-		out[i] = Decision{Limit: r.Limit, Window: r.Window, RetryAfter: r.Window}
-	}
-	return out, nil
 }

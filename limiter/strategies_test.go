@@ -19,9 +19,9 @@ var builders = []struct {
 	name  string
 	build func(SwapStore) Strategy
 }{
-	{StrategyFixed, func(st SwapStore) Strategy { return NewFixed(st, StrategyConfig{}) }},
-	{StrategyTokenBucket, func(st SwapStore) Strategy { return NewTokenBucket(st, StrategyConfig{}) }},
-	{StrategySlidingLog, func(st SwapStore) Strategy { return NewSlidingLog(st, StrategyConfig{}) }},
+	{StrategyFixed, func(st SwapStore) Strategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategyTokenBucket, func(st SwapStore) Strategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategySlidingLog, func(st SwapStore) Strategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }},
 }
 
 // strategyRig is a MemoryStore on a test clock and some instances of one

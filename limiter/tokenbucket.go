@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -71,69 +72,204 @@ type TokenBucket struct {
 	store  SwapStore
 	turns  *turns
 	denied *denials
+	skewMs int64 // StrategyConfig.MaxClockSkew, in milliseconds
 }
 
 // NewTokenBucket returns a TokenBucket keeping its buckets in store.
 func NewTokenBucket(store SwapStore, cfg StrategyConfig) *TokenBucket {
-	return &TokenBucket{store: store, turns: newTurns(), denied: newDenials(cfg.MaxRequestors)}
+	return &TokenBucket{store: store, turns: newTurns(), denied: newDenials(cfg.MaxRequestors), skewMs: cfg.skewMs()}
 }
 
-// Allow decides whether req's requestor may make one more request at now and
-// takes a token when allowed. It implements Strategy.
+// Allow decides whether req's requestor may make req's hits more requests
+// at now and takes that many tokens when allowed. It implements Strategy,
+// and is AllowAll of req alone.
 func (b *TokenBucket) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	g, err := newGCRA(req)
-	if err != nil {
-		return Decision{}, fmt.Errorf("token bucket: %w", err)
+	return firstOf(b.AllowAll(ctx, []Request{req}, now))
+}
+
+// tbGroup is one bucket of a set: its group and arithmetic, and what its
+// decision found.
+type tbGroup struct {
+	reqGroup
+	g       gcra
+	r       gcraResult
+	taken   bool // its tokens were taken (and not yet given back)
+	decided bool // r holds its answer
+}
+
+// AllowAll implements MultiStrategy. The buckets of a set are one value
+// each, so a set cannot be one compare-and-swap: their tokens are taken in
+// key order, each with its own compare-and-swap, and when one bucket has
+// too few the buckets already taken from are given their tokens back, one
+// compensating compare-and-swap each. Between the two, a concurrent
+// decision may see those tokens gone and be denied: for at most the time of
+// the set's later compare-and-swaps (bounded by the caller's deadline), and
+// for at most the set's hits in each bucket; such a denial is remembered
+// for at most a second. That errs on the side of under-admission; nothing
+// taken back ever lets a bucket give more than its tokens. The buckets are
+// held in this instance's turns for the whole set, in key order.
+func (b *TokenBucket) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
+	if len(reqs) == 0 {
+		return nil, nil
 	}
-	w := int64(req.Window / time.Second)
-	tag := "token-bucket/" + strconv.FormatInt(g.limit, 10) + "/" + strconv.FormatInt(g.burst, 10)
-	id := strategyID(tag, req.Scope, w, req.Requestor)
+	gcras := make([]gcra, len(reqs))
+	for i, r := range reqs {
+		g, err := newGCRA(r)
+		if err != nil {
+			return nil, fmt.Errorf("token bucket: request %d: %w", i, err)
+		}
+		gcras[i] = g
+	}
+	rgs, of := groupRequests(reqs, func(r Request) (string, string) {
+		id := tokenBucketID(r)
+		return id, valueKey(id, tokenBucketKind)
+	})
+	gs := make([]tbGroup, len(rgs))
+	for i := range reqs {
+		gs[of[i]].reqGroup, gs[of[i]].g = rgs[of[i]], gcras[i]
+	}
 	nowMs := now.UnixMilli()
-	d := Decision{Limit: req.Limit, Window: req.Window}
+	for i := range gs {
+		done, err := b.turns.take(ctx, gs[i].key)
+		if err != nil {
+			return nil, fmt.Errorf("token bucket: %w", err)
+		}
+		defer done()
+	}
+	if err := b.take(ctx, gs, nowMs); err != nil {
+		return nil, err
+	}
+	return b.decisions(reqs, gs, of, nowMs), nil
+}
 
-	dk := denyKey{id: id}
-	if until, ok := b.denied.until(dk, nowMs); ok {
-		d.RetryAfter = retryAfter(until, nowMs)
-		return d, nil
+// tokenBucketID is the identity of r's bucket: the scope tagged with the
+// strategy, the limit and the burst, the window and the requestor.
+func tokenBucketID(r Request) string {
+	burst := r.Burst
+	if burst == 0 {
+		burst = r.Limit
 	}
-	key := valueKey(id, tokenBucketKind)
-	done, err := b.turns.take(ctx, key)
-	if err != nil {
-		return Decision{}, fmt.Errorf("token bucket: %w", err)
-	}
-	defer done()
-	// Another decision of this instance may have emptied the bucket while
-	// this one waited for its turn.
-	if until, ok := b.denied.until(dk, nowMs); ok {
-		d.RetryAfter = retryAfter(until, nowMs)
-		return d, nil
-	}
+	tag := "token-bucket/" + strconv.FormatInt(r.Limit, 10) + "/" + strconv.FormatInt(burst, 10)
+	return strategyID(tag, r.Scope, int64(r.Window/time.Second), r.Requestor)
+}
 
-	var nextMs int64 // when the next token is there, if none is left
-	err = update(ctx, b.store, key, func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
+// take decides every bucket of the set in key order and takes its tokens
+// while all have them; once one has not (or is remembered denied, or can
+// never hold the hits), the rest are only read, and the tokens taken are
+// given back. A failed store call gives back what was taken, as far as the
+// store lets it, and fails.
+func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64) error {
+	all := true
+	for i := range gs {
+		g := &gs[i]
+		if g.hits > g.g.burst {
+			g.r, g.decided, all = gcraResult{nextMs: -1}, true, false
+			continue
+		}
+		if until, ok := b.denied.until(denyKey{id: g.id, limit: g.hits}, nowMs); ok {
+			g.r, g.decided, all = gcraResult{nextMs: until}, true, false
+			continue
+		}
+		err := update(ctx, b.store, g.key, b.decideBucket(g, nowMs, all))
+		if err != nil {
+			b.giveBack(ctx, gs, nowMs)
+			return fmt.Errorf("token bucket: %w", err)
+		}
+		all = all && g.r.allowed
+	}
+	if !all {
+		b.giveBack(ctx, gs, nowMs)
+	}
+	return nil
+}
+
+// decideBucket is the read-modify-write step of g's bucket at nowMs: it
+// takes g's hits when write is true and they are there, else only reads.
+func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool) swap {
+	return func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
 		var tat gcraInstant
 		if found {
 			var err error
-			if tat, err = decodeTAT(old, g.limit); err != nil {
+			if tat, err = decodeTAT(old, g.g.limit); err != nil {
 				return nil, 0, false, err
 			}
 		}
-		r := g.decide(tat, found, nowMs)
-		d.Allowed, d.Remaining, nextMs = r.allowed, r.remaining, r.nextMs
-		if !r.allowed {
+		g.r, g.decided = g.g.decide(tat, found, nowMs, g.hits, b.skewMs), true
+		if !g.r.allowed || !write {
 			return nil, 0, false, nil
 		}
-		full := min(r.tat.ceilMs()-nowMs, maxBucketTTL.Milliseconds())
-		return encodeTAT(r.tat), time.Duration(full)*time.Millisecond + SkewMargin, true, nil
-	})
-	if err != nil {
-		return Decision{}, fmt.Errorf("token bucket: %w", err)
+		g.taken = true
+		return encodeTAT(g.r.tat), b.ttl(g.r.tat, nowMs), true, nil
 	}
-	if d.Remaining == 0 {
-		b.denied.deny(dk, nextMs, nowMs)
-		d.RetryAfter = retryAfter(nextMs, nowMs)
+}
+
+// ttl is how long a bucket whose TAT is tat must live: until it is full
+// for every replica, and SkewMargin more.
+func (b *TokenBucket) ttl(tat gcraInstant, nowMs int64) time.Duration {
+	full := min(tat.ceilMs()-nowMs+b.skewMs, maxBucketTTL.Milliseconds())
+	return time.Duration(max(full, 0))*time.Millisecond + SkewMargin
+}
+
+// giveBack returns the tokens taken from the set's buckets: a compensating
+// compare-and-swap each, moving the TAT back by the hits taken. Tokens are
+// alike, so whatever other decisions took meanwhile stays taken. A failed
+// one leaves the tokens taken, which errs on the safe side.
+func (b *TokenBucket) giveBack(ctx context.Context, gs []tbGroup, nowMs int64) {
+	for i := range gs {
+		g := &gs[i]
+		if !g.taken {
+			continue
+		}
+		back := g.g.steps(g.hits)
+		err := update(context.WithoutCancel(ctx), b.store, g.key, func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
+			if !found {
+				return nil, 0, false, nil // expired: nothing left to give back
+			}
+			tat, err := decodeTAT(old, g.g.limit)
+			if err != nil {
+				return nil, 0, false, err
+			}
+			tat = g.g.sub(tat, back)
+			return encodeTAT(tat), b.ttl(tat, nowMs), true, nil
+		})
+		if err == nil {
+			g.taken = false
+		}
 	}
-	return d, nil
+}
+
+// decisions writes the decisions of a set from its buckets' results, and
+// remembers the denials.
+func (b *TokenBucket) decisions(reqs []Request, gs []tbGroup, of []int, nowMs int64) []Decision {
+	ds := make([]Decision, len(reqs))
+	counted := true
+	for i := range gs {
+		counted = counted && gs[i].taken
+	}
+	for i, r := range reqs {
+		g := &gs[of[i]]
+		d := Decision{Limit: r.Limit, Window: r.Window}
+		switch {
+		case g.r.nextMs < 0: // more hits than the bucket holds
+			d.RetryAfter = r.Window
+		case g.r.allowed && !counted:
+			d.Allowed, d.Remaining = true, g.r.remaining+g.hits // the room left without them
+		case g.r.allowed:
+			d.Allowed, d.Remaining = true, g.r.remaining
+			if d.Remaining == 0 {
+				b.denied.deny(denyKey{id: g.id, limit: 1}, g.r.nextMs, nowMs)
+				d.RetryAfter = retryAfter(g.r.nextMs, nowMs)
+			}
+		default:
+			b.denied.deny(denyKey{id: g.id, limit: g.hits}, g.r.nextMs, nowMs)
+			d.RetryAfter = retryAfter(g.r.nextMs, nowMs)
+		}
+		ds[i] = d
+	}
+	if !counted {
+		denyUnlessDenied(ds, time.Second)
+	}
+	return ds
 }
 
 // gcraInstant is an instant in Unix milliseconds plus frac/limit of a
@@ -207,24 +343,50 @@ type gcraResult struct {
 	nextMs    int64
 }
 
-// decide applies one request at nowMs to a bucket whose TAT is tat (found
-// false: a full bucket).
-func (g gcra) decide(tat gcraInstant, found bool, nowMs int64) gcraResult {
-	now := gcraInstant{ms: nowMs}
-	if !found || tat.before(now) {
-		tat = now // a full bucket
+// steps returns n emission intervals, n*Window/Limit, exactly: n*windowMs
+// stays within 2^61 for n up to the burst (see maxBurstSpan).
+func (g gcra) steps(n int64) gcraInstant {
+	t := n * g.windowMs
+	return gcraInstant{t / g.limit, t % g.limit}
+}
+
+// decide applies a request of n hits (1 <= n <= burst) at nowMs to a
+// bucket whose TAT is tat (found false: a full bucket), on a replica whose
+// clock may be up to skewMs ahead of the others'.
+//
+// The bucket is judged at nowMs-skewMs, no later than the slowest replica's
+// clock, and a TAT behind the clock restarts from nowMs, no earlier than
+// any replica's: so every replica sees at most the tokens the slowest clock
+// would, and a TAT written by a clock behind gives no token early (doc.go
+// has the bound).
+func (g gcra) decide(tat gcraInstant, found bool, nowMs, n, skewMs int64) gcraResult {
+	judge := gcraInstant{ms: nowMs - skewMs}
+	if !found {
+		tat = gcraInstant{ms: math.MinInt64 / 2}
 	}
-	if allowAt := g.sub(tat, g.tolerance); now.before(allowAt) {
-		return gcraResult{nextMs: allowAt.ceilMs()}
+	base := tat
+	if base.before(judge) {
+		base = judge // a full bucket, as judged
 	}
-	next := g.add(tat, g.step)
-	// Tokens left: (Burst*step - (next - now)) / step, in units of 1/limit
-	// ms, where step is windowMs. next - now <= Burst*step here, so nothing
-	// overflows (see maxBurstSpan).
-	left := (nowMs-next.ms)*g.limit - next.frac + g.burst*g.windowMs
-	r := gcraResult{allowed: true, tat: next, remaining: left / g.windowMs}
+	// Allowed when the bucket holds n tokens at judge: base+(n-1)*step-
+	// tolerance <= judge.
+	if allowAt := g.sub(g.add(base, g.steps(n-1)), g.tolerance); judge.before(allowAt) {
+		return gcraResult{nextMs: allowAt.ceilMs() + skewMs}
+	}
+	start := tat
+	if start.before(gcraInstant{ms: nowMs}) {
+		start = gcraInstant{ms: nowMs}
+	}
+	next := g.add(start, g.steps(n))
+	// Tokens left at judge: (Burst*step - (next - judge)) / step, in units
+	// of 1/limit ms, where step is windowMs; below zero counts as none.
+	var left int64
+	if d := next.ms - judge.ms; d <= g.burst*g.windowMs/g.limit+1 {
+		left = g.burst*g.windowMs - d*g.limit - next.frac // no overflow: see maxBurstSpan
+	}
+	r := gcraResult{allowed: true, tat: next, remaining: max(left, 0) / g.windowMs}
 	if r.remaining == 0 {
-		r.nextMs = g.sub(next, g.tolerance).ceilMs()
+		r.nextMs = g.sub(next, g.tolerance).ceilMs() + skewMs
 	}
 	return r
 }
@@ -249,9 +411,4 @@ func decodeTAT(b []byte, limit int64) (gcraInstant, error) {
 		return gcraInstant{}, fmt.Errorf("%w: TAT fraction %d out of [0, %d): %w", errCorruptValue, t.frac, limit, ErrStoreUnavailable)
 	}
 	return t, nil
-}
-
-// AllowAll implements MultiStrategy.
-func (b *TokenBucket) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
-	return allowAllInterim(ctx, reqs, now, b.Allow)
 }
