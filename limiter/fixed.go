@@ -194,6 +194,7 @@ func (f *Fixed) count(ctx context.Context, window time.Duration, gs []reqGroup, 
 	}
 	return room, false, nil
 }
+
 // decide writes the decisions of a set from counts: the values the
 // increments returned when counted, else what the counters hold without
 // the set. A request with no room left is remembered denied until the

@@ -8,7 +8,9 @@ import (
 	"time"
 )
 
-func newTokenBucket(st SwapStore) Strategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }
+func newTokenBucket(st SwapStore) Strategy {
+	return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1})
+}
 
 // TestTokenBucketScenarios plays request patterns at injected instants and
 // checks every decision.
