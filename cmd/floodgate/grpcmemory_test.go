@@ -12,6 +12,8 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
 // rssBytes returns the resident set size of process pid, from /proc.
@@ -37,11 +39,16 @@ func rssBytes(t *testing.T, pid int) int64 {
 }
 
 // heapHeld returns the heap bytes the process holds (not returned to the
-// operating system), from its /metrics.
-func (s *server) heapHeld(t *testing.T) int64 {
+// operating system), from its /metrics, and a line of the numbers it comes
+// from, for a failure message.
+func (s *server) heapHeld(t *testing.T) (int64, string) {
 	t.Helper()
 	_, m := s.get(t, "/metrics")
-	return int64(metricValue(t, m, "go_memstats_heap_sys_bytes") - metricValue(t, m, "go_memstats_heap_released_bytes"))
+	v := func(name string) float64 { return metricValue(t, m, name) }
+	held := int64(v("go_memstats_heap_sys_bytes") - v("go_memstats_heap_released_bytes"))
+	return held, fmt.Sprintf("held %d MiB: in use %.0f MiB, idle %.0f MiB, released %.0f MiB; %.0f collections",
+		held>>20, v("go_memstats_heap_inuse_bytes")/(1<<20), v("go_memstats_heap_idle_bytes")/(1<<20),
+		v("go_memstats_heap_released_bytes")/(1<<20), v("go_gc_duration_seconds_count"))
 }
 
 // TestBinaryMemoryAfterBurst: a burst of Check calls near
@@ -55,7 +62,8 @@ func TestBinaryMemoryAfterBurst(t *testing.T) {
 	t.Parallel()
 	s := startServer(t)
 	pid := s.cmd.Process.Pid
-	baseHeap, baseRSS := s.heapHeld(t), rssBytes(t, pid)
+	baseHeap, _ := s.heapHeld(t)
+	baseRSS := rssBytes(t, pid)
 	clients := make([]authv3.AuthorizationClient, 16)
 	for i := range clients {
 		clients[i] = authv3.NewAuthorizationClient(s.dial(t))
@@ -74,15 +82,19 @@ func TestBinaryMemoryAfterBurst(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	heap, rss := s.heapHeld(t), rssBytes(t, pid)
+	heap, _ := s.heapHeld(t)
+	rss := rssBytes(t, pid)
 	if heap < baseHeap+100<<20 {
 		t.Fatalf("heap %d MiB after the burst, %d MiB before: the burst did not hold the memory it should measure", heap>>20, baseHeap>>20)
 	}
 	const back = 64 << 20
 	afterHeap, afterRSS := heap, rss
-	waitFor(t, fmt.Sprintf("heap back under %d MiB (%d MiB before the burst, %d MiB right after it)", (baseHeap+back)>>20, baseHeap>>20, afterHeap>>20), func() bool {
-		heap = s.heapHeld(t)
-		return heap < baseHeap+back
+	testutil.WaitFor(t, time.Minute, func() error {
+		var numbers string
+		if heap, numbers = s.heapHeld(t); heap >= baseHeap+back {
+			return fmt.Errorf("heap not back under %d MiB (%d MiB before the burst, %d MiB right after it): %s", (baseHeap+back)>>20, baseHeap>>20, afterHeap>>20, numbers)
+		}
+		return nil
 	})
 	rss = rssBytes(t, pid)
 	t.Logf("heap %d → %d → %d MiB, RSS %d → %d → %d MiB (before the burst, right after it, once quiet)",
