@@ -342,15 +342,21 @@ func containerEnv(t *testing.T, fc floodgateContainer, withMemcache bool, p *flo
 // line, which the containers ask for in JSON (FLOODGATE_LOG_FORMAT=json).
 func (p *floodgateProc) startupLine(t *testing.T) map[string]any {
 	t.Helper()
-	s := bufio.NewScanner(strings.NewReader(p.Output()))
-	for s.Scan() {
-		var line map[string]any
-		if json.Unmarshal(s.Bytes(), &line) == nil && line["msg"] == "floodgate serving" {
-			return line
+	// /readyz, which startFloodgateEnv waited for, may answer a moment
+	// before the line is written.
+	var serving map[string]any
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		s := bufio.NewScanner(strings.NewReader(p.Output()))
+		for s.Scan() {
+			var line map[string]any
+			if json.Unmarshal(s.Bytes(), &line) == nil && line["msg"] == "floodgate serving" {
+				serving = line
+				return nil
+			}
 		}
-	}
-	t.Fatalf("no JSON \"floodgate serving\" line in floodgate's output:\n%s", p.Output())
-	return nil
+		return fmt.Errorf("no JSON \"floodgate serving\" line in floodgate's output:\n%s", p.Output())
+	})
+	return serving
 }
 
 // httpGet returns the status and body of GET url, or 0 when it fails.
