@@ -10,6 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/floodgate-rl/floodgate/internal/yamldoc"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -90,20 +91,20 @@ func (p *parser) err() error {
 // absent. An unknown or duplicate key is reported and left out; a node
 // that is not a mapping is reported, and mapping returns nil.
 func (p *parser) mapping(n *yaml.Node, path string, known ...string) *fields {
-	n = resolve(n)
+	n = yamldoc.Resolve(n)
 	f := &fields{vals: make(map[string]*yaml.Node), line: n.Line}
-	if isNull(n) {
+	if yamldoc.IsNull(n) {
 		return f
 	}
 	if n.Kind != yaml.MappingNode {
-		p.ok(errorf(n.Line, "%s: want a mapping, got %s", path, kindOf(n)))
+		p.ok(errorf(n.Line, "%s: want a mapping, got %s", path, yamldoc.KindOf(n)))
 		return nil
 	}
 	first := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		k, v := yamldoc.Resolve(n.Content[i]), yamldoc.Resolve(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			p.ok(errorf(k.Line, "%s: want a field name, got %s", path, kindOf(k)))
+			p.ok(errorf(k.Line, "%s: want a field name, got %s", path, yamldoc.KindOf(k)))
 			continue
 		}
 		if prev, ok := first[k.Value]; ok {
@@ -115,7 +116,7 @@ func (p *parser) mapping(n *yaml.Node, path string, known ...string) *fields {
 			p.ok(errorf(k.Line, "%s: unknown field %q (want %s)", path, k.Value, strings.Join(known, ", ")))
 			continue
 		}
-		if isNull(v) {
+		if yamldoc.IsNull(v) {
 			continue
 		}
 		f.keys = append(f.keys, k.Value)

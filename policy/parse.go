@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,13 +8,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/floodgate-rl/floodgate/internal/yamldoc"
 )
 
 const (
@@ -149,111 +148,24 @@ func Parse(data []byte) (*Policy, error) {
 // document parses data as one YAML document and returns its root node,
 // which is not null.
 func document(data []byte) (*yaml.Node, error) {
-	if err := checkText(data); err != nil {
-		return nil, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errorf(1, "empty policy: want a mapping with rules, allowlist or blocklist")
+	root, second, problems := yamldoc.Decode(data)
+	if problems != nil {
+		var errs ErrorList
+		for _, pr := range problems {
+			errs = append(errs, &Error{Line: pr.Line, Reason: pr.Msg})
 		}
-		return nil, yamlError(data, err)
+		return nil, errs
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, errorf(extra.Line, "a second YAML document: a policy file holds one")
-	} else if !errors.Is(err, io.EOF) {
-		return nil, yamlError(data, err)
+	if second > 0 {
+		return nil, errorf(second, "a second YAML document: a policy file holds one")
 	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode {
-		if len(root.Content) == 0 {
-			return nil, errorf(1, "empty policy: want a mapping with rules, allowlist or blocklist")
-		}
-		root = root.Content[0]
+	if root == nil {
+		return nil, errorf(1, "empty policy: want a mapping with rules, allowlist or blocklist")
 	}
-	if isNull(root) {
+	if yamldoc.IsNull(root) {
 		return nil, errorf(root.Line, "empty policy: want a mapping with rules, allowlist or blocklist")
 	}
 	return root, nil
-}
-
-// checkText finds what the YAML parser would reject without a line: bytes
-// that are not UTF-8, and control characters; the first on each line.
-func checkText(data []byte) error {
-	var errs parser
-	line, bad := 1, 0 // bad: the last line with a problem
-	for i := 0; i < len(data); {
-		r, size := utf8.DecodeRune(data[i:])
-		var err error
-		switch {
-		case r == utf8.RuneError && size <= 1:
-			err = errorf(line, "not UTF-8 text (byte 0x%02x)", data[i])
-		case r == '\n':
-			line++
-		case r == '\t' || r == '\r' || (r == '\uFEFF' && i == 0):
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0 && r != 0x85) || r == 0xfffe || r == 0xffff:
-			err = errorf(line, "control character %U: not allowed in YAML", r)
-		}
-		if err != nil && bad != line {
-			errs.ok(err)
-			bad = line
-		}
-		i += size
-	}
-	return errs.err()
-}
-
-var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
-
-// parserProblems are the problems the YAML parser (not its scanner)
-// reports. For those, yaml.v3 gives the 0-based line of the construct that
-// is broken (a mapping, a flow sequence), and omits a line 0.
-var parserProblems = map[string]bool{
-	"did not find expected <stream-start>":   true,
-	"did not find expected <document start>": true,
-	"found undefined tag handle":             true,
-	"did not find expected node content":     true,
-	"did not find expected '-' indicator":    true,
-	"did not find expected key":              true,
-	"did not find expected ',' or ']'":       true,
-	"did not find expected ',' or '}'":       true,
-	"found duplicate %YAML directive":        true,
-	"found incompatible YAML document":       true,
-	"found duplicate %TAG directive":         true,
-}
-
-// unplaced matches the YAML errors that are not about a position in the
-// text; yaml.v3 omits the line of every other error only on line 1.
-var unplaced = regexp.MustCompile(`^(unknown anchor|anchor '.*' value contains itself|document contains excessive aliasing|exceeded max depth|.*UTF-8|control characters|invalid Unicode|input error)`)
-
-var unknownAnchor = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
-
-// yamlError turns a YAML syntax error in data into an *Error. Its line is
-// that of the problem, or for a parser problem that of the construct it
-// breaks.
-func yamlError(data []byte, err error) error {
-	msg := strings.Join(strings.Fields(err.Error()), " ")
-	m := yamlLine.FindStringSubmatch(msg)
-	if m == nil {
-		return &Error{Reason: "invalid YAML: " + msg}
-	}
-	problem := m[2]
-	n, _ := strconv.Atoi(m[1]) // 0 when absent
-	switch {
-	case parserProblems[problem]:
-		n++
-	case n == 0 && !unplaced.MatchString(problem):
-		n = 1
-	case n == 0:
-		if a := unknownAnchor.FindStringSubmatch(problem); a != nil {
-			if i := bytes.Index(data, []byte("*"+a[1])); i >= 0 {
-				n = 1 + bytes.Count(data[:i], []byte("\n"))
-			}
-		}
-	}
-	return &Error{Line: n, Reason: "invalid YAML: " + problem}
 }
 
 // fields are the values of a YAML mapping by key, in file order.
@@ -268,25 +180,25 @@ func (f *fields) get(key string) *yaml.Node { return f.vals[key] }
 
 // sequence reads n as a sequence; a null n is empty.
 func sequence(n *yaml.Node, path string) ([]*yaml.Node, error) {
-	n = resolve(n)
-	if isNull(n) {
+	n = yamldoc.Resolve(n)
+	if yamldoc.IsNull(n) {
 		return nil, nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return nil, errorf(n.Line, "%s: want a list, got %s", path, kindOf(n))
+		return nil, errorf(n.Line, "%s: want a list, got %s", path, yamldoc.KindOf(n))
 	}
 	out := make([]*yaml.Node, len(n.Content))
 	for i, c := range n.Content {
-		out[i] = resolve(c)
+		out[i] = yamldoc.Resolve(c)
 	}
 	return out, nil
 }
 
 // scalar reads n as a string: any scalar but null.
 func scalar(n *yaml.Node, path string) (string, error) {
-	n = resolve(n)
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		return "", errorf(n.Line, "%s: want a string, got %s", path, kindOf(n))
+	n = yamldoc.Resolve(n)
+	if n.Kind != yaml.ScalarNode || yamldoc.IsNull(n) {
+		return "", errorf(n.Line, "%s: want a string, got %s", path, yamldoc.KindOf(n))
 	}
 	return n.Value, nil
 }
@@ -295,7 +207,7 @@ func scalar(n *yaml.Node, path string) (string, error) {
 func integer(n *yaml.Node, path string) (int64, error) {
 	s, err := scalar(n, path)
 	if err != nil {
-		return 0, errorf(n.Line, "%s: want an integer, got %s", path, kindOf(n))
+		return 0, errorf(n.Line, "%s: want an integer, got %s", path, yamldoc.KindOf(n))
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
@@ -315,7 +227,7 @@ func integer(n *yaml.Node, path string) (int64, error) {
 
 // boolean reads n as true or false.
 func boolean(n *yaml.Node, path string) (bool, error) {
-	n = resolve(n)
+	n = yamldoc.Resolve(n)
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
 		if b, err := strconv.ParseBool(strings.ToLower(n.Value)); err == nil {
 			return b, nil
@@ -324,52 +236,20 @@ func boolean(n *yaml.Node, path string) (bool, error) {
 	if n.Kind == yaml.ScalarNode {
 		return false, errorf(n.Line, "%s: want true or false, got %q", path, n.Value)
 	}
-	return false, errorf(n.Line, "%s: want true or false, got %s", path, kindOf(n))
+	return false, errorf(n.Line, "%s: want true or false, got %s", path, yamldoc.KindOf(n))
 }
 
 // window reads n as a window (see ParseWindow).
 func window(n *yaml.Node, path string) (time.Duration, error) {
 	s, err := scalar(n, path)
 	if err != nil {
-		return 0, errorf(n.Line, "%s: want a duration such as 60s or 1h, got %s", path, kindOf(n))
+		return 0, errorf(n.Line, "%s: want a duration such as 60s or 1h, got %s", path, yamldoc.KindOf(n))
 	}
 	d, err := ParseWindow(s)
 	if err != nil {
 		return 0, errorf(n.Line, "%s: %q: %v", path, s, err)
 	}
 	return d, nil
-}
-
-// resolve follows aliases.
-func resolve(n *yaml.Node) *yaml.Node {
-	if n == nil {
-		return &yaml.Node{}
-	}
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	n = resolve(n)
-	return n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
-}
-
-// kindOf describes a node for an error message.
-func kindOf(n *yaml.Node) string {
-	n = resolve(n)
-	switch {
-	case n.Kind == yaml.MappingNode:
-		return "a mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case isNull(n):
-		return "nothing"
-	case n.Kind == yaml.ScalarNode:
-		return strconv.Quote(n.Value)
-	}
-	return "an unsupported node"
 }
 
 func contains(list []string, s string) bool {

@@ -56,7 +56,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top field", "domain: a\ndescriptor: []\n", []bad{{2, "", `unknown field "descriptor" (want domain, descriptors)`}}},
 		{"duplicate field", "domain: a\ndomain: b\n", []bad{{2, "domain", `duplicate field "domain" (first on line 1)`}}},
 		{"two documents", "domain: a\n---\ndomain: b\n", []bad{{2, "", "a second YAML document"}}},
-		{"syntax", "domain: a\ndescriptors:\n  - key: [\n", []bad{{3, "", "invalid YAML: did not find expected node content"}}},
+		{"syntax", "domain: a\ndescriptors:\n  - key: [\n", []bad{{4, "", "invalid YAML: did not find expected node content"}}},
 		{"merge key", "domain: a\ndescriptors:\n  - <<: {key: a}\n", []bad{{3, "descriptors[0]", "merge keys (<<) are not supported"}, {3, "descriptors[0].key", "descriptor has empty key"}}},
 		{"descriptors a mapping", "domain: a\ndescriptors: {key: a}\n", []bad{{2, "descriptors", "want a list of descriptors, got a mapping"}}},
 		{"descriptor a string", "domain: a\ndescriptors: [a]\n", []bad{{2, "descriptors[0]", `want a mapping, got "a"`}}},
@@ -338,5 +338,15 @@ func TestTooManyErrors(t *testing.T) {
 	var es rls.Errors
 	if !errors.As(err, &es) || len(es) != 1001 || es[1000].Msg != "more than 1000 errors: the rest are not listed" || es[999].Line != 1002 {
 		t.Fatalf("%d errors, last %v", len(es), es[len(es)-1])
+	}
+}
+
+// TestParseText: bytes the YAML parser rejects without a line are reported
+// with theirs, one per line, as in the policy file.
+func TestParseText(t *testing.T) {
+	_, err := rls.Parse("f.yaml", []byte("domain: a\ndescriptors:\n  - key: \x01k\n  - key: \xff\n"))
+	want := "f.yaml:3: control character U+0001: not allowed in YAML\nf.yaml:4: not UTF-8 text (byte 0xff)"
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse: %v\nwant:\n%s", err, want)
 	}
 }

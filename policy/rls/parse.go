@@ -1,10 +1,7 @@
 package rls
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"slices"
 	"strconv"
@@ -12,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/floodgate-rl/floodgate/internal/yamldoc"
 	"github.com/floodgate-rl/floodgate/policy"
 )
 
@@ -107,7 +105,7 @@ func (p *parser) parseFile(data []byte) *domainTree {
 		d.line = n.Line
 		d.name, _ = p.scalar(n, "domain")
 	}
-	if d.name == "" && (f.vals["domain"] == nil || resolve(f.vals["domain"]).Kind == yaml.ScalarNode) {
+	if d.name == "" && (f.vals["domain"] == nil || yamldoc.Resolve(f.vals["domain"]).Kind == yaml.ScalarNode) {
 		p.errorf(d.line, "domain", "config file cannot have empty domain")
 	}
 	p.domain = d.name
@@ -121,29 +119,17 @@ func (p *parser) parseFile(data []byte) *domainTree {
 // document decodes data as one YAML document and returns its root; nil
 // after an error or for an empty document, reported as a missing domain.
 func (p *parser) document(data []byte) *yaml.Node {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			p.errorf(1, "domain", "config file cannot have empty domain")
-		} else {
-			p.yamlError(err)
-		}
-		return nil
+	root, second, problems := yamldoc.Decode(data)
+	for _, pr := range problems {
+		p.errorf(pr.Line, "", "%s", pr.Msg)
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		p.errorf(extra.Line, "", "a second YAML document: a file holds one domain")
+	switch {
+	case problems != nil:
 		return nil
-	} else if !errors.Is(err, io.EOF) {
-		p.yamlError(err)
+	case second > 0:
+		p.errorf(second, "", "a second YAML document: a file holds one domain")
 		return nil
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
-		root = root.Content[0]
-	}
-	if isNull(root) {
+	case yamldoc.IsNull(root):
 		p.errorf(1, "domain", "config file cannot have empty domain")
 		return nil
 	}
@@ -153,19 +139,6 @@ func (p *parser) document(data []byte) *yaml.Node {
 // digits is a plain decimal integer, which YAML reads as a float when it
 // is beyond int64.
 var digits = regexp.MustCompile(`^[0-9]+$`)
-
-var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
-
-// yamlError records a YAML syntax error at the line the parser gives.
-func (p *parser) yamlError(err error) {
-	msg := strings.Join(strings.Fields(err.Error()), " ")
-	line := 0
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ = strconv.Atoi(m[1])
-		msg = m[2]
-	}
-	p.errorf(line, "", "invalid YAML: %s", msg)
-}
 
 // fieldSet is a mapping's values by field name (null values left out) and
 // the line of each field name.
@@ -185,20 +158,20 @@ func (p *parser) fields(n *yaml.Node, path string, known []string) *fieldSet {
 // fieldsRefusing is fields, with a reason for each of the refused field
 // names.
 func (p *parser) fieldsRefusing(n *yaml.Node, path string, known []string, refused map[string]string) *fieldSet {
-	n = resolve(n)
+	n = yamldoc.Resolve(n)
 	f := &fieldSet{vals: map[string]*yaml.Node{}, lines: map[string]int{}, line: n.Line}
-	if isNull(n) {
+	if yamldoc.IsNull(n) {
 		return f
 	}
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n.Line, path, "want a mapping, got %s", kindOf(n))
+		p.errorf(n.Line, path, "want a mapping, got %s", yamldoc.KindOf(n))
 		return nil
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), n.Content[i+1]
+		k, v := yamldoc.Resolve(n.Content[i]), n.Content[i+1]
 		switch {
 		case k.Kind != yaml.ScalarNode:
-			p.errorf(k.Line, path, "want a field name, got %s", kindOf(k))
+			p.errorf(k.Line, path, "want a field name, got %s", yamldoc.KindOf(k))
 		case k.Tag == "!!merge":
 			p.errorf(k.Line, path, "merge keys (<<) are not supported: write the fields out")
 		case f.lines[k.Value] != 0:
@@ -209,7 +182,7 @@ func (p *parser) fieldsRefusing(n *yaml.Node, path string, known []string, refus
 			p.errorf(k.Line, path, "unknown field %q (want %s)", k.Value, strings.Join(known, ", "))
 		default:
 			f.lines[k.Value] = k.Line
-			if !isNull(v) {
+			if !yamldoc.IsNull(v) {
 				f.vals[k.Value] = v
 			}
 		}
@@ -220,12 +193,12 @@ func (p *parser) fieldsRefusing(n *yaml.Node, path string, known []string, refus
 // descriptorList reads a list of descriptors into parent, whose key path
 // (for Limit.Key) is prefix and whose levels lead to it.
 func (p *parser) descriptorList(n *yaml.Node, path string, parent *node, prefix string, levels []level) {
-	n = resolve(n)
-	if isNull(n) {
+	n = yamldoc.Resolve(n)
+	if yamldoc.IsNull(n) {
 		return
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, path, "want a list of descriptors, got %s", kindOf(n))
+		p.errorf(n.Line, path, "want a list of descriptors, got %s", yamldoc.KindOf(n))
 		return
 	}
 	if len(levels) >= maxDepth {
@@ -254,7 +227,7 @@ func (p *parser) descriptor(n *yaml.Node, path string, parent *node, prefix stri
 	if kn := f.vals["key"]; kn != nil {
 		c.key, _ = p.scalar(kn, join(path, "key"))
 	}
-	if c.key == "" && (f.vals["key"] == nil || resolve(f.vals["key"]).Kind == yaml.ScalarNode) {
+	if c.key == "" && (f.vals["key"] == nil || yamldoc.Resolve(f.vals["key"]).Kind == yaml.ScalarNode) {
 		p.errorf(f.line, join(path, "key"), "descriptor has empty key")
 	}
 	if vn := f.vals["value"]; vn != nil {
@@ -389,13 +362,13 @@ func (p *parser) unit(f *fieldSet, path string, l *Limit) {
 
 // requests reads requests_per_unit: an integer from 0 to policy.MaxLimit.
 func (p *parser) requests(n *yaml.Node, field string) uint32 {
-	n = resolve(n)
+	n = yamldoc.Resolve(n)
 	var v int64
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil {
 		if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float" && digits.MatchString(n.Value)) { // beyond int64
 			p.errorf(n.Line, field, "%s: must be at most %d", n.Value, policy.MaxLimit)
 		} else {
-			p.errorf(n.Line, field, "want an integer, got %s", kindOf(n))
+			p.errorf(n.Line, field, "want an integer, got %s", yamldoc.KindOf(n))
 		}
 		return 0
 	}
@@ -412,12 +385,12 @@ func (p *parser) requests(n *yaml.Node, field string) uint32 {
 
 // replaces reads rate_limit.replaces into l.
 func (p *parser) replaces(n *yaml.Node, path string, l *Limit) {
-	n = resolve(n)
-	if isNull(n) {
+	n = yamldoc.Resolve(n)
+	if yamldoc.IsNull(n) {
 		return
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, path, "want a list of {name: ...}, got %s", kindOf(n))
+		p.errorf(n.Line, path, "want a list of {name: ...}, got %s", yamldoc.KindOf(n))
 		return
 	}
 	for i, item := range n.Content {
@@ -435,7 +408,7 @@ func (p *parser) replaces(n *yaml.Node, path string, l *Limit) {
 		}
 		switch {
 		case name == "":
-			p.errorf(resolve(item).Line, join(ip, "name"), "should not have an empty replaces entry")
+			p.errorf(yamldoc.Resolve(item).Line, join(ip, "name"), "should not have an empty replaces entry")
 		case name == l.Name:
 			p.errorf(f.lines["name"], join(ip, "name"), "replaces should not contain name of same descriptor ('%s')", name)
 		default:
@@ -453,8 +426,8 @@ var yaml11Bools = map[string]bool{
 
 // flag reads the boolean field name of f; false when absent or invalid.
 func (p *parser) flag(f *fieldSet, path, name string) bool {
-	n := resolve(f.vals[name])
-	if isNull(n) {
+	n := yamldoc.Resolve(f.vals[name])
+	if yamldoc.IsNull(n) {
 		return false
 	}
 	if n.Kind == yaml.ScalarNode {
@@ -466,15 +439,15 @@ func (p *parser) flag(f *fieldSet, path, name string) bool {
 			return b
 		}
 	}
-	p.errorf(n.Line, join(path, name), "want true or false, got %s", kindOf(n))
+	p.errorf(n.Line, join(path, name), "want true or false, got %s", yamldoc.KindOf(n))
 	return false
 }
 
 // scalar reads n as a string: any scalar but null.
 func (p *parser) scalar(n *yaml.Node, field string) (string, bool) {
-	n = resolve(n)
-	if n.Kind != yaml.ScalarNode || isNull(n) {
-		p.errorf(n.Line, field, "want a string, got %s", kindOf(n))
+	n = yamldoc.Resolve(n)
+	if n.Kind != yaml.ScalarNode || yamldoc.IsNull(n) {
+		p.errorf(n.Line, field, "want a string, got %s", yamldoc.KindOf(n))
 		return "", false
 	}
 	return n.Value, true
@@ -486,36 +459,4 @@ func join(path, name string) string {
 		return name
 	}
 	return path + "." + name
-}
-
-// resolve follows aliases; a nil n is a null node.
-func resolve(n *yaml.Node) *yaml.Node {
-	if n == nil {
-		return &yaml.Node{}
-	}
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	n = resolve(n)
-	return n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
-}
-
-// kindOf describes a node for an error message.
-func kindOf(n *yaml.Node) string {
-	n = resolve(n)
-	switch {
-	case n.Kind == yaml.MappingNode:
-		return "a mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case isNull(n):
-		return "nothing"
-	case n.Kind == yaml.ScalarNode:
-		return strconv.Quote(n.Value)
-	}
-	return "an unsupported node"
 }
