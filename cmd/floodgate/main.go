@@ -32,6 +32,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/internal/runtimetune"
+	"github.com/floodgate-rl/floodgate/internal/tlsfiles"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
 	"github.com/floodgate-rl/floodgate/policy"
@@ -144,14 +145,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	var creds credentials.TransportCredentials
 	if cfg.TLSCert != "" {
-		tf, err := newTLSFiles(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA, log)
+		tf, err := tlsfiles.New(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA, log)
 		if err != nil {
 			return err
 		}
-		if err := tf.register(reg); err != nil {
+		if err := tf.Register(reg); err != nil {
 			return fmt.Errorf("tls metrics: %w", err)
 		}
-		creds = tf.credentials()
+		creds = tf.Credentials()
 	}
 
 	az, err := authz.NewServer(strategies[cfg.Strategy], authz.Config{

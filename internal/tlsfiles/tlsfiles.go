@@ -1,4 +1,11 @@
-package main
+// Package tlsfiles serves TLS from PEM files that are rotated in place
+// (cert-manager, Vault agent): a [Files] reloads the key pair and the client
+// CA bundle when one of them changes, checked at each handshake, and keeps
+// the previous set when the new one does not load. The standard library
+// loads the files; what it lacks is the reload, and no well-kept library
+// does only that (certmagic and friends also obtain certificates), so this
+// package is the 150 lines between them.
+package tlsfiles
 
 import (
 	"crypto/tls"
@@ -14,9 +21,10 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// tlsFiles serves TLS for the gRPC listener from PEM files: the key pair
-// --tls-cert and --tls-key and, for mutual TLS, the CA bundle
-// --tls-client-ca that client certificates must chain to. It reloads them
+// Files serves TLS for floodgate's gRPC listener from PEM files: the key
+// pair --tls-cert and --tls-key and, for mutual TLS, the CA bundle
+// --tls-client-ca that client certificates must chain to; errors name
+// those flags. It reloads them
 // when one of the files changes (by modification time or size), checked at
 // each TLS handshake, so that rotated certificates (cert-manager, Vault)
 // take effect on new connections without a restart. A set of files that
@@ -24,7 +32,7 @@ import (
 // certificate) is logged and the previous one kept.
 //
 // It is safe for concurrent use.
-type tlsFiles struct {
+type Files struct {
 	cert, key, clientCA string // paths; clientCA "" for TLS without client certificates
 	log                 *slog.Logger
 
@@ -40,9 +48,10 @@ type fileStamp struct {
 	size int64
 }
 
-// newTLSFiles loads the files once; an error names the flag at fault.
-func newTLSFiles(cert, key, clientCA string, log *slog.Logger) (*tlsFiles, error) {
-	f := &tlsFiles{cert: cert, key: key, clientCA: clientCA, log: log}
+// New loads the files once; an error names the flag at fault. clientCA ""
+// serves TLS without client certificates.
+func New(cert, key, clientCA string, log *slog.Logger) (*Files, error) {
+	f := &Files{cert: cert, key: key, clientCA: clientCA, log: log}
 	stamps, err := f.stat()
 	if err != nil {
 		return nil, err
@@ -55,36 +64,36 @@ func newTLSFiles(cert, key, clientCA string, log *slog.Logger) (*tlsFiles, error
 	return f, nil
 }
 
-// notAfter returns when the certificate being served expires.
-func (f *tlsFiles) notAfter() time.Time {
+// NotAfter returns when the certificate being served expires.
+func (f *Files) NotAfter() time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.current.Certificates[0].Leaf.NotAfter
 }
 
-// register registers floodgate_tls_cert_expiry_timestamp_seconds: when the
+// Register registers floodgate_tls_cert_expiry_timestamp_seconds: when the
 // certificate being served expires, for an alert well before it does.
-func (f *tlsFiles) register(reg prometheus.Registerer) error {
+func (f *Files) Register(reg prometheus.Registerer) error {
 	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "floodgate_tls_cert_expiry_timestamp_seconds",
 		Help: "Unix time at which the gRPC listener's certificate (--tls-cert, as last loaded) expires.",
-	}, func() float64 { return float64(f.notAfter().Unix()) }))
+	}, func() float64 { return float64(f.NotAfter().Unix()) }))
 }
 
-// credentials returns gRPC transport credentials that use the current files
+// Credentials returns gRPC transport credentials that use the current files
 // for every handshake.
-func (f *tlsFiles) credentials() credentials.TransportCredentials {
+func (f *Files) Credentials() credentials.TransportCredentials {
 	return credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return f.config(), nil
+			return f.Config(), nil
 		},
 	})
 }
 
-// config returns the tls.Config of the current files, reloading them first
+// Config returns the tls.Config of the current files, reloading them first
 // when they changed.
-func (f *tlsFiles) config() *tls.Config {
+func (f *Files) Config() *tls.Config {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	stamps, err := f.stat()
@@ -108,7 +117,7 @@ func (f *tlsFiles) config() *tls.Config {
 }
 
 // stat returns the stamps of the files.
-func (f *tlsFiles) stat() ([3]fileStamp, error) {
+func (f *Files) stat() ([3]fileStamp, error) {
 	var s [3]fileStamp
 	for i, p := range []struct{ flag, path string }{{"--tls-cert", f.cert}, {"--tls-key", f.key}, {"--tls-client-ca", f.clientCA}} {
 		if p.path == "" {
@@ -124,7 +133,7 @@ func (f *tlsFiles) stat() ([3]fileStamp, error) {
 }
 
 // load reads the files into a server tls.Config.
-func (f *tlsFiles) load() (*tls.Config, error) {
+func (f *Files) load() (*tls.Config, error) {
 	pair, err := tls.LoadX509KeyPair(f.cert, f.key)
 	if err != nil {
 		return nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w", f.cert, f.key, err)
