@@ -2,19 +2,25 @@ package limiter
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// multiBuilders makes every strategy NewStrategy knows, on one clock, as
-// MultiStrategy.
-var multiBuilders = []struct {
+// multiBuilder makes one strategy as a MultiStrategy.
+type multiBuilder struct {
 	name string
 	// sharedAcrossLimits: requests of one requestor with different limits
 	// share one count (all but TokenBucket, whose bucket is per rate).
 	sharedAcrossLimits bool
 	build              func(SwapStore) MultiStrategy
-}{
+}
+
+// multiBuilders makes every strategy NewStrategy knows, on one clock.
+var multiBuilders = []multiBuilder{
 	{StrategySliding, true, func(st SwapStore) MultiStrategy { return NewSliding(st, SlidingConfig{}) }},
 	{StrategyFixed, true, func(st SwapStore) MultiStrategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }},
 	{StrategyTokenBucket, false, func(st SwapStore) MultiStrategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }},
@@ -165,4 +171,72 @@ func TestAllowIsAllowAllOfOne(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConcurrentReplicasAllowWhatOneWould: 300 concurrent decisions at one
+// instant over 3 instances sharing a MemoryStore, alone and in sets beside
+// a request of the caller's own, allow exactly what one instance allows
+// deciding them one after the other. (A decision whose swap lost a race
+// once had given back a token it never took: 100 of 99.)
+func TestConcurrentReplicasAllowWhatOneWould(t *testing.T) {
+	shared := Request{Requestor: "shared", Limit: 100, Window: time.Hour}
+	builders := append(slices.Clone(multiBuilders),
+		// and the value strategies with the default skew
+		multiBuilder{name: StrategyTokenBucket + "/default-skew", build: func(st SwapStore) MultiStrategy { return NewTokenBucket(st, StrategyConfig{}) }},
+		multiBuilder{name: StrategySlidingLog + "/default-skew", build: func(st SwapStore) MultiStrategy { return NewSlidingLog(st, StrategyConfig{}) }},
+	)
+	for _, bl := range builders {
+		for _, inSets := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/sets=%v", bl.name, inSets), func(t *testing.T) {
+				set := func(i int) []Request {
+					if !inSets {
+						return []Request{shared}
+					}
+					return []Request{{Requestor: fmt.Sprint("own-", i), Limit: 1000, Window: time.Hour}, shared}
+				}
+				now := t0.Add(10 * time.Second)
+				mem := NewMemoryStore(nil)
+				t.Cleanup(func() { mem.Close() })
+				alone := bl.build(mem)
+				want := 0
+				for i := range 300 {
+					if ds, err := alone.AllowAll(context.Background(), set(i), now); err == nil && ds[len(ds)-1].Allowed {
+						want++
+					}
+				}
+				for round := range 20 {
+					mem := NewMemoryStore(nil)
+					insts := []MultiStrategy{bl.build(mem), bl.build(mem), bl.build(mem)}
+					var allowed atomic.Int64
+					var wg sync.WaitGroup
+					for i := range 300 {
+						wg.Go(func() {
+							ds, err := insts[i%3].AllowAll(context.Background(), set(i), now)
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							if allAllowedIn(ds) {
+								allowed.Add(1)
+							}
+						})
+					}
+					wg.Wait()
+					mem.Close()
+					if n := allowed.Load(); n != int64(want) {
+						t.Fatalf("round %d: %d allowed, want exactly %d", round, n, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func allAllowedIn(ds []Decision) bool {
+	for _, d := range ds {
+		if !d.Allowed {
+			return false
+		}
+	}
+	return true
 }

@@ -150,10 +150,14 @@ func (l *SlidingLog) record(ctx context.Context, window time.Duration, gs []logG
 			g.untilMs, all = until, false
 			continue
 		}
-		if err := update(ctx, l.store, g.key, l.decideLog(g, nowMs, all)); err != nil {
+		var wrote bool
+		if err := update(ctx, l.store, g.key, l.decideLog(g, nowMs, all, &wrote)); err != nil {
+			// This log's write may or may not have been applied: it is not
+			// taken back (that could remove another decision's entries).
 			l.takeBack(ctx, gs)
 			return fmt.Errorf("sliding log: %w", err)
 		}
+		g.taken = wrote // only now: a write whose swap lost was never applied
 		all = all && g.taken
 	}
 	if !all {
@@ -164,15 +168,17 @@ func (l *SlidingLog) record(ctx context.Context, window time.Duration, gs []logG
 
 // decideLog is the read-modify-write step of g's log at nowMs: it drops
 // what has left the window (and the skew bound), and appends g's hits when
-// write is true and they fit, else only reads.
+// write is true and they fit, else only reads. *wrote tells whether the
+// last call asked for a write.
 //
 // An entry counts for Window+MaxClockSkew: a replica whose clock runs
 // ahead by up to the skew must still see every entry another replica
 // recorded within the window. A request whose clock reads earlier than the
 // newest entry (a clock behind another's) is recorded at that newest
 // instant, so the log stays ordered.
-func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool) swap {
+func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool, wrote *bool) swap {
 	return func(old []byte, _ bool) ([]byte, time.Duration, bool, error) {
+		*wrote = false
 		log, err := decodeLog(old)
 		if err != nil {
 			return nil, 0, false, err
@@ -187,7 +193,7 @@ func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool) swap {
 			i++
 		}
 		log = log[i:]
-		g.n, g.untilMs, g.at, g.taken, g.read = int64(len(log)), 0, t, false, true
+		g.n, g.untilMs, g.at, g.read = int64(len(log)), 0, t, true
 		if g.n > g.limit-g.hits {
 			// Allowed once enough of the oldest have left.
 			g.untilMs = log[g.n-(g.limit-g.hits)-1] + span
@@ -199,7 +205,7 @@ func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool) swap {
 		for range g.hits {
 			log = append(log, t)
 		}
-		g.taken = true
+		*wrote = true
 		if g.n+g.hits == g.limit {
 			g.untilMs = log[0] + span
 		}

@@ -170,11 +170,15 @@ func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64) error
 			g.r, g.decided, all = gcraResult{nextMs: until}, true, false
 			continue
 		}
-		err := update(ctx, b.store, g.key, b.decideBucket(g, nowMs, all))
+		var wrote bool
+		err := update(ctx, b.store, g.key, b.decideBucket(g, nowMs, all, &wrote))
 		if err != nil {
+			// This bucket's write may or may not have been applied: it is
+			// not given back (that could give a token never taken).
 			b.giveBack(ctx, gs, nowMs)
 			return fmt.Errorf("token bucket: %w", err)
 		}
+		g.taken = wrote // only now: a write whose swap lost was never applied
 		all = all && g.r.allowed
 	}
 	if !all {
@@ -185,8 +189,10 @@ func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64) error
 
 // decideBucket is the read-modify-write step of g's bucket at nowMs: it
 // takes g's hits when write is true and they are there, else only reads.
-func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool) swap {
+// *wrote tells whether the last call asked for a write.
+func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool, wrote *bool) swap {
 	return func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
+		*wrote = false
 		var tat gcraInstant
 		if found {
 			var err error
@@ -198,7 +204,7 @@ func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool) swap {
 		if !g.r.allowed || !write {
 			return nil, 0, false, nil
 		}
-		g.taken = true
+		*wrote = true
 		return encodeTAT(g.r.tat), b.ttl(g.r.tat, nowMs), true, nil
 	}
 }
