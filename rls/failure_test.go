@@ -154,3 +154,49 @@ func TestNilRequest(t *testing.T) {
 		t.Fatalf("got %v, %v; want OK [OK rem=max] and no error", summary(resp), err)
 	}
 }
+
+// TestMetrics: every answer is counted by result, every descriptor by what
+// it came to, a shadow rule over its limit by its key; an unknown domain
+// is logged once.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, setup{})
+	trial := desc("route=trial", "remote_address=192.0.2.1")
+	for _, req := range []*rlsv3.RateLimitRequest{
+		request(0, desc("remote_address=192.0.2.1"), desc("path=/"), desc("api_key=unlimited-key"), negative(desc("remote_address=192.0.2.1"))),
+		request(0, desc("plan=free"), desc("plan=gold")),
+		request(0, trial), request(0, trial),
+		request(0, desc("closed=x")),
+		request(0, manyDescriptors(rls.MaxRules+1, "remote_address")...),
+		{Domain: "other", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("a=b")}},
+		{Domain: "other", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("a=b")}},
+		request(0, desc("path=/")),
+	} {
+		h.call(t, t0, req)
+	}
+	for _, m := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"floodgate_rls_decisions_total", "result", "allowed", 4},
+		{"floodgate_rls_decisions_total", "result", "denied", 1},
+		{"floodgate_rls_decisions_total", "result", "refused", 1},
+		{"floodgate_rls_decisions_total", "result", "unknown_domain", 2},
+		{"floodgate_rls_decisions_total", "result", "unlimited", 1},
+		{"floodgate_rls_descriptors_total", "result", "ok", 2},
+		{"floodgate_rls_descriptors_total", "result", "over_limit", 1},
+		{"floodgate_rls_descriptors_total", "result", "no_rule", 4},
+		{"floodgate_rls_descriptors_total", "result", "unlimited", 1},
+		{"floodgate_rls_descriptors_total", "result", "negative_hits", 1},
+		{"floodgate_rls_descriptors_total", "result", "replaced", 1},
+		{"floodgate_rls_descriptors_total", "result", "shadow", 2},
+		{"floodgate_rls_shadow_over_limit_total", "rule", "test.route_trial.remote_address", 1},
+	} {
+		if got := h.metric(m.name, m.label, m.value); got != m.want {
+			t.Errorf("%s{%s=%q} = %v, want %v", m.name, m.label, m.value, got, m.want)
+		}
+	}
+	if n := strings.Count(h.logs.String(), "rls request for a domain without configuration"); n != 1 {
+		t.Errorf("the unknown domain logged %d times, want once:\n%s", n, h.logs)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -226,16 +227,23 @@ func CheckStrategy(c *rlsconf.Config, name string) error {
 // may be nil (no descriptor: OK).
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (resp *rlsv3.RateLimitResponse, _ error) {
 	start := time.Now()
-	var p plan
+	p := planPool.Get().(*plan)
 	defer func() {
 		if v := recover(); v != nil {
-			resp = s.recovered(&p, v)
+			resp = s.recovered(p, v)
 		}
+		*p = plan{} // drops its references to the request and the configuration
+		planPool.Put(p)
 		s.m.duration.Observe(time.Since(start).Seconds())
 	}()
-	s.build(&p, req)
-	return s.decide(ctx, &p), nil
+	s.build(p, req)
+	return s.decide(ctx, p), nil
 }
+
+// planPool holds plans between calls: a plan's arrays hold the usual
+// handful of descriptors, a few kilobytes that every call would allocate.
+// Nothing of a plan outlives its call: the response has its own messages.
+var planPool = sync.Pool{New: func() any { return new(plan) }}
 
 // decide answers the plan p.
 func (s *Server) decide(ctx context.Context, p *plan) *rlsv3.RateLimitResponse {
