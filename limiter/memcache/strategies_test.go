@@ -30,7 +30,9 @@ func instances(t *testing.T, name string, n int, servers ...string) []limiter.St
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		s, err := limiter.NewStrategy(name, st, limiter.StrategyConfig{})
+		// One clock for all: no skew to allow for (which would cost the
+		// value strategies a second of refill; see limiter's doc.go).
+		s, err := limiter.NewStrategy(name, st, limiter.StrategyConfig{MaxClockSkew: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +124,7 @@ func TestStrategiesOnMemcachedMatchInMemory(t *testing.T) {
 			clock := start
 			mem := limiter.NewMemoryStore(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock })
 			t.Cleanup(func() { mem.Close() })
-			ref, err := limiter.NewStrategy(name, mem, limiter.StrategyConfig{})
+			ref, err := limiter.NewStrategy(name, mem, limiter.StrategyConfig{MaxClockSkew: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
