@@ -130,17 +130,20 @@
 // rely on. The three others key their state by a RequestorID over the scope
 // tagged with the strategy's name, the window and the requestor, so their
 // keys are as short and safe as Sliding's and never share an identity with
-// another strategy's. Each instance remembers whom it denied until when; as
-// nothing any replica does can let that requestor in before that instant,
-// the memory is exact, and a requestor hammering past its limit costs no
-// store round trip.
+// another strategy's. Each instance remembers whom it denied until when, and
+// trusts that memory for at most a second: a set of requests (below) may
+// hold counts it later takes back, so a denial is not certain to last, and
+// a requestor hammering past its limit costs one store round trip a second
+// per instance.
 //
 // Fixed counts in windows aligned to the Unix epoch (a window of Window
 // starts at every multiple of it): one counter per requestor per window,
 // fg1:<id>:f<Unix second / window>, living Window+SkewMargin. It is Sliding's
 // increment-then-check with a single bucket, exact across replicas, and
 // RetryAfter is the time to the boundary. It is the cheapest strategy but
-// lets up to twice the limit through around a boundary.
+// lets up to twice the limit through around a boundary, and with clocks s
+// apart each replica names the window by its own clock, so a counter's
+// requests span Window+s of true time (the Fixed type says what follows).
 //
 // TokenBucket is GCRA: a bucket of Burst tokens (Limit when Request.Burst
 // is zero) refilled at Limit per Window. Its state is one instant per
@@ -151,6 +154,77 @@
 // in one value fg1:<id>:l, and allows a request when fewer than Limit fall in
 // the last Window. It is exact but costs a read and a write of the whole log,
 // so Limit is capped at MaxSlidingLogLimit (1,000).
+//
+// # Skewed clocks and the value strategies
+//
+// With replica clocks up to s = StrategyConfig.MaxClockSkew apart
+// (DefaultMaxClockSkew when zero), each value strategy errs on the side of
+// under-admission by a bounded amount, and never admits more than one
+// replica on one clock would:
+//
+//   - TokenBucket judges a bucket at t-s, no later than the slowest clock
+//     reads, and restarts a TAT that is behind t from t, no earlier than any
+//     clock reads. Take the requests allowed in an interval [a, b] of true
+//     time: the first, at clock reading t1 >= R(a) (R is the slowest clock),
+//     leaves the TAT at t1+step or later, and each other adds a step; the
+//     last was judged at t-s <= R(b). So (k-1)*step <= R(b)-R(a)+tolerance:
+//     k <= (b-a)/step + Burst, the bound of one bucket on one clock
+//     (TestTokenBucketSkewedClocks). The cost: s of refill, s*Limit/Window
+//     tokens of the burst, once after a quiet period; and when the burst
+//     holds less than that, (Burst-1)*Window/Limit < s, an emptied bucket
+//     refills one token per Window/Limit + s - (Burst-1)*Window/Limit
+//     instead of Window/Limit.
+//   - SlidingLog counts an entry for Window+s: every request allowed within
+//     Window of true time before another's decision was recorded at an
+//     instant no earlier than its replica's clock, which is less than Window
+//     behind the deciding clock plus s; and entries are dropped only past
+//     Window+s of the newest instant, which is no later than s ahead of any
+//     clock. So no true window holds more than Limit
+//     (TestSlidingLogSkewedClocks). The cost: a requestor at its limit waits
+//     up to s longer: in the worst case Limit per Window+s.
+//
+// # Hits and sets of requests
+//
+// A Request counts as Hits requests (Envoy's hits_addend; 0 means 1): it is
+// allowed only if all its hits fit the room left, and then counts them all.
+// A request of h hits under a limit L fits exactly when one of one hit fits
+// under L-h+1, which is how every strategy decides it, keys its denials and
+// computes its retry time. A request of more hits than its strategy can
+// ever hold (Limit; a token bucket's burst) is denied at once with
+// RetryAfter the Window.
+//
+// MultiStrategy.AllowAll decides several requests as one, as Envoy's rate
+// limit service asks with several descriptors: all are counted, or none.
+// Requests of one set that share a requestor (its counters or value) form
+// one group, counted together and each checked against its own limit.
+// Allow is AllowAll of one request: one rule.
+//
+// Sliding counts every group of a set (one round trip each, concurrently),
+// reads as for one request, and is allowed when every group's total is
+// within its limit; otherwise it undoes every group and reads again in the
+// same round trips, and tries again while every group shows room. The
+// exactness proof above holds for each requestor unchanged: an undo only
+// lowers a count, and every count is made before its read. A set denied by
+// one group briefly holds counts in the others, which a concurrent
+// decision may see and be denied by: only when its own read after its undo
+// still shows them, so within the set's undo round trip. Groups are
+// prepared in key order, so two sets never wait on each other's reads in a
+// cycle. Fixed does the same with one increment per group, one after
+// another, and the value its decrement returns as the read.
+//
+// TokenBucket and SlidingLog cannot make a set one compare-and-swap. They
+// take each group's tokens (record its entries) in key order, each with its
+// own compare-and-swap, holding the instance's turns of all the set's keys,
+// and on a later group's denial give back what they took: one compensating
+// compare-and-swap each, moving the TAT back by the hits taken, or removing
+// as many entries at the instant recorded. Tokens and entries at one instant
+// are alike, so what others took meanwhile stays taken. Between the take
+// and the give-back, a concurrent decision may see the set's tokens gone or
+// entries present and be denied: for at most the time of the set's later
+// compare-and-swaps (bounded by the caller's deadline), by at most the
+// set's hits per key, and remembered for at most a second. Nothing is ever
+// given back that was not taken: a swap that lost its race and a write that
+// failed are not given back.
 //
 // # Values and compare-and-swap
 //

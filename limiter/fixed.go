@@ -37,9 +37,18 @@ const fixedTag = "fixed"
 // RetryAfter, when the window is full, is the time until the next boundary
 // (X-RateLimit-Reset), in whole seconds, at least one.
 //
-// Each Fixed remembers which requestors it saw fill their window, so a
-// denied requestor costs no store round trip until the boundary. A Fixed is
-// safe for concurrent use. Create it with NewFixed.
+// Each replica names the window from its own clock, so with clocks up to
+// StrategyConfig.MaxClockSkew s apart, a replica ahead starts counting in
+// the next window up to s early while one behind still counts in the last:
+// each counter still holds at most Limit, but its requests span up to
+// Window+s of true time, so one Window of true time may meet the end of one
+// counter, all of the next and the start of a third: up to 3*Limit in the
+// worst case (2*Limit when clocks agree). Use Sliding where that matters.
+//
+// Each Fixed remembers which requestors it saw fill their window, trusting
+// the memory for up to a second, so a requestor hammering past its limit
+// costs a store round trip a second. A Fixed is safe for concurrent use.
+// Create it with NewFixed.
 type Fixed struct {
 	store  Store
 	denied *denials

@@ -50,12 +50,16 @@ const (
 //
 // A request whose clock reads earlier than the newest instant in the log (a
 // replica's clock behind another's) is recorded at that newest instant, so
-// the log stays ordered and no window ever holds more than Limit.
+// the log stays ordered; and an instant counts for Window plus
+// StrategyConfig.MaxClockSkew, so that a replica whose clock runs ahead
+// still sees every request of the window: no window of true time ever
+// holds more than Limit (see doc.go). A request of n hits is n instants.
 //
 // RetryAfter, when the limit is reached, is the time until enough recorded
 // instants have left the window, in whole seconds, at least one: a denied
 // requestor that waits that long is let in. Each SlidingLog remembers denied
-// requestors until then, so they cost no store round trip meanwhile.
+// requestors until then, trusting the memory for up to a second, so a
+// requestor hammering past its limit costs a store round trip a second.
 //
 // A SlidingLog is safe for concurrent use. Create it with NewSlidingLog.
 type SlidingLog struct {

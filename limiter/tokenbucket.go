@@ -38,7 +38,12 @@ const (
 // Instead of a token count, GCRA keeps one instant per requestor, the
 // theoretical arrival time (TAT): when the bucket will be full again. A
 // request at t is allowed if and only if max(TAT, t) - t <= (Burst-1) *
-// Window/Limit, and then moves the TAT to max(TAT, t) + Window/Limit. Time is
+// Window/Limit, and then moves the TAT to max(TAT, t) + Window/Limit; a
+// request of n hits needs n tokens and moves the TAT n steps. Replicas'
+// clocks may disagree by up to StrategyConfig.MaxClockSkew s: a bucket is
+// judged at t-s, and a TAT behind t restarts from t, so no replica sees a
+// token before the slowest clock would (see doc.go for the bound and its
+// cost). Time is
 // counted in milliseconds; the TAT carries the remainder of Window/Limit as a
 // fraction of a millisecond in units of 1/Limit, so the rate is exact.
 //
@@ -62,8 +67,9 @@ const (
 // Burst does and the bucket is nearly full. RetryAfter, when none is
 // left, is the time until one is, in whole seconds, at least one: a denied
 // requestor that waits that long is let in. Each TokenBucket remembers
-// denied requestors until that time, so they cost no store round trip
-// meanwhile.
+// denied requestors until that time, trusting the memory for up to a
+// second, so a requestor hammering past its limit costs a store round trip
+// a second, not one a request.
 //
 // Limit, Burst and Window must satisfy Burst * Window (in milliseconds) <=
 // 2^61; Allow refuses other requests. A TokenBucket is safe for concurrent
