@@ -37,5 +37,6 @@
 // output. The grammar of the values (scopes, header names, keys, windows)
 // is written once, in grammar.go, and read the same way by the flags and
 // the context extensions: [CheckScope], [HeaderName], [ParseKey],
+// [ParseMetadataField],
 // [ParseWindow].
 package policy

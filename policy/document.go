@@ -338,22 +338,20 @@ func (p *Policy) CheckStrategy(name string) error {
 // tiers reads a rule's tiers; strategy and known are the rule's (see
 // limit).
 func (p *parser) tiers(n *yaml.Node, path, strategy string, known bool) *Tiers {
-	f := p.mapping(n, path, "header", "default", "limits")
+	f := p.mapping(n, path, "header", "metadata", "default", "limits")
 	if f == nil {
 		return nil
 	}
 	t := &Tiers{Limits: make(map[string]Limit)}
-	if hn := f.get("header"); hn == nil {
-		p.ok(errorf(f.line, "%s: header: must be set", path))
-	} else if h, err := scalar(hn, path+".header"); p.ok(err) {
-		if t.Header, err = HeaderName(h); err != nil {
-			p.ok(errorf(hn.Line, "%s.header: %v", path, err))
-		}
-	}
+	p.tierSource(t, f, path)
 	written := p.tierLimits(t, f, path, strategy, known)
 	dn := f.get("default")
 	if dn == nil {
-		p.ok(errorf(f.line, "%s: default: must be set (the tier of requests without the header)", path))
+		without := "the header"
+		if f.get("header") == nil && f.get("metadata") != nil {
+			without = "the metadata value"
+		}
+		p.ok(errorf(f.line, "%s: default: must be set (the tier of requests without %s)", path, without))
 		return t
 	}
 	var err error
@@ -361,6 +359,30 @@ func (p *parser) tiers(n *yaml.Node, path, strategy string, known bool) *Tiers {
 		p.ok(errorf(dn.Line, "%s.default: %q: not a tier in limits (%s)", path, t.Default, strings.Join(written, ", ")))
 	}
 	return t
+}
+
+// tierSource reads what names a request's tier into t: a header, or a
+// metadata field; one of them.
+func (p *parser) tierSource(t *Tiers, f *fields, path string) {
+	hn, mn := f.get("header"), f.get("metadata")
+	switch {
+	case hn != nil && mn != nil:
+		p.ok(errorf(mn.Line, "%s: header and metadata: set one", path))
+	case hn != nil:
+		if h, err := scalar(hn, path+".header"); p.ok(err) {
+			if t.Header, err = HeaderName(h); err != nil {
+				p.ok(errorf(hn.Line, "%s.header: %v", path, err))
+			}
+		}
+	case mn != nil:
+		if m, err := scalar(mn, path+".metadata"); p.ok(err) {
+			if t.Metadata, err = ParseMetadataField(m); err != nil {
+				p.ok(errorf(mn.Line, "%s.metadata: %q: %v", path, m, err))
+			}
+		}
+	default:
+		p.ok(errorf(f.line, "%s: header or metadata: must set one (what names the tier)", path))
+	}
 }
 
 // tierLimits reads the tiers' limits into t, and returns the tier names

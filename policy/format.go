@@ -105,8 +105,13 @@ func (r *Rule) String() string {
 		}
 	} else {
 		t := r.Tiers
-		b.WriteString(" tier_header=")
-		b.WriteString(t.Header)
+		if t.Header != "" {
+			b.WriteString(" tier_header=")
+			b.WriteString(t.Header)
+		} else {
+			b.WriteString(" tier_metadata=")
+			b.WriteString(t.Metadata.String())
+		}
 		for _, name := range t.Names {
 			l := t.Limits[name]
 			b.WriteString(" tier.")

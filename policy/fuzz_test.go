@@ -26,6 +26,8 @@ func FuzzParse(f *testing.F) {
 		"rules:\n- name: a\n  limit: 5\n  window: 1m\n",
 		"rules:\n- name: a\n  tiers: {header: x, default: a, limits: {a: {limit: 1, window: 1s}}}\n",
 		"allowlist:\n  cidrs: [\"::ffff:10.0.0.0/104\"]\n  identities: [\"header::authority:x\"]\n",
+		"rules:\n- name: a\n  key: metadata:jwt:payload.sub\n  tiers: {metadata: jwt:payload.plan, default: a, limits: {a: {limit: 1, window: 1s}}}\n",
+		"blocklist:\n  identities: [\"principal:spiffe://td/ns/a/sa/b\", \"metadata:jwt:payload.sub:x:y\"]\nrules:\n- {name: p, key: principal, limit: 1, window: 1s}\n",
 		"rules: &a [*a]\n",
 		"a: [\n",
 		"rules:\n- name: a\n  limit: 5\n  window: 1m\n  <<: {x: 1}\n",

@@ -32,9 +32,12 @@ const errNotToken = "want letters, digits and " + tokenChars
 // [A-Za-z0-9_.-]. Scopes name counter families ([limiter.Request].Scope):
 // the floodgate.scope context extension, a rule's scope, and a rule's name,
 // which is its scope unless it sets one.
-func CheckScope(s string) error {
-	if s == "" || len(s) > MaxNameLen {
-		return fmt.Errorf("length %d: must be 1 to %d", len(s), MaxNameLen)
+func CheckScope(s string) error { return checkName(s, MaxNameLen) }
+
+// checkName checks 1 to max of [A-Za-z0-9_.-].
+func checkName(s string, max int) error {
+	if s == "" || len(s) > max {
+		return fmt.Errorf("length %d: must be 1 to %d", len(s), max)
 	}
 	for _, c := range s {
 		switch {
@@ -91,14 +94,80 @@ func HeaderName(s string) (string, error) {
 	return strings.ToLower(s), nil
 }
 
+// The limits of a metadata field ([ParseMetadataField]).
+const (
+	// MaxMetadataFilterLen is the longest filter namespace of a metadata
+	// field.
+	MaxMetadataFilterLen = 128
+	// MaxMetadataDepth is the most names in a metadata field's path.
+	MaxMetadataDepth = 8
+)
+
+// MetadataField names a value in the dynamic metadata that Envoy's HTTP
+// filters wrote before ext_authz, as a CheckRequest carries it in
+// attributes.metadata_context.filter_metadata: in the Struct of namespace
+// Filter, the field named by the first name of Path, in that Struct the
+// field named by the second, and so on. Envoy's jwt_authn filter with
+// payload_in_metadata: payload writes the verified token's claims under
+// Filter "envoy.filters.http.jwt_authn", so Path "payload.sub" is the
+// subject. The zero MetadataField names nothing; [ParseMetadataField]
+// builds valid ones. A MetadataField is a comparable value. Package
+// [github.com/floodgate-rl/floodgate/authz] reads the value.
+type MetadataField struct {
+	// Filter is the metadata namespace: 1 to [MaxMetadataFilterLen] of
+	// [A-Za-z0-9_.-], compared exactly.
+	Filter string
+	// Path is 1 to [MaxMetadataDepth] field names separated by '.', each
+	// 1 to [MaxNameLen] characters of an RFC 9110 token other than '.',
+	// compared exactly.
+	Path string
+}
+
+// String returns the field as [ParseMetadataField] reads it:
+// "<filter>:<path>".
+func (m MetadataField) String() string { return m.Filter + ":" + m.Path }
+
+// ParseMetadataField parses "<filter>:<path>", as the key form
+// "metadata:<filter>:<path>" and a tier's metadata: write it: the
+// namespace up to the first ':', then field names separated by '.' (see
+// [MetadataField] for their characters and bounds), such as
+// "envoy.filters.http.jwt_authn:payload.sub". Field names holding '.' or
+// ':' (claims named by a URL) cannot be written.
+func ParseMetadataField(s string) (MetadataField, error) {
+	filter, path, ok := strings.Cut(s, ":")
+	if !ok {
+		return MetadataField{}, errors.New("want <filter>:<path>, as in envoy.filters.http.jwt_authn:payload.sub")
+	}
+	if err := checkName(filter, MaxMetadataFilterLen); err != nil {
+		return MetadataField{}, fmt.Errorf("metadata filter %q: %w", filter, err)
+	}
+	if n := strings.Count(path, ".") + 1; n > MaxMetadataDepth {
+		return MetadataField{}, fmt.Errorf("metadata path %q: %d names: must be at most %d", path, n, MaxMetadataDepth)
+	}
+	for name := range strings.SplitSeq(path, ".") {
+		if name == "" || len(name) > MaxNameLen {
+			return MetadataField{}, fmt.Errorf("metadata path %q: name of length %d: must be 1 to %d", path, len(name), MaxNameLen)
+		}
+		if err := checkToken(name); err != nil {
+			return MetadataField{}, fmt.Errorf("metadata path %q: %w", path, err)
+		}
+	}
+	return MetadataField{Filter: filter, Path: path}, nil
+}
+
+// errUnknownKey is the error of a key that is none of the forms.
+var errUnknownKey = errors.New(`unknown form: want "source", "xff", "header:<name>", "principal" or "metadata:<filter>:<path>"`)
+
 // ParseKey checks a requestor identity form, as --key, the floodgate.key
-// extension and a rule's key write it: "source", "xff" or "header:<name>"
-// (see [HeaderName]). It returns the form with the header name lower-cased.
+// extension and a rule's key write it: "source", "xff", "principal",
+// "header:<name>" (see [HeaderName]) or "metadata:<filter>:<path>" (see
+// [ParseMetadataField]). It returns the form with the header name
+// lower-cased; metadata fields are case-sensitive and kept as written.
 // [github.com/floodgate-rl/floodgate/authz.ParseKey] builds its KeySpec on
 // it.
 func ParseKey(s string) (string, error) {
 	switch {
-	case s == "source", s == "xff":
+	case s == "source", s == "xff", s == "principal":
 		return s, nil
 	case strings.HasPrefix(s, "header:"):
 		name, err := HeaderName(strings.TrimPrefix(s, "header:"))
@@ -106,8 +175,13 @@ func ParseKey(s string) (string, error) {
 			return "", err
 		}
 		return "header:" + name, nil
+	case strings.HasPrefix(s, "metadata:"):
+		if _, err := ParseMetadataField(strings.TrimPrefix(s, "metadata:")); err != nil {
+			return "", err
+		}
+		return s, nil
 	}
-	return "", errors.New(`unknown form: want "source", "header:<name>" or "xff"`)
+	return "", errUnknownKey
 }
 
 // ParseWindow parses a window, as --window, the floodgate.window extension
@@ -127,8 +201,11 @@ func ParseWindow(s string) (time.Duration, error) {
 
 // ParseIdentity checks a requestor identity of an allowlist or blocklist
 // and returns it normalised as package authz forms identities:
-// "ip:<address>" (IPv4-mapped addresses unmapped, zones dropped) or
-// "header:<name>:<value>" (name lower-cased, value non-empty).
+// "ip:<address>" (IPv4-mapped addresses unmapped, zones dropped),
+// "header:<name>:<value>" (name lower-cased, value non-empty),
+// "principal:<identity>" (such as a SPIFFE ID, non-empty, compared exactly)
+// or "metadata:<filter>:<path>:<value>" (a field as [ParseMetadataField]
+// reads it, value non-empty).
 func ParseIdentity(s string) (string, error) {
 	switch {
 	case strings.HasPrefix(s, "ip:"):
@@ -138,22 +215,51 @@ func ParseIdentity(s string) (string, error) {
 		}
 		return "ip:" + a.Unmap().WithZone("").String(), nil
 	case strings.HasPrefix(s, "header:"):
-		rest := strings.TrimPrefix(s, "header:")
-		pseudo := strings.HasPrefix(rest, ":") // ":authority"
-		name, value, ok := strings.Cut(strings.TrimPrefix(rest, ":"), ":")
-		if !ok || value == "" {
-			return "", errors.New("want header:<name>:<value>")
+		return headerIdentity(strings.TrimPrefix(s, "header:"))
+	case strings.HasPrefix(s, "principal:"):
+		if s == "principal:" {
+			return "", errors.New("want principal:<identity>, as in principal:spiffe://cluster.local/ns/shop/sa/web")
 		}
-		if pseudo {
-			name = ":" + name
-		}
-		name, err := HeaderName(name)
-		if err != nil {
-			return "", err
-		}
-		return "header:" + name + ":" + value, nil
+		return s, nil
+	case strings.HasPrefix(s, "metadata:"):
+		return metadataIdentity(strings.TrimPrefix(s, "metadata:"))
 	}
-	return "", errors.New(`want "ip:<address>" or "header:<name>:<value>"`)
+	return "", errors.New(`want "ip:<address>", "header:<name>:<value>", "principal:<identity>" or "metadata:<filter>:<path>:<value>"`)
+}
+
+// headerIdentity is ParseIdentity of "header:" + rest.
+func headerIdentity(rest string) (string, error) {
+	pseudo := strings.HasPrefix(rest, ":") // ":authority"
+	name, value, ok := strings.Cut(strings.TrimPrefix(rest, ":"), ":")
+	if !ok || value == "" {
+		return "", errors.New("want header:<name>:<value>")
+	}
+	if pseudo {
+		name = ":" + name
+	}
+	name, err := HeaderName(name)
+	if err != nil {
+		return "", err
+	}
+	return "header:" + name + ":" + value, nil
+}
+
+// metadataIdentity is ParseIdentity of "metadata:" + rest. Neither the
+// filter nor the path holds a ':', so the value starts after the second.
+func metadataIdentity(rest string) (string, error) {
+	const want = "want metadata:<filter>:<path>:<value>"
+	filter, more, ok := strings.Cut(rest, ":")
+	if !ok {
+		return "", errors.New(want)
+	}
+	path, value, ok := strings.Cut(more, ":")
+	if !ok || value == "" {
+		return "", errors.New(want)
+	}
+	if _, err := ParseMetadataField(filter + ":" + path); err != nil {
+		return "", err
+	}
+	return "metadata:" + rest, nil
 }
 
 // ParsePrefix parses an address range ("10.0.0.0/8", "2001:db8::/32") or a

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +70,8 @@ func TestHeaderName(t *testing.T) {
 
 func TestParseKeyGrammar(t *testing.T) {
 	t.Parallel()
-	const unknown = `unknown form: want "source", "header:<name>" or "xff"`
+	const unknown = `unknown form: want "source", "xff", "header:<name>", "principal" or "metadata:<filter>:<path>"`
+	const noPath = "want <filter>:<path>, as in envoy.filters.http.jwt_authn:payload.sub"
 	tests := []struct {
 		in, want, wantErr string
 	}{
@@ -85,6 +87,16 @@ func TestParseKeyGrammar(t *testing.T) {
 		{in: "header:", wantErr: "empty header name"},
 		{in: "header::", wantErr: "empty header name"},
 		{in: "header:x y", wantErr: `header name "x y": invalid character ' ': want letters, digits and !#$%&'*+-.^_` + "`|~"},
+		{in: "principal", want: "principal"},
+		{in: "Principal", wantErr: unknown},
+		{in: "principal:x", wantErr: unknown},
+		{in: "metadata:envoy.filters.http.jwt_authn:payload.sub", want: "metadata:envoy.filters.http.jwt_authn:payload.sub"},
+		{in: "metadata:Lua:Plan", want: "metadata:Lua:Plan"}, // metadata is case-sensitive: kept
+		{in: "metadata", wantErr: unknown},
+		{in: "metadata:", wantErr: noPath},
+		{in: "metadata:jwt", wantErr: noPath},
+		{in: "metadata::sub", wantErr: `metadata filter "": length 0: must be 1 to 128`},
+		{in: "metadata:jwt:", wantErr: `metadata path "": name of length 0: must be 1 to 64`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -92,6 +104,66 @@ func TestParseKeyGrammar(t *testing.T) {
 			got, err := policy.ParseKey(tt.in)
 			if got != tt.want || errString(err) != tt.wantErr {
 				t.Errorf("ParseKey(%q) = %q, %q; want %q, %q", tt.in, got, errString(err), tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseMetadataField(t *testing.T) {
+	t.Parallel()
+	token := "want letters, digits and !#$%&'*+-.^_`|~"
+	long := strings.Repeat("n", policy.MaxNameLen)
+	tests := []struct {
+		in      string
+		filter  string
+		path    string
+		wantErr string
+	}{
+		{in: "envoy.filters.http.jwt_authn:payload.sub", filter: "envoy.filters.http.jwt_authn", path: "payload.sub"},
+		{in: "f:a", filter: "f", path: "a"},
+		{in: "istio_authn-2:Request.Auth.Principal", filter: "istio_authn-2", path: "Request.Auth.Principal"},
+		{in: "f:a!#$%&'*+-^_`|~z", filter: "f", path: "a!#$%&'*+-^_`|~z"},
+		{in: "f:" + long, filter: "f", path: long},
+		{in: strings.Repeat("f", policy.MaxMetadataFilterLen) + ":a", filter: strings.Repeat("f", policy.MaxMetadataFilterLen), path: "a"},
+		{in: "f:a.b.c.d.e.f.g.h", filter: "f", path: "a.b.c.d.e.f.g.h"},
+
+		{in: "", wantErr: "want <filter>:<path>, as in envoy.filters.http.jwt_authn:payload.sub"},
+		{in: "envoy.filters.http.jwt_authn", wantErr: "want <filter>:<path>, as in envoy.filters.http.jwt_authn:payload.sub"},
+		{in: ":sub", wantErr: `metadata filter "": length 0: must be 1 to 128`},
+		{in: strings.Repeat("f", 129) + ":a", wantErr: `metadata filter "` + strings.Repeat("f", 129) + `": length 129: must be 1 to 128`},
+		{in: "jwt authn:sub", wantErr: `metadata filter "jwt authn": invalid character ' ': want [A-Za-z0-9_.-]`},
+		{in: "jwt/authn:sub", wantErr: `metadata filter "jwt/authn": invalid character '/': want [A-Za-z0-9_.-]`},
+		{in: "f:", wantErr: `metadata path "": name of length 0: must be 1 to 64`},
+		{in: "f:a..b", wantErr: `metadata path "a..b": name of length 0: must be 1 to 64`},
+		{in: "f:.a", wantErr: `metadata path ".a": name of length 0: must be 1 to 64`},
+		{in: "f:a.", wantErr: `metadata path "a.": name of length 0: must be 1 to 64`},
+		{in: "f:" + long + "n", wantErr: `metadata path "` + long + `n": name of length 65: must be 1 to 64`},
+		{in: "f:a.b.c.d.e.f.g.h.i", wantErr: `metadata path "a.b.c.d.e.f.g.h.i": 9 names: must be at most 8`},
+		{in: "f:" + strings.Repeat("a.", 64<<10) + "a", wantErr: `metadata path "` + strings.Repeat("a.", 64<<10) + `a": 65537 names: must be at most 8`},
+		{in: "f:a:b", wantErr: `metadata path "a:b": invalid character ':': ` + token},
+		{in: "f:a b", wantErr: `metadata path "a b": invalid character ' ': ` + token},
+		{in: "f:https://x", wantErr: `metadata path "https://x": invalid character ':': ` + token},
+		{in: "f:ünï", wantErr: `metadata path "ünï": invalid character 'ü': ` + token},
+		{in: "f:a\x00", wantErr: `metadata path "a\x00": invalid character '\x00': ` + token},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%.40s", tt.in), func(t *testing.T) {
+			t.Parallel()
+			got, err := policy.ParseMetadataField(tt.in)
+			if errString(err) != tt.wantErr {
+				t.Fatalf("ParseMetadataField(%.60q) error %.200q, want %.200q", tt.in, errString(err), tt.wantErr)
+			}
+			if err != nil {
+				if got != (policy.MetadataField{}) {
+					t.Errorf("ParseMetadataField(%q) = %+v with an error, want the zero field", tt.in, got)
+				}
+				return
+			}
+			if got != (policy.MetadataField{Filter: tt.filter, Path: tt.path}) {
+				t.Errorf("ParseMetadataField(%q) = %q %q, want %q %q", tt.in, got.Filter, got.Path, tt.filter, tt.path)
+			}
+			if got.String() != tt.in {
+				t.Errorf("String() = %q, want the input %q", got.String(), tt.in)
 			}
 		})
 	}

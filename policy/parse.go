@@ -110,7 +110,7 @@ func pathless(err error) error {
 //	    headers:
 //	    - {name: x-env, exact: prod}
 //	    - {name: x-debug, present: true}
-//	  key: source                # source | xff | header:<name>; default: the route's
+//	  key: source                # source | xff | header:<name> | principal | metadata:<filter>:<path>; default: the route's
 //	  strategy: sliding          # default: the route's
 //	  limit: 5
 //	  window: 1m
@@ -123,6 +123,14 @@ func pathless(err error) error {
 //	    default: free
 //	    limits:
 //	      free: {limit: 100, window: 1h, burst: 20}
+//	      pro:  {limit: 5000, window: 1h}
+//	- name: partners             # per verified token subject, tier from a claim
+//	  key: metadata:envoy.filters.http.jwt_authn:payload.sub
+//	  tiers:
+//	    metadata: envoy.filters.http.jwt_authn:payload.plan  # instead of header
+//	    default: free
+//	    limits:
+//	      free: {limit: 100, window: 1h}
 //	      pro:  {limit: 5000, window: 1h}
 //
 // Unknown fields, duplicate fields and values of the wrong type are errors.

@@ -33,9 +33,10 @@ type Rule struct {
 	// Match says which requests the rule applies to; the zero Match
 	// applies to every request.
 	Match Match
-	// Key is the requestor identity form: "source", "xff" or
-	// "header:<name>" (name lower-cased). "" inherits the route's
-	// floodgate.key, else the server's --key.
+	// Key is the requestor identity form, as [ParseKey] returns it:
+	// "source", "xff", "principal", "header:<name>" (name lower-cased) or
+	// "metadata:<filter>:<path>". "" inherits the route's floodgate.key,
+	// else the server's --key.
 	Key string
 	// Strategy is the algorithm, one of [limiter.Strategies]. "" inherits
 	// the route's floodgate.strategy, else the server's --strategy.
@@ -43,7 +44,8 @@ type Rule struct {
 	// Limit is the rule's limit when Tiers is nil; the zero [Limit]
 	// otherwise.
 	Limit Limit
-	// Tiers, when not nil, chooses the limit by a request header.
+	// Tiers, when not nil, chooses the limit by a request header or a
+	// metadata value.
 	Tiers *Tiers
 	// Scope is the counter family of the rule ([limiter.Request].Scope) and
 	// the policy name in the RateLimit headers. It is Name unless the file
@@ -69,27 +71,37 @@ type Limit struct {
 
 // Tiers chooses a rule's limit by the value of a request header, such as a
 // plan ("x-plan: free" or "x-plan: pro") set by an authentication layer in
-// front of floodgate.
+// front of floodgate, or by a value in the request's metadata, such as a
+// claim of a token that Envoy's jwt_authn filter verified.
 type Tiers struct {
-	// Header is the lower-cased name of the request header.
+	// Header is the lower-cased name of the request header; "" when
+	// Metadata names the tier.
 	Header string
+	// Metadata is the metadata field that names the tier when Header is
+	// ""; the zero MetadataField otherwise.
+	Metadata MetadataField
 	// Names lists the tiers in file order.
 	Names []string
 	// Limits holds the limit of each tier in Names.
 	Limits map[string]Limit
-	// Default is the tier of requests whose header is absent or names no
-	// tier; one of Names.
+	// Default is the tier of requests whose header (or metadata value) is
+	// absent or names no tier; one of Names.
 	Default string
 }
 
-// Select returns the tier of a request and its limit: the tier named by the
-// header's exact value, else Default.
-func (t *Tiers) Select(header func(name string) (string, bool)) (string, Limit) {
-	if header != nil {
-		if v, ok := header(t.Header); ok {
-			if l, ok := t.Limits[v]; ok {
-				return v, l
-			}
+// Select returns the tier of the request in and its limit: the tier named
+// exactly by the value of the header (Input.Header) or of the metadata
+// field (Input.Metadata), else Default.
+func (t *Tiers) Select(in Input) (string, Limit) {
+	v, ok := "", false
+	if t.Header != "" {
+		v, ok = in.header(t.Header)
+	} else if in.Metadata != nil {
+		v, ok = in.Metadata(t.Metadata)
+	}
+	if ok {
+		if l, ok := t.Limits[v]; ok {
+			return v, l
 		}
 	}
 	return t.Default, t.Limits[t.Default]
@@ -138,6 +150,11 @@ type Input struct {
 	// Header returns the value of the request header name (lower case) and
 	// whether the request has it. nil means a request without headers.
 	Header func(name string) (string, bool)
+	// Metadata returns the value of a metadata field of the request as
+	// text, and whether the request has a usable one (package authz reads
+	// strings, numbers and booleans). nil means a request without
+	// metadata.
+	Metadata func(f MetadataField) (string, bool)
 }
 
 func (in Input) header(name string) (string, bool) {
@@ -189,7 +206,7 @@ func (r *Rule) LimitFor(in Input) (tier string, l Limit) {
 	if r.Tiers == nil {
 		return "", r.Limit
 	}
-	return r.Tiers.Select(in.Header)
+	return r.Tiers.Select(in)
 }
 
 // Match returns the rule that decides in: the first enforcing (not Shadow)
@@ -214,7 +231,8 @@ func (p *Policy) Match(in Input) (rule *Rule, shadows []*Rule) {
 }
 
 // Blocked reports whether the requestor with identity (as package authz
-// forms it: "ip:203.0.113.7", "header:x-api-key:<value>") or client address
+// forms it: "ip:203.0.113.7", "header:x-api-key:<value>",
+// "principal:spiffe://...") or client address
 // addr (the zero Addr when unknown) is on the blocklist.
 func (p *Policy) Blocked(identity string, addr netip.Addr) bool {
 	return p != nil && p.Blocklist.Contains(identity, addr)
@@ -229,8 +247,9 @@ func (p *Policy) Allowed(identity string, addr netip.Addr) bool {
 // address ranges. The zero List is empty.
 type List struct {
 	// Identities are requestor identities in the form package authz gives
-	// them: "ip:<address>" (normalised) or "header:<name>:<value>" (name
-	// lower-cased), compared exactly.
+	// them (see [ParseIdentity]): "ip:<address>" (normalised),
+	// "header:<name>:<value>" (name lower-cased), "principal:<identity>" or
+	// "metadata:<filter>:<path>:<value>", compared exactly.
 	Identities []string
 	// Prefixes are the address ranges (a single address is a /32 or /128);
 	// IPv4-mapped IPv6 ranges are stored as IPv4.

@@ -190,6 +190,61 @@ func TestTiers(t *testing.T) {
 	}
 }
 
+// TestTiersByMetadata chooses tiers by a metadata field (a verified
+// token's claim): the header of the same name is not looked at, and a
+// request without the value, or without metadata, gets the default.
+func TestTiersByMetadata(t *testing.T) {
+	t.Parallel()
+	p := mustParse(t, `
+rules:
+- name: partners
+  key: metadata:envoy.filters.http.jwt_authn:payload.sub
+  tiers:
+    metadata: envoy.filters.http.jwt_authn:payload.plan
+    default: free
+    limits:
+      free: {limit: 10, window: 1m}
+      pro: {limit: 1000, window: 1m}
+      "2": {limit: 2, window: 1m}
+`)
+	r := p.Rules[0]
+	want := policy.MetadataField{Filter: "envoy.filters.http.jwt_authn", Path: "payload.plan"}
+	if r.Key != "metadata:envoy.filters.http.jwt_authn:payload.sub" || r.Tiers.Header != "" || r.Tiers.Metadata != want {
+		t.Fatalf("parsed key %q, tiers %+v", r.Key, r.Tiers)
+	}
+	const line = "rules[0] partners: when any then key=metadata:envoy.filters.http.jwt_authn:payload.sub strategy=(route) " +
+		"tier_metadata=envoy.filters.http.jwt_authn:payload.plan tier.free=10/1m tier.pro=1000/1m tier.2=2/1m tier_default=free scope=partners mode=enforce"
+	if got := p.Lines()[0]; got != line {
+		t.Errorf("Lines()[0] = %s\nwant %s", got, line)
+	}
+	meta := func(vals map[string]string) func(policy.MetadataField) (string, bool) {
+		return func(f policy.MetadataField) (string, bool) {
+			v, ok := vals[f.String()]
+			return v, ok
+		}
+	}
+	plan := want.String()
+	tests := []struct {
+		name  string
+		in    policy.Input
+		tier  string
+		limit int64
+	}{
+		{"pro claim", policy.Input{Metadata: meta(map[string]string{plan: "pro"})}, "pro", 1000},
+		{"free claim", policy.Input{Metadata: meta(map[string]string{plan: "free"})}, "free", 10},
+		{"numeric claim, as authz formats it", policy.Input{Metadata: meta(map[string]string{plan: "2"})}, "2", 2},
+		{"unknown claim value", policy.Input{Metadata: meta(map[string]string{plan: "gold"})}, "free", 10},
+		{"other field only", policy.Input{Metadata: meta(map[string]string{"envoy.filters.http.jwt_authn:payload.sub": "pro"})}, "free", 10},
+		{"no metadata", policy.Input{}, "free", 10},
+		{"a header of any name is not the claim", policy.Input{Header: headers(map[string]string{"x-plan": "pro", "plan": "pro", "payload.plan": "pro"})}, "free", 10},
+	}
+	for _, tt := range tests {
+		if tier, l := r.LimitFor(tt.in); tier != tt.tier || l.Limit != tt.limit {
+			t.Errorf("%s: tier %q limit %d, want %q %d", tt.name, tier, l.Limit, tt.tier, tt.limit)
+		}
+	}
+}
+
 func TestLists(t *testing.T) {
 	t.Parallel()
 	p := mustParse(t, `
@@ -262,17 +317,22 @@ func TestParseKeyAndIdentity(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"ip:::ffff:192.0.2.1":        "ip:192.0.2.1",
-		"ip:2001:DB8::1":             "ip:2001:db8::1",
-		"ip:fe80::1%eth0":            "ip:fe80::1",
-		"header:X-Key:a:b c":         "header:x-key:a:b c",
-		"header::authority:api.test": "header::authority:api.test",
+		"ip:::ffff:192.0.2.1":                                     "ip:192.0.2.1",
+		"ip:2001:DB8::1":                                          "ip:2001:db8::1",
+		"ip:fe80::1%eth0":                                         "ip:fe80::1",
+		"header:X-Key:a:b c":                                      "header:x-key:a:b c",
+		"header::authority:api.test":                              "header::authority:api.test",
+		"principal:spiffe://cluster.local/ns/shop/sa/web":         "principal:spiffe://cluster.local/ns/shop/sa/web",
+		"principal:CN=Ann, O=Example":                             "principal:CN=Ann, O=Example",
+		"metadata:envoy.filters.http.jwt_authn:payload.sub:ann":   "metadata:envoy.filters.http.jwt_authn:payload.sub:ann",
+		"metadata:envoy.filters.http.jwt_authn:payload.sub:a:b c": "metadata:envoy.filters.http.jwt_authn:payload.sub:a:b c",
 	} {
 		if got, err := policy.ParseIdentity(in); err != nil || got != want {
 			t.Errorf("ParseIdentity(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "10.0.0.1", "ip:10.0.0.0/8", "header:x-key", "header:x-key:", "header::", "unknown"} {
+	for _, in := range []string{"", "10.0.0.1", "ip:10.0.0.0/8", "header:x-key", "header:x-key:", "header::", "unknown",
+		"principal:", "principal", "metadata:", "metadata:f", "metadata:f:sub", "metadata:f:sub:", "metadata::sub:v", "metadata:f::v", "metadata:f:a..b:v"} {
 		if got, err := policy.ParseIdentity(in); err == nil {
 			t.Errorf("ParseIdentity(%q) = %q, want an error", in, got)
 		}

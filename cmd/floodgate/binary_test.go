@@ -165,7 +165,7 @@ func TestBinaryBadConfig(t *testing.T) {
 		{"memcache servers", []string{"--memcache-servers", "bad"}, nil,
 			`floodgate: invalid value "bad" for flag --memcache-servers: memcache server "bad": want host:port, with an IPv6 host in brackets as in [::1]:11211: address bad: missing port in address`},
 		{"key", []string{"--key", "bogus"}, nil,
-			`floodgate: invalid value "bogus" for flag --key: unknown form: want "source", "header:<name>" or "xff"`},
+			`floodgate: invalid value "bogus" for flag --key: unknown form: want "source", "xff", "header:<name>", "principal" or "metadata:<filter>:<path>"`},
 		{"unknown flag", []string{"--rate-limit", "5"}, nil,
 			`floodgate: unknown flag --rate-limit (see --help)`},
 		{"positional", []string{"serve"}, nil,
