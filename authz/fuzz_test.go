@@ -30,7 +30,7 @@ func FuzzCheck(f *testing.F) {
 			if err := req.Validate(); err != nil {
 				bad = err.Error()
 			}
-			if req.Requestor != authz.FallbackIdentity && !strings.HasPrefix(req.Requestor, "ip:") && !strings.HasPrefix(req.Requestor, "header:") {
+			if req.Requestor != authz.FallbackIdentity && !hasKind(req.Requestor) {
 				bad = "requestor without a kind: " + req.Requestor
 			}
 			d := limiter.Decision{Allowed: allow, Limit: req.Limit, Window: req.Window, RetryAfter: time.Duration(retry)}
@@ -70,7 +70,8 @@ func FuzzCheck(f *testing.F) {
 }
 
 func FuzzParseKey(f *testing.F) {
-	for _, s := range []string{"source", "xff", "header:x-api-key", "header:X", "header:", "header::authority", "", "header:a b", "\xff"} {
+	for _, s := range []string{"source", "xff", "header:x-api-key", "header:X", "header:", "header::authority", "", "header:a b", "\xff",
+		"principal", "metadata:envoy.filters.http.jwt_authn:payload.sub", "metadata:f:a..b", "metadata:f"} {
 		f.Add(s, 0)
 		f.Add(s, -1)
 		f.Add(s, 3)
@@ -159,4 +160,15 @@ type strategyFunc func(context.Context, limiter.Request, time.Time) (limiter.Dec
 
 func (f strategyFunc) Allow(ctx context.Context, req limiter.Request, now time.Time) (limiter.Decision, error) {
 	return f(ctx, req, now)
+}
+
+// hasKind reports whether a requestor identity starts with one of the
+// kinds of KeySpec.Identity.
+func hasKind(id string) bool {
+	for _, kind := range []string{"ip:", "header:", "principal:", "metadata:"} {
+		if strings.HasPrefix(id, kind) {
+			return true
+		}
+	}
+	return false
 }

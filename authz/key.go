@@ -2,10 +2,13 @@ package authz
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/floodgate-rl/floodgate/policy"
 )
@@ -15,7 +18,7 @@ import (
 // address, or an address that does not parse as an IP. All such requests share
 // one counter, so a misconfigured listener is limited as a single client
 // rather than not at all. It cannot collide with a real identity, which always
-// carries a kind prefix ("ip:", "header:").
+// carries a kind prefix ("ip:", "header:", "principal:", "metadata:").
 const FallbackIdentity = "unknown"
 
 // keyKind is the form of a KeySpec.
@@ -25,6 +28,8 @@ const (
 	keySource keyKind = iota // the zero KeySpec keys on the source address
 	keyHeader
 	keyXFF
+	keyPrincipal
+	keyMetadata
 )
 
 // KeySpec says how the requestor identity is taken from a CheckRequest. Build
@@ -34,15 +39,20 @@ const (
 // Identities carry their kind, so different forms never share a counter by
 // accident: "ip:203.0.113.7" for an address (from the source or from
 // X-Forwarded-For; the same client address is the same requestor either way),
-// "header:x-api-key:abc" for a header value, and [FallbackIdentity] when there is
-// nothing usable.
+// "header:x-api-key:abc" for a header value, "principal:spiffe://..." for
+// the peer's verified identity,
+// "metadata:envoy.filters.http.jwt_authn:payload.sub:ann" for a metadata
+// value, and [FallbackIdentity] when there is nothing usable.
 //
 // A KeySpec is an immutable value, safe to copy and to use concurrently.
 type KeySpec struct {
 	kind keyKind
 	// header is the lower-cased header name for the header form.
 	header string
-	// prefix is "header:<name>:", precomputed for the header form.
+	// meta is the field of the metadata form.
+	meta policy.MetadataField
+	// prefix is the identity's kind, precomputed: "header:<name>:",
+	// "principal:" or "metadata:<filter>:<path>:".
 	prefix string
 	// hops is the number of trusted X-Forwarded-For hops. It is kept for every
 	// form so that a per-route "xff" override inherits the server's count.
@@ -65,6 +75,20 @@ type KeySpec struct {
 //     len-1-xffTrustedHops) is used. With too few entries, or an entry that is
 //     empty or not an IP address (an optional port is allowed), the source
 //     address is used instead.
+//   - "principal": the downstream peer's verified identity,
+//     attributes.source.principal: with mutual TLS terminated by Envoy, the
+//     client certificate's first URI SAN (the SPIFFE ID under Istio), else
+//     its first DNS SAN, else its subject. It is used exactly as Envoy sends
+//     it. When it is empty (no client certificate, plain text), the source
+//     address is used instead.
+//   - "metadata:<filter>:<path>": a value that an Envoy filter before
+//     ext_authz wrote to the request's dynamic metadata, as the CheckRequest
+//     carries it in attributes.metadata_context.filter_metadata (see
+//     [policy.MetadataField]; Envoy sends the namespaces its ext_authz
+//     filter lists in metadata_context_namespaces), formatted as
+//     [MetadataValue] does. When the field is missing, or is not a
+//     non-empty string, a finite number or a boolean, the source address
+//     is used instead.
 //
 // xffTrustedHops must not be negative; it is remembered by every form (see
 // [KeySpec.TrustedHops]) because per-route "xff" overrides use the server's
@@ -77,24 +101,37 @@ func ParseKey(s string, xffTrustedHops int) (KeySpec, error) {
 	if err != nil {
 		return KeySpec{}, fmt.Errorf("parse key %q: %w", s, err)
 	}
-	switch form {
-	case "source":
-		return KeySpec{kind: keySource, hops: xffTrustedHops}, nil
-	case "xff":
-		return KeySpec{kind: keyXFF, hops: xffTrustedHops}, nil
+	k := KeySpec{hops: xffTrustedHops}
+	switch {
+	case form == "source":
+		k.kind = keySource
+	case form == "xff":
+		k.kind = keyXFF
+	case form == "principal":
+		k.kind, k.prefix = keyPrincipal, "principal:"
+	case strings.HasPrefix(form, "metadata:"):
+		// policy.ParseKey has checked the field.
+		k.meta, _ = policy.ParseMetadataField(strings.TrimPrefix(form, "metadata:"))
+		k.kind, k.prefix = keyMetadata, form+":"
+	default:
+		k.kind, k.header, k.prefix = keyHeader, strings.TrimPrefix(form, "header:"), form+":"
 	}
-	name := strings.TrimPrefix(form, "header:")
-	return KeySpec{kind: keyHeader, header: name, prefix: form + ":", hops: xffTrustedHops}, nil
+	return k, nil
 }
 
 // String returns the form k was parsed from: "source", "header:<name>" (name
-// lower-cased) or "xff". The hop count is not part of it.
+// lower-cased), "xff", "principal" or "metadata:<filter>:<path>". The hop
+// count is not part of it.
 func (k KeySpec) String() string {
 	switch k.kind {
 	case keyHeader:
 		return "header:" + k.header
 	case keyXFF:
 		return "xff"
+	case keyPrincipal:
+		return "principal"
+	case keyMetadata:
+		return "metadata:" + k.meta.String()
 	default:
 		return "source"
 	}
@@ -105,8 +142,9 @@ func (k KeySpec) String() string {
 func (k KeySpec) TrustedHops() int { return k.hops }
 
 // Identity returns the requestor identity of req under k, or [FallbackIdentity].
-// req may be nil. A header's value is taken as [HeaderValue] returns it; of
-// any size and content, it is otherwise used as it is.
+// req may be nil. A header's value is taken as [HeaderValue] returns it, a
+// metadata value as [MetadataValue] does; of any size and content, they and
+// a principal are otherwise used as they are.
 func (k KeySpec) Identity(req *authv3.CheckRequest) string {
 	attrs := req.GetAttributes()
 	switch k.kind {
@@ -117,6 +155,14 @@ func (k KeySpec) Identity(req *authv3.CheckRequest) string {
 	case keyXFF:
 		if addr, ok := xffAddr(requestHeader(attrs, "x-forwarded-for"), k.hops); ok {
 			return ipIdentity(addr)
+		}
+	case keyPrincipal:
+		if p := attrs.GetSource().GetPrincipal(); p != "" {
+			return k.prefix + p
+		}
+	case keyMetadata:
+		if v, ok := MetadataValue(attrs, k.meta); ok {
+			return k.prefix + v
 		}
 	}
 	return sourceIdentity(attrs)
@@ -146,6 +192,64 @@ func HeaderValue(v string) string {
 		v = v[:i]
 	}
 	return strings.Trim(v, " \t\"")
+}
+
+// maxExactInteger is 2^53: every integer up to it in magnitude is a
+// float64 exactly, so it is formatted as an integer.
+const maxExactInteger = 1 << 53
+
+// MetadataValue returns the value of field f in the request's
+// metadata_context (attrs may be nil) as the "metadata:" key form and a
+// tier's metadata: read it, and whether there is a usable one. The field's
+// namespace is looked up in filter_metadata, then each name of its path in
+// the Struct found so far. Its value must be:
+//
+//   - a string: returned as it is, of any size and content; "" is not
+//     usable;
+//   - a number: an integer of magnitude up to 2^53 in decimal without an
+//     exponent ("42", "-7", never "4.2e+01"), any other finite number as
+//     strconv.FormatFloat(v, 'g', -1, 64) writes it ("0.5", "1e+21"); NaN
+//     and infinities are not usable;
+//   - a boolean: "true" or "false".
+//
+// A null, a list, a Struct, or a path that leaves the Structs (a name
+// missing, or naming a value that is not a Struct before the last name) is
+// not usable: the key then falls back to the source address, and a tier to
+// its default.
+func MetadataValue(attrs *authv3.AttributeContext, f policy.MetadataField) (string, bool) {
+	s := attrs.GetMetadataContext().GetFilterMetadata()[f.Filter]
+	if f.Path == "" {
+		return "", false
+	}
+	for rest := f.Path; ; {
+		name, more, nested := strings.Cut(rest, ".")
+		v := s.GetFields()[name] // nil Structs have no fields
+		if !nested {
+			return scalarText(v)
+		}
+		s, rest = v.GetStructValue(), more
+	}
+}
+
+// scalarText formats a string, number or boolean Struct value as
+// MetadataValue describes.
+func scalarText(v *structpb.Value) (string, bool) {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		return k.StringValue, k.StringValue != ""
+	case *structpb.Value_BoolValue:
+		return strconv.FormatBool(k.BoolValue), true
+	case *structpb.Value_NumberValue:
+		n := k.NumberValue
+		switch {
+		case math.IsNaN(n), math.IsInf(n, 0):
+			return "", false
+		case n == math.Trunc(n) && math.Abs(n) <= maxExactInteger:
+			return strconv.FormatInt(int64(n), 10), true
+		}
+		return strconv.FormatFloat(n, 'g', -1, 64), true
+	}
+	return "", false
 }
 
 // sourceIdentity returns the identity of the downstream peer address.

@@ -272,10 +272,11 @@ func (s *Server) allowlistedResponse() *authv3.CheckResponse {
 func policyInput(attrs *authv3.AttributeContext, scope string) policy.Input {
 	http := attrs.GetRequest().GetHttp()
 	in := policy.Input{
-		Scope:  scope,
-		Method: http.GetMethod(),
-		Path:   http.GetPath(),
-		Header: func(name string) (string, bool) { return lookupHeader(attrs, name) },
+		Scope:    scope,
+		Method:   http.GetMethod(),
+		Path:     http.GetPath(),
+		Header:   func(name string) (string, bool) { return lookupHeader(attrs, name) },
+		Metadata: func(f policy.MetadataField) (string, bool) { return MetadataValue(attrs, f) },
 	}
 	if in.Method == "" {
 		in.Method = requestHeader(attrs, ":method")

@@ -34,9 +34,8 @@
 // # Format
 //
 // See [Parse] for the YAML format and [Policy.Lines] for the `check-policy`
-// output. The grammar of the values (scopes, header names, keys, windows)
-// is written once, in grammar.go, and read the same way by the flags and
-// the context extensions: [CheckScope], [HeaderName], [ParseKey],
-// [ParseMetadataField],
-// [ParseWindow].
+// output. The grammar of the values (scopes, header names, keys, metadata
+// fields, windows) is written once, in grammar.go, and read the same way by
+// the flags and the context extensions: [CheckScope], [HeaderName],
+// [ParseKey], [ParseMetadataField], [ParseWindow].
 package policy
