@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	fgtestutil "github.com/floodgate-rl/floodgate/internal/testutil"
@@ -257,7 +259,6 @@ func TestBinaryRLS(t *testing.T) {
 		`floodgate_rls_decisions_total{result="allowed"}`: 5,
 		`floodgate_rls_decisions_total{result="denied"}`:  2,
 		`floodgate_rls_config_domains`:                    1,
-		`floodgate_decisions_total{result="allowed"}`:     1,
 	} {
 		if got := metricValue(t, m, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -300,5 +301,70 @@ func TestBinaryRLSOverTLS(t *testing.T) {
 	}
 	if err := call(nil); err == nil {
 		t.Error("ShouldRateLimit without a client certificate succeeded")
+	}
+}
+
+// deadlineSets is deadlineStrategy deciding sets: it records the deadline
+// of each AllowAll's context.
+type deadlineSets struct{ deadlineStrategy }
+
+func (d *deadlineSets) AllowAll(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, error) {
+	ds := make([]limiter.Decision, len(reqs))
+	for i, r := range reqs {
+		ds[i], _ = d.Allow(ctx, r, now)
+	}
+	return ds, nil
+}
+
+// TestRLSDeadlineCap: ShouldRateLimit runs under floodgate's gRPC server
+// options as Check does: no deadline, or a far one, becomes
+// checkDeadline(cfg); a nearer one is kept.
+func TestRLSDeadlineCap(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	limits, err := rlsconf.Parse("limits.yaml", []byte(rlsLimits(10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &deadlineSets{}
+	srv, err := rls.NewServer(rls.Config{Limits: limits, Strategy: ds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpcServerOptions(cfg, nil, nil)...)
+	srv.Register(gs)
+	go gs.Serve(lis)
+	defer gs.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := rlsv3.NewRateLimitServiceClient(conn)
+	far, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	near, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	for _, ctx := range []context.Context{context.Background(), far, near} {
+		if _, err := c.ShouldRateLimit(ctx, rlsRequest("a")); err != nil {
+			t.Fatalf("ShouldRateLimit: %v", err)
+		}
+	}
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if len(ds.lefts) != 3 {
+		t.Fatalf("the strategy was asked %d times, want 3", len(ds.lefts))
+	}
+	for i, left := range ds.lefts[:2] {
+		if left <= 0 || left > checkDeadline(cfg) {
+			t.Errorf("call %d (no deadline, or an hour): %v left, want at most the %v cap", i+1, left, checkDeadline(cfg))
+		}
+	}
+	if left := ds.lefts[2]; left <= 0 || left > 300*time.Millisecond {
+		t.Errorf("call with a 300ms deadline: %v left, want its own deadline kept", left)
 	}
 }
