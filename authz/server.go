@@ -115,6 +115,12 @@ type Config struct {
 	// Logger receives failures (rate-limited), invalid context extensions
 	// (once per distinct value) and recovered panics. nil discards logs.
 	Logger *slog.Logger
+	// OnDenied, when not nil, is told of every request answered with a
+	// 429 (degraded decisions included): its scope, the deciding rule's
+	// name ("" for none), the requestor's identity, the wait the 429 tells
+	// it and the decision's instant. It runs on the decision's path and
+	// must not block; the console's topk.Recorder.Denied queues it.
+	OnDenied func(scope, rule, identity string, retryAfter time.Duration, now time.Time)
 	// Registerer receives the Server's metrics (see NewServer). nil registers
 	// nothing; the metrics are still counted but never exported.
 	Registerer prometheus.Registerer
@@ -157,6 +163,7 @@ type Server struct {
 	// RateLimit-Policy field of the server defaults, formatted once.
 	limitValue, policyValue string
 
+	onDenied  func(scope, rule, identity string, retryAfter time.Duration, now time.Time) // Config.OnDenied
 	overrides overrideCache
 	m         *metrics
 	pm        *policyMetrics
@@ -231,6 +238,7 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		panicLog:    rate.Sometimes{First: 1, Interval: logInterval},
 
 		degradedToClient: cfg.DegradedHeaderToClient,
+		onDenied:         cfg.OnDenied,
 	}
 	srv.pm = newPolicyMetrics(srv.m)
 	srv.overrides.hasStrategy = func(name string) bool { _, ok := srv.strategies.get(name); return ok }
@@ -631,6 +639,9 @@ const deniedBodyPrefix = "Rate limit exceeded. Try again in "
 
 // deniedResponse is a non-OK status with an HTTP 429 and rate-limit headers.
 func (s *Server) deniedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
+	if s.onDenied != nil {
+		s.onDenied(r.Scope, "", r.Requestor, d.RetryAfter, s.now())
+	}
 	limit, window := echo(r, d)
 	n := ceilSeconds(d.RetryAfter)
 	policy := policyName(r.Scope)
