@@ -76,6 +76,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock passed to the strategy; nil means time.Now.
 	Now func() time.Time
+	// OnDenied, when not nil, is told of every enforced rule that denied
+	// a request: the scope "rls:" and the domain, the rule's key, the
+	// counter's identity (policy/rls's CounterKey), the wait and the
+	// decision's instant. It must not block, as authz.Config.OnDenied.
+	OnDenied func(scope, rule, identity string, retryAfter time.Duration, now time.Time)
 }
 
 // Server implements envoy.service.ratelimit.v3.RateLimitService on a
@@ -92,6 +97,7 @@ type Server struct {
 	toClient     bool
 	log          *slog.Logger
 	now          func() time.Time
+	onDenied     func(scope, rule, identity string, retryAfter time.Duration, now time.Time)
 
 	active atomic.Pointer[active] // never nil after NewServer
 	m      *metrics
@@ -141,6 +147,7 @@ func NewServer(cfg Config) (*Server, error) {
 		toClient:     cfg.DegradedHeaderToClient,
 		log:          cfg.Logger,
 		now:          cfg.Now,
+		onDenied:     cfg.OnDenied,
 		m:            newMetrics(),
 		failLog:      rate.Sometimes{First: 1, Interval: logInterval},
 		shadowLog:    rate.Sometimes{First: 1, Interval: logInterval},
@@ -276,6 +283,12 @@ func (s *Server) decide(ctx context.Context, p *plan) *rlsv3.RateLimitResponse {
 	allowed := p.apply(ds)
 	if allowed {
 		s.decideShadows(ctx, p, now)
+	} else if s.onDenied != nil {
+		for _, i := range p.enforced {
+			if r := &p.rules[i]; !r.decision.Allowed {
+				s.onDenied(counterScope+p.domain, r.limit.Key, r.req.Requestor, r.decision.RetryAfter, now)
+			}
+		}
 	}
 	s.count(allowed, reason)
 	return s.answer(p, allowed, reason)
