@@ -234,8 +234,8 @@ func serviceEntryTargets(t *testing.T, host string, port int32, policies []polic
 			}
 			selected++
 			var fc *floodgateContainer
-			for i := range w.Pod().Containers {
-				if c := &w.Pod().Containers[i]; isFloodgate(c) {
+			for _, c := range podContainers(w.Pod()) {
+				if isFloodgate(c) {
 					fc = &floodgateContainer{w, c}
 				}
 			}

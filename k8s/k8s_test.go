@@ -32,6 +32,7 @@ import (
 	"sync"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/api/networking/v1"
@@ -63,6 +64,7 @@ var kustomizations = []string{
 	"istio/rls",
 	"istio/rls/gateway",
 	"grafana",
+	"monitoring",
 }
 
 // floodgateImage is the repository of floodgate's image in the manifests.
@@ -179,6 +181,8 @@ func decode(apiVersion, kind string, y []byte) (any, error) {
 		return decodeIstio(y, &networkingv1.ServiceEntry{})
 	case "networking.istio.io/v1alpha3 EnvoyFilter":
 		return decodeIstio(y, &networkingv1alpha3.EnvoyFilter{})
+	case "monitoring.coreos.com/v1 PodMonitor":
+		obj = &monitoringv1.PodMonitor{}
 	default:
 		return nil, fmt.Errorf("no typed struct for apiVersion %s kind %s: add one to decode", apiVersion, kind)
 	}
@@ -307,6 +311,41 @@ func (w *workload) PodLabels(ordinal int) map[string]string {
 	return l
 }
 
+// podContainers returns the containers of pod that run for its whole life:
+// its native sidecars (init containers with restartPolicy Always), in the
+// order the kubelet starts them, then its regular containers.
+func podContainers(pod *corev1.PodSpec) []*corev1.Container {
+	var out []*corev1.Container
+	for i := range pod.InitContainers {
+		if c := &pod.InitContainers[i]; isSidecar(c) {
+			out = append(out, c)
+		}
+	}
+	for i := range pod.Containers {
+		out = append(out, &pod.Containers[i])
+	}
+	return out
+}
+
+// isSidecar reports whether c is a native sidecar: an init container with
+// restartPolicy Always, which the kubelet starts before the regular
+// containers and stops after them (Kubernetes 1.29 and later).
+func isSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// allContainers returns every container of pod, init containers first.
+func allContainers(pod *corev1.PodSpec) []*corev1.Container {
+	var out []*corev1.Container
+	for i := range pod.InitContainers {
+		out = append(out, &pod.InitContainers[i])
+	}
+	for i := range pod.Containers {
+		out = append(out, &pod.Containers[i])
+	}
+	return out
+}
+
 // workloads returns the Deployments and StatefulSets of r.
 func workloads(r *rendering) []*workload {
 	var out []*workload
@@ -354,8 +393,8 @@ func floodgateContainers(t *testing.T) []floodgateContainer {
 	t.Helper()
 	var out []floodgateContainer
 	for _, w := range allWorkloads(t) {
-		for i := range w.Pod().Containers {
-			if c := &w.Pod().Containers[i]; isFloodgate(c) {
+		for _, c := range podContainers(w.Pod()) {
+			if isFloodgate(c) {
 				out = append(out, floodgateContainer{w, c})
 			}
 		}

@@ -62,7 +62,7 @@ func memcachedSet(t *testing.T) (*workload, *corev1.Container, int32) {
 	t.Helper()
 	r := mustRender(t, "overlays/memcached")
 	for _, w := range workloads(r) {
-		if w.Kind != "StatefulSet" || w.Name != "memcached" {
+		if w.Kind != "StatefulSet" || w.Name != "floodgate-memcached" {
 			continue
 		}
 		if len(w.Pod().Containers) != 1 {
@@ -79,20 +79,27 @@ func memcachedSet(t *testing.T) (*workload, *corev1.Container, int32) {
 		}
 		return w, c, port
 	}
-	t.Fatal("overlays/memcached: no StatefulSet memcached")
+	t.Fatal("overlays/memcached: no StatefulSet floodgate-memcached")
 	return nil, nil, 0
 }
 
 // TestMemcachedServers checks the memcached servers every floodgate counts
 // in. All floodgates, standalone or sidecar, list the same servers in the
-// same order (each sends a requestor to the server its position in the list
-// picks, so two lists would split one requestor's count). Each entry is
+// same order (each sends a requestor to the server its hash picks among
+// them, so two lists would split one requestor's count). Each entry is
 // resolved as cluster DNS would resolve it from the floodgate's namespace:
-// it must be a ClusterIP Service in front of exactly one memcached pod, on
-// the port memcached listens on, and the list must cover every replica of
-// the StatefulSet once. A pod's own DNS name is refused: floodgate resolves
-// its server names once, at start, and a pod's address changes when the pod
-// is rescheduled. The memory limit must leave room above memcached's -m.
+//
+//   - dns+NAME:PORT (floodgate looks NAME up every 10s and uses every
+//     address) must be the headless Service of memcached's namespace that
+//     selects every memcached pod and publishes only ready ones, on the port
+//     memcached listens on;
+//   - HOST:PORT must be a ClusterIP Service in front of exactly one
+//     memcached pod (a pod's own DNS name is refused: floodgate resolves
+//     such a name once, at start, and the pod's address changes when it is
+//     rescheduled).
+//
+// The list must cover every replica of the StatefulSet once. The memory
+// limit must leave room above memcached's -m.
 func TestMemcachedServers(t *testing.T) {
 	sts, mc, mcPort := memcachedSet(t)
 	r := sts.Render
@@ -118,21 +125,17 @@ func TestMemcachedServers(t *testing.T) {
 		}
 		covered := make(map[int]string)
 		for _, entry := range servers {
-			host, portStr, err := net.SplitHostPort(entry)
-			if err != nil {
-				t.Errorf("%s: memcached server %q: %v", fc, entry, err)
-				continue
-			}
-			port, _ := strconv.Atoi(portStr)
-			ordinal, err := resolveMemcached(t, r, sts, mcPort, clientNS, host, int32(port))
+			ordinals, err := memcachedEntry(t, r, sts, mcPort, clientNS, entry)
 			if err != nil {
 				t.Errorf("%s: memcached server %s: %v", fc, entry, err)
 				continue
 			}
-			if prev, ok := covered[ordinal]; ok {
-				t.Errorf("%s: %s and %s both lead to %s-%d", fc, prev, entry, sts.Name, ordinal)
+			for _, ordinal := range ordinals {
+				if prev, ok := covered[ordinal]; ok {
+					t.Errorf("%s: %s and %s both lead to %s-%d", fc, prev, entry, sts.Name, ordinal)
+				}
+				covered[ordinal] = entry
 			}
-			covered[ordinal] = entry
 		}
 		for i := range int(sts.Replicas) {
 			if _, ok := covered[i]; !ok {
@@ -142,11 +145,51 @@ func TestMemcachedServers(t *testing.T) {
 	}
 }
 
-// resolveMemcached resolves host as a pod in namespace clientNS would
-// (its search path: <clientNS>.svc.cluster.local, svc.cluster.local,
-// cluster.local) against the Services of r, and returns the ordinal of the
-// one memcached pod it leads to on port.
-func resolveMemcached(t *testing.T, r *rendering, sts *workload, mcPort int32, clientNS, host string, port int32) (int, error) {
+// memcachedEntry returns the ordinals of the memcached pods that one entry
+// of FLOODGATE_MEMCACHE_SERVERS leads to, from a pod in namespace clientNS.
+func memcachedEntry(t *testing.T, r *rendering, sts *workload, mcPort int32, clientNS, entry string) ([]int, error) {
+	t.Helper()
+	hostport, discover := strings.CutPrefix(entry, "dns+")
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("port %q: %v", portStr, err)
+	}
+	s, err := resolveService(t, r, sts, clientNS, host)
+	if err != nil {
+		return nil, err
+	}
+	if s.Namespace != sts.Namespace {
+		return nil, fmt.Errorf("Service %s is not in memcached's namespace %s", s.Name, sts.Namespace)
+	}
+	ordinals, err := servicePods(s, sts, mcPort, int32(port))
+	if err != nil {
+		return nil, err
+	}
+	headless := s.Spec.ClusterIP == corev1.ClusterIPNone
+	switch {
+	case discover && !headless:
+		return nil, fmt.Errorf("Service %s has a cluster IP: dns+ would find that one address, not the servers; use the headless Service", s.Name)
+	case discover && s.Spec.PublishNotReadyAddresses:
+		return nil, fmt.Errorf("Service %s publishes pods that are not ready: floodgate would send requestors to a server that cannot answer", s.Name)
+	case discover && len(ordinals) != int(sts.Replicas):
+		return nil, fmt.Errorf("Service %s selects memcached pods %v of %d: dns+ would miss servers", s.Name, ordinals, sts.Replicas)
+	case !discover && headless:
+		return nil, fmt.Errorf("Service %s is headless: its name resolves to every pod's address, and floodgate would take one; write dns+%s", s.Name, hostport)
+	case !discover && len(ordinals) != 1:
+		return nil, fmt.Errorf("Service %s selects memcached pods %v, want exactly one", s.Name, ordinals)
+	}
+	return ordinals, nil
+}
+
+// resolveService resolves host as a pod in namespace clientNS would (its
+// search path: <clientNS>.svc.cluster.local, svc.cluster.local,
+// cluster.local) to a Service of r. A memcached pod's own DNS name is an
+// error.
+func resolveService(t *testing.T, r *rendering, sts *workload, clientNS, host string) (*corev1.Service, error) {
 	t.Helper()
 	const domain = ".cluster.local"
 	candidates := []string{host}
@@ -160,38 +203,28 @@ func resolveMemcached(t *testing.T, r *rendering, sts *workload, mcPort int32, c
 			svcName, ns := labels[0], labels[1]
 			for _, s := range typed[*corev1.Service](r) {
 				if s.Name == svcName && s.Namespace == ns {
-					return serviceToMemcached(t, s, sts, mcPort, port)
+					return s, nil
 				}
 			}
 		case len(labels) == 4 && labels[3] == "svc":
 			pod, svcName, ns := labels[0], labels[1], labels[2]
 			if ns == sts.Namespace && svcName == find[*appsv1.StatefulSet](t, r, sts.Name).Spec.ServiceName &&
 				strings.HasPrefix(pod, sts.Name+"-") {
-				return 0, fmt.Errorf("%s is the DNS name of pod %s: floodgate resolves it once, at start, and keeps the address after the pod moves; use a Service per memcached pod", host, pod)
+				return nil, fmt.Errorf("%s is the DNS name of pod %s: floodgate resolves it once, at start, and keeps the address after the pod moves; use dns+ and the headless Service", host, pod)
 			}
 		}
 	}
-	return 0, fmt.Errorf("%s resolves to no Service of k8s/%s from namespace %s", host, r.Dir, clientNS)
+	return nil, fmt.Errorf("%s resolves to no Service of k8s/%s from namespace %s", host, r.Dir, clientNS)
 }
 
-// serviceToMemcached returns the ordinal of the one memcached pod Service s
-// leads to on port.
-func serviceToMemcached(t *testing.T, s *corev1.Service, sts *workload, mcPort, port int32) (int, error) {
-	t.Helper()
-	if s.Spec.ClusterIP == corev1.ClusterIPNone {
-		return 0, fmt.Errorf("Service %s is headless: its name resolves to every pod's address, and floodgate would take one", s.Name)
-	}
-	if s.Namespace != sts.Namespace {
-		return 0, fmt.Errorf("Service %s is not in memcached's namespace %s", s.Name, sts.Namespace)
-	}
+// servicePods returns the ordinals of the memcached pods Service s selects,
+// checking that its port leads to memcached's.
+func servicePods(s *corev1.Service, sts *workload, mcPort, port int32) ([]int, error) {
 	var ordinals []int
 	for i := range int(sts.Replicas) {
 		if selects(s.Spec.Selector, sts.PodLabels(i)) {
 			ordinals = append(ordinals, i)
 		}
-	}
-	if len(ordinals) != 1 {
-		return 0, fmt.Errorf("Service %s selects memcached pods %v, want exactly one", s.Name, ordinals)
 	}
 	for _, p := range s.Spec.Ports {
 		if p.Port != port {
@@ -199,17 +232,17 @@ func serviceToMemcached(t *testing.T, s *corev1.Service, sts *workload, mcPort, 
 		}
 		target, _, err := podPort(sts.Pod(), p.TargetPort)
 		if err != nil {
-			return 0, fmt.Errorf("Service %s port %d: %v", s.Name, port, err)
+			return nil, fmt.Errorf("Service %s port %d: %v", s.Name, port, err)
 		}
 		if target != mcPort {
-			return 0, fmt.Errorf("Service %s port %d leads to port %d, memcached listens on %d", s.Name, port, target, mcPort)
+			return nil, fmt.Errorf("Service %s port %d leads to port %d, memcached listens on %d", s.Name, port, target, mcPort)
 		}
 		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
-			return 0, fmt.Errorf("Service %s port %d: protocol %s", s.Name, port, p.Protocol)
+			return nil, fmt.Errorf("Service %s port %d: protocol %s", s.Name, port, p.Protocol)
 		}
-		return ordinals[0], nil
+		return ordinals, nil
 	}
-	return 0, fmt.Errorf("Service %s has no port %d", s.Name, port)
+	return nil, fmt.Errorf("Service %s has no port %d", s.Name, port)
 }
 
 // namespaceLabels returns the labels of every Namespace object of every
@@ -337,4 +370,26 @@ func ptrOr[T any](p *T, def T) T {
 		return def
 	}
 	return *p
+}
+
+// TestMemcachedGuaranteed checks that memcached's pods are of the
+// Guaranteed QoS class, as the kubelet decides it: every container sets CPU
+// and memory limits, and requests equal to them. Such a pod is the last of
+// its node to be evicted or killed for memory, and memcached's loss resets
+// every count it holds.
+func TestMemcachedGuaranteed(t *testing.T) {
+	sts, _, _ := memcachedSet(t)
+	for _, c := range allContainers(sts.Pod()) {
+		for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			lim, ok := c.Resources.Limits[res]
+			if !ok || lim.IsZero() {
+				t.Errorf("%s container %s: no %s limit: the pod is not Guaranteed", sts, c.Name, res)
+				continue
+			}
+			// A missing request defaults to the limit.
+			if req, ok := c.Resources.Requests[res]; ok && req.Cmp(lim) != 0 {
+				t.Errorf("%s container %s: %s request %s differs from the limit %s: the pod is Burstable", sts, c.Name, res, req.String(), lim.String())
+			}
+		}
+	}
 }

@@ -32,26 +32,22 @@ func TestRender(t *testing.T) {
 		},
 		"overlays/memcached": {
 			"Namespace/floodgate",
-			"NetworkPolicy/floodgate/memcached",
-			"PodDisruptionBudget/floodgate/memcached",
-			"Service/floodgate/memcached",
-			"Service/floodgate/memcached-0",
-			"Service/floodgate/memcached-1",
-			"StatefulSet/floodgate/memcached",
+			"NetworkPolicy/floodgate/floodgate-memcached",
+			"PodDisruptionBudget/floodgate/floodgate-memcached",
+			"Service/floodgate/floodgate-memcached",
+			"StatefulSet/floodgate/floodgate-memcached",
 		},
 		"overlays/standalone": {
 			"Deployment/floodgate/floodgate",
 			"Namespace/floodgate",
 			"NetworkPolicy/floodgate/floodgate",
-			"NetworkPolicy/floodgate/memcached",
+			"NetworkPolicy/floodgate/floodgate-memcached",
 			"PodDisruptionBudget/floodgate/floodgate",
-			"PodDisruptionBudget/floodgate/memcached",
+			"PodDisruptionBudget/floodgate/floodgate-memcached",
 			"Service/floodgate/floodgate",
 			"Service/floodgate/floodgate-headless",
-			"Service/floodgate/memcached",
-			"Service/floodgate/memcached-0",
-			"Service/floodgate/memcached-1",
-			"StatefulSet/floodgate/memcached",
+			"Service/floodgate/floodgate-memcached",
+			"StatefulSet/floodgate/floodgate-memcached",
 		},
 		"overlays/sidecar": {
 			"ConfigMap/my-app/my-app-envoy-*",
@@ -74,21 +70,22 @@ func TestRender(t *testing.T) {
 			"Deployment/floodgate/floodgate",
 			"Namespace/floodgate",
 			"NetworkPolicy/floodgate/floodgate",
-			"NetworkPolicy/floodgate/memcached",
+			"NetworkPolicy/floodgate/floodgate-memcached",
 			"PodDisruptionBudget/floodgate/floodgate",
-			"PodDisruptionBudget/floodgate/memcached",
+			"PodDisruptionBudget/floodgate/floodgate-memcached",
 			"Service/floodgate/floodgate",
 			"Service/floodgate/floodgate-headless",
-			"Service/floodgate/memcached",
-			"Service/floodgate/memcached-0",
-			"Service/floodgate/memcached-1",
-			"StatefulSet/floodgate/memcached",
+			"Service/floodgate/floodgate-memcached",
+			"StatefulSet/floodgate/floodgate-memcached",
 		},
 		"istio/rls/gateway": {
 			"EnvoyFilter/istio-system/floodgate-ratelimit",
 		},
 		"grafana": {
 			"ConfigMap/floodgate-dashboard",
+		},
+		"monitoring": {
+			"PodMonitor/floodgate/floodgate",
 		},
 	}
 	for _, dir := range kustomizations {
@@ -311,8 +308,7 @@ func checkWorkload(t *testing.T, r *rendering, w *workload) {
 	names := make(map[string]bool)
 	portNames := make(map[string]bool)
 	portNumbers := make(map[int32]bool)
-	for i := range pod.Containers {
-		c := &pod.Containers[i]
+	for _, c := range allContainers(pod) {
 		where := fmt.Sprintf("%s container %s", w, c.Name)
 		for _, e := range validation.IsDNS1123Label(c.Name) {
 			t.Errorf("%s: name: %s", where, e)
@@ -428,8 +424,7 @@ func containerPort(c *corev1.Container, port intstr.IntOrString) (int32, error) 
 // name is looked up in all containers. It returns the container that
 // declares the port (nil for a number no container declares).
 func podPort(pod *corev1.PodSpec, port intstr.IntOrString) (int32, *corev1.Container, error) {
-	for i := range pod.Containers {
-		c := &pod.Containers[i]
+	for _, c := range podContainers(pod) {
 		for _, p := range c.Ports {
 			if (port.Type == intstr.String && p.Name == port.StrVal) || (port.Type == intstr.Int && p.ContainerPort == port.IntVal) {
 				return p.ContainerPort, c, nil
@@ -555,8 +550,7 @@ func TestPodSecurity(t *testing.T) {
 				t.Errorf("%s: hostPath volume %s", w, v.Name)
 			}
 		}
-		for i := range pod.Containers {
-			c := &pod.Containers[i]
+		for _, c := range allContainers(pod) {
 			where := fmt.Sprintf("%s container %s", w, c.Name)
 			sc := c.SecurityContext
 			if sc == nil {

@@ -130,9 +130,9 @@ type envoyInPod struct {
 func envoyOf(t *testing.T, w *workload) *envoyInPod {
 	t.Helper()
 	var c *corev1.Container
-	for i := range w.Pod().Containers {
-		if strings.HasPrefix(w.Pod().Containers[i].Image, "envoyproxy/envoy") {
-			c = &w.Pod().Containers[i]
+	for _, pc := range podContainers(w.Pod()) {
+		if strings.HasPrefix(pc.Image, "envoyproxy/envoy") {
+			c = pc
 		}
 	}
 	if c == nil {
@@ -237,8 +237,7 @@ type listener struct {
 func podListeners(t *testing.T, w *workload) []listener {
 	t.Helper()
 	var out []listener
-	for i := range w.Pod().Containers {
-		c := &w.Pod().Containers[i]
+	for _, c := range podContainers(w.Pod()) {
 		switch {
 		case isFloodgate(c):
 			fc := floodgateContainer{w, c}
@@ -395,8 +394,7 @@ func TestSidecarWiring(t *testing.T) {
 
 	// Probes through Envoy are never rate limited.
 	probed := 0
-	for i := range w.Pod().Containers {
-		c := &w.Pod().Containers[i]
+	for _, c := range podContainers(w.Pod()) {
 		for kind, p := range probes(c) {
 			port, err := probePort(c, p)
 			if err != nil || !envoyPorts[port] {
@@ -420,8 +418,8 @@ func TestSidecarWiring(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ext_authz timeout %q: %v", authz.GrpcService.Timeout, err)
 	}
-	for i := range w.Pod().Containers {
-		if c := &w.Pod().Containers[i]; isFloodgate(c) {
+	for _, c := range podContainers(w.Pod()) {
+		if isFloodgate(c) {
 			fc := floodgateContainer{w, c}
 			mt := envDuration(t, fc.String(), floodgateEnv(t, fc), "FLOODGATE_MEMCACHE_TIMEOUT")
 			if mt >= timeout {
@@ -497,8 +495,8 @@ func TestSidecarEndToEnd(t *testing.T) {
 	testutil.EnvoyPath(t)
 	w := sidecarPod(t)
 	var fc floodgateContainer
-	for i := range w.Pod().Containers {
-		if c := &w.Pod().Containers[i]; isFloodgate(c) {
+	for _, c := range podContainers(w.Pod()) {
+		if isFloodgate(c) {
 			fc = floodgateContainer{w, c}
 		}
 	}
@@ -590,8 +588,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 	}
 
 	// The probes' paths, now that this client is over its limit.
-	for i := range w.Pod().Containers {
-		c := &w.Pod().Containers[i]
+	for _, c := range podContainers(w.Pod()) {
 		for kind, p := range probes(c) {
 			port, err := probePort(c, p)
 			if err != nil || p.HTTPGet == nil || int(port) != listenerPort {
