@@ -71,6 +71,31 @@
 // it would tell an attacker when the limit is weaker. A value of that
 // header sent by the client is removed from every request Check allows.
 //
+// # Dynamic metadata
+//
+// Every CheckResponse, allowed or denied, carries dynamic_metadata, which
+// Envoy's ext_authz filter stores under MetadataNamespace
+// (envoy.filters.http.ext_authz) for the filters after it and the access
+// log (%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision)%): the
+// scope (MetaScope), the policy rule that decided (MetaRule), the answer
+// (MetaDecision: the result label of floodgate_decisions_total), the
+// requests left (MetaRemaining, a number), and when so the degraded
+// reason (MetaDegraded) and a shadow rule's would-deny (MetaShadow). The
+// values come from the configuration and the decision, never from the
+// request.
+//
+// # Metrics and logs of who is limited
+//
+// floodgate_decisions_total is counted by result, scope and rule. The
+// labels are bounded (MaxLabelValues values each, the rest LabelOther;
+// LabelNoRule when no rule decided) and their values come from the
+// configuration only: a requestor's identity is never a label. The first
+// denial of a requestor in a scope within its window is logged, once, at
+// level Info ("requestor limited": scope, rule, identity as
+// DisplayIdentity shows it, limit, window, retry_after), at most 10 lines
+// a second, each saying how many were suppressed before it; a bounded set
+// of hashes remembers who was logged.
+//
 // # Per-route overrides
 //
 // Envoy passes ExtAuthzPerRoute check_settings.context_extensions of the

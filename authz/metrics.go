@@ -9,13 +9,10 @@ import (
 // metrics are the Server's Prometheus collectors. They are created for every
 // Server and registered only when Config.Registerer is set.
 type metrics struct {
-	decisions      *prometheus.CounterVec
-	allowed        prometheus.Counter
-	denied         prometheus.Counter
-	failOpen       prometheus.Counter
-	failClosed     prometheus.Counter
-	fallbackAllow  prometheus.Counter // decided by a DegradedStrategy's degraded path
-	fallbackDenied prometheus.Counter
+	decisions *prometheus.CounterVec
+	// labels gives out the series of decisions by bounded scope and rule
+	// labels.
+	labels *decisionLabels
 	// degraded counts the same decisions by the reason the strategy gave
 	// (a token of floodgate's own, such as memcached-unavailable or
 	// memcached-overloaded: never anything a client sent).
@@ -35,8 +32,10 @@ func newMetrics() *metrics {
 			Name: "floodgate_decisions_total",
 			Help: "Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed), " +
 				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), " +
-				"allowlisted or blocked (by the policy file's lists, without counting).",
-		}, []string{"result"}),
+				"allowlisted or blocked (by the policy file's lists, without counting); " +
+				"by scope (default for the default scope) and by the policy rule that decided (none: no rule), " +
+				"at most 64 values each, the rest counted as other.",
+		}, []string{"result", "scope", "rule"}),
 		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_degraded_decisions_total",
 			Help: "fallback_allowed and fallback_denied decisions by reason: memcached-unavailable (memcached failed) or memcached-overloaded " +
@@ -56,14 +55,9 @@ func newMetrics() *metrics {
 			Help: "Panics recovered in Check (answered by the fail mode).",
 		}),
 	}
-	// Resolve every label value now: the hot path does no label lookup, and
-	// every series is exported at 0 from the start.
-	m.allowed = m.decisions.WithLabelValues("allowed")
-	m.denied = m.decisions.WithLabelValues("denied")
-	m.failOpen = m.decisions.WithLabelValues("fail_open")
-	m.failClosed = m.decisions.WithLabelValues("fail_closed")
-	m.fallbackAllow = m.decisions.WithLabelValues("fallback_allowed")
-	m.fallbackDenied = m.decisions.WithLabelValues("fallback_denied")
+	// Resolve label values now: the hot path does no label lookup, and
+	// every result of the default scope is exported at 0 from the start.
+	m.labels = newDecisionLabels(m.decisions)
 	for i, name := range extNames {
 		m.invalid[i] = m.invalidVec.WithLabelValues(name)
 	}

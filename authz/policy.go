@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/policy"
@@ -23,6 +24,9 @@ import (
 // (ok_response.response_headers_to_add, whatever [Config].Headers says) when a
 // shadow rule of the policy would have denied a request that was allowed.
 const ShadowHeader = "X-Floodgate-Shadow"
+
+// shadowWouldDeny is the value of ShadowHeader and of MetaShadow.
+const shadowWouldDeny = "would-deny"
 
 // BlockedBody is the body of the HTTP 403 answer to a requestor on the
 // policy's blocklist.
@@ -35,6 +39,7 @@ type activePolicy struct {
 	p      *policy.Policy
 	keys   map[*policy.Rule]KeySpec            // rules that set a key
 	shadow map[*policy.Rule]prometheus.Counter // shadow rules
+	series map[*policy.Rule]*decisionSeries    // enforcing rules: their floodgate_decisions_total series
 	lists  bool                                // allowlist or blocklist not empty
 }
 
@@ -86,10 +91,17 @@ func (s *Server) SetPolicy(p *policy.Policy) error {
 	return nil
 }
 
-// installPolicy swaps in ap and drops the shadow counters of rules it no
-// longer has.
+// installPolicy swaps in ap and drops the series of floodgate_decisions_total
+// and the shadow counters of rules it no longer has.
 func (s *Server) installPolicy(ap *activePolicy) {
+	var stale []seriesKey
+	if ap == nil {
+		_, stale = s.m.labels.forPolicy(nil)
+	} else {
+		ap.series, stale = s.m.labels.forPolicy(ap.p)
+	}
 	old := s.policy.Swap(ap)
+	s.m.labels.drop(stale)
 	if old == nil {
 		return
 	}
@@ -127,12 +139,15 @@ const (
 )
 
 // plan is how one request is decided: the Request for its strategy, or a
-// list verdict, and the shadow decisions to make alongside.
+// list verdict, and the shadow decisions to make alongside; the rule that
+// decides it and the series that count it.
 type plan struct {
 	req      limiter.Request
 	strategy namedStrategy
 	list     listVerdict
 	shadows  []shadowPlan
+	rule     string          // the deciding rule's name; "" for none
+	series   *decisionSeries // floodgate_decisions_total of the scope and rule
 }
 
 // shadowPlan is a shadow rule's decision to make.
@@ -150,7 +165,7 @@ func (s *Server) plan(req *authv3.CheckRequest) plan {
 	ap := s.policy.Load()
 	if ap == nil {
 		route.Requestor = routeKey.Identity(req)
-		return plan{req: route, strategy: s.strategy(routeStrategy)}
+		return plan{req: route, strategy: s.strategy(routeStrategy), series: s.m.labels.route(route.Scope)}
 	}
 	attrs := req.GetAttributes()
 	in := policyInput(attrs, route.Scope)
@@ -161,6 +176,11 @@ func (s *Server) plan(req *authv3.CheckRequest) plan {
 	}
 	r.Requestor = key.Identity(req)
 	p := plan{req: r, strategy: s.strategy(strategy)}
+	if ds, ok := ap.series[rule]; ok {
+		p.rule, p.series = rule.Name, ds
+	} else {
+		p.series = s.m.labels.route(r.Scope)
+	}
 	if ap.lists {
 		addr := clientAddr(attrs, key)
 		switch {
@@ -229,13 +249,16 @@ func (s *Server) shadows(ctx context.Context, p plan, now time.Time) bool {
 	return wouldDeny
 }
 
-// withShadow adds ShadowHeader: would-deny to an allowed response when
-// wouldDeny is set.
+// withShadow adds ShadowHeader: would-deny to an allowed response, and
+// MetaShadow to its dynamic metadata, when wouldDeny is set.
 func withShadow(resp *authv3.CheckResponse, wouldDeny bool) *authv3.CheckResponse {
 	if !wouldDeny || resp.GetStatus().GetCode() != int32(codes.OK) {
 		return resp
 	}
-	h := headerOption(ShadowHeader, "would-deny")
+	if md := resp.GetDynamicMetadata(); md != nil {
+		md.Fields[MetaShadow] = structpb.NewStringValue(shadowWouldDeny)
+	}
+	h := headerOption(ShadowHeader, shadowWouldDeny)
 	if ok := resp.GetOkResponse(); ok != nil {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, h)
 		return resp
@@ -249,10 +272,11 @@ func withShadow(resp *authv3.CheckResponse, wouldDeny bool) *authv3.CheckRespons
 // blockedResponse answers a requestor on the blocklist: HTTP 403 with
 // BlockedBody. 403, not 429: the requestor is refused, not asked to retry
 // later, so there is no Retry-After and no rate-limit header.
-func (s *Server) blockedResponse() *authv3.CheckResponse {
-	s.pm.blocked.Inc()
+func (s *Server) blockedResponse(p *plan) *authv3.CheckResponse {
+	p.series.inc(resultBlocked)
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: "blocked by policy"},
+		DynamicMetadata: verdictMetadata(p, resultBlocked),
+		Status:          &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: "blocked by policy"},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
 			Headers: []*corev3.HeaderValueOption{headerOption("Content-Type", "text/plain")},
@@ -263,9 +287,12 @@ func (s *Server) blockedResponse() *authv3.CheckResponse {
 
 // allowlistedResponse answers a requestor on the allowlist: status OK
 // without rate-limit headers, since no limit applies.
-func (s *Server) allowlistedResponse() *authv3.CheckResponse {
-	s.pm.allowlisted.Inc()
-	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
+func (s *Server) allowlistedResponse(p *plan) *authv3.CheckResponse {
+	p.series.inc(resultAllowlisted)
+	return &authv3.CheckResponse{
+		DynamicMetadata: verdictMetadata(p, resultAllowlisted),
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+	}
 }
 
 // policyInput is what the policy matches a request on.
@@ -307,17 +334,13 @@ func clientAddr(attrs *authv3.AttributeContext, key KeySpec) netip.Addr {
 
 // policyMetrics are the Server's collectors for policies.
 type policyMetrics struct {
-	allowlisted   prometheus.Counter // floodgate_decisions_total{result="allowlisted"}
-	blocked       prometheus.Counter // floodgate_decisions_total{result="blocked"}
 	shadowDenials *prometheus.CounterVec
 	shadowFailLog rate.Sometimes
 	setMu         sync.Mutex // serialises SetPolicy
 }
 
-func newPolicyMetrics(m *metrics) *policyMetrics {
+func newPolicyMetrics() *policyMetrics {
 	return &policyMetrics{
-		allowlisted: m.decisions.WithLabelValues("allowlisted"),
-		blocked:     m.decisions.WithLabelValues("blocked"),
 		shadowDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "floodgate_shadow_denials_total",
 			Help: "Requests a shadow rule of the policy would have denied (they were not denied for it), by rule name.",

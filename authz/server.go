@@ -113,8 +113,15 @@ type Config struct {
 	// on the 429 of a denied one. The zero value sends it upstream only.
 	DegradedHeaderToClient bool
 	// Logger receives failures (rate-limited), invalid context extensions
-	// (once per distinct value) and recovered panics. nil discards logs.
+	// (once per distinct value), recovered panics, and at level Info one
+	// line the first time a requestor is denied in a scope within its
+	// window ("requestor limited", at most 10 a second, with a count of
+	// the lines suppressed). nil discards logs.
 	Logger *slog.Logger
+	// ShowIdentities logs identities taken from a header (API keys) as they
+	// are; the zero value logs their fingerprint (see DisplayIdentity).
+	// Addresses are always logged as they are.
+	ShowIdentities bool
 	// OnDenied, when not nil, is told of every request answered with a
 	// 429 (degraded decisions included): its scope, the deciding rule's
 	// name ("" for none), the requestor's identity, the wait the 429 tells
@@ -165,6 +172,7 @@ type Server struct {
 
 	onDenied  func(scope, rule, identity string, retryAfter time.Duration, now time.Time) // Config.OnDenied
 	overrides overrideCache
+	limited   *limitedLog // the first denial of a requestor in a scope and window
 	m         *metrics
 	pm        *policyMetrics
 	policy    atomic.Pointer[activePolicy] // nil: no policy
@@ -190,8 +198,9 @@ const logInterval = 10 * time.Second
 // the same Registerer). It registers:
 //
 //   - floodgate_decisions_total{result="allowed|denied|fail_open|fail_closed|
-//     fallback_allowed|fallback_denied"} (the last two: decided on a
-//     DegradedStrategy's degraded path)
+//     fallback_allowed|fallback_denied", scope, rule} (fallback_*: decided
+//     on a DegradedStrategy's degraded path; scope and rule are bounded,
+//     see MaxLabelValues)
 //   - floodgate_check_duration_seconds (histogram of Check latency)
 //   - floodgate_invalid_overrides_total{name="floodgate.limit|..."} (requests
 //     that carried an invalid context extension, counted on every such request)
@@ -240,11 +249,12 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		degradedToClient: cfg.DegradedHeaderToClient,
 		onDenied:         cfg.OnDenied,
 	}
-	srv.pm = newPolicyMetrics(srv.m)
+	srv.pm = newPolicyMetrics()
 	srv.overrides.hasStrategy = func(name string) bool { _, ok := srv.strategies.get(name); return ok }
 	if srv.log == nil {
 		srv.log = slog.New(slog.DiscardHandler)
 	}
+	srv.limited = newLimitedLog(srv.log, cfg.ShowIdentities)
 	if srv.now == nil {
 		srv.now = time.Now
 	}
@@ -309,55 +319,56 @@ func withoutSpoofedDegraded(resp *authv3.CheckResponse) *authv3.CheckResponse {
 
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
 	p := s.plan(req)
-	r := p.req
 	if err := ctx.Err(); err != nil {
-		return s.failure(r.Scope, fmt.Errorf("check: before asking the limiter: %w", err))
+		return s.failure(&p, fmt.Errorf("check: before asking the limiter: %w", err))
 	}
 	switch p.list {
 	case listBlocked:
-		return s.blockedResponse()
+		return s.blockedResponse(&p)
 	case listAllowed:
-		return s.allowlistedResponse()
+		return s.allowlistedResponse(&p)
 	}
 	now := s.now()
-	d, reason, err := p.strategy.allow(ctx, r, now)
+	d, reason, err := p.strategy.allow(ctx, p.req, now)
 	if err != nil {
-		return s.failure(r.Scope, fmt.Errorf("check: %w", err))
+		return s.failure(&p, fmt.Errorf("check: %w", err))
 	}
 	wouldDeny := s.shadows(ctx, p, now)
 	if reason != "" {
-		return withShadow(s.degradedResponse(r, d, reason), d.Allowed && wouldDeny)
+		return withShadow(s.degradedResponse(&p, d, reason, now), d.Allowed && wouldDeny)
 	}
 	if d.Allowed {
-		s.m.allowed.Inc()
-		return withShadow(s.allowedResponse(r, d), wouldDeny)
+		p.series.inc(resultAllowed)
+		return withShadow(s.allowedResponse(&p, d, resultAllowed, ""), wouldDeny)
 	}
-	s.m.denied.Inc()
-	return s.deniedResponse(r, d)
+	p.series.inc(resultDenied)
+	s.limited.note(&p, d, resultDenied, now)
+	return s.deniedResponse(&p, d, resultDenied, "")
 }
 
 // degradedResponse answers a decision made on a DegradedStrategy's degraded
 // path: as any other, plus the DegradedHeader on the request sent upstream
 // (and, with Config.DegradedHeaderToClient, on the client's response), and
 // counted apart.
-func (s *Server) degradedResponse(r limiter.Request, d limiter.Decision, reason string) *authv3.CheckResponse {
+func (s *Server) degradedResponse(p *plan, d limiter.Decision, reason string, now time.Time) *authv3.CheckResponse {
 	if !validDegradedReason(reason) {
 		reason = "degraded"
 	}
 	h := headerOption(DegradedHeader, reason)
 	if !d.Allowed {
-		s.m.fallbackDenied.Inc()
+		p.series.inc(resultFallbackDenied)
 		s.m.degraded.WithLabelValues(reason, "denied").Inc()
-		resp := s.deniedResponse(r, d)
+		s.limited.note(p, d, resultFallbackDenied, now)
+		resp := s.deniedResponse(p, d, resultFallbackDenied, reason)
 		if s.degradedToClient {
 			dr := resp.GetDeniedResponse()
 			dr.Headers = append(dr.Headers, h)
 		}
 		return resp
 	}
-	s.m.fallbackAllow.Inc()
+	p.series.inc(resultFallbackAllowed)
 	s.m.degraded.WithLabelValues(reason, "allowed").Inc()
-	resp := s.allowedResponse(r, d)
+	resp := s.allowedResponse(p, d, resultFallbackAllowed, reason)
 	ok := resp.GetOkResponse()
 	if ok == nil {
 		ok = &authv3.OkHttpResponse{}
@@ -536,12 +547,13 @@ func (s *Server) invalid(i int, name, value string, err error, l lookup) {
 // failure is the one place where a failed decision becomes a response: it
 // counts the outcome, logs it without flooding the log, and answers according
 // to the fail mode.
-func (s *Server) failure(scope string, err error) *authv3.CheckResponse {
+func (s *Server) failure(p *plan, err error) *authv3.CheckResponse {
 	s.failsUnlog.Add(1)
-	result := "fail_open"
+	res := resultFailOpen
 	if s.failMode == FailClosed {
-		result = "fail_closed"
+		res = resultFailClosed
 	}
+	p.series.inc(res)
 	s.failLog.Do(func() {
 		level := slog.LevelWarn
 		if s.failMode == FailClosed {
@@ -549,16 +561,16 @@ func (s *Server) failure(scope string, err error) *authv3.CheckResponse {
 		}
 		s.log.Log(context.Background(), level, "rate limiter failed, applying fail mode",
 			"fail_mode", s.failMode.String(),
-			"result", result,
-			"scope", scope,
+			"result", res.String(),
+			"scope", p.req.Scope,
 			"store_unavailable", errors.Is(err, limiter.ErrStoreUnavailable),
 			"failures_since_last_log", s.failsUnlog.Swap(0),
 			"error", err)
 	})
 	if s.failMode == FailClosed {
-		s.m.failClosed.Inc()
 		return &authv3.CheckResponse{
-			Status: &rpcstatus.Status{Code: int32(codes.Unavailable), Message: "rate limiter unavailable"},
+			DynamicMetadata: verdictMetadata(p, res),
+			Status:          &rpcstatus.Status{Code: int32(codes.Unavailable), Message: "rate limiter unavailable"},
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 				Headers: []*corev3.HeaderValueOption{headerOption("Content-Type", "text/plain")},
@@ -566,8 +578,10 @@ func (s *Server) failure(scope string, err error) *authv3.CheckResponse {
 			}},
 		}
 	}
-	s.m.failOpen.Inc()
-	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
+	return &authv3.CheckResponse{
+		DynamicMetadata: verdictMetadata(p, res),
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+	}
 }
 
 // recovered handles a panic in Check: counted, logged with its stack (at most
@@ -577,16 +591,22 @@ func (s *Server) recovered(v any) *authv3.CheckResponse {
 	s.panicLog.Do(func() {
 		s.log.Error("check panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	})
-	return s.failure("", fmt.Errorf("check panicked: %v", v))
+	return s.failure(&plan{series: s.m.labels.def}, fmt.Errorf("check panicked: %v", v))
 }
 
-// allowedResponse is status OK, with rate-limit headers when configured.
-func (s *Server) allowedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
-	if !s.headers {
-		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}
-	}
+// allowedResponse is status OK, with rate-limit headers when configured,
+// and its metadata (res, with degraded the reason on a degraded path).
+func (s *Server) allowedResponse(p *plan, d limiter.Decision, res result, degraded string) *authv3.CheckResponse {
+	r := p.req
 	limit, window := echo(r, d)
 	remaining := min(max(d.Remaining, 0), limit)
+	if !s.headers {
+		m := new(bareMsgs)
+		m.status.Code = int32(codes.OK)
+		m.resp.Status = &m.status
+		m.resp.DynamicMetadata = m.meta.build(p, res, remaining, degraded)
+		return &m.resp
+	}
 	var reset int64
 	if remaining == 0 {
 		reset = ceilSeconds(d.RetryAfter)
@@ -618,11 +638,13 @@ func (s *Server) allowedResponse(r limiter.Request, d limiter.Decision) *authv3.
 	m.wrap.OkResponse = &m.ok
 	m.resp.Status = &m.status
 	m.resp.HttpResponse = &m.wrap
+	m.resp.DynamicMetadata = m.meta.build(p, res, remaining, degraded)
 	return &m.resp
 }
 
 // allowedMsgs holds the messages of an allowed response with rate-limit
-// headers, so that they cost one allocation instead of one each.
+// headers, so that they cost one allocation instead of one each (and
+// the metadata's map).
 type allowedMsgs struct {
 	resp   authv3.CheckResponse
 	status rpcstatus.Status
@@ -631,17 +653,29 @@ type allowedMsgs struct {
 	list   [5]*corev3.HeaderValueOption
 	opts   [5]corev3.HeaderValueOption
 	vals   [5]corev3.HeaderValue
+	meta   metadata
+}
+
+// bareMsgs holds the messages of an allowed response without rate-limit
+// headers.
+type bareMsgs struct {
+	resp   authv3.CheckResponse
+	status rpcstatus.Status
+	meta   metadata
 }
 
 // deniedBodyPrefix starts the body of a 429; the wait in seconds and
 // " seconds" follow.
 const deniedBodyPrefix = "Rate limit exceeded. Try again in "
 
-// deniedResponse is a non-OK status with an HTTP 429 and rate-limit headers.
-func (s *Server) deniedResponse(r limiter.Request, d limiter.Decision) *authv3.CheckResponse {
+// deniedResponse is a non-OK status with an HTTP 429 and rate-limit
+// headers, and its metadata (res, with degraded the reason on a degraded
+// path).
+func (s *Server) deniedResponse(p *plan, d limiter.Decision, res result, degraded string) *authv3.CheckResponse {
 	if s.onDenied != nil {
-		s.onDenied(r.Scope, "", r.Requestor, d.RetryAfter, s.now())
+		s.onDenied(p.req.Scope, p.rule, p.req.Requestor, d.RetryAfter, s.now())
 	}
+	r := p.req
 	limit, window := echo(r, d)
 	n := ceilSeconds(d.RetryAfter)
 	policy := policyName(r.Scope)
@@ -679,6 +713,7 @@ func (s *Server) deniedResponse(r limiter.Request, d limiter.Decision) *authv3.C
 	m.wrap.DeniedResponse = &m.denied
 	m.resp.Status = &m.status
 	m.resp.HttpResponse = &m.wrap
+	m.resp.DynamicMetadata = m.meta.build(p, res, 0, degraded)
 	return &m.resp
 }
 
@@ -693,6 +728,7 @@ type deniedMsgs struct {
 	list   [7]*corev3.HeaderValueOption
 	opts   [7]corev3.HeaderValueOption
 	vals   [7]corev3.HeaderValue
+	meta   metadata
 }
 
 // setHeaders fills list with options that replace the header kv[2i] with

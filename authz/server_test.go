@@ -161,8 +161,16 @@ func newHarness(t testing.TB, s limiter.Strategy, cfg authz.Config) *harness {
 	return h
 }
 
-// check calls Check over gRPC and fails the test on an RPC error.
+// check calls Check over gRPC and fails the test on an RPC error. It
+// returns the response without its dynamic metadata, which the tests of
+// metadata_test.go read through checkFull.
 func (h *harness) check(t testing.TB, req *authv3.CheckRequest) *authv3.CheckResponse {
+	t.Helper()
+	return noMetadata(h.checkFull(t, req))
+}
+
+// checkFull is check with the response whole.
+func (h *harness) checkFull(t testing.TB, req *authv3.CheckRequest) *authv3.CheckResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -173,28 +181,42 @@ func (h *harness) check(t testing.TB, req *authv3.CheckRequest) *authv3.CheckRes
 	return resp
 }
 
-// metric returns the value of the counter (or the sample count of the
-// histogram) name whose labels include labels ("k", "v", ...); -1 when absent.
+// noMetadata removes resp's dynamic metadata and returns it.
+func noMetadata(resp *authv3.CheckResponse) *authv3.CheckResponse {
+	resp.DynamicMetadata = nil
+	return resp
+}
+
+// metric returns the sum of the values of the counters (or the sample
+// counts of the histograms) name whose labels include labels ("k", "v",
+// ...); -1 when there is none.
 func (h *harness) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := h.reg.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
+	sum, found := 0.0, false
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if hasLabels(m, labels) {
-				if hist := m.GetHistogram(); hist != nil {
-					return float64(hist.GetSampleCount())
-				}
-				return m.GetCounter().GetValue()
+			if !hasLabels(m, labels) {
+				continue
+			}
+			found = true
+			if hist := m.GetHistogram(); hist != nil {
+				sum += float64(hist.GetSampleCount())
+			} else {
+				sum += m.GetCounter().GetValue()
 			}
 		}
 	}
-	return -1
+	if !found {
+		return -1
+	}
+	return sum
 }
 
 func hasLabels(m *dto.Metric, kv []string) bool {
@@ -560,6 +582,7 @@ func TestCheckNilRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, err := srv.Check(context.Background(), nil)
+	resp = noMetadata(resp)
 	if err != nil {
 		t.Fatalf("Check(nil) error: %v", err)
 	}
@@ -756,6 +779,7 @@ func TestExpiredDeadline(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Check error: %v", err)
 			}
+			resp = noMetadata(resp)
 			if !proto.Equal(resp, tt.want) {
 				t.Errorf("Check = %v, want %v", resp, tt.want)
 			}
