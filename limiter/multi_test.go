@@ -240,3 +240,34 @@ func allAllowedIn(ds []Decision) bool {
 	}
 	return true
 }
+
+// TestRememberedDenialsTrustedASecond: a remembered denial saves store
+// round trips for a second after the store said so, and no longer (a set's
+// counts that made it may be taken back); a denial from the memory does not
+// renew it.
+func TestRememberedDenialsTrustedASecond(t *testing.T) {
+	for _, b := range builders {
+		t.Run(b.name, func(t *testing.T) {
+			r := newStrategyRig(t, 1, b.build)
+			req := Request{Requestor: "k", Limit: 3, Window: time.Minute}
+			for range 3 {
+				r.at(t, 0, req, sec(1))
+			}
+			for _, step := range []struct {
+				at    time.Duration // after the third request
+				calls bool          // whether the store is asked
+			}{
+				{0, false}, {500 * time.Millisecond, false}, {999 * time.Millisecond, false},
+				{time.Second, true}, {1500 * time.Millisecond, false}, {2100 * time.Millisecond, true},
+			} {
+				calls := r.store.calls.Load()
+				if d := r.at(t, 0, req, sec(1).Add(step.at)); d.Allowed {
+					t.Fatalf("at +%v: allowed past the limit", step.at)
+				}
+				if asked := r.store.calls.Load() > calls; asked != step.calls {
+					t.Errorf("at +%v: store asked %v, want %v", step.at, asked, step.calls)
+				}
+			}
+		})
+	}
+}

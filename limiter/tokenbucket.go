@@ -97,10 +97,10 @@ func (b *TokenBucket) Allow(ctx context.Context, req Request, now time.Time) (De
 // decision found.
 type tbGroup struct {
 	reqGroup
-	g       gcra
-	r       gcraResult
-	taken   bool // its tokens were taken (and not yet given back)
-	decided bool // r holds its answer
+	g          gcra
+	r          gcraResult
+	taken      bool // its tokens were taken (and not yet given back)
+	remembered bool // r is a remembered denial, not the bucket's answer
 }
 
 // AllowAll implements MultiStrategy. The buckets of a set are one value
@@ -169,11 +169,11 @@ func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64) error
 	for i := range gs {
 		g := &gs[i]
 		if g.hits > g.g.burst {
-			g.r, g.decided, all = gcraResult{nextMs: -1}, true, false
+			g.r, all = gcraResult{nextMs: -1}, false
 			continue
 		}
 		if until, ok := b.denied.until(denyKey{id: g.id, limit: g.hits}, nowMs); ok {
-			g.r, g.decided, all = gcraResult{nextMs: until}, true, false
+			g.r, g.remembered, all = gcraResult{nextMs: until}, true, false
 			continue
 		}
 		var wrote bool
@@ -206,7 +206,7 @@ func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool, wrote *b
 				return nil, 0, false, err
 			}
 		}
-		g.r, g.decided = g.g.decide(tat, found, nowMs, g.hits, b.skewMs), true
+		g.r = g.g.decide(tat, found, nowMs, g.hits, b.skewMs)
 		if !g.r.allowed || !write {
 			return nil, 0, false, nil
 		}
@@ -272,6 +272,8 @@ func (b *TokenBucket) decisions(reqs []Request, gs []tbGroup, of []int, nowMs in
 				b.denied.deny(denyKey{id: g.id, limit: 1}, g.r.nextMs, nowMs)
 				d.RetryAfter = retryAfter(g.r.nextMs, nowMs)
 			}
+		case g.remembered: // not renewed: a memory is trusted a second from when it was seen
+			d.RetryAfter = retryAfter(g.r.nextMs, nowMs)
 		default:
 			b.denied.deny(denyKey{id: g.id, limit: g.hits}, g.r.nextMs, nowMs)
 			d.RetryAfter = retryAfter(g.r.nextMs, nowMs)
