@@ -172,6 +172,11 @@
 // The requestor identity carries its kind so kinds never share a counter:
 // "ip:203.0.113.7" (a normalised address from the source or X-Forwarded-For),
 // "header:x-api-key:<value>" (any bytes, any length: the limiter hashes
-// identities), or FallbackIdentity ("unknown") for requests with no usable
-// identity, which are all limited together as one requestor.
+// identities), "principal:spiffe://cluster.local/ns/shop/sa/web" (the
+// peer's identity Envoy verified, attributes.source.principal),
+// "metadata:envoy.filters.http.jwt_authn:payload.sub:<value>" (a value of
+// the request's metadata_context, see MetadataValue), or FallbackIdentity
+// ("unknown") for requests with no usable identity, which are all limited
+// together as one requestor. Every form but source falls back to the source
+// address when its value is missing.
 package authz

@@ -76,8 +76,8 @@ type Config struct {
 	// Window is the sliding window: whole seconds, from one second to
 	// limiter.MaxWindow.
 	Window time.Duration
-	// Key says how authz identifies the requestor (--key source,
-	// header:<name> or xff).
+	// Key says how authz identifies the requestor (--key: a form of
+	// authz.ParseKey).
 	Key authz.KeySpec
 	// XFFTrustedHops is the number of trusted proxies at the right end of
 	// X-Forwarded-For, used with --key xff; ≥ 0.
@@ -197,8 +197,8 @@ var options = []option{
 	{name: "xff-trusted-hops", arg: "n", def: "0",
 		usage: "with --key xff: trusted proxies at the right end of X-Forwarded-For",
 		parse: parseHops},
-	{name: "key", arg: "source|header:<name>|xff", def: "source",
-		usage: "requestor identity: client address, a request header, or X-Forwarded-For",
+	{name: "key", arg: "source|xff|header:<name>|principal|metadata:<filter>:<path>", def: "source",
+		usage: "requestor identity: client address, X-Forwarded-For, a request header, the mTLS peer's verified identity (SPIFFE ID), or a value Envoy's filters wrote to metadata (a verified JWT claim)",
 		parse: parseKey},
 	{name: "strategy", arg: "sliding|fixed|token-bucket|sliding-log", def: "sliding",
 		usage: "rate-limiting algorithm: sliding window, fixed window (reset at each boundary), token bucket (steady rate with bursts), or sliding log (exact, limits up to 1000); routes choose another with floodgate.strategy, policy rules with strategy",
