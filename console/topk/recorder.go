@@ -38,17 +38,17 @@ func BoundItem(item string) string {
 type Recorder struct {
 	t       *Tracker
 	q       chan Denial
-	show    func(item string) string
+	show    func(scope, item string) string
 	dropped atomic.Uint64
 	applied atomic.Uint64
 }
 
 // NewRecorder returns a Recorder feeding t through a queue of queue
 // denials (DefaultQueue when queue < 1). show, when not nil, turns each
-// requestor into the form the summaries keep (a fingerprint of an API key,
-// say); it runs on Run's goroutine, on an item already bounded by
-// BoundItem.
-func NewRecorder(t *Tracker, queue int, show func(item string) string) *Recorder {
+// requestor of a scope into the form the summaries keep (a fingerprint of
+// an API key, say); it runs on Run's goroutine, on an item already bounded
+// by BoundItem.
+func NewRecorder(t *Tracker, queue int, show func(scope, item string) string) *Recorder {
 	if queue < 1 {
 		queue = DefaultQueue
 	}
@@ -112,7 +112,7 @@ func (r *Recorder) fill(batch []Denial) []Denial {
 // prepare turns d's requestor into its kept form.
 func (r *Recorder) prepare(d Denial) Denial {
 	if r.show != nil {
-		d.Item = BoundItem(r.show(d.Item))
+		d.Item = BoundItem(r.show(d.Scope, d.Item))
 	}
 	return d
 }

@@ -139,7 +139,7 @@ func TestBoundItem(t *testing.T) {
 func TestRecorder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		tr := NewTracker(Config{})
-		rec := NewRecorder(tr, 8, func(s string) string { return strings.ToUpper(s) })
+		rec := NewRecorder(tr, 8, func(_, s string) string { return strings.ToUpper(s) })
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
 		go func() { rec.Run(ctx); close(done) }()
