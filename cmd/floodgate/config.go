@@ -68,8 +68,9 @@ type Config struct {
 	MemcacheServers []string
 	// MemcacheTimeout bounds each memcached round trip; positive.
 	MemcacheTimeout time.Duration
-	// MemcacheMaxConns bounds the concurrent memcached calls, and so the
-	// connections, of this process; ≥ 1.
+	// MemcacheMaxConns bounds the connections to each memcached server,
+	// which carry every call to it, pipelined (memcache.Config.MaxConns);
+	// ≥ 1.
 	MemcacheMaxConns int
 	// Limit is the number of requests a requestor may make per Window; ≥ 1.
 	Limit int64
@@ -185,9 +186,9 @@ var options = []option{
 	{name: "memcache-timeout", arg: "duration", def: "100ms",
 		usage: "timeout of one memcached round trip; keep it well below Envoy's ext_authz timeout",
 		parse: func(c *Config, v string) (err error) { c.MemcacheTimeout, err = parsePositiveDuration(v); return err }},
-	{name: "memcache-max-conns", arg: "n", def: "64",
-		usage: "most concurrent memcached value calls per replica, each on a connection of its own (the token-bucket and sliding-log strategies); more wait up to --memcache-timeout. Counter calls (sliding, fixed) share 2 pipelined connections per server and are not bounded by it. Replicas × (this + 2) per server must stay below memcached's connection limit (-c, 1024 by default)",
-		parse: parseMaxConns},
+	{name: "memcache-max-conns", arg: "n", def: "2",
+		usage: "most connections to each memcached server; every call to it (counters, and the token-bucket and sliding-log values) is pipelined over them: calls that find them all busy wait, up to --memcache-timeout, and go out together on the next one free, so more connections mean fewer calls per round trip, not more throughput. Replicas × (this + 1, for the stats read every 10s) per server must stay below memcached's connection limit (-c, 1024 by default)",
+		parse: func(c *Config, v string) (err error) { c.MemcacheMaxConns, err = parseAtLeastOne(v); return err }},
 	{name: "limit", arg: "n", def: "100",
 		usage: "requests allowed per requestor per window",
 		parse: parseLimit},
@@ -479,18 +480,6 @@ func parseWindow(c *Config, v string) error {
 		return err
 	}
 	c.Window = d
-	return nil
-}
-
-func parseMaxConns(c *Config, v string) error {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return errors.New("not an integer")
-	}
-	if n < 1 {
-		return errors.New("must be at least 1")
-	}
-	c.MemcacheMaxConns = n
 	return nil
 }
 

@@ -35,7 +35,7 @@ func TestParseConfig(t *testing.T) {
 		GRPCMaxCalls:     1024,
 		AdminAddr:        ":9090",
 		MemcacheTimeout:  100 * time.Millisecond,
-		MemcacheMaxConns: 64,
+		MemcacheMaxConns: 2,
 		Limit:            100,
 		Window:           time.Hour,
 		Key:              mustKey(t, "source", 0),

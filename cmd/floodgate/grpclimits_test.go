@@ -77,9 +77,9 @@ func TestGRPCLimitFlags(t *testing.T) {
 
 func TestGRPCConnBound(t *testing.T) {
 	t.Parallel()
-	cfg := DefaultConfig() // 4096 connections, reserve 256 + 66
+	cfg := DefaultConfig() // 4096 connections, reserve 256 + 3 (2 memcached connections and a stats one)
 	withServers := cfg
-	withServers.MemcacheServers = []string{"a:11211", "b:11211"} // reserve 256 + 2×66
+	withServers.MemcacheServers = []string{"a:11211", "b:11211"} // reserve 256 + 2×3
 	for _, tt := range []struct {
 		name    string
 		cfg     Config
@@ -90,10 +90,10 @@ func TestGRPCConnBound(t *testing.T) {
 	}{
 		{"container default", cfg, 1 << 20, 4096, false, ""},
 		{"infinity", cfg, ^uint64(0), 4096, false, ""},
-		{"exactly enough", cfg, 4096 + 322, 4096, false, ""},
-		{"one short", cfg, 4096 + 321, 4095, true, ""},
-		{"soft limit 1024", cfg, 1024, 1024 - 322, true, ""},
-		{"memcached servers reserve more", withServers, 1024, 1024 - 388, true, ""},
+		{"exactly enough", cfg, 4096 + 259, 4096, false, ""},
+		{"one short", cfg, 4096 + 258, 4095, true, ""},
+		{"soft limit 1024", cfg, 1024, 1024 - 259, true, ""},
+		{"memcached servers reserve more", withServers, 1024, 1024 - 262, true, ""},
 		{"no room", cfg, 256, 0, false, "--grpc-max-conns: the open-file limit (RLIMIT_NOFILE) 256 leaves no room"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

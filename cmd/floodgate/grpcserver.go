@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/floodgate-rl/floodgate/authz"
-	"github.com/floodgate-rl/floodgate/limiter/memcache"
 )
 
 // Limits of the gRPC server. A CheckRequest is a few kilobytes: the request
@@ -270,10 +269,10 @@ func registerGRPCLimitMetrics(reg prometheus.Registerer, ln *connLimitListener, 
 // fdReserve is how many file descriptors floodgate keeps for everything but
 // gRPC connections: 256 for the admin server's connections (the probes and
 // Prometheus), the listeners, the policy and TLS files and the standard
-// streams, plus the memcached connections (--memcache-max-conns and the
-// pipelined ones, per server entry).
+// streams, plus the memcached connections: per server entry,
+// --memcache-max-conns and the one that reads its stats.
 func fdReserve(cfg Config) int {
-	return 256 + (cfg.MemcacheMaxConns+memcache.DefaultPipelineConns)*max(1, len(cfg.MemcacheServers))
+	return 256 + (cfg.MemcacheMaxConns+1)*max(1, len(cfg.MemcacheServers))
 }
 
 // grpcConnBound returns the connection bound of the gRPC listener:

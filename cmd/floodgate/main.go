@@ -282,7 +282,7 @@ func openStore(cfg Config, log *slog.Logger) (store limiter.Store, kind string, 
 		mem := limiter.NewMemoryStore(time.Now)
 		return mem, "memory", mem.Close, nil
 	}
-	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout, MaxIdleConns: cfg.MemcacheMaxConns, Logger: log})
+	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout, MaxConns: cfg.MemcacheMaxConns, Logger: log})
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("open memcache store: %w", err)
 	}

@@ -25,12 +25,14 @@ const overloadReason = "memcached-overloaded"
 // resilientStrategies builds the strategies floodgate decides with, one per
 // name in names, all on the one store. With the in-memory store each is
 // newStrategy(name, store). With memcached, store is wrapped once in a
-// circuit breaker (resilient.Breaker, with its metrics and logs) and a
-// bulkhead (at most --memcache-max-conns calls at once), and
+// circuit breaker (resilient.Breaker, with its metrics and logs), and
 // with --fail-mode local each strategy on it is wrapped in a
 // resilient.Fallback whose local strategy, newStrategy on a MemoryStore of
 // this process shared by all of them, decides while memcached is
-// unavailable.
+// unavailable. No bulkhead: the memcached store pipelines every call over
+// at most --memcache-max-conns connections per server, and fails a call
+// that waited --memcache-timeout for one with limiter.ErrOverloaded,
+// unsent, which is what a bulkhead would add.
 //
 // closeFn releases the strategies, the local store and the breaker (whose
 // timer probes memcached while it is open).
@@ -85,14 +87,7 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 	})
 	breaker := resilient.BreakerOf(store)
 	closers = append(closers, breaker) // last closed: ends its probing
-	// The bulkhead goes outside the breaker: a call that waited for a slot
-	// while memcached hung then finds the breaker open and fails at once,
-	// instead of waiting for a timeout of its own. It bounds only the value
-	// calls (token bucket, sliding log), which take a connection each: the
-	// counter calls are pipelined, and a slot would only cap how many
-	// share a round trip, sending the rest to the fallback under a burst.
-	store = resilient.NewValueBulkhead(store, cfg.MemcacheMaxConns, cfg.MemcacheTimeout)
-	if err := registerBreakerMetrics(reg, breaker, resilient.BulkheadOf(store), transitions); err != nil {
+	if err := registerBreakerMetrics(reg, breaker, transitions); err != nil {
 		closeFn()
 		return nil, nil, err
 	}
@@ -152,11 +147,10 @@ func (l breakerLog) log(tr resilient.Transition) {
 	}
 }
 
-// registerBreakerMetrics registers the metrics of the breaker b and the
-// bulkhead bh: the breaker's state (a gauge), the calls it did not send, the
-// calls the bulkhead refused and those in flight (all read at scrape time),
-// and the breaker's transitions, with every state present from the start.
-func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, bh *resilient.Bulkhead, transitions *prometheus.CounterVec) error {
+// registerBreakerMetrics registers the metrics of the breaker b: its state
+// (a gauge) and the calls it did not send (read at scrape time), and its
+// transitions, with every state present from the start.
+func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, transitions *prometheus.CounterVec) error {
 	for _, st := range []resilient.State{resilient.Closed, resilient.Open, resilient.HalfOpen} {
 		transitions.WithLabelValues(st.String())
 	}
@@ -169,14 +163,6 @@ func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, bh 
 			Name: "floodgate_store_breaker_rejected_total",
 			Help: "memcached calls not made because the circuit breaker was open; each failed at once instead of waiting for a timeout.",
 		}, func() float64 { return float64(b.Rejected()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_store_saturated_total",
-			Help: "memcached value calls (token-bucket and sliding-log strategies) not made because --memcache-max-conns were in flight for --memcache-timeout.",
-		}, func() float64 { return float64(bh.Busy()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "floodgate_store_calls_in_flight",
-			Help: "memcached value calls (token-bucket and sliding-log strategies) in flight now; at most --memcache-max-conns. Counter calls are pipelined and not counted here.",
-		}, func() float64 { return float64(bh.InFlight()) }),
 		transitions,
 	} {
 		if err := reg.Register(c); err != nil {

@@ -52,7 +52,7 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 				"together with the reads it needs (a batch), get reads many at once, " +
 				"get_versioned and cas read and replace one value. " +
 				"With memcached, all of a requestor's keys live on one server, so each is one round trip at most; " +
-				"add and batch operations that wait for a connection share one " +
+				"operations that wait for a connection share one " +
 				"(floodgate_memcache_round_trips_total).",
 		}, []string{"op"}),
 		keysRead: prometheus.NewCounter(prometheus.CounterOpts{
@@ -238,24 +238,36 @@ func (s *instrumentedSwapStore) CompareAndSwap(ctx context.Context, key string, 
 	return ok, err
 }
 
-// registerPipelineMetrics registers the counters of memcached round trips
-// made for counter operations (add and batch), read from st when scraped.
+// registerPipelineMetrics registers the metrics of the memcached store's
+// pipelines, which carry every call to memcached: the round trips, the
+// calls they carried, the calls never sent for want of a connection, and
+// the calls in flight, read from st when scraped.
 func registerPipelineMetrics(reg prometheus.Registerer, st *memcache.PipelineStats) error {
 	for _, c := range []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "floodgate_memcache_round_trips_total",
-			Help: "Round trips to memcached carrying counter operations (add and batch): one write of " +
-				"commands, then one read of their answers. Operations that find every connection to " +
-				"their server busy wait and go out together, so under load a round trip carries several.",
+			Help: "Round trips to memcached: one write of commands, then one read of their answers. " +
+				"Calls that find every connection to their server busy wait and go out together, " +
+				"so under load a round trip carries several.",
 		}, func() float64 { return float64(st.RoundTrips.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "floodgate_memcache_round_trip_operations_total",
-			Help: "Counter operations (add and batch) carried by floodgate_memcache_round_trips_total; " +
-				"the ratio of the two is the operations per round trip.",
+			Help: "memcached calls (add, get, batch, value reads and swaps) carried by " +
+				"floodgate_memcache_round_trips_total; the ratio of the two is the calls per round trip.",
 		}, func() float64 { return float64(st.Calls.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "floodgate_store_saturated_total",
+			Help: "memcached calls never sent because all --memcache-max-conns connections to their server " +
+				"stayed busy for --memcache-timeout (or the check's deadline came first); each was " +
+				"decided as memcached-overloaded.",
+		}, func() float64 { return float64(st.Saturated.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "floodgate_store_calls_in_flight",
+			Help: "memcached calls in flight now: waiting for a connection to their server, or in a round trip.",
+		}, func() float64 { return float64(st.InFlight.Load()) }),
 	} {
 		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register memcache round-trip metrics: %w", err)
+			return fmt.Errorf("register memcache pipeline metrics: %w", err)
 		}
 	}
 	return nil

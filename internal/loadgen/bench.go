@@ -267,7 +267,7 @@ func runScenario(ctx context.Context, cfg BenchConfig, bin, name string, mc bool
 			return err
 		}
 		defer m.Stop()
-		args = append(args, "--memcache-servers", m.Addr(), "--memcache-max-conns", "256")
+		args = append(args, "--memcache-servers", m.Addr())
 	}
 	f, err := StartFloodgate(bin, cfg.ServerProcs, args...)
 	if err != nil {

@@ -34,9 +34,9 @@ const (
 	// is logged again, after the first failure of a streak.
 	failLogInterval = time.Minute
 
-	// minRetireAfter is the least time after which the client of a removed
-	// server is closed a second time, for the connections that calls in
-	// flight at its removal put back into its pool afterwards.
+	// minRetireAfter is the least time after which the pipeline of a
+	// removed server is closed a second time, for the connections that
+	// calls in flight at its removal put back into its pool afterwards.
 	minRetireAfter = time.Minute
 )
 
@@ -149,7 +149,7 @@ type nameState struct {
 	lastErr  string    // the failure last logged
 }
 
-// retiredServer is a server removed from the set, whose client is closed
+// retiredServer is a server removed from the set, whose pipeline is closed
 // again at retireAt.
 type retiredServer struct {
 	srv      *server
@@ -189,8 +189,8 @@ func (d *discovery) wait() time.Duration {
 	return d.interval
 }
 
-// stop ends the goroutine, waits for it, and closes the clients of removed
-// servers. It is idempotent.
+// stop ends the goroutine, waits for it, and closes the pipelines of
+// removed servers. It is idempotent.
 func (d *discovery) stop() {
 	d.stopOnce.Do(func() {
 		d.cancel()
@@ -252,8 +252,8 @@ func (d *discovery) resolve(ctx context.Context, n *nameState) {
 }
 
 // swap makes want, sorted and without duplicates, the store's server set.
-// Servers that stay keep their client and so their idle connections; new
-// ones get a client; removed ones have their idle connections closed and are
+// Servers that stay keep their pipeline and so their idle connections; new
+// ones get a pipeline; removed ones have their idle connections closed and are
 // retired.
 func (d *discovery) swap(want []string) {
 	cur := d.store.set.Load()
@@ -296,7 +296,7 @@ func (d *discovery) swap(want []string) {
 	d.log.Info("memcache: servers changed", "servers", set.addrs(), "added", added, "removed", removed)
 }
 
-// closeRetired closes the clients of the removed servers whose time has
+// closeRetired closes the pipelines of the removed servers whose time has
 // come, once more: calls in flight at their removal may have put
 // connections back since.
 func (d *discovery) closeRetired(now time.Time) {

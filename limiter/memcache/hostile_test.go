@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"os"
@@ -24,7 +25,8 @@ const (
 )
 
 // hostileMemcached is a fake memcached on a free loopback port. It answers
-// the commands of verb ("ma", or "get" for get and gets) with answer, and
+// the commands of verb ("ma", "mg", "ms", or "get" for get and gets) with
+// answer, and
 // the others as a good server would (goodMA, goodGet, else ERROR). With
 // closeAfter, it closes the connection right after answer, which may be
 // empty: a connection closed unanswered.
@@ -241,41 +243,89 @@ func TestHostileLegitimateAnswers(t *testing.T) {
 	if got, counts, err := vs.Batch(ctx, hostileGets, hostileAdds); err != nil || !maps.Equal(got, want) || !slices.Equal(counts, []int64{1, 1}) {
 		t.Errorf("Batch = %v, %v, %v; want %v and counts [1 1]", got, counts, err, want)
 	}
+
+	// Values: a miss with or without the key (memcached 1.6.18 repeats
+	// it), a hit with its flags in any order, and a write stored.
+	for answer, want := range map[string]string{
+		"EN\r\n":                           " 0",
+		"EN kfg1:v:1\r\n":                  " 0",
+		"VA 2 c9 kfg1:v:1\r\nhi\r\n":       "hi 9",
+		"VA 4 kfg1:v:1 c9\r\n\r\n\r\n\r\n": "\r\n\r\n 9",
+		"VA 0 c1 kfg1:v:1\r\n\r\n":         " 1",
+	} {
+		s := newStore(t, []string{startHostile(t, "mg", answer, false)}, Config{Timeout: generous})
+		v, ver, err := s.GetVersioned(ctx, "fg1:v:1")
+		if got := fmt.Sprint(string(v), " ", ver); err != nil || got != want {
+			t.Errorf("GetVersioned answered %q = %q, %v; want %q", answer, got, err, want)
+		}
+	}
+	for _, version := range []uint64{0, 7} {
+		s := newStore(t, []string{startHostile(t, "ms", "HD\r\n", true)}, Config{Timeout: generous})
+		if ok, err := s.CompareAndSwap(ctx, "fg1:v:1", []byte("x"), version, time.Minute); err != nil || !ok {
+			t.Errorf("CompareAndSwap(version %d) answered HD = %v, %v; want true", version, ok, err)
+		}
+	}
 }
 
-// TestHostileValueAnswers checks the SwapStore methods, on gomemcache: a
-// value of another key, and answers to add and cas that memcached gives
-// to the other command only, are errors; the refusals memcached does give
-// are false without an error.
+// TestHostileValueAnswers checks the SwapStore methods, on meta commands:
+// a value of another key, and answers that memcached gives to another
+// command or to the other mode of ms only, are errors; the refusals
+// memcached does give are false without an error.
 func TestHostileValueAnswers(t *testing.T) {
 	ctx := context.Background()
 	const key = "fg1:v:1"
-	s := newStore(t, []string{startHostile(t, "get", "VALUE fg1:other:1 0 1 7\r\nx\r\nEND\r\n", false)}, Config{Timeout: generous})
-	_, _, err := s.GetVersioned(ctx, key)
-	wantHostileError(t, "GetVersioned answered with another key", err)
+	for _, answer := range []string{
+		"VA 1 c7 kfg1:other:1\r\nx\r\n",       // a value of another key
+		"EN kfg1:other:1\r\n",                 // a miss of another key
+		"VA 1 c7\r\nx\r\n",                    // no key
+		"VA 1 kfg1:v:1\r\nx\r\n",              // no CAS unique
+		"VA 1 c0 kfg1:v:1\r\nx\r\n",           // CAS disabled (-C)
+		"VA 1 cx kfg1:v:1\r\nx\r\n",           // a CAS unique that is no number
+		"VA 1 c7 kfg1:v:1 t60\r\nx\r\n",       // a flag not asked for
+		"VA 1 c7 c8 kfg1:v:1\r\nx\r\n",        // a flag twice
+		"VA 2 c7 kfg1:v:1\r\nx\r\n",           // shorter than announced
+		"VA 1 c7 kfg1:v:1\r\nxy\r\n",          // longer than announced
+		"VA 65537 c7 kfg1:v:1\r\n",            // over 64 KiB
+		"VA -1 c7 kfg1:v:1\r\n\r\n",           // a negative size
+		"VALUE fg1:v:1 0 1 7\r\nx\r\nEND\r\n", // gets' answer
+		"NF\r\n", "HD\r\n", "NS\r\n", "EX\r\n", "END\r\n",
+		"SERVER_ERROR out of memory\r\n", "CLIENT_ERROR bad command line format\r\n", "ERROR\r\n", "garbage\r\n",
+	} {
+		t.Run("mg answered "+strings.TrimSpace(answer), func(t *testing.T) {
+			s := newStore(t, []string{startHostile(t, "mg", answer, true)}, Config{Timeout: generous})
+			v, ver, err := s.GetVersioned(ctx, key)
+			wantHostileError(t, "GetVersioned", err)
+			if v != nil || ver != 0 {
+				t.Errorf("GetVersioned = %q, %d with an error, want nothing", v, ver)
+			}
+		})
+	}
 
 	tests := []struct {
-		verb    string // "add" for version 0, else "cas"
+		mode    string // "add" for version 0, else "cas"
 		answer  string
 		wantErr bool
 	}{
-		{"add", "NOT_STORED\r\n", false},
-		{"add", "NOT_FOUND\r\n", true},
-		{"add", "EXISTS\r\n", true},
+		{"add", "NS\r\n", false},
+		{"add", "NF\r\n", true},
+		{"add", "EX\r\n", true},
+		{"add", "NOT_STORED\r\n", true},
 		{"add", "SERVER_ERROR out of memory storing object\r\n", true},
 		{"add", "garbage\r\n", true},
-		{"cas", "EXISTS\r\n", false},
-		{"cas", "NOT_FOUND\r\n", false},
-		{"cas", "NOT_STORED\r\n", true},
+		{"cas", "EX\r\n", false},
+		{"cas", "NF\r\n", false},
+		{"cas", "NS\r\n", true},
+		{"cas", "EXISTS\r\n", true},
+		{"cas", "HD c8\r\n", true},
 		{"cas", "ERROR\r\n", true},
 	}
 	for _, tc := range tests {
-		t.Run(tc.verb+" answered "+strings.TrimSpace(tc.answer), func(t *testing.T) {
+		t.Run(tc.mode+" answered "+strings.TrimSpace(tc.answer), func(t *testing.T) {
 			// Closed after the answer: the fake would take the value
 			// that follows the command for a command of its own.
-			s := newStore(t, []string{startHostile(t, tc.verb, tc.answer, true)}, Config{Timeout: generous})
+			s := newStore(t, []string{startHostile(t, "ms", tc.answer, true)}, Config{Timeout: generous})
 			version := uint64(0)
-			if tc.verb == "cas" {
+			if tc.mode == "cas" {
 				version = 7
 			}
 			ok, err := s.CompareAndSwap(ctx, key, []byte("x"), version, time.Minute)

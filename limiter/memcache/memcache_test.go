@@ -123,31 +123,6 @@ func TestServerKey(t *testing.T) {
 	}
 }
 
-func TestExpiration(t *testing.T) {
-	now := time.Unix(1_780_000_000, 0)
-	const day = 24 * time.Hour
-	tests := []struct {
-		ttl  time.Duration
-		want int32
-	}{
-		{-time.Second, 1},
-		{0, 1},
-		{1, 1},
-		{time.Second, 1},
-		{time.Second + 1, 2},
-		{time.Hour, 3600},
-		{30 * day, 2_592_000},
-		{30*day + time.Second, 1_780_000_000 + 2_592_001},
-		{40 * day, 1_780_000_000 + 3_456_000},
-		{100 * 365 * day, 1<<31 - 1},
-	}
-	for _, tt := range tests {
-		if got := expiration(tt.ttl, now); got != tt.want {
-			t.Errorf("expiration(%v) = %d, want %d", tt.ttl, got, tt.want)
-		}
-	}
-}
-
 // TestLongTTL checks against memcached that TTLs past 30 days, which it takes
 // as Unix times, keep the counter: sent as relative seconds they would read
 // as 1970 and expire at once.
@@ -263,10 +238,10 @@ func TestNew(t *testing.T) {
 		wantErr string
 	}{
 		{"one server", []string{"127.0.0.1:11211"}, Config{}, ""},
-		{"several servers and config", []string{"127.0.0.1:11211", "[::1]:11211"}, Config{Timeout: time.Second, MaxIdleConns: 8}, ""},
+		{"several servers and config", []string{"127.0.0.1:11211", "[::1]:11211"}, Config{Timeout: time.Second, MaxConns: 8}, ""},
 		{"no servers", nil, Config{}, "no servers"},
 		{"negative timeout", []string{"127.0.0.1:11211"}, Config{Timeout: -1}, "timeout"},
-		{"negative idle conns", []string{"127.0.0.1:11211"}, Config{MaxIdleConns: -1}, "idle"},
+		{"negative max conns", []string{"127.0.0.1:11211"}, Config{MaxConns: -1}, "max conns"},
 		{"bad address", []string{"127.0.0.1"}, Config{}, "127.0.0.1"},
 		{"bad dns name", []string{"dns+a b:1"}, Config{}, `"dns+a b:1"`},
 		{"negative resolve interval", []string{"dns+mc.test:1"}, Config{ResolveInterval: -1}, "resolve interval"},
@@ -290,13 +265,10 @@ func TestNew(t *testing.T) {
 
 func TestNewDefaults(t *testing.T) {
 	s := newStore(t, []string{"127.0.0.1:11211"}, Config{})
-	c, err := s.client("fg1:a:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Timeout != DefaultTimeout || c.MaxIdleConns != DefaultMaxIdleConns {
-		t.Errorf("zero Config gives Timeout %v, MaxIdleConns %d; want %v, %d",
-			c.Timeout, c.MaxIdleConns, DefaultTimeout, DefaultMaxIdleConns)
+	p := s.set.Load().pick(serverKey("fg1:a:1")).pipe
+	if s.timeout != DefaultTimeout || p.timeout != DefaultTimeout || p.conns != DefaultMaxConns {
+		t.Errorf("zero Config gives Timeout %v (pipeline %v), MaxConns %d; want %v, %d",
+			s.timeout, p.timeout, p.conns, DefaultTimeout, DefaultMaxConns)
 	}
 }
 

@@ -1,13 +1,11 @@
 package memcache
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,7 +101,7 @@ func TestBatchExpiry(t *testing.T) {
 // a round trip, count every increment once.
 func TestBatchConcurrent(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 4})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for range 50 {
@@ -165,8 +163,8 @@ func TestBatchErrors(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	// Generous for the calls that must succeed on a loaded machine; quick
 	// is the same server with a short timeout, for the frozen one.
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxIdleConns: 1})
-	quick := newStore(t, []string{mc.Addr()}, Config{Timeout: 100 * time.Millisecond, MaxIdleConns: 1})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous})
+	quick := newStore(t, []string{mc.Addr()}, Config{Timeout: 100 * time.Millisecond})
 	ctx := context.Background()
 	one := func(key string) []limiter.Increment {
 		return []limiter.Increment{{Key: key, Delta: 1, TTL: time.Minute}}
@@ -246,7 +244,7 @@ func BenchmarkBatch(b *testing.B) {
 // what was sent on them.
 func TestBatchAfterRestart(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 8})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxConns: 8})
 	ctx := context.Background()
 	one := []limiter.Increment{{Key: "fg1:r:1", Delta: 1, TTL: time.Minute}}
 	// Eight calls at once leave up to eight idle connections.
@@ -323,7 +321,7 @@ func pipe(t *testing.T, s *Store) *pipeline {
 // busy go out together, in one round trip, and each gets its own answers.
 func TestPipelineCoalesces(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 1})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxConns: 1})
 	p := pipe(t, s)
 	ctx := context.Background()
 	if _, err := s.Add(ctx, "fg1:q:seed", 7, time.Minute); err != nil {
@@ -380,7 +378,7 @@ func TestPipelineCoalesces(t *testing.T) {
 // maxBatchKeys keys, and always at least one call, however many keys it has.
 func TestPipelineBatchBound(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 1})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxConns: 1})
 	p := pipe(t, s)
 	ctx := context.Background()
 	keys := func(n int) []string {
@@ -422,7 +420,7 @@ func TestPipelineBatchBound(t *testing.T) {
 // waits in the queue fails with the context's error and is never sent.
 func TestPipelineQueuedCancel(t *testing.T) {
 	mc := testutil.StartMemcached(t)
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, PipelineConns: 1})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxConns: 1})
 	p := pipe(t, s)
 	release := hold(t, p)
 
@@ -461,7 +459,7 @@ func TestPipelineQueuedCancel(t *testing.T) {
 func TestPipelineFailureReachesTheQueue(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	const timeout = 300 * time.Millisecond
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: timeout, PipelineConns: 1})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: timeout, MaxConns: 1})
 	ctx := context.Background()
 	if _, err := s.Add(ctx, "fg1:f:1", 1, time.Minute); err != nil {
 		t.Fatal(err)
@@ -496,7 +494,7 @@ func BenchmarkBatchParallel(b *testing.B) {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
 			// A generous timeout: other work on the machine may stall
 			// memcached, and this measures throughput, not timeouts.
-			s := newStore(b, []string{mc.Addr()}, Config{PipelineConns: conns, Timeout: generous})
+			s := newStore(b, []string{mc.Addr()}, Config{MaxConns: conns, Timeout: generous})
 			p := s.set.Load().servers[0].pipe
 			ctx := context.Background()
 			ex0, calls0 := p.counts()
@@ -525,7 +523,7 @@ func BenchmarkBatchParallel(b *testing.B) {
 func TestPipelineQueuedTimeout(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	const timeout = 100 * time.Millisecond
-	s := newStore(t, []string{mc.Addr()}, Config{Timeout: timeout, PipelineConns: 1})
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: timeout, MaxConns: 1})
 	p := pipe(t, s)
 	release := hold(t, p)
 	var wg sync.WaitGroup
@@ -552,46 +550,5 @@ func TestPipelineQueuedTimeout(t *testing.T) {
 	// The pipeline still serves calls.
 	if v, err := s.Add(context.Background(), "fg1:t:2", 1, time.Minute); err != nil || v != 1 {
 		t.Fatalf("Add after = %d, %v", v, err)
-	}
-}
-
-func TestFields(t *testing.T) {
-	tests := []struct {
-		line string
-		max  int
-		want []string
-	}{
-		{"VA 2 t", 3, []string{"VA", "2", "t"}},
-		{"VALUE k 0 2 7", 5, []string{"VALUE", "k", "0", "2", "7"}},
-		{"VALUE k 0 2 7 extra", 5, []string{"VALUE", "k", "0", "2", "7"}},
-		{"  VA   2  ", 3, []string{"VA", "2"}},
-		{"NF", 3, []string{"NF"}},
-		{"", 3, nil},
-		{"   ", 3, nil},
-	}
-	for _, tt := range tests {
-		buf := make([][]byte, 0, tt.max)
-		var got []string
-		for _, f := range fields(buf, []byte(tt.line)) {
-			got = append(got, string(f))
-		}
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("fields(%q) up to %d = %q, want %q", tt.line, tt.max, got, tt.want)
-		}
-	}
-}
-
-// TestAnswersDoNotAllocate pins that reading an ma answer allocates
-// nothing: the parser runs once per counter changed, on every decision.
-func TestAnswersDoNotAllocate(t *testing.T) {
-	answer := strings.Repeat("VA 2\r\n42\r\n", 1000)
-	c := &pipeConn{r: bufio.NewReaderSize(strings.NewReader(answer), 4096)}
-	allocs := testing.AllocsPerRun(500, func() {
-		if v, err := c.readArithmetic(1); err != nil || v != 42 {
-			t.Fatalf("readArithmetic = %d, %v; want 42", v, err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("readArithmetic allocates %v times per answer, want 0", allocs)
 	}
 }

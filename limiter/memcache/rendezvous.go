@@ -2,10 +2,7 @@ package memcache
 
 import (
 	"cmp"
-	"errors"
 	"slices"
-
-	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // Server choice: rendezvous hashing.
@@ -36,20 +33,17 @@ import (
 // spread requestors evenly (tested). All of it is stable across processes,
 // versions and architectures, as it must be for replicas to agree.
 
-// server is one memcached server with its own gomemcache client and counter
-// pipeline (see pipeline.go), and so its own pools of idle connections,
-// which live as long as the server stays in the set.
+// server is one memcached server with its own pipeline (see pipeline.go),
+// and so its own pool of connections, which carries every call to it and
+// lives as long as the server stays in the set.
 type server struct {
-	addr   string // "host:port": its identity and the source of seed
-	seed   uint64 // mix64(fnv1a64(addr))
-	client *memcache.Client
-	pipe   *pipeline // counters: Add, Batch
+	addr string    // "host:port": its identity and the source of seed
+	seed uint64    // mix64(fnv1a64(addr))
+	pipe *pipeline // every call: Add, Get, Batch, GetVersioned, CompareAndSwap
 }
 
 // close closes the server's idle connections; it stays usable.
-func (srv *server) close() error {
-	return errors.Join(srv.client.Close(), srv.pipe.close())
-}
+func (srv *server) close() error { return srv.pipe.close() }
 
 // serverSet is an immutable set of servers sorted by address, without
 // duplicates. A Store swaps whole sets atomically.

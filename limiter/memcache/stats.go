@@ -1,15 +1,15 @@
 package memcache
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/floodgate-rl/floodgate/limiter/memcache/internal/wire"
 )
 
 // ServerStats is what one memcached server says of its memory in the answer
@@ -69,7 +69,7 @@ const maxStatLines = 1000
 // (or ctx's deadline, if sooner), and returns them in the order of Servers.
 // A server whose stats cannot be read has its Err set; Stats itself does
 // not fail. It is safe for concurrent use, and costs a round trip per
-// server, apart from the counters' connections.
+// server, apart from the pipelines' connections.
 func (s *Store) Stats(ctx context.Context) []ServerStats {
 	servers := s.set.Load().servers
 	out := make([]ServerStats, len(servers))
@@ -99,52 +99,45 @@ func readStats(ctx context.Context, addr net.Addr, timeout time.Duration) Server
 	if err := nc.SetDeadline(deadline); err != nil {
 		return ServerStats{Err: fmt.Errorf("memcache stats: %w", err)}
 	}
-	if _, err := nc.Write([]byte("stats\r\n")); err != nil {
+	w := wire.NewWriter(nc, 64)
+	w.Stats()
+	if err := w.Flush(); err != nil {
 		return ServerStats{Err: fmt.Errorf("memcache stats: %w", err)}
 	}
-	st, err := parseStats(bufio.NewReaderSize(nc, 4096))
+	st, err := parseStats(nc)
 	if err != nil {
 		return ServerStats{Err: fmt.Errorf("memcache stats: %w", err)}
 	}
 	return st
 }
 
-// parseStats reads the answer to stats: "STAT <name> <value>" lines up to
-// END. Any other line, a required stat missing, or a value of ServerStats
-// that is not a number, is an error.
-func parseStats(r *bufio.Reader) (ServerStats, error) {
+// parseStats reads the answer to stats (see wire.Reader.Stats) into
+// ServerStats. A required stat missing, or a stat of ServerStats that is
+// not a number, is an error.
+func parseStats(r io.Reader) (ServerStats, error) {
+	stats, err := wire.NewReader(r).Stats(maxStatLines)
+	if err != nil {
+		return ServerStats{}, err
+	}
 	var st ServerStats
-	c := &pipeConn{r: r}
 	seen := make([]bool, len(statFields))
-	for range maxStatLines {
-		l, err := c.line()
-		if err != nil {
-			return ServerStats{}, err
-		}
-		if bytes.Equal(l, end) {
-			for i, f := range statFields {
-				if f.required && !seen[i] {
-					return ServerStats{}, fmt.Errorf("no %s in the answer", f.name)
-				}
-			}
-			return st, nil
-		}
-		var buf [3][]byte
-		fs := fields(buf[:0], l)
-		if len(fs) != 3 || string(fs[0]) != "STAT" {
-			return ServerStats{}, answerError("stats", l)
-		}
+	for _, s := range stats {
 		for i, f := range statFields {
-			if string(fs[1]) != f.name {
+			if s.Name != f.name {
 				continue
 			}
-			v, err := strconv.ParseUint(string(fs[2]), 10, 64)
+			v, err := strconv.ParseUint(s.Value, 10, 64)
 			if err != nil {
-				return ServerStats{}, fmt.Errorf("stat %s %q: not a count", f.name, fs[2])
+				return ServerStats{}, fmt.Errorf("stat %s %q: not a count", f.name, s.Value)
 			}
 			*f.field(&st) = v
 			seen[i] = true
 		}
 	}
-	return ServerStats{}, errors.New("answer to stats: no END within 1000 lines")
+	for i, f := range statFields {
+		if f.required && !seen[i] {
+			return ServerStats{}, fmt.Errorf("no %s in the answer", f.name)
+		}
+	}
+	return st, nil
 }

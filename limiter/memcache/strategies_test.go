@@ -203,3 +203,38 @@ func BenchmarkStrategiesOnMemcached(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkValueStrategiesOnMemcached is decisions of the strategies that
+// keep a value, each of which reads and swaps it in memcached (a new
+// requestor every time, far from its limit), 16 × GOMAXPROCS at once: what
+// the values' round trips cost. (BenchmarkStrategiesOnMemcached cycles over
+// 1,000 requestors, most of them soon denied from what the strategy
+// remembers.)
+func BenchmarkValueStrategiesOnMemcached(b *testing.B) {
+	mc := testutil.StartMemcached(b)
+	for _, name := range []string{limiter.StrategyTokenBucket, limiter.StrategySlidingLog} {
+		b.Run(name, func(b *testing.B) {
+			st, err := memcache.New([]string{mc.Addr()}, memcache.Config{Timeout: 10 * time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			s, err := limiter.NewStrategy(name, st, limiter.StrategyConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var n atomic.Uint64
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				req := limiter.Request{Limit: 1000, Window: time.Hour}
+				for pb.Next() {
+					req.Requestor = fmt.Sprint("ip:", n.Add(1))
+					if _, err := s.Allow(context.Background(), req, time.Now()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
