@@ -63,6 +63,9 @@ const maxRouteScopes = 1024
 type decisionSeries struct {
 	scope, rule string // the label values
 	c           [numResults]prometheus.Counter
+	meta        [numResults]atomic.Pointer[cachedMeta]                           // see constMeta
+	allowed     atomic.Pointer[[allowedMetaRemaining]atomic.Pointer[cachedMeta]] // see allowedMeta, by remaining
+	shared      *atomic.Int64                                                    // allowed metadata shared by the Server's series
 }
 
 // inc counts one decision with result r.
@@ -91,6 +94,8 @@ type decisionLabels struct {
 	def *decisionSeries // the default scope, no rule
 
 	routes atomic.Pointer[map[string]*decisionSeries] // route scope (raw) -> series with LabelNoRule
+
+	shared atomic.Int64 // allowed metadata Structs shared, all series together
 
 	mu     sync.Mutex
 	scopes map[string]uint8 // scope label -> its holders
@@ -227,7 +232,7 @@ func (dl *decisionLabels) pairLocked(scope, rule string) *decisionSeries {
 	if ds, ok := dl.pairs[k]; ok {
 		return ds
 	}
-	ds := &decisionSeries{scope: scope, rule: rule}
+	ds := &decisionSeries{scope: scope, rule: rule, shared: &dl.shared}
 	for r, name := range resultNames {
 		ds.c[r] = dl.vec.WithLabelValues(name, scope, rule)
 	}

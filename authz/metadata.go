@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"sync/atomic"
+
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -40,56 +42,137 @@ const (
 // metaFields is the most fields a response's metadata holds.
 const metaFields = 6
 
-// metadata holds the dynamic metadata of one response, so that it costs
-// its map and nothing else beside the response it is part of.
+// decisionValues are the MetaDecision values, shared by every response
+// (a message is only read once built, and reading is safe concurrently).
+var decisionValues = func() (v [numResults]*structpb.Value) {
+	for r := range v {
+		v[r] = structpb.NewStringValue(result(r).String())
+	}
+	return v
+}()
+
+// zeroValue is the MetaRemaining of a denial, shared.
+var zeroValue = structpb.NewNumberValue(0)
+
+// Bounds of the shared metadata of allowed answers (see allowedMeta).
+const (
+	// allowedMetaRemaining: a series shares the metadata of allowed
+	// answers with 0 to 127 requests remaining; others build their own.
+	allowedMetaRemaining = 128
+	// maxAllowedMeta bounds the shared Structs of allowed answers of a
+	// Server, all series together (about 400 bytes each).
+	maxAllowedMeta = 8192
+)
+
+// metadata holds the dynamic metadata of one allowed response that
+// allowedMeta does not share: a degraded one, or one past its bounds.
+// (A denial's is the same for every request of its scope and rule: see
+// decisionSeries.constMeta.)
 type metadata struct {
-	st   structpb.Struct
-	vals [metaFields - 1]structpb.Value
-	strs [metaFields - 2]structpb.Value_StringValue
-	num  structpb.Value_NumberValue
-	n, s int // vals and strs used
+	st        structpb.Struct
+	scope     structpb.Value
+	rule      structpb.Value
+	degraded  structpb.Value
+	remaining structpb.Value
+	strs      [3]structpb.Value_StringValue
+	num       structpb.Value_NumberValue
 }
 
-// build fills m with the metadata of a counted decision and returns it.
+// build fills m with the metadata of an allowed decision and returns it.
 // degraded is "" for a normal decision. MetaShadow is left to withShadow,
 // which has room for it.
 func (m *metadata) build(p *plan, r result, remaining int64, degraded string) *structpb.Struct {
 	m.st.Fields = make(map[string]*structpb.Value, metaFields)
-	m.str(MetaScope, policyName(p.req.Scope))
+	m.str(MetaScope, &m.scope, &m.strs[0], policyName(p.req.Scope))
 	if p.rule != "" {
-		m.str(MetaRule, p.rule)
+		m.str(MetaRule, &m.rule, &m.strs[1], p.rule)
 	}
-	m.str(MetaDecision, r.String())
+	m.st.Fields[MetaDecision] = decisionValues[r]
 	if degraded != "" {
-		m.str(MetaDegraded, degraded)
+		m.str(MetaDegraded, &m.degraded, &m.strs[2], degraded)
 	}
 	m.num.NumberValue = float64(remaining)
-	v := &m.vals[m.n]
-	m.n++
-	v.Kind = &m.num
-	m.st.Fields[MetaRemaining] = v
+	m.remaining.Kind = &m.num
+	m.st.Fields[MetaRemaining] = &m.remaining
 	return &m.st
 }
 
-// str sets field k to the string v.
-func (m *metadata) str(k, v string) {
-	sv := &m.strs[m.s]
-	m.s++
+// str sets field k to the string v, held in val and sv.
+func (m *metadata) str(k string, val *structpb.Value, sv *structpb.Value_StringValue, v string) {
 	sv.StringValue = v
-	val := &m.vals[m.n]
-	m.n++
 	val.Kind = sv
 	m.st.Fields[k] = val
 }
 
-// verdictMetadata is the metadata of a request answered without a count:
-// a failure, or the policy's lists.
-func verdictMetadata(p *plan, r result) *structpb.Struct {
-	st := &structpb.Struct{Fields: make(map[string]*structpb.Value, 4)}
+// okMeta is the metadata of an allowed answer: shared (allowedMeta) when
+// it is a normal one, else its own.
+func (ds *decisionSeries) okMeta(p *plan, r result, remaining int64, degraded string) *structpb.Struct {
+	if r == resultAllowed && degraded == "" {
+		if st := ds.allowedMeta(p, remaining); st != nil {
+			return st
+		}
+	}
+	return new(metadata).build(p, r, remaining, degraded)
+}
+
+// constMeta is the metadata of an answer that is the same for every
+// request of p's scope and rule with result r and reason degraded: a
+// denial (remaining 0), a failure, the policy's lists (no remaining). It
+// is built once and shared; the last one built for each result is kept,
+// for the scope and rule it was built for (a series can be shared by
+// several, past the label caps).
+func (ds *decisionSeries) constMeta(p *plan, r result, degraded string) *structpb.Struct {
+	if c := ds.meta[r].Load(); c != nil && c.scope == p.req.Scope && c.rule == p.rule && c.degraded == degraded {
+		return c.st
+	}
+	st := &structpb.Struct{Fields: make(map[string]*structpb.Value, 5)}
 	st.Fields[MetaScope] = structpb.NewStringValue(policyName(p.req.Scope))
 	if p.rule != "" {
 		st.Fields[MetaRule] = structpb.NewStringValue(p.rule)
 	}
-	st.Fields[MetaDecision] = structpb.NewStringValue(r.String())
+	st.Fields[MetaDecision] = decisionValues[r]
+	if r == resultDenied || r == resultFallbackDenied {
+		st.Fields[MetaRemaining] = zeroValue
+	}
+	if degraded != "" {
+		st.Fields[MetaDegraded] = structpb.NewStringValue(degraded)
+	}
+	ds.meta[r].Store(&cachedMeta{scope: p.req.Scope, rule: p.rule, degraded: degraded, st: st})
 	return st
+}
+
+// allowedMeta is the metadata of a normal (not degraded) allowed answer
+// of p with remaining requests left, shared by every such answer of p's
+// scope and rule, or nil when it is not kept (remaining of 128 or more,
+// or the Server's maxAllowedMeta reached): the caller then builds its
+// own. Shared metadata is never changed (see withShadow).
+func (ds *decisionSeries) allowedMeta(p *plan, remaining int64) *structpb.Struct {
+	if remaining < 0 || remaining >= allowedMetaRemaining {
+		return nil
+	}
+	slots := ds.allowed.Load()
+	if slots == nil {
+		slots = new([allowedMetaRemaining]atomic.Pointer[cachedMeta])
+		if !ds.allowed.CompareAndSwap(nil, slots) {
+			slots = ds.allowed.Load()
+		}
+	}
+	slot := &slots[remaining]
+	c := slot.Load()
+	if c != nil && c.scope == p.req.Scope && c.rule == p.rule {
+		return c.st
+	}
+	if c == nil && ds.shared.Add(1) > maxAllowedMeta {
+		ds.shared.Add(-1)
+		return nil
+	}
+	st := new(metadata).build(p, resultAllowed, remaining, "")
+	slot.Store(&cachedMeta{scope: p.req.Scope, rule: p.rule, st: st})
+	return st
+}
+
+// cachedMeta is a shared metadata Struct and what it was built for.
+type cachedMeta struct {
+	scope, rule, degraded string
+	st                    *structpb.Struct
 }

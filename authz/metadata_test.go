@@ -2,6 +2,8 @@ package authz_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,5 +135,66 @@ func TestMetadataOfPanic(t *testing.T) {
 	got := h.checkFull(t, fromIP(map[string]string{"floodgate.scope": "login"})).GetDynamicMetadata()
 	if want := meta(t, -1, "scope", "default", "decision", "fail_open"); !proto.Equal(got, want) {
 		t.Errorf("dynamic_metadata:\n got %v\nwant %v", got, want)
+	}
+}
+
+// TestMetadataOfSharedSeries: denials share their metadata per scope and
+// rule, yet every response names its own scope, past the label cap (where
+// scopes share a series) too, under concurrent checks.
+func TestMetadataOfSharedSeries(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, &fakeStrategy{AllowFn: decide(limiter.Decision{RetryAfter: time.Second}, nil)}, baseConfig())
+	const scopes = authz.MaxLabelValues + 6
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 2 * scopes {
+				scope := fmt.Sprintf("s%02d", (i+g)%scopes)
+				resp, err := h.client.Check(context.Background(), fromIP(map[string]string{"floodgate.scope": scope}))
+				if err != nil {
+					t.Errorf("Check: %v", err)
+					return
+				}
+				if want := meta(t, 0, "scope", scope, "decision", "denied"); !proto.Equal(resp.GetDynamicMetadata(), want) {
+					t.Errorf("dynamic_metadata %v, want %v", resp.GetDynamicMetadata(), want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestMetadataShadowNotShared: an allowed answer's metadata is shared by
+// the answers of its scope, rule and remaining count, so a shadow rule's
+// would-deny must go on a copy, never on the shared one.
+func TestMetadataShadowNotShared(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, authz.Config{Limit: 100, Window: time.Hour}, "")
+	r.setPolicy(t, `
+rules:
+- name: trial
+  shadow: true
+  match: {path_prefix: /a}
+  limit: 1
+  window: 1m
+- name: all
+  limit: 10
+  window: 1m
+`)
+	for _, step := range []struct {
+		ip, path string
+		want     *structpb.Struct
+	}{
+		{"203.0.113.1", "/a", meta(t, 9, "scope", "all", "rule", "all", "decision", "allowed")},
+		{"203.0.113.1", "/a", meta(t, 8, "scope", "all", "rule", "all", "decision", "allowed", "shadow", "would-deny")},
+		{"203.0.113.2", "/b", meta(t, 9, "scope", "all", "rule", "all", "decision", "allowed")},
+		{"203.0.113.2", "/b", meta(t, 8, "scope", "all", "rule", "all", "decision", "allowed")},
+		{"203.0.113.1", "/a", meta(t, 7, "scope", "all", "rule", "all", "decision", "allowed", "shadow", "would-deny")},
+		{"203.0.113.2", "/b", meta(t, 7, "scope", "all", "rule", "all", "decision", "allowed")},
+	} {
+		if got := r.checkFull(t, httpReq(step.ip, "GET", step.path, nil, nil)).GetDynamicMetadata(); !proto.Equal(got, step.want) {
+			t.Errorf("%s %s: dynamic_metadata:\n got %v\nwant %v", step.ip, step.path, got, step.want)
+		}
 	}
 }

@@ -28,6 +28,9 @@ const ShadowHeader = "X-Floodgate-Shadow"
 // shadowWouldDeny is the value of ShadowHeader and of MetaShadow.
 const shadowWouldDeny = "would-deny"
 
+// shadowValue is MetaShadow's value, shared.
+var shadowValue = structpb.NewStringValue(shadowWouldDeny)
+
 // BlockedBody is the body of the HTTP 403 answer to a requestor on the
 // policy's blocklist.
 const BlockedBody = "Forbidden by rate-limit policy"
@@ -255,8 +258,14 @@ func withShadow(resp *authv3.CheckResponse, wouldDeny bool) *authv3.CheckRespons
 	if !wouldDeny || resp.GetStatus().GetCode() != int32(codes.OK) {
 		return resp
 	}
+	// The metadata may be shared (allowedMeta): copied, never changed.
 	if md := resp.GetDynamicMetadata(); md != nil {
-		md.Fields[MetaShadow] = structpb.NewStringValue(shadowWouldDeny)
+		fields := make(map[string]*structpb.Value, len(md.Fields)+1)
+		for k, v := range md.Fields {
+			fields[k] = v
+		}
+		fields[MetaShadow] = shadowValue
+		resp.DynamicMetadata = &structpb.Struct{Fields: fields}
 	}
 	h := headerOption(ShadowHeader, shadowWouldDeny)
 	if ok := resp.GetOkResponse(); ok != nil {
@@ -275,7 +284,7 @@ func withShadow(resp *authv3.CheckResponse, wouldDeny bool) *authv3.CheckRespons
 func (s *Server) blockedResponse(p *plan) *authv3.CheckResponse {
 	p.series.inc(resultBlocked)
 	return &authv3.CheckResponse{
-		DynamicMetadata: verdictMetadata(p, resultBlocked),
+		DynamicMetadata: p.series.constMeta(p, resultBlocked, ""),
 		Status:          &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: "blocked by policy"},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
@@ -290,7 +299,7 @@ func (s *Server) blockedResponse(p *plan) *authv3.CheckResponse {
 func (s *Server) allowlistedResponse(p *plan) *authv3.CheckResponse {
 	p.series.inc(resultAllowlisted)
 	return &authv3.CheckResponse{
-		DynamicMetadata: verdictMetadata(p, resultAllowlisted),
+		DynamicMetadata: p.series.constMeta(p, resultAllowlisted, ""),
 		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
 	}
 }

@@ -569,7 +569,7 @@ func (s *Server) failure(p *plan, err error) *authv3.CheckResponse {
 	})
 	if s.failMode == FailClosed {
 		return &authv3.CheckResponse{
-			DynamicMetadata: verdictMetadata(p, res),
+			DynamicMetadata: p.series.constMeta(p, res, ""),
 			Status:          &rpcstatus.Status{Code: int32(codes.Unavailable), Message: "rate limiter unavailable"},
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
@@ -579,7 +579,7 @@ func (s *Server) failure(p *plan, err error) *authv3.CheckResponse {
 		}
 	}
 	return &authv3.CheckResponse{
-		DynamicMetadata: verdictMetadata(p, res),
+		DynamicMetadata: p.series.constMeta(p, res, ""),
 		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
 	}
 }
@@ -604,7 +604,7 @@ func (s *Server) allowedResponse(p *plan, d limiter.Decision, res result, degrad
 		m := new(bareMsgs)
 		m.status.Code = int32(codes.OK)
 		m.resp.Status = &m.status
-		m.resp.DynamicMetadata = m.meta.build(p, res, remaining, degraded)
+		m.resp.DynamicMetadata = p.series.okMeta(p, res, remaining, degraded)
 		return &m.resp
 	}
 	var reset int64
@@ -638,13 +638,12 @@ func (s *Server) allowedResponse(p *plan, d limiter.Decision, res result, degrad
 	m.wrap.OkResponse = &m.ok
 	m.resp.Status = &m.status
 	m.resp.HttpResponse = &m.wrap
-	m.resp.DynamicMetadata = m.meta.build(p, res, remaining, degraded)
+	m.resp.DynamicMetadata = p.series.okMeta(p, res, remaining, degraded)
 	return &m.resp
 }
 
 // allowedMsgs holds the messages of an allowed response with rate-limit
-// headers, so that they cost one allocation instead of one each (and
-// the metadata's map).
+// headers, so that they cost one allocation instead of one each.
 type allowedMsgs struct {
 	resp   authv3.CheckResponse
 	status rpcstatus.Status
@@ -653,7 +652,6 @@ type allowedMsgs struct {
 	list   [5]*corev3.HeaderValueOption
 	opts   [5]corev3.HeaderValueOption
 	vals   [5]corev3.HeaderValue
-	meta   metadata
 }
 
 // bareMsgs holds the messages of an allowed response without rate-limit
@@ -661,7 +659,6 @@ type allowedMsgs struct {
 type bareMsgs struct {
 	resp   authv3.CheckResponse
 	status rpcstatus.Status
-	meta   metadata
 }
 
 // deniedBodyPrefix starts the body of a 429; the wait in seconds and
@@ -713,7 +710,7 @@ func (s *Server) deniedResponse(p *plan, d limiter.Decision, res result, degrade
 	m.wrap.DeniedResponse = &m.denied
 	m.resp.Status = &m.status
 	m.resp.HttpResponse = &m.wrap
-	m.resp.DynamicMetadata = m.meta.build(p, res, 0, degraded)
+	m.resp.DynamicMetadata = p.series.constMeta(p, res, degraded)
 	return &m.resp
 }
 
@@ -728,7 +725,6 @@ type deniedMsgs struct {
 	list   [7]*corev3.HeaderValueOption
 	opts   [7]corev3.HeaderValueOption
 	vals   [7]corev3.HeaderValue
-	meta   metadata
 }
 
 // setHeaders fills list with options that replace the header kv[2i] with

@@ -72,8 +72,9 @@ func decide(d limiter.Decision, err error) func(context.Context, limiter.Request
 		if err != nil {
 			return limiter.Decision{}, err
 		}
-		d.Limit, d.Window = req.Limit, req.Window
-		return d, nil
+		out := d // d is shared by concurrent calls
+		out.Limit, out.Window = req.Limit, req.Window
+		return out, nil
 	}
 }
 
