@@ -86,6 +86,7 @@ func (s *Server) answer(p *plan, allowed bool, reason string) *rlsv3.RateLimitRe
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
 	s.addHeaders(resp, p, allowed, binding, reason)
+	resp.DynamicMetadata = s.metadata(p, answerDecision(p, allowed, reason), binding, reason)
 	return resp
 }
 
@@ -174,9 +175,10 @@ func (s *Server) refusedResponse(p *plan) *rlsv3.RateLimitResponse {
 		m.msgs[i].Code = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
 	return &rlsv3.RateLimitResponse{
-		OverallCode: rlsv3.RateLimitResponse_OVER_LIMIT,
-		Statuses:    m.list,
-		RawBody:     []byte(refusedBodyStart + p.refused),
+		OverallCode:     rlsv3.RateLimitResponse_OVER_LIMIT,
+		Statuses:        m.list,
+		RawBody:         []byte(refusedBodyStart + p.refused),
+		DynamicMetadata: s.metadata(p, "refused", -1, ""),
 	}
 }
 
@@ -190,7 +192,7 @@ func (s *Server) failOpenResponse(p *plan) *rlsv3.RateLimitResponse {
 			m.msgs[i].LimitRemaining = maxRemaining
 		}
 	}
-	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: m.list}
+	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: m.list, DynamicMetadata: s.metadata(p, "fail_open", -1, "")}
 }
 
 // unavailableResponse denies when the limiter failed (FailClosed): the
@@ -214,9 +216,10 @@ func (s *Server) unavailableResponse(p *plan) *rlsv3.RateLimitResponse {
 		}
 	}
 	return &rlsv3.RateLimitResponse{
-		OverallCode: rlsv3.RateLimitResponse_OVER_LIMIT,
-		Statuses:    m.list,
-		RawBody:     []byte(unavailableBody),
+		OverallCode:     rlsv3.RateLimitResponse_OVER_LIMIT,
+		Statuses:        m.list,
+		RawBody:         []byte(unavailableBody),
+		DynamicMetadata: s.metadata(p, "fail_closed", -1, ""),
 	}
 }
 
