@@ -63,6 +63,13 @@ type Config struct {
 	// PProf serves Go's profiler (net/http/pprof) under /debug/pprof/ on
 	// AdminAddr.
 	PProf bool
+	// ConsoleAddr is the listen address of the console (package console:
+	// the operator's page and API of who is limited), host:port; "" serves
+	// none.
+	ConsoleAddr string
+	// ConsoleShowIdentities shows identities taken from a header (API
+	// keys) in full on the console; otherwise as their fingerprint.
+	ConsoleShowIdentities bool
 	// MemcacheServers lists the memcached servers as host:port. Empty means
 	// the embedded in-memory store.
 	MemcacheServers []string
@@ -180,6 +187,12 @@ var options = []option{
 	{name: "pprof", def: "false", isBool: true,
 		usage: "serve Go's profiler (net/http/pprof) under /debug/pprof/ on --admin-addr; off by default, and only for an admin address no client can reach",
 		parse: func(c *Config, v string) (err error) { c.PProf, err = parseBool(v); return err }},
+	{name: "console-addr", arg: "host:port|off", def: "127.0.0.1:9091",
+		usage: "listen address of the console, the operator's page and JSON API of who is limited (/, /api/v1/top, /api/v1/requestors): it shows client identities, so keep it on loopback and reach it through a tunnel such as kubectl port-forward; off serves none",
+		parse: parseConsoleAddr},
+	{name: "console-show-identities", def: "false", isBool: true,
+		usage: "show identities taken from a header (API keys) in full on the console; off, they are shown as header:<name>:sha256:<12 hex digits of the value's SHA-256>. Addresses are always shown",
+		parse: func(c *Config, v string) (err error) { c.ConsoleShowIdentities, err = parseBool(v); return err }},
 	{name: "memcache-servers", arg: "host:port[,...]", def: "",
 		usage: "memcached servers shared by all replicas: host:port, or dns+NAME:PORT for every address of NAME (e.g. a headless Service), looked up again every 10s; requestors are spread by consistent hashing; empty: embedded in-memory store",
 		parse: parseServers},
@@ -331,6 +344,7 @@ func Usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: floodgate [flags]
        floodgate check-policy FILE
        floodgate check-rls-config PATH
+       floodgate inspect --console ADDR [--scope S] IDENTITY
 
 floodgate is a rate limiter for Envoy's ext_authz filter (envoy.service.auth.v3
 gRPC). Each requestor may make --limit requests per sliding --window; further

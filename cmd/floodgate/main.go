@@ -68,6 +68,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "check-rls-config" {
 		return checkRLSConfig(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "inspect" {
+		return inspect(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := ParseConfig(args, getenv)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -115,6 +118,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer closeAndLog(log, storeKind+" store", closeStore)
+	con, err := newConsoleSetup(cfg, store, log)
+	if err != nil {
+		return err
+	}
 	sm, err := newStoreMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("store metrics: %w", err)
@@ -166,13 +173,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Now:        time.Now,
 		Strategy:   cfg.Strategy,
 		Strategies: strategies,
+		OnDenied:   con.onDenied(),
 
 		DegradedHeaderToClient: cfg.DegradedHeaderToClient,
 	})
 	if err != nil {
 		return fmt.Errorf("authz server: %w", err)
 	}
-	stopPolicy, err := startPolicy(ctx, cfg, az, reg, log)
+	stopPolicy, err := startPolicy(ctx, cfg, az, reg, con.reloadLog(log, "policy"))
 	if err != nil {
 		return err
 	}
@@ -181,7 +189,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	stopRLS, err := startRLSConfig(ctx, cfg, rlsSrv, reg, log)
+	stopRLS, err := startRLSConfig(ctx, cfg, rlsSrv, reg, con.reloadLog(log, "rls"))
 	if err != nil {
 		return err
 	}
@@ -213,6 +221,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("--admin-addr: %w", err)
 	}
 	defer adminLn.Close()
+	stopConsole, err := con.serve(ctx, consoleDeps{az: az, rls: rlsSrv, reg: reg, strategies: strategies, storeKind: storeKind})
+	if err != nil {
+		return err
+	}
+	defer stopConsole()
 
 	gs := grpc.NewServer(grpcServerOptions(cfg, creds, calls)...)
 	az.Register(gs)
