@@ -1,7 +1,8 @@
 // Command floodgate-bench measures floodgate against the ceiling of any
-// ext_authz server on the same machine: it drives Check over gRPC at a fixed
-// concurrency against a built-in no-op Authorization server and against the
-// real floodgate binary (on memcached and in memory), reads floodgate's
+// ext_authz or rate limit service (RLS) server on the same machine: it
+// drives Check and ShouldRateLimit over gRPC at a fixed concurrency against
+// a built-in no-op server of both APIs and against the real floodgate
+// binary (on memcached, and for Check in memory), reads floodgate's
 // resident memory after a million distinct clients, and measures Envoy with
 // and without the ext_authz filter at a fixed request rate. `make bench`
 // runs it through scripts/bench.sh; the logic is in internal/loadgen.
@@ -10,12 +11,17 @@
 //
 // It also runs as the servers it starts, on a loopback address:
 //
-//	floodgate-bench noop-server --listen 127.0.0.1:PORT
+//	floodgate-bench noop-server --listen 127.0.0.1:PORT   (ext_authz and RLS)
 //	floodgate-bench upstream --listen 127.0.0.1:PORT
 //
-// and drives one Check load at a server of your own, e.g. to profile it:
+// and drives one Check or ShouldRateLimit load at a server of your own,
+// e.g. to profile it:
 //
 //	floodgate-bench load --target 127.0.0.1:9001 --duration 30s --clients 10000
+//	floodgate-bench load --api rls --domain bench --target 127.0.0.1:9001
+//
+// floodgate-bench rls-config prints the --rls-config of the RLS scenarios
+// (domain bench, every remote_address value limited to 10^9 an hour).
 package main
 
 import (
@@ -26,6 +32,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -52,11 +59,15 @@ func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "load" {
 		return load(ctx, args[1:])
 	}
+	if len(args) == 1 && args[0] == "rls-config" {
+		fmt.Print(loadgen.RLSConfig(loadgen.RLSBenchLimit))
+		return nil
+	}
 	fs := flag.NewFlagSet("floodgate-bench", flag.ContinueOnError)
 	var (
 		cfg     loadgen.BenchConfig
 		clients = fs.String("clients", "10000,100000", "distinct-client counts of the memcached scenarios, comma-separated")
-		only    = fs.String("only", "", "run only these parts, comma-separated: check, memory, envoy")
+		only    = fs.String("only", "", "run only these parts, comma-separated: check (ext_authz), rls, memory, envoy; check and rls share their rounds")
 	)
 	fs.StringVar(&cfg.Floodgate, "floodgate", "bin/floodgate", "floodgate binary")
 	fs.StringVar(&cfg.Baseline, "baseline", "", "another floodgate binary to measure in every Check scenario too, for before/after numbers from one run")
@@ -64,7 +75,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Envoy, "envoy", "", "envoy binary (default: $FLOODGATE_ENVOY, .tools/bin/envoy, .tools/venv/bin/envoy, PATH)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each Check scenario")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the Check scenarios, each between two runs of the no-op server; the summary gives each ratio's median")
-	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "Check calls in flight")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "Check (and ShouldRateLimit) calls in flight")
 	fs.IntVar(&cfg.Conns, "conns", 4, "gRPC connections")
 	fs.IntVar(&cfg.ServerProcs, "server-procs", 0, "GOMAXPROCS of floodgate and the no-op server (0: Go's default)")
 	fs.IntVar(&cfg.ClientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (0: Go's default)")
@@ -91,6 +102,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
+		for _, part := range cfg.Only {
+			if !slices.Contains([]string{"check", "rls", "memory", "envoy"}, part) {
+				return fmt.Errorf("--only: %q: want check, rls, memory or envoy", part)
+			}
+		}
 	}
 	if cfg.Memcached == "" {
 		return fmt.Errorf("memcached not found: run `make deps` (or apt-get install memcached), or pass --memcached")
@@ -139,23 +155,34 @@ func serve(ctx context.Context, mode string, args []string) error {
 	return loadgen.ServeNoop(ctx, ln)
 }
 
-// load drives one Check load at --target and prints what it measured.
+// load drives one Check or ShouldRateLimit load at --target and prints
+// what it measured.
 func load(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	var o loadgen.CheckOptions
-	fs.StringVar(&o.Target, "target", "127.0.0.1:9001", "Authorization server, host:port (loopback only)")
+	api := fs.String("api", loadgen.APICheck, "API to call: check (ext_authz Check) or rls (ShouldRateLimit, one remote_address descriptor)")
+	fs.StringVar(&o.Target, "target", "127.0.0.1:9001", "floodgate or another server, host:port (loopback only)")
+	fs.StringVar(&o.Domain, "domain", loadgen.RLSDomain, "domain of the RateLimitRequests (--api rls)")
 	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "calls in flight")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
 	fs.Int64Var(&o.Requests, "requests", 0, "stop after this many calls (0: only --duration bounds the run)")
-	fs.IntVar(&o.Clients, "clients", 1, "distinct client addresses, 10.x.y.z")
+	fs.IntVar(&o.Clients, "clients", 1, "distinct client addresses, 10.x.y.z (--api rls: remote_address values)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if host, _, err := net.SplitHostPort(o.Target); err != nil || !isLoopback(host) {
 		return fmt.Errorf("--target %q: want a loopback host:port", o.Target)
 	}
-	res, err := loadgen.Check(ctx, o)
+	run := loadgen.Check
+	switch *api {
+	case loadgen.APICheck:
+	case loadgen.APIRLS:
+		run = loadgen.RLS
+	default:
+		return fmt.Errorf("--api %q: want %s or %s", *api, loadgen.APICheck, loadgen.APIRLS)
+	}
+	res, err := run(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -23,8 +22,9 @@ type BenchConfig struct {
 	// are skipped with a line saying so.
 	Floodgate, Self, Memcached, Envoy string
 	// Baseline, when set, is another floodgate binary (an older build) run
-	// in every Check scenario right after Floodgate, so that a change is
-	// measured against its baseline in the same run.
+	// in every Check scenario right before Floodgate, so that a change is
+	// measured against its baseline in the same run (not in the RLS
+	// scenarios: an older build may not serve RLS).
 	Baseline string
 	// EnvoyConfig is envoy/front-proxy.yaml.
 	EnvoyConfig string
@@ -42,8 +42,9 @@ type BenchConfig struct {
 	// ClientProcs that of the load generator; zero leaves Go's default
 	// (the number of CPUs).
 	ServerProcs, ClientProcs int
-	// Clients lists the distinct-client counts of the memcached scenarios;
-	// nil means 10,000 and 100,000.
+	// Clients lists the distinct-client counts of the memcached scenarios
+	// (for RLS, distinct remote_address values); nil means 10,000 and
+	// 100,000.
 	Clients []int
 	// MemoryClients is the number of distinct clients, one request each,
 	// sent to floodgate on the in-memory store before its resident memory
@@ -56,8 +57,9 @@ type BenchConfig struct {
 	// Wrk is the wrk binary that measures Envoy's throughput with and
 	// without the filter; "" skips that part with a line saying so.
 	Wrk string
-	// Only, when not empty, runs only the parts named: "check", "memory",
-	// "envoy".
+	// Only, when not empty, runs only the parts named: "check" (ext_authz
+	// over gRPC), "rls" (the rate limit service over gRPC), "memory",
+	// "envoy". check and rls run in the same rounds.
 	Only []string
 }
 
@@ -104,19 +106,24 @@ func (c *BenchConfig) runs(part string) bool {
 // near it, so every decision is an allowed one that counts.
 const highLimit = "1000000000"
 
-// Row is one measured Check scenario.
+// Row is one measured scenario of the gRPC rounds (Check or RLS).
 type Row struct {
 	Name   string
 	Result *CheckResult
+	// API is the API the load called: APICheck or APIRLS.
+	API string
+	// Clients is the scenario's number of distinct clients (descriptor
+	// values for RLS); 1 for a hot one.
+	Clients int
 	// ServerCPU and StoreCPU are the CPU time floodgate (or the no-op
 	// server) and memcached used during the measured run.
 	ServerCPU, StoreCPU time.Duration
 	// StoreOps is the change of floodgate_store_operations_total (each a
-	// Store call: add, get or a batch of both), Decisions that of
-	// floodgate_decisions_total, and RoundTrips the read system calls of
-	// memcached (see Memcached.RoundTrips): the real round trips, as with
-	// gomemcache a Store add of a missing counter is an incr, an add and
-	// sometimes another incr.
+	// Store call: add, get or a batch of both), Decisions that of the
+	// API's decisions (floodgate_decisions_total for Check,
+	// floodgate_rls_decisions_total for RLS), and RoundTrips the read
+	// system calls of memcached (see Memcached.RoundTrips): the real round
+	// trips, whatever the client pipelines.
 	StoreOps, Decisions, RoundTrips float64
 	// PipeRoundTrips is the change of floodgate's own count of its
 	// round trips for counters, floodgate_memcache_round_trips_total
@@ -127,6 +134,8 @@ type Row struct {
 	Others    float64
 	Floodgate bool
 	Memcached bool
+	// Baseline marks a row of BenchConfig.Baseline's binary.
+	Baseline bool
 }
 
 // Bench runs every scenario and writes the report to w.
@@ -147,8 +156,8 @@ func Bench(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 	fmt.Fprintf(w, "load: %d calls in flight over %d gRPC connections, %v per scenario, deadline 250ms per call\n\n",
 		cfg.Concurrency, cfg.Conns, cfg.Duration)
 
-	if cfg.runs("check") {
-		if err := benchCheck(ctx, cfg, w); err != nil {
+	if cfg.runs("check") || cfg.runs("rls") {
+		if err := benchGRPC(ctx, cfg, dir, w); err != nil {
 			return err
 		}
 	}
@@ -184,324 +193,6 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
-}
-
-// benchCheck runs the Check scenarios, cfg.Rounds times: the no-op
-// ceiling, floodgate on memcached with one hot client and with many,
-// floodgate in memory, and the no-op again, which also starts the next
-// round. Each round's ratios are to the mean of the no-op runs around it.
-func benchCheck(ctx context.Context, cfg BenchConfig, w io.Writer) error {
-	opts := CheckOptions{Conns: cfg.Conns, Concurrency: cfg.Concurrency, Duration: cfg.Duration}
-
-	noop := func(name string) (Row, error) {
-		p, addr, err := StartSelf(cfg.Self, cfg.ServerProcs, "noop-server")
-		if err != nil {
-			return Row{}, err
-		}
-		defer p.Stop()
-		o := opts
-		o.Target = addr
-		return measure(ctx, name, o, p, nil, nil)
-	}
-
-	// scenario runs floodgate (on a fresh memcached when mc), warms it up
-	// and measures it.
-	scenario := func(rows *[]Row, name string, mc bool, clients int) error {
-		if cfg.Baseline != "" {
-			if err := runScenario(ctx, cfg, cfg.Baseline, name+" [baseline]", mc, clients, opts, rows, w); err != nil {
-				return err
-			}
-		}
-		return runScenario(ctx, cfg, cfg.Floodgate, name, mc, clients, opts, rows, w)
-	}
-
-	fmt.Fprintf(w, "Check scenarios (each on fresh processes), %d round(s), each between two runs of the no-op server:\n", cfg.Rounds)
-	before, err := noop("no-op server (ceiling)")
-	if err != nil {
-		return err
-	}
-	var all [][]Row
-	for round := 1; round <= cfg.Rounds; round++ {
-		fmt.Fprintf(w, "\nround %d of %d:\n", round, cfg.Rounds)
-		rows := []Row{before}
-		if err := scenario(&rows, "floodgate + memcached, 1 client", true, 1); err != nil {
-			return err
-		}
-		for _, n := range cfg.Clients {
-			if err := scenario(&rows, "floodgate + memcached, "+fmtCount(n)+" clients", true, n); err != nil {
-				return err
-			}
-		}
-		if err := scenario(&rows, "floodgate in memory, 1 client", false, 1); err != nil {
-			return err
-		}
-		after, err := noop("no-op server again (drift)")
-		if err != nil {
-			return err
-		}
-		rows = append(rows, after)
-		writeCheckTable(w, rows)
-		all = append(all, rows)
-		before = after
-		before.Name = "no-op server (ceiling)"
-	}
-	fmt.Fprintln(w, "store calls: floodgate_store_operations_total; round trips (floodgate): floodgate_memcache_round_trips_total; memcached round")
-	fmt.Fprintln(w, "trips: memcached's read system calls (one per request that arrives, however many commands it pipelines); other load: the")
-	fmt.Fprintln(w, "machine's CPU used by processes this benchmark did not start")
-	fmt.Fprintln(w)
-	if len(all) > 1 {
-		writeRoundsSummary(w, all)
-	}
-	return nil
-}
-
-// runScenario runs floodgate binary bin (on a fresh memcached when mc),
-// warms it up, measures it, and appends the row.
-func runScenario(ctx context.Context, cfg BenchConfig, bin, name string, mc bool, clients int, opts CheckOptions, rows *[]Row, w io.Writer) error {
-	args := []string{"--limit", highLimit, "--fail-mode", "open"}
-	var m *Memcached
-	if mc {
-		var err error
-		m, err = StartMemcached(cfg.Memcached, 1024, 2)
-		if err != nil {
-			return err
-		}
-		defer m.Stop()
-		args = append(args, "--memcache-servers", m.Addr())
-	}
-	f, err := StartFloodgate(bin, cfg.ServerProcs, args...)
-	if err != nil {
-		return err
-	}
-	defer f.Stop()
-	o := opts
-	o.Target, o.Clients = f.GRPCAddr(), clients
-	if clients > 1 {
-		// One request per client first: the cold reads, not measured
-		// as steady state but reported.
-		warm := o
-		warm.Duration, warm.Requests = 0, int64(clients)
-		r, err := Check(ctx, warm)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "  %s, first request of each client (cold): %s\n", name, r.Summary())
-	} else {
-		warm := o
-		warm.Duration = time.Second
-		if _, err := Check(ctx, warm); err != nil {
-			return err
-		}
-	}
-	row, err := measure(ctx, name, o, f.Process, f, m)
-	if err != nil {
-		return err
-	}
-	*rows = append(*rows, row)
-	return nil
-}
-
-// measure runs one measured Check load against server proc p (f is its
-// floodgate when it is one, m its memcached when it has one) and collects
-// the CPU and store counts around it.
-func measure(ctx context.Context, name string, o CheckOptions, p *Proc, f *Floodgate, m *Memcached) (Row, error) {
-	row := Row{Name: name, Floodgate: f != nil, Memcached: m != nil}
-	var before Metrics
-	var rt0 int64
-	var err error
-	if f != nil {
-		if before, err = f.Metrics(); err != nil {
-			return row, err
-		}
-	}
-	if m != nil {
-		if rt0, err = m.RoundTrips(); err != nil {
-			return row, err
-		}
-	}
-	cpu0, err := procCPU(p.Pid())
-	if err != nil {
-		return row, err
-	}
-	var mcpu0 time.Duration
-	if m != nil {
-		if mcpu0, err = procCPU(m.Pid()); err != nil {
-			return row, err
-		}
-	}
-	watch := watchCPU(p, m.proc())
-	res, err := Check(ctx, o)
-	if err != nil {
-		return row, err
-	}
-	row.Result = res
-	row.Others = watch.others()
-	cpu1, err := procCPU(p.Pid())
-	if err != nil {
-		return row, err
-	}
-	row.ServerCPU = cpu1 - cpu0
-	if m != nil {
-		mcpu1, err := procCPU(m.Pid())
-		if err != nil {
-			return row, err
-		}
-		row.StoreCPU = mcpu1 - mcpu0
-		rt1, err := m.RoundTrips()
-		if err != nil {
-			return row, err
-		}
-		row.RoundTrips = float64(rt1 - rt0)
-	}
-	if f != nil {
-		after, err := f.Metrics()
-		if err != nil {
-			return row, err
-		}
-		d := after.Sub(before)
-		row.StoreOps = d["floodgate_store_operations_total"]
-		row.PipeRoundTrips = d["floodgate_memcache_round_trips_total"]
-		row.Decisions = d["floodgate_decisions_total"]
-	}
-	if res.Errors > 0 {
-		return row, fmt.Errorf("%s: %d of %d calls failed; first: %w", name, res.Errors, res.Errors+res.Calls(), res.FirstError)
-	}
-	return row, nil
-}
-
-// ceiling is the mean of the no-op rows of one round.
-type ceiling struct {
-	rate     float64
-	p50, p99 time.Duration
-}
-
-// ceilingOf returns the mean of rows' no-op runs.
-func ceilingOf(rows []Row) ceiling {
-	var c ceiling
-	n := 0
-	for _, r := range rows {
-		if !r.Floodgate {
-			c.rate += r.Result.Rate()
-			c.p50 += r.Result.Latency.Quantile(0.50)
-			c.p99 += r.Result.Latency.Quantile(0.99)
-			n++
-		}
-	}
-	if n > 0 {
-		c.rate /= float64(n)
-		c.p50 /= time.Duration(n)
-		c.p99 /= time.Duration(n)
-	}
-	return c
-}
-
-// ratios returns r's decisions/s and p99 as ratios to c.
-func (c ceiling) ratios(r Row) (rate, p99 float64) {
-	if c.rate <= 0 || c.p99 <= 0 {
-		return 0, 0
-	}
-	return r.Result.Rate() / c.rate, float64(r.Result.Latency.Quantile(0.99)) / float64(c.p99)
-}
-
-// writeCheckTable prints the Check rows of one round with each floodgate
-// figure as a ratio to the mean of the round's no-op runs.
-func writeCheckTable(w io.Writer, rows []Row) {
-	ceil := ceilingOf(rows)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tother load\t")
-	for _, r := range rows {
-		res := r.Result
-		calls := float64(res.Calls())
-		ratio, p99r := "-", "-"
-		if r.Floodgate && ceil.rate > 0 {
-			rr, pr := ceil.ratios(r)
-			ratio, p99r = fmt.Sprintf("%.2f", rr), fmt.Sprintf("%.2f", pr)
-		}
-		storeCPU, ops, rts, prts := "-", "-", "-", "-"
-		if r.Memcached {
-			storeCPU = fmtDur(time.Duration(float64(r.StoreCPU) / calls))
-			rts = fmt.Sprintf("%.2f", r.RoundTrips/r.Decisions)
-			if r.PipeRoundTrips > 0 {
-				prts = fmt.Sprintf("%.2f", r.PipeRoundTrips/r.Decisions)
-			}
-		}
-		if r.Floodgate && r.Decisions > 0 {
-			ops = fmt.Sprintf("%.2f", r.StoreOps/r.Decisions)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
-			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), p99r,
-			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, 100*r.Others)
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "ceiling: the mean of the no-op runs, %s decisions/s, p50 %s, p99 %s\n", fmtRate(ceil.rate), fmtDur(ceil.p50), fmtDur(ceil.p99))
-}
-
-// writeRoundsSummary prints, for every floodgate scenario, the median over
-// the rounds of its ratios to the round's ceiling, and each round's.
-func writeRoundsSummary(w io.Writer, rounds [][]Row) {
-	type series struct {
-		name       string
-		rate, p99  []float64
-		cpu, store []time.Duration
-	}
-	var order []*series
-	byName := map[string]*series{}
-	for _, rows := range rounds {
-		ceil := ceilingOf(rows)
-		for _, r := range rows {
-			if !r.Floodgate {
-				continue
-			}
-			s := byName[r.Name]
-			if s == nil {
-				s = &series{name: r.Name}
-				byName[r.Name] = s
-				order = append(order, s)
-			}
-			rr, pr := ceil.ratios(r)
-			s.rate = append(s.rate, rr)
-			s.p99 = append(s.p99, pr)
-			calls := float64(r.Result.Calls())
-			s.cpu = append(s.cpu, time.Duration(float64(r.ServerCPU)/calls))
-			if r.Memcached {
-				s.store = append(s.store, time.Duration(float64(r.StoreCPU)/calls))
-			}
-		}
-	}
-	fmt.Fprintf(w, "over the %d rounds (median, then every round in order):\n", len(rounds))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tx ceiling\trounds\tp99 x ceiling\trounds\tserver CPU/decision\tmemcached CPU/decision\t")
-	for _, s := range order {
-		store := "-"
-		if len(s.store) > 0 {
-			store = fmtDur(median(s.store))
-		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%.2f\t%s\t%s\t%s\t\n", s.name, median(s.rate), fmtRatios(s.rate),
-			median(s.p99), fmtRatios(s.p99), fmtDur(median(s.cpu)), store)
-	}
-	tw.Flush()
-	fmt.Fprintln(w)
-}
-
-// median returns the median of xs (the mean of the middle two for an even
-// count), which must not be empty; xs is left as it was.
-func median[T float64 | time.Duration](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-// fmtRatios formats ratios as "0.66 0.71 0.69".
-func fmtRatios(xs []float64) string {
-	parts := make([]string, len(xs))
-	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%.2f", x)
-	}
-	return strings.Join(parts, " ")
 }
 
 // benchMemory sends one request from each of cfg.MemoryClients distinct

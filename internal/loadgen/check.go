@@ -15,11 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 )
 
-// CheckOptions says how Check drives an Authorization server. Target is
-// required; every other zero value is usable.
+// CheckOptions says how Check drives an Authorization server, and RLS a
+// rate limit service. Target is required; every other zero value is usable.
 type CheckOptions struct {
 	// Target is the server's address, host:port.
 	Target string
@@ -35,17 +34,45 @@ type CheckOptions struct {
 	Duration time.Duration
 	Requests int64
 	// Clients is the number of distinct requestors: call i comes from the
-	// source address ClientAddr(i % Clients). Zero or one means a single
-	// hot client.
+	// source address ClientAddr(i % Clients) (for RLS, the value of its
+	// remote_address descriptor). Zero or one means a single hot client.
 	Clients int
 	// Timeout is the deadline of each call, sent as grpc-timeout as Envoy
-	// sends its ext_authz timeout; zero means 250ms (envoy/front-proxy.yaml).
+	// sends its ext_authz and ratelimit timeouts; zero means 250ms
+	// (envoy/front-proxy.yaml).
 	Timeout time.Duration
+	// Domain is the domain of RLS's RateLimitRequests; "" means RLSDomain.
+	// Check ignores it.
+	Domain string
 }
 
-// CheckResult is what one Check run measured.
+// withDefaults returns o with its zero values replaced by the defaults.
+func (o CheckOptions) withDefaults() CheckOptions {
+	if o.Conns <= 0 {
+		o.Conns = 4
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 64
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 250 * time.Millisecond
+	}
+	if o.Requests <= 0 && o.Duration <= 0 {
+		o.Requests = 1
+	}
+	if o.Requests > 0 {
+		o.Concurrency = int(min(int64(o.Concurrency), o.Requests))
+	}
+	o.Clients = max(o.Clients, 1)
+	if o.Domain == "" {
+		o.Domain = RLSDomain
+	}
+	return o
+}
+
+// CheckResult is what one Check or RLS run measured.
 type CheckResult struct {
-	// Calls that returned a response, by its status: OK (allowed) or not
+	// Calls that returned a response, by its answer: OK (allowed) or not
 	// (denied). Errors are calls that failed at the gRPC level.
 	OK, Denied, Errors int64
 	// FirstError is the first gRPC error seen, nil when there was none.
@@ -66,6 +93,17 @@ func (r *CheckResult) Rate() float64 {
 		return 0
 	}
 	return float64(r.Calls()) / r.Elapsed.Seconds()
+}
+
+// merge adds a worker's counts to r.
+func (r *CheckResult) merge(w *CheckResult) {
+	r.OK += w.OK
+	r.Denied += w.Denied
+	r.Errors += w.Errors
+	if r.FirstError == nil {
+		r.FirstError = w.FirstError
+	}
+	r.Latency.Merge(&w.Latency)
 }
 
 // ClientAddr returns the IPv4 source address of client c (0 to 2^24-1):
@@ -116,127 +154,135 @@ func setSource(req *authv3.CheckRequest, src string) {
 	a.GetRequest().GetHttp().GetHeaders()["x-forwarded-for"] = src
 }
 
+// caller sends call number i of a load (from client i % Clients) and
+// reports whether the answer allowed it. Each worker has its own caller, so
+// a caller may reuse its request: gRPC marshals it before the call returns.
+type caller func(ctx context.Context, i int64, opts ...grpc.CallOption) (allowed bool, err error)
+
+// newCaller returns a caller that sends its calls on cc.
+type newCaller func(cc *grpc.ClientConn) caller
+
+// checkCaller is the newCaller of Check.
+func checkCaller(o CheckOptions) newCaller {
+	return func(cc *grpc.ClientConn) caller {
+		client := authv3.NewAuthorizationClient(cc)
+		req := Request(ClientAddr(0))
+		return func(ctx context.Context, i int64, opts ...grpc.CallOption) (bool, error) {
+			if o.Clients > 1 {
+				setSource(req, ClientAddr(int(i%int64(o.Clients))))
+			}
+			resp, err := client.Check(ctx, req, opts...)
+			return err == nil && resp.GetStatus().GetCode() == int32(codes.OK), err
+		}
+	}
+}
+
 // Check drives the Authorization server at o.Target with o.Concurrency
 // calls in flight over o.Conns connections until o.Duration has passed or
 // o.Requests calls were sent, and returns what it measured. It fails only
 // when it cannot set up its connections or when ctx ends; calls that fail
 // are counted in Errors.
 func Check(ctx context.Context, o CheckOptions) (*CheckResult, error) {
+	o = o.withDefaults()
+	return drive(ctx, "check load", o, checkCaller(o))
+}
+
+// drive runs a load of o's shape, each call sent by a caller from mk, and
+// returns what it measured; name starts its errors.
+func drive(ctx context.Context, name string, o CheckOptions, mk newCaller) (*CheckResult, error) {
 	if o.Target == "" {
-		return nil, errors.New("check load: no target")
+		return nil, errors.New(name + ": no target")
 	}
-	conns, concurrency, timeout := o.Conns, o.Concurrency, o.Timeout
-	if conns <= 0 {
-		conns = 4
-	}
-	if concurrency <= 0 {
-		concurrency = 64
-	}
-	if timeout <= 0 {
-		timeout = 250 * time.Millisecond
-	}
-	requests := o.Requests
-	if requests <= 0 && o.Duration <= 0 {
-		requests = 1
-	}
-	if requests > 0 {
-		concurrency = int(min(int64(concurrency), requests))
-	}
-	clients := max(o.Clients, 1)
-
-	ccs := make([]*grpc.ClientConn, conns)
-	for i := range ccs {
-		// Each ClientConn is one HTTP/2 connection to one address.
-		cc, err := grpc.NewClient(o.Target,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDisableServiceConfig(),
-		)
-		if err != nil {
-			return nil, fmt.Errorf("check load: dial %s: %w", o.Target, err)
+	ccs, err := connect(ctx, name, o, mk)
+	defer func() {
+		for _, cc := range ccs {
+			cc.Close()
 		}
-		defer cc.Close()
-		ccs[i] = cc
+	}()
+	if err != nil {
+		return nil, err
 	}
-	// Connect every connection before the clock starts.
-	for _, cc := range ccs {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := authv3.NewAuthorizationClient(cc).Check(wctx, Request(ClientAddr(0)), grpc.WaitForReady(true))
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("check load: first call to %s: %w", o.Target, err)
-		}
-	}
-
 	var (
-		next     atomic.Int64 // the number of the next call
-		stop     atomic.Bool
-		mu       sync.Mutex
-		res      = &CheckResult{}
-		wg       sync.WaitGroup
-		template = Request(ClientAddr(0))
+		next atomic.Int64 // the number of the next call
+		stop atomic.Bool
+		mu   sync.Mutex
+		res  = &CheckResult{}
+		wg   sync.WaitGroup
 	)
 	start := time.Now()
 	if o.Duration > 0 {
 		t := time.AfterFunc(o.Duration, func() { stop.Store(true) })
 		defer t.Stop()
 	}
-	for w := range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := authv3.NewAuthorizationClient(ccs[w%conns])
-			// The request is marshalled before Check returns, so each
-			// worker can reuse one and change only its source.
-			req := proto.Clone(template).(*authv3.CheckRequest)
-			var (
-				h                  Histogram
-				ok, denied, failed int64
-				firstErr           error
-			)
+	for w := range o.Concurrency {
+		call := mk(ccs[w%len(ccs)])
+		wg.Go(func() {
+			var mine CheckResult
 			for !stop.Load() && ctx.Err() == nil {
 				i := next.Add(1) - 1
-				if requests > 0 && i >= requests {
+				if o.Requests > 0 && i >= o.Requests {
 					break
 				}
-				if clients > 1 {
-					setSource(req, ClientAddr(int(i%int64(clients))))
-				}
-				cctx, cancel := context.WithTimeout(ctx, timeout)
-				t0 := time.Now()
-				resp, err := client.Check(cctx, req)
-				d := time.Since(t0)
-				cancel()
-				switch {
-				case err != nil:
-					failed++
-					if firstErr == nil {
-						firstErr = err
-					}
-				case resp.GetStatus().GetCode() == int32(codes.OK):
-					ok++
-					h.Record(d)
-				default:
-					denied++
-					h.Record(d)
-				}
+				mine.record(ctx, call, i, o.Timeout)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			res.OK += ok
-			res.Denied += denied
-			res.Errors += failed
-			if res.FirstError == nil {
-				res.FirstError = firstErr
-			}
-			res.Latency.Merge(&h)
-		}()
+			res.merge(&mine)
+		})
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("check load: %w", err)
+		return res, fmt.Errorf("%s: %w", name, err)
 	}
 	return res, nil
+}
+
+// record sends call i with deadline timeout and counts its outcome in r.
+func (r *CheckResult) record(ctx context.Context, call caller, i int64, timeout time.Duration) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t0 := time.Now()
+	allowed, err := call(cctx, i)
+	d := time.Since(t0)
+	switch {
+	case err != nil:
+		r.Errors++
+		if r.FirstError == nil {
+			r.FirstError = err
+		}
+	case allowed:
+		r.OK++
+		r.Latency.Record(d)
+	default:
+		r.Denied++
+		r.Latency.Record(d)
+	}
+}
+
+// connect opens o.Conns connections to o.Target and sends one call on
+// each, so that every connection is up before the clock starts. It returns
+// the connections it opened, for the caller to close, even on error.
+func connect(ctx context.Context, name string, o CheckOptions, mk newCaller) ([]*grpc.ClientConn, error) {
+	ccs := make([]*grpc.ClientConn, 0, o.Conns)
+	for range o.Conns {
+		// Each ClientConn is one HTTP/2 connection to one address.
+		cc, err := grpc.NewClient(o.Target,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDisableServiceConfig(),
+		)
+		if err != nil {
+			return ccs, fmt.Errorf("%s: dial %s: %w", name, o.Target, err)
+		}
+		ccs = append(ccs, cc)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = mk(cc)(wctx, 0, grpc.WaitForReady(true))
+		cancel()
+		if err != nil {
+			return ccs, fmt.Errorf("%s: first call to %s: %w", name, o.Target, err)
+		}
+	}
+	return ccs, nil
 }
 
 // Summary is one line: calls, rate, p50, p99 and the outcome counts.
