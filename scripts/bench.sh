@@ -7,7 +7,11 @@
 #      gRPC against a no-op Authorization server (the ceiling) and against
 #      the real floodgate binary on a real memcached (1, 10,000 and 100,000
 #      clients) and in memory, each as a ratio to the ceiling, in three
-#      rounds, each between two runs of the ceiling; floodgate's
+#      rounds, each between two runs of the ceiling; in the same rounds,
+#      ShouldRateLimit (RLS) against the same no-op server's RLS and against
+#      floodgate on memcached (one hot descriptor, then as many distinct
+#      values as clients), each as a ratio to its own ceiling, and RLS's
+#      ratio over ext_authz's (issue #14: at least 0.90); floodgate's
 #      resident memory after 1,000,000 distinct clients; and Envoy with
 #      envoy/front-proxy.yaml at a fixed rate (1,000 requests/s): without
 #      the ext_authz filter, with it on the no-op server, and with floodgate
@@ -20,7 +24,7 @@
 # Environment:
 #   BENCHTIME      -benchtime of the microbenchmarks (default 1s)
 #   BENCH_ARGS     extra flags for floodgate-bench, e.g. "--duration 10s" or
-#                  "--only check" (floodgate-bench --help lists them)
+#                  "--only check,rls" (floodgate-bench --help lists them)
 #   BENCH_BASELINE a git revision: also build floodgate at it and measure it
 #                  in every Check scenario, for before/after numbers from one
 #                  run (e.g. BENCH_BASELINE=HEAD~1)
