@@ -309,6 +309,7 @@ func startFloodgateEnv(t *testing.T, fc floodgateContainer, withMemcache bool) *
 func containerEnv(t *testing.T, fc floodgateContainer, withMemcache bool, p *floodgateProc) []string {
 	t.Helper()
 	var env []string
+	var tlsFiles map[string]string
 	for _, e := range fc.C.Env {
 		v := e.Value
 		switch e.Name {
@@ -325,8 +326,14 @@ func containerEnv(t *testing.T, fc floodgateContainer, withMemcache bool, p *flo
 				servers = append(servers, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
 			}
 			v = strings.Join(servers, ",")
-		case "FLOODGATE_RLS_CONFIG":
+		case "FLOODGATE_RLS_CONFIG", "FLOODGATE_POLICY":
 			v = configMapFiles(t, fc, v) // the ConfigMap mounted there
+		case "FLOODGATE_TLS_CERT", "FLOODGATE_TLS_KEY", "FLOODGATE_TLS_CLIENT_CA":
+			// A Secret the chart's user provides: certificates made here.
+			if tlsFiles == nil {
+				tlsFiles = testTLSFiles(t)
+			}
+			v = tlsFiles[e.Name]
 		}
 		env = append(env, e.Name+"="+v)
 	}
@@ -336,6 +343,21 @@ func containerEnv(t *testing.T, fc floodgateContainer, withMemcache bool, p *flo
 		}
 	}
 	return env
+}
+
+// testTLSFiles makes a CA and a server certificate it signs, writes them
+// to a temporary directory, and returns their paths by the variable that
+// names each.
+func testTLSFiles(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	ca := testutil.NewCA(t, "floodgate test CA")
+	cert, key := ca.Issue(t, "floodgate", true)
+	return map[string]string{
+		"FLOODGATE_TLS_CERT":      testutil.WriteFile(t, dir, "tls.crt", cert),
+		"FLOODGATE_TLS_KEY":       testutil.WriteFile(t, dir, "tls.key", key),
+		"FLOODGATE_TLS_CLIENT_CA": testutil.WriteFile(t, dir, "ca.crt", ca.PEM),
+	}
 }
 
 // startupLine returns the attributes of floodgate's "floodgate serving" log

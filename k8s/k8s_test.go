@@ -227,28 +227,37 @@ func decodeIstio(y []byte, spec proto.Message) (*istioObject, error) {
 	return &istioObject{TypeMeta: env.TypeMeta, ObjectMeta: env.Metadata, Spec: spec}, nil
 }
 
-// mustRender returns the rendering of the kustomization in dir.
+// mustRender returns the rendering of the kustomization in dir, or of the
+// Helm case that helmDir names.
 func mustRender(t *testing.T, dir string) *rendering {
 	t.Helper()
 	all, err := renderAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, ok := all[dir]
-	if !ok {
-		t.Fatalf("k8s/%s is not in kustomizations", dir)
+	helm, err := renderHelmAll()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return r
+	if r, ok := all[dir]; ok {
+		return r
+	}
+	if r, ok := helm[dir]; ok {
+		return r
+	}
+	t.Fatalf("k8s/%s is not in kustomizations, nor a case of helmCases", dir)
+	return nil
 }
 
-// allRenderings returns every rendering, in the order of kustomizations.
+// allRenderings returns every rendering: the kustomizations, in the order
+// of kustomizations, then the Helm chart's cases.
 func allRenderings(t *testing.T) []*rendering {
 	t.Helper()
 	var out []*rendering
 	for _, dir := range kustomizations {
 		out = append(out, mustRender(t, dir))
 	}
-	return out
+	return append(out, helmRenderings(t)...)
 }
 
 // typed returns the objects of r of type T.
