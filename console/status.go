@@ -123,6 +123,11 @@ func (r *Rates) Sample(now time.Time) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// A sample less than a second after the last replaces it, so that a
+	// page read often keeps the samples few.
+	if n := len(r.samples); n > 1 && now.Sub(r.samples[n-1].at) < time.Second {
+		r.samples = r.samples[:n-1]
+	}
 	r.samples = append(r.samples, sample{at: now, counts: counts})
 	// Keep the newest sample at least rateSpan old, and none older.
 	for len(r.samples) > 2 && now.Sub(r.samples[1].at) >= rateSpan {
@@ -139,8 +144,8 @@ func label(m *dto.Metric, name string) string {
 	return ""
 }
 
-// Rates returns the rate of every series seen, per second between the
-// oldest and newest samples, sorted by API, scope and result.
+// Rates returns the rate of every series that counted, per second between
+// the oldest and newest samples, sorted by API, scope and result.
 func (r *Rates) Rates() []Rate {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -151,6 +156,9 @@ func (r *Rates) Rates() []Rate {
 	secs := last.at.Sub(first.at).Seconds()
 	out := make([]Rate, 0, len(last.counts))
 	for k, v := range last.counts {
+		if v == 0 {
+			continue // a series never counted
+		}
 		rt := Rate{API: k.api, Scope: k.scope, Result: k.result, Total: v}
 		if d := v - first.counts[k]; secs > 0 && d > 0 {
 			rt.PerSecond = d / secs

@@ -194,7 +194,7 @@ func (c *consoleSetup) status(d consoleDeps, rates *console.Rates, replica strin
 			c.cfg.Limit, c.cfg.Window, c.cfg.Key.String(), c.cfg.Strategy, c.cfg.FailModeName()),
 		FallbackReconciled:   m["floodgate_fallback_reconciled_total"],
 		FallbackUnreconciled: m["floodgate_fallback_unreconciled_total"],
-		Rates:                rates.Rates(),
+		Rates:                freshRates(rates),
 		DroppedDenials:       c.rec.Dropped(),
 	}
 	if d.storeKind == "memcache" {
@@ -216,6 +216,13 @@ func (c *consoleSetup) status(d consoleDeps, rates *console.Rates, replica strin
 	st.Policy.LastError, st.Policy.LastErrorAt = c.reloads.last("policy")
 	st.RLS.LastError, st.RLS.LastErrorAt = c.reloads.last("rls")
 	return st
+}
+
+// freshRates samples the counters now (at most once a second counts) and
+// returns the rates over the last minute.
+func freshRates(r *console.Rates) []console.Rate {
+	r.Sample(time.Now())
+	return r.Rates()
 }
 
 // gatherValues reads reg's gauges and counters by name, and by name and
