@@ -159,3 +159,22 @@ func TestDecisionLabelsFollowThePolicy(t *testing.T) {
 		t.Errorf("the route scope's allowed = %v, want 1", v)
 	}
 }
+
+// TestDegradedReasonsExported: Config.DegradedReasons are exported at 0
+// before any degraded decision, for both results.
+func TestDegradedReasonsExported(t *testing.T) {
+	t.Parallel()
+	cfg := baseConfig()
+	cfg.DegradedReasons = []string{"memcached-unavailable", "memcached-overloaded", "not a token"}
+	h := newHarness(t, &fakeStrategy{}, cfg)
+	for _, reason := range []string{"memcached-unavailable", "memcached-overloaded"} {
+		for _, res := range []string{"allowed", "denied"} {
+			if v := h.metric(t, "floodgate_degraded_decisions_total", "reason", reason, "result", res); v != 0 {
+				t.Errorf("{reason=%q,result=%q} = %v, want 0", reason, res, v)
+			}
+		}
+	}
+	if got := h.labelValues(t, "floodgate_degraded_decisions_total", "reason"); !slices.Equal(got, []string{"memcached-overloaded", "memcached-unavailable"}) {
+		t.Errorf("reasons %q, want the two valid ones", got)
+	}
+}

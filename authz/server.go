@@ -122,6 +122,12 @@ type Config struct {
 	// are; the zero value logs their fingerprint (see DisplayIdentity).
 	// Addresses are always logged as they are.
 	ShowIdentities bool
+	// DegradedReasons are the reasons the strategy may give for a degraded
+	// decision (see DegradedStrategy), such as "memcached-unavailable":
+	// their floodgate_degraded_decisions_total series are exported at 0
+	// from the start, for dashboards and alerts. Other reasons are counted
+	// too, from their first decision.
+	DegradedReasons []string
 	// OnDenied, when not nil, is told of every request answered with a
 	// 429 (degraded decisions included): its scope, the deciding rule's
 	// name ("" for none), the requestor's identity, the wait the 429 tells
@@ -250,6 +256,12 @@ func NewServer(s limiter.Strategy, cfg Config) (*Server, error) {
 		onDenied:         cfg.OnDenied,
 	}
 	srv.pm = newPolicyMetrics()
+	for _, reason := range cfg.DegradedReasons {
+		if validDegradedReason(reason) {
+			srv.m.degraded.WithLabelValues(reason, "allowed")
+			srv.m.degraded.WithLabelValues(reason, "denied")
+		}
+	}
 	srv.overrides.hasStrategy = func(name string) bool { _, ok := srv.strategies.get(name); return ok }
 	if srv.log == nil {
 		srv.log = slog.New(slog.DiscardHandler)

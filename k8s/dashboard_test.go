@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -126,9 +127,10 @@ func (d *dashboard) queries(t *testing.T) []query {
 }
 
 // grafanaVars replaces Grafana's interval variables, which PromQL does not
-// know, by durations. (Variables in label values, such as "$namespace",
-// are strings to PromQL and stay.)
-var grafanaVars = strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m", "$__range", "1h", "${__range}", "1h")
+// know, by durations, and the dashboard's variables of floodgate's label
+// values ($scope) by what "All" selects, ".*". (Variables of labels
+// Prometheus adds, such as "$namespace", are strings to PromQL and stay.)
+var grafanaVars = strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m", "$__range", "1h", "${__range}", "1h", "$scope", ".*")
 
 // TestDashboard checks the dashboard's structure: JSON with a uid and a
 // title, a Prometheus data source variable every panel and query uses,
@@ -211,14 +213,44 @@ type family struct {
 	Labels map[string][]string
 }
 
+// dashboardPolicy is the policy file of the scraped floodgate: an
+// enforcing rule and a shadow rule, so that the series by rule exist.
+const dashboardPolicy = `
+rules:
+- name: login-trial
+  shadow: true
+  match: {scope: login}
+  limit: 3
+  window: 1m
+- name: login
+  match: {scope: login}
+  limit: 5
+  window: 1m
+`
+
+// dashboardRLSConfig is the --rls-config of the scraped floodgate.
+const dashboardRLSConfig = `
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: minute, requests_per_unit: 100}
+`
+
 // scrapeFloodgate starts the real floodgate and returns the metric families
 // of its /metrics, in Prometheus's text format.
 func scrapeFloodgate(t *testing.T) map[string]*family {
 	t.Helper()
-	// On memcached, as the dashboard's deployments are: some metrics exist
-	// only with it.
+	// On memcached, with a policy file and an RLS configuration, as the
+	// dashboard's deployments are: some metrics exist only with them.
+	dir := t.TempDir()
+	pol, rlsConf := filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "rls.yaml")
+	for path, src := range map[string]string{pol: dashboardPolicy, rlsConf: dashboardRLSConfig} {
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	mc := testutil.StartMemcached(t)
-	fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr())
+	fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--policy", pol, "--rls-config", rlsConf)
 	req, err := http.NewRequest("GET", fg.AdminURL()+"/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +316,9 @@ func series(fams map[string]*family, name string) (string, *family, bool, bool) 
 // = exists, and each regular expression matches some value (=~) or leaves
 // some (!~); rate() and increase() take counters or histogram series only;
 // histogram_quantile() takes buckets grouped by le. The dashboard must
-// query every floodgate metric the README lists.
+// query every metric of the list below: decisions (by result, scope and
+// rule), latency, the store, the breaker, the fallback, the policy's
+// shadow rules and reloads, and the RLS API.
 func TestDashboardMetricsExist(t *testing.T) {
 	t.Parallel()
 	fams := scrapeFloodgate(t)
@@ -312,12 +346,33 @@ func TestDashboardMetricsExist(t *testing.T) {
 		"floodgate_memcache_limit_bytes",
 		"floodgate_invalid_overrides_total",
 		"floodgate_check_panics_total",
+		"floodgate_degraded_decisions_total",
+		"floodgate_store_breaker_state",
+		"floodgate_store_breaker_transitions_total",
+		"floodgate_fallback_reconciled_total",
+		"floodgate_fallback_unreconciled_total",
+		"floodgate_shadow_denials_total",
+		"floodgate_policy_reloads_total",
+		"floodgate_policy_last_reload_success_timestamp_seconds",
+		"floodgate_rls_decisions_total",
+		"floodgate_rls_config_reloads_total",
 	} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("floodgate's /metrics has no %s", name)
 		}
 		if !used[name] {
 			t.Errorf("the dashboard never queries %s", name)
+		}
+	}
+	// The labels of who is limited hold values from the configuration.
+	if f := fams["floodgate_decisions_total"]; f != nil {
+		for label, want := range map[string]string{"scope": "default", "rule": "none"} {
+			if !slices.Contains(f.Labels[label], want) {
+				t.Errorf("floodgate_decisions_total{%s}: values %q, want %q among them", label, f.Labels[label], want)
+			}
+		}
+		if !slices.Contains(f.Labels["rule"], "login") || !slices.Contains(f.Labels["scope"], "login") {
+			t.Errorf("floodgate_decisions_total: no series of the policy's rule login (scope %q, rule %q)", f.Labels["scope"], f.Labels["rule"])
 		}
 	}
 }

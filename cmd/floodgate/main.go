@@ -176,6 +176,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		OnDenied:   con.onDenied(),
 
 		DegradedHeaderToClient: cfg.DegradedHeaderToClient,
+		ShowIdentities:         cfg.ConsoleShowIdentities,
+		DegradedReasons:        []string{degradedReason, overloadReason},
 	})
 	if err != nil {
 		return fmt.Errorf("authz server: %w", err)
@@ -185,7 +187,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer stopPolicy()
-	rlsSrv, err := newRLSServer(cfg, strategies, reg, log)
+	rlsSrv, err := newRLSServer(cfg, strategies, con.onDenied(), reg, log)
 	if err != nil {
 		return err
 	}
