@@ -51,8 +51,9 @@ func firstRLSError(err error, path string) error {
 
 // newRLSServer builds the rate limit service on the strategy --strategy
 // names (with memcached, inside the per-replica fallback), with cfg's
-// configuration, fail mode and headers.
-func newRLSServer(cfg Config, strategies map[string]limiter.Strategy, reg prometheus.Registerer, log *slog.Logger) (*rls.Server, error) {
+// configuration, fail mode and headers; onDenied (the console's, or nil)
+// hears of every denial.
+func newRLSServer(cfg Config, strategies map[string]limiter.Strategy, onDenied func(scope, rule, identity string, retryAfter time.Duration, now time.Time), reg prometheus.Registerer, log *slog.Logger) (*rls.Server, error) {
 	ms, ok := strategies[cfg.Strategy].(limiter.MultiStrategy)
 	if !ok {
 		return nil, fmt.Errorf("rls server: strategy %s (%T) cannot decide several rules at once", cfg.Strategy, strategies[cfg.Strategy])
@@ -64,6 +65,7 @@ func newRLSServer(cfg Config, strategies map[string]limiter.Strategy, reg promet
 		FailMode:               cfg.FailMode,
 		Headers:                cfg.Headers,
 		DegradedHeaderToClient: cfg.DegradedHeaderToClient,
+		OnDenied:               onDenied,
 		Logger:                 log,
 		Registerer:             reg,
 	})

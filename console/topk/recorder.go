@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxItemLen is the longest item (requestor) a Recorder passes to its
@@ -19,7 +20,8 @@ const DefaultQueue = 4096
 const drainBatch = 256
 
 // BoundItem returns item when it is at most MaxItemLen bytes, else its
-// first 150 bytes, "~" and a 16-hex-digit fingerprint of the whole (the
+// first 150 bytes (fewer, to end on a whole UTF-8 character), "~" and a
+// 16-hex-digit fingerprint of the whole (the
 // first 64 bits of its SHA-256), so that two long items that differ stay
 // apart while the summaries' memory stays bounded.
 func BoundItem(item string) string {
@@ -27,7 +29,11 @@ func BoundItem(item string) string {
 		return item
 	}
 	sum := sha256.Sum256([]byte(item))
-	return item[:150] + "~" + hex.EncodeToString(sum[:8])
+	cut := 150
+	for cut > 0 && !utf8.RuneStart(item[cut]) {
+		cut--
+	}
+	return item[:cut] + "~" + hex.EncodeToString(sum[:8])
 }
 
 // Recorder takes denials from the decision path and applies them to a

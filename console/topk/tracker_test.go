@@ -8,6 +8,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 )
 
 // t0 is the start of a minute that starts a five-minute period.
@@ -130,6 +131,15 @@ func TestBoundItem(t *testing.T) {
 	}
 	if BoundItem(long) == BoundItem(other) {
 		t.Error("two long items that differ at the end share a bounded form")
+	}
+	// A cut inside a character backs off to its start: the bounded form
+	// stays UTF-8, so it survives JSON between replicas unchanged.
+	for pad := range 4 {
+		in := strings.Repeat("a", 149-pad) + strings.Repeat("é€😀", 100)
+		got := BoundItem(in)
+		if !utf8.ValidString(got) || !strings.HasPrefix(in, strings.SplitN(got, "~", 2)[0]) {
+			t.Errorf("pad %d: BoundItem = %q: not UTF-8 or not a prefix", pad, got)
+		}
 	}
 }
 
