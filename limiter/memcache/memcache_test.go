@@ -227,6 +227,18 @@ func TestBadValues(t *testing.T) {
 	for _, key := range []string{"has space", "has\nnewline", strings.Repeat("k", 251), ""} {
 		_, err := s.Add(ctx, key, 1, time.Minute)
 		wantUnavailable(t, fmt.Sprintf("Add(%q)", key), err, "incr", key)
+		_, _, err = s.GetVersioned(ctx, key)
+		wantUnavailable(t, fmt.Sprintf("GetVersioned(%q)", key), err, "gets", key)
+		_, err = s.CompareAndSwap(ctx, key, []byte("x"), 7, time.Minute)
+		wantUnavailable(t, fmt.Sprintf("CompareAndSwap(%q)", key), err, "cas", key)
+	}
+
+	// A value longer than 64 KiB is refused unsent: memcached would store
+	// it, and reading it back would fail.
+	_, err = s.CompareAndSwap(ctx, "fg1:big:1", make([]byte, 64<<10+1), 0, time.Minute)
+	wantUnavailable(t, "CompareAndSwap of 64 KiB + 1", err, "add", "fg1:big:1")
+	if v, ver, err := s.GetVersioned(ctx, "fg1:big:1"); err != nil || v != nil || ver != 0 {
+		t.Errorf("GetVersioned after the refused write = %q, %d, %v; want nothing", v, ver, err)
 	}
 }
 

@@ -374,8 +374,77 @@ func TestPipelineCoalesces(t *testing.T) {
 	}
 }
 
+// TestPipelineCoalescesValues checks that value reads and swaps queued
+// with counter calls go out in the same round trip, each with its own
+// answer: its own value and version, a swap stored only with the version
+// still current.
+func TestPipelineCoalescesValues(t *testing.T) {
+	mc := testutil.StartMemcached(t)
+	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxConns: 1})
+	p := pipe(t, s)
+	ctx := context.Background()
+	const n = 30 // of each kind
+	// Keys 0..n-1 are read, n..2n-1 swapped: within the exchange, the
+	// calls come in any order.
+	versions := make([]uint64, 2*n)
+	for i := range 2 * n {
+		key := fmt.Sprintf("fg1:cv:%d", i)
+		if ok, err := s.CompareAndSwap(ctx, key, []byte(key), 0, time.Minute); err != nil || !ok {
+			t.Fatalf("add %s = %v, %v", key, ok, err)
+		}
+		var err error
+		if _, versions[i], err = s.GetVersioned(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ex0, calls0 := p.counts()
+	release := hold(t, p)
+	var wg sync.WaitGroup
+	for i := range n {
+		key := fmt.Sprintf("fg1:cv:%d", i)
+		wg.Go(func() {
+			v, ver, err := s.GetVersioned(ctx, key)
+			if err != nil || string(v) != key || ver != versions[i] {
+				t.Errorf("GetVersioned(%s) = %q, %d, %v; want its own value, version %d", key, v, ver, err, versions[i])
+			}
+		})
+		wg.Go(func() {
+			// Every other swap names a stale version, refused.
+			w := fmt.Sprintf("fg1:cv:%d", n+i)
+			ver, want := versions[n+i], i%2 == 0
+			if !want {
+				ver--
+			}
+			if ok, err := s.CompareAndSwap(ctx, w, []byte("new"), ver, time.Minute); err != nil || ok != want {
+				t.Errorf("CompareAndSwap(%s) = %v, %v; want %v", w, ok, err, want)
+			}
+		})
+		wg.Go(func() {
+			if c, err := s.Add(ctx, fmt.Sprintf("fg1:cc:%d", i), int64(i)+1, time.Minute); err != nil || c != int64(i)+1 {
+				t.Errorf("Add = %d, %v; want %d", c, err, i+1)
+			}
+		})
+	}
+	release(3 * n)
+	wg.Wait()
+	if ex, calls := p.counts(); ex-ex0 != 1 || calls-calls0 != 3*n {
+		t.Fatalf("%d calls went out in %d exchanges, want %d in 1", calls-calls0, ex-ex0, 3*n)
+	}
+	for i := range n {
+		key := fmt.Sprintf("fg1:cv:%d", n+i)
+		want := key
+		if i%2 == 0 {
+			want = "new"
+		}
+		if v, _, err := s.GetVersioned(ctx, key); err != nil || string(v) != want {
+			t.Errorf("%s after = %q, %v; want %q", key, v, err, want)
+		}
+	}
+}
+
 // TestPipelineBatchBound checks that one exchange carries calls up to
-// maxBatchKeys keys, and always at least one call, however many keys it has.
+// maxBatchKeys keys, a value written counting its bytes too, and always at
+// least one call, however many keys it has.
 func TestPipelineBatchBound(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	s := newStore(t, []string{mc.Addr()}, Config{Timeout: generous, MaxConns: 1})
@@ -390,20 +459,33 @@ func TestPipelineBatchBound(t *testing.T) {
 	}
 	tests := []struct {
 		name          string
+		op            string // batch (of keys keys), read (a value) or write (a value of keys bytes)
 		calls, keys   int
 		wantExchanges uint64
 	}{
-		{"small calls share one exchange", 8, 64, 1},       // 8 × 64 = 512 keys
-		{"a ninth call of 64 keys does not fit", 9, 64, 2}, // 512 + 64
-		{"calls over the bound go one by one", 3, maxBatchKeys + 1, 3},
+		{"small calls share one exchange", "batch", 8, 64, 1},       // 8 × 64 = 512 keys
+		{"a ninth call of 64 keys does not fit", "batch", 9, 64, 2}, // 512 + 64
+		{"calls over the bound go one by one", "batch", 3, maxBatchKeys + 1, 3},
+		{"value reads count one key each", "read", maxBatchKeys, 0, 1},
+		{"a value written counts a key per 128 bytes", "write", 4, (maxBatchKeys/2 - 1) * valueBytesPerKey, 2}, // 2 × 256
+		{"a value of 64 KiB goes alone", "write", 3, 64 << 10, 3},
 	}
 	for _, tc := range tests {
 		ex0, _ := p.counts()
 		release := hold(t, p)
 		var wg sync.WaitGroup
-		for range tc.calls {
+		for i := range tc.calls {
 			wg.Go(func() {
-				if _, _, err := s.Batch(ctx, keys(tc.keys), nil); err != nil {
+				var err error
+				switch tc.op {
+				case "read":
+					_, _, err = s.GetVersioned(ctx, fmt.Sprintf("fg1:v:%d", i))
+				case "write":
+					_, err = s.CompareAndSwap(ctx, fmt.Sprintf("fg1:w:%d", i), make([]byte, tc.keys), 0, time.Minute)
+				default:
+					_, _, err = s.Batch(ctx, keys(tc.keys), nil)
+				}
+				if err != nil {
 					t.Error(err)
 				}
 			})
@@ -435,14 +517,20 @@ func TestPipelineQueuedCancel(t *testing.T) {
 	wg.Go(func() { _, other = s.Add(context.Background(), "fg1:x:kept", 1, time.Minute) })
 	// Both calls queued; cancel the first and let the queue go.
 	waitQueued(t, p, 2)
+	if n := s.PipelineStats().InFlight.Load(); n != 2 {
+		t.Errorf("%d calls in flight with two queued, want 2", n)
+	}
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) || !errors.Is(err, limiter.ErrStoreUnavailable) {
-		t.Fatalf("cancelled call: %v, want context.Canceled wrapped in ErrStoreUnavailable", err)
+	if err := <-errc; !errors.Is(err, context.Canceled) || !errors.Is(err, limiter.ErrOverloaded) {
+		t.Fatalf("cancelled call: %v, want context.Canceled wrapped in ErrOverloaded (and so ErrStoreUnavailable)", err)
 	}
 	release(1)
 	wg.Wait()
 	if other != nil {
 		t.Fatal(other)
+	}
+	if st := s.PipelineStats(); st.Saturated.Load() != 1 || st.InFlight.Load() != 0 {
+		t.Errorf("%d calls saturated and %d in flight, want the cancelled one and none", st.Saturated.Load(), st.InFlight.Load())
 	}
 	vals, err := s.Get(context.Background(), []string{"fg1:x:cancelled", "fg1:x:kept"})
 	if err != nil {
@@ -539,9 +627,12 @@ func TestPipelineQueuedTimeout(t *testing.T) {
 	release(2)
 	wg.Wait()
 	for i, err := range errs {
-		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.Is(err, limiter.ErrStoreUnavailable) {
-			t.Errorf("call %d: %v, want a deadline error wrapped in ErrStoreUnavailable", i, err)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.Is(err, limiter.ErrOverloaded) {
+			t.Errorf("call %d: %v, want a deadline error wrapped in ErrOverloaded (and so ErrStoreUnavailable)", i, err)
 		}
+	}
+	if n := s.PipelineStats().Saturated.Load(); n != 2 {
+		t.Errorf("%d calls saturated, want the 2 that timed out queued", n)
 	}
 	vals, err := s.Get(context.Background(), []string{"fg1:t:0", "fg1:t:1"})
 	if err != nil || len(vals) != 0 {
