@@ -1,8 +1,12 @@
 package authz_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,5 +137,43 @@ func TestLimitedLogNotForAllowed(t *testing.T) {
 	h2.check(t, fromIP(nil))
 	if n := h.logs.count("requestor limited") + h2.logs.count("requestor limited"); n != 0 {
 		t.Errorf("%d lines, want 0; logs:\n%s%s", n, h.logs, h2.logs)
+	}
+}
+
+// BenchmarkCheckDeniedLogged is BenchmarkCheck's denial with the log at
+// level Info, so that every denial goes through the "requestor limited"
+// bookkeeping: one requestor denied again and again (a hash and a lookup),
+// and a new requestor each time (the bounded set full, the line budget
+// spent: counted as suppressed).
+func BenchmarkCheckDeniedLogged(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		distinct bool
+	}{{"same-requestor", false}, {"new-requestors", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			deny := func(_ context.Context, req limiter.Request, _ time.Time) (limiter.Decision, error) {
+				return limiter.Decision{Limit: req.Limit, Window: req.Window, RetryAfter: 3 * time.Second}, nil
+			}
+			srv, err := authz.NewServer(strategyFunc(deny), authz.Config{Limit: 100, Window: time.Hour, Headers: true,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var n atomic.Int64
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := checkReq(socket("203.0.113.7", 41000), nil, nil)
+				for pb.Next() {
+					if bc.distinct {
+						i := n.Add(1)
+						req = checkReq(socket(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), 41000), nil, nil)
+					}
+					if _, err := srv.Check(ctx, req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
 	}
 }
