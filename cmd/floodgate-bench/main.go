@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Envoy, "envoy", "", "envoy binary (default: $FLOODGATE_ENVOY, .tools/bin/envoy, .tools/venv/bin/envoy, PATH)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each Check scenario")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of the Check scenarios, each between two runs of the no-op server; the summary gives each ratio's median")
+	fs.Float64Var(&cfg.MaxFailed, "max-failed", 0, "share of a Check or RLS scenario's calls that may fail (e.g. past their deadline on a busy machine) before the run stops; the tables count them")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "Check (and ShouldRateLimit) calls in flight")
 	fs.IntVar(&cfg.Conns, "conns", 4, "gRPC connections")
 	fs.IntVar(&cfg.ServerProcs, "server-procs", 0, "GOMAXPROCS of floodgate and the no-op server (0: Go's default)")
@@ -88,6 +89,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.MaxFailed < 0 || cfg.MaxFailed >= 1 {
+		return fmt.Errorf("--max-failed: %g: want a share from 0 to below 1", cfg.MaxFailed)
 	}
 	if cfg.Rounds < 1 {
 		return fmt.Errorf("--rounds: %d: want at least 1", cfg.Rounds)

@@ -57,6 +57,11 @@ type BenchConfig struct {
 	// Wrk is the wrk binary that measures Envoy's throughput with and
 	// without the filter; "" skips that part with a line saying so.
 	Wrk string
+	// MaxFailed is the share of a gRPC scenario's calls that may fail
+	// (past their deadline, on a machine busy with other work) before the
+	// run stops; zero means none may. Failed calls are not in the rates,
+	// and each round's table counts them.
+	MaxFailed float64
 	// Only, when not empty, runs only the parts named: "check" (ext_authz
 	// over gRPC), "rls" (the rate limit service over gRPC), "memory",
 	// "envoy". check and rls run in the same rounds.

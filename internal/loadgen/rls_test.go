@@ -272,3 +272,22 @@ func TestComparison(t *testing.T) {
 // Check that the no-op's Authorization server still answers on the
 // options ServerOptions gives (the call bound at the tap included).
 var _ authv3.AuthorizationServer = NoopServer{}
+
+func TestMaxFailed(t *testing.T) {
+	for _, tc := range []struct {
+		max     float64
+		errors  int64
+		wantErr bool
+	}{
+		{0, 0, false},
+		{0, 1, true},
+		{0.01, 10, false}, // 10 of 1,000
+		{0.01, 11, true},
+	} {
+		b := &grpcBench{cfg: BenchConfig{MaxFailed: tc.max}}
+		row := Row{Name: "x", Result: &CheckResult{OK: 1000 - tc.errors, Errors: tc.errors, FirstError: context.DeadlineExceeded}}
+		if _, err := b.failed(row, nil); (err != nil) != tc.wantErr {
+			t.Errorf("%d of 1,000 failed, --max-failed %g: %v, want error %v", tc.errors, tc.max, err, tc.wantErr)
+		}
+	}
+}

@@ -230,7 +230,7 @@ func (b *grpcBench) noop(ctx context.Context, api, name string) (Row, error) {
 	defer p.Stop()
 	o := b.opts
 	o.Target = addr
-	return measure(ctx, Row{Name: name, API: api, Clients: 1}, o, p, nil, nil)
+	return b.failed(measure(ctx, Row{Name: name, API: api, Clients: 1}, o, p, nil, nil))
 }
 
 // run runs floodgate for sc (on a fresh memcached when sc.mc), warms it
@@ -260,7 +260,7 @@ func (b *grpcBench) run(ctx context.Context, sc scenario) (Row, error) {
 		return Row{}, err
 	}
 	row := Row{Name: sc.name, API: sc.api, Clients: max(sc.clients, 1), Baseline: sc.baseline}
-	return measure(ctx, row, o, f.Process, f, m)
+	return b.failed(measure(ctx, row, o, f.Process, f, m))
 }
 
 // warm sends the load before the measured run: with many clients one
@@ -280,6 +280,19 @@ func (b *grpcBench) warm(ctx context.Context, sc scenario, o CheckOptions) error
 	}
 	fmt.Fprintf(b.w, "  %s, first request of each client (cold): %s\n", sc.name, r.Summary())
 	return nil
+}
+
+// failed returns measure's row and error, or an error when more of the
+// row's calls failed than BenchConfig.MaxFailed allows (none by default).
+func (b *grpcBench) failed(row Row, err error) (Row, error) {
+	if err != nil {
+		return row, err
+	}
+	res := row.Result
+	if all := res.Errors + res.Calls(); res.Errors > 0 && float64(res.Errors) > b.cfg.MaxFailed*float64(all) {
+		return row, fmt.Errorf("%s: %d of %d calls failed (--max-failed %g); first: %w", row.Name, res.Errors, all, b.cfg.MaxFailed, res.FirstError)
+	}
+	return row, nil
 }
 
 // counters are the figures measure reads before and after a run.
@@ -315,6 +328,8 @@ func readCounters(p *Proc, f *Floodgate, m *Memcached) (counters, error) {
 // its floodgate when it is one, m its memcached when it has one) and fills
 // row with it and the CPU and store counts around it. An RLS row on
 // floodgate fails unless a rule decided every call (checkRLSCounted).
+// Failed calls are counted in the row's result, not refused: see
+// grpcBench.failed.
 func measure(ctx context.Context, row Row, o CheckOptions, p *Proc, f *Floodgate, m *Memcached) (Row, error) {
 	row.Floodgate, row.Memcached = f != nil, m != nil
 	c0, err := readCounters(p, f, m)
@@ -334,9 +349,6 @@ func measure(ctx context.Context, row Row, o CheckOptions, p *Proc, f *Floodgate
 	}
 	row.ServerCPU, row.StoreCPU = c1.cpu-c0.cpu, c1.storeCPU-c0.storeCPU
 	row.RoundTrips = float64(c1.roundTrips - c0.roundTrips)
-	if res.Errors > 0 {
-		return row, fmt.Errorf("%s: %d of %d calls failed; first: %w", row.Name, res.Errors, res.Errors+res.Calls(), res.FirstError)
-	}
 	if f == nil {
 		return row, nil
 	}
@@ -399,7 +411,7 @@ func apisOf(rows []Row) []string {
 // as a ratio to the mean of the round's no-op runs of the same API.
 func writeCheckTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tother load\t")
+	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tfailed calls\tother load\t")
 	for _, r := range rows {
 		res := r.Result
 		calls := float64(res.Calls())
@@ -419,9 +431,9 @@ func writeCheckTable(w io.Writer, rows []Row) {
 		if r.Floodgate && r.Decisions > 0 {
 			ops = fmt.Sprintf("%.2f", r.StoreOps/r.Decisions)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
 			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), p99r,
-			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, 100*r.Others)
+			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, res.Errors, 100*r.Others)
 	}
 	tw.Flush()
 	for _, api := range apisOf(rows) {
