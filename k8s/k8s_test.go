@@ -32,6 +32,7 @@ import (
 	"sync"
 	"testing"
 
+	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -43,6 +44,8 @@ import (
 	networkingk8sv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwapiv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -65,6 +68,7 @@ var kustomizations = []string{
 	"istio/rls/gateway",
 	"grafana",
 	"monitoring",
+	"gateway",
 }
 
 // floodgateImage is the repository of floodgate's image in the manifests.
@@ -183,6 +187,18 @@ func decode(apiVersion, kind string, y []byte) (any, error) {
 		return decodeIstio(y, &networkingv1alpha3.EnvoyFilter{})
 	case "monitoring.coreos.com/v1 PodMonitor":
 		obj = &monitoringv1.PodMonitor{}
+	case "gateway.networking.k8s.io/v1 Gateway":
+		obj = &gwapiv1.Gateway{}
+	case "gateway.networking.k8s.io/v1 HTTPRoute":
+		obj = &gwapiv1.HTTPRoute{}
+	case "gateway.networking.k8s.io/v1beta1 ReferenceGrant":
+		obj = &gwapiv1beta1.ReferenceGrant{}
+	case "gateway.envoyproxy.io/v1alpha1 SecurityPolicy":
+		obj = &egv1a1.SecurityPolicy{}
+	case "gateway.envoyproxy.io/v1alpha1 ClientTrafficPolicy":
+		obj = &egv1a1.ClientTrafficPolicy{}
+	case "gateway.envoyproxy.io/v1alpha1 EnvoyProxy":
+		obj = &egv1a1.EnvoyProxy{}
 	default:
 		return nil, fmt.Errorf("no typed struct for apiVersion %s kind %s: add one to decode", apiVersion, kind)
 	}
