@@ -26,7 +26,8 @@ type schedStore struct {
 
 type step struct {
 	decision int
-	seq      int // steps of the decision so far, for a deterministic order
+	seq      int    // steps of the decision so far, for a deterministic order
+	key      string // the first key it touches: orders the concurrent steps of one set
 	grant    chan struct{}
 }
 
@@ -34,8 +35,8 @@ type decisionKey struct{}
 
 func newSchedStore() *schedStore { return &schedStore{vals: map[string]int64{}} }
 
-func (s *schedStore) wait(ctx context.Context, seq int) {
-	st := &step{decision: ctx.Value(decisionKey{}).(int), seq: seq, grant: make(chan struct{})}
+func (s *schedStore) wait(ctx context.Context, seq int, key string) {
+	st := &step{decision: ctx.Value(decisionKey{}).(int), seq: seq, key: key, grant: make(chan struct{})}
 	s.mu.Lock()
 	s.waiting = append(s.waiting, st)
 	s.mu.Unlock()
@@ -48,7 +49,12 @@ func (s *schedStore) ready() []*step {
 	defer s.mu.Unlock()
 	r := s.waiting
 	s.waiting = nil
-	slices.SortFunc(r, func(a, b *step) int { return a.decision - b.decision })
+	slices.SortFunc(r, func(a, b *step) int {
+		if a.decision != b.decision {
+			return a.decision - b.decision
+		}
+		return strings.Compare(a.key, b.key)
+	})
 	return r
 }
 
@@ -68,14 +74,14 @@ func (s *schedStore) add(key string, delta int64) int64 {
 }
 
 func (s *schedStore) Add(ctx context.Context, key string, delta int64, _ time.Duration) (int64, error) {
-	s.wait(ctx, 0)
+	s.wait(ctx, 0, key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.add(key, delta), nil
 }
 
 func (s *schedStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
-	s.wait(ctx, 0)
+	s.wait(ctx, 0, keys[0])
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]int64{}
@@ -90,7 +96,7 @@ func (s *schedStore) Get(ctx context.Context, keys []string) (map[string]int64, 
 func (s *schedStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
 	var counts []int64
 	if len(adds) > 0 {
-		s.wait(ctx, 0)
+		s.wait(ctx, 0, adds[0].Key)
 		s.mu.Lock()
 		for _, a := range adds {
 			counts = append(counts, s.add(a.Key, a.Delta))
