@@ -58,9 +58,10 @@ type BenchConfig struct {
 	// without the filter; "" skips that part with a line saying so.
 	Wrk string
 	// MaxFailed is the share of a gRPC scenario's calls that may fail
-	// (past their deadline, on a machine busy with other work) before the
-	// run stops; zero means none may. Failed calls are not in the rates,
-	// and each round's table counts them.
+	// (past their deadline, on a machine busy with other work) or be
+	// answered by floodgate's fail mode before the run stops; zero means
+	// none may. Failed calls are not in the rates, fail-mode answers are;
+	// each round's table counts both.
 	MaxFailed float64
 	// Only, when not empty, runs only the parts named: "check" (ext_authz
 	// over gRPC), "rls" (the rate limit service over gRPC), "memory",
@@ -134,6 +135,10 @@ type Row struct {
 	// round trips for counters, floodgate_memcache_round_trips_total
 	// (absent from older binaries: then zero).
 	PipeRoundTrips float64
+	// FailMode is the change of the API's fail_open and fail_closed
+	// decisions: answers floodgate made without deciding, its limiter
+	// having failed.
+	FailMode float64
 	// Others is the share of the machine's CPU that processes the
 	// benchmark did not start used during the run.
 	Others    float64

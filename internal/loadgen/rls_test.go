@@ -275,19 +275,35 @@ var _ authv3.AuthorizationServer = NoopServer{}
 
 func TestMaxFailed(t *testing.T) {
 	for _, tc := range []struct {
-		max     float64
-		errors  int64
-		wantErr bool
+		max              float64
+		errors, failMode int64
+		wantErr          bool
 	}{
-		{0, 0, false},
-		{0, 1, true},
-		{0.01, 10, false}, // 10 of 1,000
-		{0.01, 11, true},
+		{0, 0, 0, false},
+		{0, 1, 0, true},
+		{0, 0, 1, true},
+		{0.01, 10, 0, false}, // 10 of 1,000
+		{0.01, 11, 0, true},
+		{0.01, 6, 5, true},
 	} {
 		b := &grpcBench{cfg: BenchConfig{MaxFailed: tc.max}}
-		row := Row{Name: "x", Result: &CheckResult{OK: 1000 - tc.errors, Errors: tc.errors, FirstError: context.DeadlineExceeded}}
+		row := Row{Name: "x", FailMode: float64(tc.failMode),
+			Result: &CheckResult{OK: 1000 - tc.errors, Errors: tc.errors, FirstError: context.DeadlineExceeded}}
 		if _, err := b.failed(row, nil); (err != nil) != tc.wantErr {
-			t.Errorf("%d of 1,000 failed, --max-failed %g: %v, want error %v", tc.errors, tc.max, err, tc.wantErr)
+			t.Errorf("%d of 1,000 failed, %d fail-mode answers, --max-failed %g: %v, want error %v", tc.errors, tc.failMode, tc.max, err, tc.wantErr)
 		}
+	}
+	d := Metrics{
+		`floodgate_decisions_total{result="fail_open",rule="none",scope="default"}`: 3,
+		`floodgate_decisions_total{result="fail_closed",rule="x",scope="api"}`:      2,
+		`floodgate_decisions_total{result="allowed",rule="none",scope="default"}`:   100,
+		`floodgate_rls_decisions_total{result="fail_open"}`:                         7,
+		"floodgate_decisions_total":                                                 105,
+	}
+	if got := failModeAnswers(d, "floodgate_decisions_total"); got != 5 {
+		t.Errorf("Check fail-mode answers = %v, want 5", got)
+	}
+	if got := failModeAnswers(d, "floodgate_rls_decisions_total"); got != 7 {
+		t.Errorf("RLS fail-mode answers = %v, want 7", got)
 	}
 }

@@ -283,16 +283,34 @@ func (b *grpcBench) warm(ctx context.Context, sc scenario, o CheckOptions) error
 }
 
 // failed returns measure's row and error, or an error when more of the
-// row's calls failed than BenchConfig.MaxFailed allows (none by default).
+// row's calls failed than BenchConfig.MaxFailed allows (none by default):
+// calls that failed at the gRPC level, and those floodgate answered by its
+// fail mode (its limiter failed: no decision was made, nothing counted).
 func (b *grpcBench) failed(row Row, err error) (Row, error) {
 	if err != nil {
 		return row, err
 	}
 	res := row.Result
-	if all := res.Errors + res.Calls(); res.Errors > 0 && float64(res.Errors) > b.cfg.MaxFailed*float64(all) {
-		return row, fmt.Errorf("%s: %d of %d calls failed (--max-failed %g); first: %w", row.Name, res.Errors, all, b.cfg.MaxFailed, res.FirstError)
+	n := res.Errors + int64(row.FailMode)
+	if all := res.Errors + res.Calls(); n > 0 && float64(n) > b.cfg.MaxFailed*float64(all) {
+		return row, fmt.Errorf("%s: %d of %d calls failed and %.0f were answered by the fail mode (--max-failed %g); first error: %v",
+			row.Name, res.Errors, all, row.FailMode, b.cfg.MaxFailed, res.FirstError)
 	}
 	return row, nil
+}
+
+// failModeAnswers returns the answers of floodgate's fail mode in d (the
+// change of its metrics over a run): the series of metric with result
+// fail_open or fail_closed, whatever their other labels.
+func failModeAnswers(d Metrics, metric string) float64 {
+	var n float64
+	for series, v := range d {
+		if strings.HasPrefix(series, metric+"{") &&
+			(strings.Contains(series, `result="fail_open"`) || strings.Contains(series, `result="fail_closed"`)) {
+			n += v
+		}
+	}
+	return n
 }
 
 // counters are the figures measure reads before and after a run.
@@ -356,6 +374,7 @@ func measure(ctx context.Context, row Row, o CheckOptions, p *Proc, f *Floodgate
 	row.StoreOps = d["floodgate_store_operations_total"]
 	row.PipeRoundTrips = d["floodgate_memcache_round_trips_total"]
 	row.Decisions = d[decisionsMetric(row.API)]
+	row.FailMode = failModeAnswers(d, decisionsMetric(row.API))
 	if row.API == APIRLS {
 		return row, checkRLSCounted(row.Name, d, res)
 	}
@@ -411,7 +430,7 @@ func apisOf(rows []Row) []string {
 // as a ratio to the mean of the round's no-op runs of the same API.
 func writeCheckTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tfailed calls\tother load\t")
+	fmt.Fprintln(tw, "scenario\tdecisions/s\tx ceiling\tp50\tp99\tp99 x ceiling\tserver CPU/decision\tmemcached CPU/decision\tstore calls/decision\tround trips/decision (floodgate)\tmemcached round trips/decision\tfailed calls\tfail-mode answers\tother load\t")
 	for _, r := range rows {
 		res := r.Result
 		calls := float64(res.Calls())
@@ -431,9 +450,9 @@ func writeCheckTable(w io.Writer, rows []Row) {
 		if r.Floodgate && r.Decisions > 0 {
 			ops = fmt.Sprintf("%.2f", r.StoreOps/r.Decisions)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t%.0f%%\t\n", r.Name, fmtRate(res.Rate()), ratio,
 			fmtDur(res.Latency.Quantile(0.50)), fmtDur(res.Latency.Quantile(0.99)), p99r,
-			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, res.Errors, 100*r.Others)
+			fmtDur(time.Duration(float64(r.ServerCPU)/calls)), storeCPU, ops, prts, rts, res.Errors, r.FailMode, 100*r.Others)
 	}
 	tw.Flush()
 	for _, api := range apisOf(rows) {
