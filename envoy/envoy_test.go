@@ -630,8 +630,10 @@ func (c *client) get(t *testing.T, target string, h http.Header) response {
 	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
 }
 
-// metric returns the value of one series from floodgate's /metrics, or 0
-// when it is absent.
+// metric returns the sum of the series of floodgate's /metrics that series
+// selects, written as a series is (`name{label="value",...}` or a bare
+// name): every series of that name whose labels include those, so that
+// floodgate_decisions_total{result="allowed"} counts every scope and rule.
 func metric(t *testing.T, adminURL, series string) float64 {
 	t.Helper()
 	resp, err := http.Get(adminURL + "/metrics")
@@ -639,17 +641,12 @@ func metric(t *testing.T, adminURL, series string) float64 {
 		t.Fatalf("GET %s/metrics: %v", adminURL, err)
 	}
 	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", s.Text(), err)
-			}
-			return f
-		}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s/metrics: %v", adminURL, err)
 	}
-	return 0
+	sum, _ := testutil.MetricSelect(t, string(body), series)
+	return sum
 }
 
 // stat returns one counter from Envoy's admin /stats, or 0 when Envoy has not

@@ -424,9 +424,13 @@ func TestBinaryServeAndDrain(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("GET /metrics = %d", code)
 	}
+	for result, want := range map[string]float64{"allowed": 2, "denied": 1} {
+		if v := metricValue(t, metrics, `floodgate_decisions_total{result="`+result+`"}`); v != want {
+			t.Errorf("/metrics: floodgate_decisions_total{result=%q} = %v, want %v", result, v, want)
+		}
+	}
 	for _, want := range []string{
-		`floodgate_decisions_total{result="allowed"} 2`,
-		`floodgate_decisions_total{result="denied"} 1`,
+		`floodgate_decisions_total{result="allowed",rule="none",scope="default"} 2`,
 		`floodgate_store_operations_total{op="add"}`,
 		`floodgate_store_errors_total{op="get"} 0`,
 		`floodgate_store_duration_seconds_bucket{op="add"`,
@@ -513,20 +517,18 @@ func TestBinaryShutdownTimeout(t *testing.T) {
 	}
 }
 
-// metricValue returns the value of the sample line "series value" in a
-// Prometheus text exposition, or -1 when there is none.
+// metricValue returns the sum of the series of exposition that series
+// selects, written as a series is (`name{label="value",...}` or a bare
+// name): every series of that name whose labels include those, so that
+// floodgate_decisions_total{result="allowed"} counts every scope and rule;
+// -1 when there is none.
 func metricValue(t *testing.T, exposition, series string) float64 {
 	t.Helper()
-	for _, line := range strings.Split(exposition, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			if _, err := fmt.Sscan(rest, &v); err != nil {
-				t.Fatalf("metric %s: value %q: %v", series, rest, err)
-			}
-			return v
-		}
+	sum, n := testutil.MetricSelect(t, exposition, series)
+	if n == 0 {
+		return -1
 	}
-	return -1
+	return sum
 }
 
 func TestBinaryMemcached(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,7 +139,8 @@ func checkRequest(ip string) *authv3.CheckRequest {
 	}}
 }
 
-// metrics returns every sample of fg's /metrics as "name{labels}" -> value.
+// metrics returns every sample of fg's /metrics as "name{labels}" -> value,
+// and for a series of several labels its projection on each (see project).
 func metrics(t *testing.T, fg *testutil.Floodgate) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(fg.AdminURL() + "/metrics")
@@ -163,6 +165,7 @@ func metrics(t *testing.T, fg *testutil.Floodgate) map[string]float64 {
 			t.Fatalf("metrics line %q: %v", line, err)
 		}
 		out[line[:i]] = v
+		project(out, line[:i], v)
 	}
 	if err := s.Err(); err != nil {
 		t.Fatalf("read /metrics: %v", err)
@@ -170,7 +173,28 @@ func metrics(t *testing.T, fg *testutil.Floodgate) map[string]float64 {
 	return out
 }
 
-// storeErrors sums floodgate_store_errors_total over all operations.
+// labelPair is one label="value" of a series as the exposition writes it.
+var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+
+// project adds v to the series' projection on each of its labels when it
+// has more than one: name{result="allowed"} sums every scope and rule of
+// floodgate_decisions_total{result="allowed",rule=...,scope=...}.
+func project(out map[string]float64, series string, v float64) {
+	name, labels, ok := strings.Cut(series, "{")
+	if !ok {
+		return
+	}
+	pairs := labelPair.FindAllString(labels, -1)
+	if len(pairs) < 2 {
+		return
+	}
+	for _, p := range pairs {
+		out[name+"{"+p+"}"] += v
+	}
+}
+
+// storeErrors sums floodgate_store_errors_total over all operations (its
+// one label, so metrics adds no projections of it to count twice).
 func storeErrors(m map[string]float64) float64 {
 	var n float64
 	for k, v := range m {

@@ -49,3 +49,33 @@ func TestWaitFor(t *testing.T) {
 		})
 	}
 }
+
+func TestMetricSum(t *testing.T) {
+	const exposition = `# TYPE floodgate_decisions_total counter
+floodgate_decisions_total{result="allowed",rule="none",scope="default"} 3
+floodgate_decisions_total{result="allowed",rule="login",scope="login"} 2
+floodgate_decisions_total{result="denied",rule="none",scope="default"} 1
+# TYPE up gauge
+up 1
+`
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		sum    float64
+		series int
+	}{
+		{"floodgate_decisions_total", []string{"result", "allowed"}, 5, 2},
+		{"floodgate_decisions_total", []string{"result", "allowed", "scope", "login"}, 2, 1},
+		{"floodgate_decisions_total", nil, 6, 3},
+		{"floodgate_decisions_total", []string{"result", "fail_open"}, 0, 0},
+		{"up", nil, 1, 1},
+		{"absent_total", nil, 0, 0},
+	} {
+		if sum, n := MetricSum(t, exposition, tc.name, tc.labels...); sum != tc.sum || n != tc.series {
+			t.Errorf("MetricSum(%s, %q) = %v over %d series, want %v over %d", tc.name, tc.labels, sum, n, tc.sum, tc.series)
+		}
+	}
+	if sum, n := MetricSelect(t, exposition, `floodgate_decisions_total{result="allowed",scope="login"}`); sum != 2 || n != 1 {
+		t.Errorf("MetricSelect = %v over %d series, want 2 over 1", sum, n)
+	}
+}
