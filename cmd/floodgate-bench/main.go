@@ -90,9 +90,6 @@ func run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if cfg.MaxFailed < 0 || cfg.MaxFailed >= 1 {
-		return fmt.Errorf("--max-failed: %g: want a share from 0 to below 1", cfg.MaxFailed)
-	}
 	if cfg.Rounds < 1 {
 		return fmt.Errorf("--rounds: %d: want at least 1", cfg.Rounds)
 	}
@@ -106,11 +103,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
-		for _, part := range cfg.Only {
-			if !slices.Contains([]string{"check", "rls", "memory", "envoy"}, part) {
-				return fmt.Errorf("--only: %q: want check, rls, memory or envoy", part)
-			}
-		}
+	}
+	if err := checkParts(cfg); err != nil {
+		return err
 	}
 	if cfg.Memcached == "" {
 		return fmt.Errorf("memcached not found: run `make deps` (or apt-get install memcached), or pass --memcached")
@@ -135,6 +130,19 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	return loadgen.Bench(ctx, cfg, os.Stdout)
+}
+
+// checkParts checks --only's parts and --max-failed.
+func checkParts(cfg loadgen.BenchConfig) error {
+	for _, part := range cfg.Only {
+		if !slices.Contains([]string{"check", "rls", "memory", "envoy"}, part) {
+			return fmt.Errorf("--only: %q: want check, rls, memory or envoy", part)
+		}
+	}
+	if cfg.MaxFailed < 0 || cfg.MaxFailed >= 1 {
+		return fmt.Errorf("--max-failed: %g: want a share from 0 to below 1", cfg.MaxFailed)
+	}
+	return nil
 }
 
 // serve runs this binary as one of the servers the benchmark starts, until
