@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"slices"
 	"sync"
@@ -201,13 +202,15 @@ func (f *Fallback) AllowAll(ctx context.Context, reqs []limiter.Request, now tim
 // reason is "" for the primary, FallbackConfig.Reason for the local
 // strategy when the store failed, and FallbackConfig.OverloadReason when
 // this process waited too long for it. When both fail, the error holds both
-// errors and wraps the primary's. It is AllowAllDegraded of req alone.
-func (f *Fallback) AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (d limiter.Decision, reason string, err error) {
-	ds, reason, err := f.AllowAllDegraded(ctx, []limiter.Request{req}, now)
-	if len(ds) == 1 {
-		d = ds[0]
-	}
-	return d, reason, err
+// errors and wraps the primary's. It is AllowAllDegraded of req alone,
+// without a slice.
+func (f *Fallback) AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (limiter.Decision, string, error) {
+	return degrade(f, ctx, now, func(yield func(limiter.Request) bool) { yield(req) },
+		func() (limiter.Decision, error) { return f.primary.Allow(ctx, req, now) },
+		func() (limiter.Decision, bool, error) {
+			d, err := f.decideOne(ctx, req, now)
+			return d, d.Allowed, err
+		})
 }
 
 // AllowAllDegraded decides a set of requests as limiter.MultiStrategy's
@@ -222,44 +225,58 @@ func (f *Fallback) AllowAllDegraded(ctx context.Context, reqs []limiter.Request,
 	if len(reqs) == 0 {
 		return nil, "", nil
 	}
+	return degrade(f, ctx, now, slices.Values(reqs),
+		func() ([]limiter.Decision, error) { return allowAll(ctx, f.primary, reqs, now) },
+		func() ([]limiter.Decision, bool, error) {
+			ds, err := f.decideLocally(ctx, reqs, now)
+			return ds, allAllowed(ds), err
+		})
+}
+
+// degrade is the one flow of AllowDegraded and AllowAllDegraded: charge
+// what the requests' requestors were allowed locally (so that the store
+// decides on counts that include it), ask the primary, and when the store
+// fails decide locally, remembering the requests to charge when all were
+// allowed. each yields the requests; primary and local decide them, local
+// also telling whether all were allowed.
+func degrade[T any](f *Fallback, ctx context.Context, now time.Time, each iter.Seq[limiter.Request], primary func() (T, error), local func() (T, bool, error)) (T, string, error) {
+	var zero T
 	var err error
 	if f.hasPending.Load() {
-		// Charge what these requestors were allowed locally before the
-		// store decides for them again, so that their counts include it.
-		for _, r := range reqs {
+		for r := range each {
 			if err = f.chargeRequestor(ctx, requestorOf(r)); err != nil {
 				break
 			}
 		}
 	}
-	var ds []limiter.Decision
+	var out T
 	if err == nil {
-		ds, err = allowAll(ctx, f.primary, reqs, now)
+		out, err = primary()
 	}
 	if err == nil {
 		// The store answers: charge the other requestors' in the background.
 		f.reconcileRest()
-		return ds, "", nil
+		return out, "", nil
 	}
 	if !errors.Is(err, limiter.ErrStoreUnavailable) {
-		return ds, "", err
+		return out, "", err
 	}
 	reason := f.reason
 	if errors.Is(err, limiter.ErrOverloaded) {
 		reason = f.overload
 	}
-	ds, lerr := f.decideLocally(ctx, reqs, now)
+	out, all, lerr := local()
 	if lerr != nil {
-		return nil, "", fmt.Errorf("%w; local fallback: %w", err, lerr)
+		return zero, "", fmt.Errorf("%w; local fallback: %w", err, lerr)
 	}
-	if allAllowed(ds) {
-		for _, r := range reqs {
+	if all {
+		for r := range each {
 			f.remember(r, now)
 		}
 	}
 	f.locals.Add(1)
 	f.noteFailure(err, reason)
-	return ds, reason, nil
+	return out, reason, nil
 }
 
 // allowAll decides reqs with s: Allow for a single request (which is
@@ -287,34 +304,53 @@ func allAllowed(ds []limiter.Decision) bool {
 	return true
 }
 
-// decideLocally asks the local strategy, with each request's limit less
-// what the primary knows its requestor used. A request that this leaves no
-// room for its hits is made one the local strategy can never allow (more
-// hits than its limit), so that the set counts nothing; its RetryAfter is
-// then the primary's.
+// localRequest is r as the local strategy is asked it: its limit less what
+// the primary knows its requestor used. When that leaves no room for its
+// hits, room is false, and the request is one the local strategy can never
+// allow (more hits than its limit), so that a set of it counts nothing;
+// retry is then the primary's wait, when it knows one for a request of one
+// hit.
+func (f *Fallback) localRequest(r limiter.Request, now time.Time) (local limiter.Request, retry time.Duration, room bool) {
+	k, ok := f.primary.(knower)
+	if !ok || r.Validate() != nil {
+		return r, 0, true // the local strategy names an invalid request
+	}
+	n, retry := k.Known(r, now)
+	left := r.Limit - n
+	if left >= r.HitsOf() {
+		r.Limit = left
+		return r, 0, true
+	}
+	if r.HitsOf() != 1 {
+		retry = 0
+	}
+	r.Limit = max(left, 1)
+	r.Hits = r.Limit + 1
+	return r, retry, false
+}
+
+// decideOne asks the local strategy about one request (see localRequest);
+// one with no room left is denied without asking.
+func (f *Fallback) decideOne(ctx context.Context, req limiter.Request, now time.Time) (limiter.Decision, error) {
+	local, retry, room := f.localRequest(req, now)
+	if !room {
+		return limiter.Decision{Limit: req.Limit, Window: req.Window, RetryAfter: cmp.Or(retry, req.Window)}, nil
+	}
+	d, err := f.local.Allow(context.WithoutCancel(ctx), local, now)
+	d.Limit = req.Limit
+	return d, err
+}
+
+// decideLocally asks the local strategy about a set (see localRequest).
 func (f *Fallback) decideLocally(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, error) {
-	locals := slices.Clone(reqs)
+	if len(reqs) == 1 {
+		d, err := f.decideOne(ctx, reqs[0], now)
+		return []limiter.Decision{d}, err
+	}
+	locals := make([]limiter.Request, len(reqs))
 	retries := make([]time.Duration, len(reqs))
-	if k, ok := f.primary.(knower); ok {
-		for i, r := range reqs {
-			if r.Validate() != nil {
-				continue // the local strategy names the error
-			}
-			n, retry := k.Known(r, now)
-			room := r.Limit - n
-			if room >= r.HitsOf() {
-				locals[i].Limit = room
-				continue
-			}
-			if r.HitsOf() == 1 {
-				retries[i] = retry
-			}
-			if len(reqs) == 1 {
-				return []limiter.Decision{{Limit: r.Limit, Window: r.Window, RetryAfter: cmp.Or(retries[i], r.Window)}}, nil
-			}
-			locals[i].Limit = max(room, 1)
-			locals[i].Hits = locals[i].Limit + 1
-		}
+	for i, r := range reqs {
+		locals[i], retries[i], _ = f.localRequest(r, now)
 	}
 	ds, err := allowAll(context.WithoutCancel(ctx), f.local, locals, now)
 	if err != nil {
