@@ -21,9 +21,12 @@ func TestDuplicateKeyHeader(t *testing.T) {
 	const key = "k-Alice-1"
 	fg := testutil.StartFloodgate(t, "--limit", "100")
 	app := newUpstream(t)
-	config := rewriteConfig(t, "front-proxy.yaml",
+	// The key's header joins allowed_headers, as front-proxy.yaml says to.
+	config := rewriteConfigAll(t, "front-proxy.yaml",
 		"                        floodgate.scope: login\n",
-		"                        floodgate.scope: login\n                        floodgate.key: header:x-api-key\n")
+		"                        floodgate.scope: login\n                        floodgate.key: header:x-api-key\n",
+		"                - exact: x-forwarded-for\n",
+		"                - exact: x-forwarded-for\n                - exact: x-api-key\n")
 	envoy := startEnvoy(t, config, fg, app)
 	c := newClient(t, "")
 	target := envoy.URL(edgePort) + "/login"
