@@ -119,6 +119,10 @@ func (panicking) AllowAll(context.Context, []limiter.Request, time.Time) ([]limi
 	panic("boom")
 }
 
+func (panicking) Allow(context.Context, limiter.Request, time.Time) (limiter.Decision, error) {
+	panic("boom")
+}
+
 // TestPanicIsAFailure: a panic while deciding is recovered, counted and
 // answered by the fail mode, with one status per descriptor.
 func TestPanicIsAFailure(t *testing.T) {

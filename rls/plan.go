@@ -72,6 +72,8 @@ type plan struct {
 	entryBuf  [8]rlsconf.Entry
 	limitBuf  [8]*rlsconf.Limit
 	foundBuf  [8]*rlsconf.Limit
+
+	decisionBuf [1]limiter.Decision // the decision of a set of one
 }
 
 // build makes the plan of req: every descriptor matched, the replaced rules

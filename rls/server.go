@@ -42,6 +42,8 @@ type DegradedMultiStrategy interface {
 	// degraded: "" for normal ones, else a short token such as
 	// "memcached-unavailable", sent in authz.DegradedHeader.
 	AllowAllDegraded(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, string, error)
+	// AllowDegraded is AllowAllDegraded of one request.
+	AllowDegraded(ctx context.Context, req limiter.Request, now time.Time) (limiter.Decision, string, error)
 }
 
 // Config configures a Server. Strategy is required; every other zero value
@@ -273,7 +275,7 @@ func (s *Server) decide(ctx context.Context, p *plan) *rlsv3.RateLimitResponse {
 		return s.failure(p, fmt.Errorf("should rate limit: before asking the limiter: %w", err))
 	}
 	now := s.now()
-	ds, reason, err := s.allowAll(ctx, p.enforcedRequests(), now)
+	ds, reason, err := s.allowAll(ctx, p, now)
 	if err == nil && len(ds) != len(p.enforced) {
 		err = fmt.Errorf("strategy returned %d decisions for %d requests", len(ds), len(p.enforced))
 	}
@@ -294,13 +296,24 @@ func (s *Server) decide(ctx context.Context, p *plan) *rlsv3.RateLimitResponse {
 	return s.answer(p, allowed, reason)
 }
 
-// allowAll asks the strategy about reqs, through AllowAllDegraded when it
-// has it. An empty set (only shadow rules) is allowed without a call.
-func (s *Server) allowAll(ctx context.Context, reqs []limiter.Request, now time.Time) ([]limiter.Decision, string, error) {
-	if len(reqs) == 0 {
+// allowAll asks the strategy about p's enforced requests, through
+// AllowAllDegraded when it has it. An empty set (only shadow rules) is
+// allowed without a call; a set of one goes through Allow, which is
+// AllowAll of one request without the grouping of a set.
+func (s *Server) allowAll(ctx context.Context, p *plan, now time.Time) ([]limiter.Decision, string, error) {
+	reqs := p.enforcedRequests()
+	switch {
+	case len(reqs) == 0:
 		return nil, "", nil
-	}
-	if s.degraded != nil {
+	case len(reqs) == 1 && s.degraded != nil:
+		d, reason, err := s.degraded.AllowDegraded(ctx, reqs[0], now)
+		p.decisionBuf[0] = d
+		return p.decisionBuf[:1], reason, err
+	case len(reqs) == 1:
+		d, err := s.strategy.Allow(ctx, reqs[0], now)
+		p.decisionBuf[0] = d
+		return p.decisionBuf[:1], "", err
+	case s.degraded != nil:
 		return s.degraded.AllowAllDegraded(ctx, reqs, now)
 	}
 	ds, err := s.strategy.AllowAll(ctx, reqs, now)
