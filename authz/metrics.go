@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate-rl/floodgate/internal/prom"
 )
 
 // metrics are the Server's Prometheus collectors. They are created for every
@@ -28,32 +30,22 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_decisions_total",
-			Help: "Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed), " +
-				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), " +
-				"allowlisted or blocked (by the policy file's lists, without counting); " +
-				"by scope (default for the default scope) and by the policy rule that decided (none: no rule), " +
+		decisions: prom.CounterVec("floodgate_decisions_total",
+			"Check answers by result: allowed, denied (429), fail_open or fail_closed (limiter failed), "+
+				"fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), "+
+				"allowlisted or blocked (by the policy file's lists, without counting); "+
+				"by scope (default for the default scope) and by the policy rule that decided (none: no rule), "+
 				"at most 64 values each, the rest counted as other.",
-		}, []string{"result", "scope", "rule"}),
-		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_degraded_decisions_total",
-			Help: "fallback_allowed and fallback_denied decisions by reason: memcached-unavailable (memcached failed) or memcached-overloaded " +
+			"result", "scope", "rule"),
+		degraded: prom.CounterVec("floodgate_degraded_decisions_total",
+			"fallback_allowed and fallback_denied decisions by reason: memcached-unavailable (memcached failed) or memcached-overloaded "+
 				"(this replica waited too long for memcached, which did not fail), and by result.",
-		}, []string{"reason", "result"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "floodgate_check_duration_seconds",
-			Help:    "Time to answer a Check, including the limiter decision.",
-			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3},
-		}),
-		invalidVec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_invalid_overrides_total",
-			Help: "Checks that carried an invalid floodgate.* context extension (the server default was used), by extension name.",
-		}, []string{"name"}),
-		panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "floodgate_check_panics_total",
-			Help: "Panics recovered in Check (answered by the fail mode).",
-		}),
+			"reason", "result"),
+		duration: prom.Histogram("floodgate_check_duration_seconds",
+			"Time to answer a Check, including the limiter decision.", prom.CallBuckets),
+		invalidVec: prom.CounterVec("floodgate_invalid_overrides_total",
+			"Checks that carried an invalid floodgate.* context extension (the server default was used), by extension name.", "name"),
+		panics: prom.Counter("floodgate_check_panics_total", "Panics recovered in Check (answered by the fail mode)."),
 	}
 	// Resolve label values now: the hot path does no label lookup, and
 	// every result of the default scope is exported at 0 from the start.
@@ -64,17 +56,10 @@ func newMetrics() *metrics {
 	return m
 }
 
-// register registers every collector on r, or none: on an error it
-// unregisters those it had registered.
+// register registers every collector on r, or none.
 func (m *metrics) register(r prometheus.Registerer) error {
-	cs := []prometheus.Collector{m.decisions, m.degraded, m.duration, m.invalidVec, m.panics}
-	for i, c := range cs {
-		if err := r.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				r.Unregister(done)
-			}
-			return fmt.Errorf("register metrics: %w", err)
-		}
+	if err := prom.Register(r, m.decisions, m.degraded, m.duration, m.invalidVec, m.panics); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
 	}
 	return nil
 }

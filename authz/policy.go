@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/floodgate-rl/floodgate/internal/prom"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/policy"
 )
@@ -350,10 +351,8 @@ type policyMetrics struct {
 
 func newPolicyMetrics() *policyMetrics {
 	return &policyMetrics{
-		shadowDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_shadow_denials_total",
-			Help: "Requests a shadow rule of the policy would have denied (they were not denied for it), by rule name.",
-		}, []string{"rule"}),
+		shadowDenials: prom.CounterVec("floodgate_shadow_denials_total",
+			"Requests a shadow rule of the policy would have denied (they were not denied for it), by rule name.", "rule"),
 		shadowFailLog: rate.Sometimes{First: 1, Interval: logInterval},
 	}
 }

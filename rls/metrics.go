@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/floodgate-rl/floodgate/internal/prom"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 )
 
@@ -41,37 +42,25 @@ const descriptorOverLimit = kindShadow + 1
 
 func newMetrics() *metrics {
 	m := &metrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_rls_decisions_total",
-			Help: "ShouldRateLimit answers by result: allowed, denied (OVER_LIMIT), fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), " +
+		decisions: prom.CounterVec("floodgate_rls_decisions_total",
+			"ShouldRateLimit answers by result: allowed, denied (OVER_LIMIT), fallback_allowed or fallback_denied (decided by the per-replica limiter while the shared store is unavailable), "+
 				"fail_open or fail_closed (the limiter failed), unlimited (no rule to enforce: the store was not asked), unknown_domain (no configuration for the domain), refused (too many descriptors or rules).",
-		}, []string{"result"}),
-		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_rls_degraded_decisions_total",
-			Help: "fallback_allowed and fallback_denied ShouldRateLimit answers by reason (memcached-unavailable or memcached-overloaded) and result.",
-		}, []string{"reason", "result"}),
-		descriptorsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_rls_descriptors_total",
-			Help: "Descriptors of ShouldRateLimit requests by what they came to: ok or over_limit (an enforced rule), shadow (a shadow_mode rule), unlimited (an unlimited rule), " +
+			"result"),
+		degraded: prom.CounterVec("floodgate_rls_degraded_decisions_total",
+			"fallback_allowed and fallback_denied ShouldRateLimit answers by reason (memcached-unavailable or memcached-overloaded) and result.",
+			"reason", "result"),
+		descriptorsVec: prom.CounterVec("floodgate_rls_descriptors_total",
+			"Descriptors of ShouldRateLimit requests by what they came to: ok or over_limit (an enforced rule), shadow (a shadow_mode rule), unlimited (an unlimited rule), "+
 				"no_rule (no rule matches, or an unknown domain), replaced (dropped by another rule's replaces), negative_hits (is_negative_hits: ignored).",
-		}, []string{"result"}),
-		shadowVec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_rls_shadow_over_limit_total",
-			Help: "Requests a shadow_mode rule would have denied (they were answered OK), by the rule's key (domain and descriptors, as envoyproxy/ratelimit names it).",
-		}, []string{"rule"}),
-		invalidOverrides: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "floodgate_rls_invalid_overrides_total",
-			Help: "Descriptors whose own limit (Envoy's rate limit override) floodgate cannot enforce: the configuration's rule applied instead.",
-		}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "floodgate_rls_call_duration_seconds",
-			Help:    "Time to answer a ShouldRateLimit call, including the limiter decision.",
-			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3},
-		}),
-		panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "floodgate_rls_panics_total",
-			Help: "Panics recovered in ShouldRateLimit (answered by the fail mode).",
-		}),
+			"result"),
+		shadowVec: prom.CounterVec("floodgate_rls_shadow_over_limit_total",
+			"Requests a shadow_mode rule would have denied (they were answered OK), by the rule's key (domain and descriptors, as envoyproxy/ratelimit names it).",
+			"rule"),
+		invalidOverrides: prom.Counter("floodgate_rls_invalid_overrides_total",
+			"Descriptors whose own limit (Envoy's rate limit override) floodgate cannot enforce: the configuration's rule applied instead."),
+		duration: prom.Histogram("floodgate_rls_call_duration_seconds",
+			"Time to answer a ShouldRateLimit call, including the limiter decision.", prom.CallBuckets),
+		panics: prom.Counter("floodgate_rls_panics_total", "Panics recovered in ShouldRateLimit (answered by the fail mode)."),
 	}
 	// Every label value resolved now: no lookup on the hot path, and every
 	// series exported at 0 from the start.
@@ -97,14 +86,8 @@ func newMetrics() *metrics {
 
 // register registers every collector on r, or none.
 func (m *metrics) register(r prometheus.Registerer) error {
-	cs := []prometheus.Collector{m.decisions, m.degraded, m.descriptorsVec, m.shadowVec, m.invalidOverrides, m.duration, m.panics}
-	for i, c := range cs {
-		if err := r.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				r.Unregister(done)
-			}
-			return fmt.Errorf("register rls metrics: %w", err)
-		}
+	if err := prom.Register(r, m.decisions, m.degraded, m.descriptorsVec, m.shadowVec, m.invalidOverrides, m.duration, m.panics); err != nil {
+		return fmt.Errorf("register rls metrics: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/prom"
 )
 
 // Limits of the gRPC server. A CheckRequest is a few kilobytes: the request
@@ -247,21 +248,14 @@ func (c *limitedConn) Close() error {
 // registerGRPCLimitMetrics registers the gauges and counters of ln and
 // calls on reg.
 func registerGRPCLimitMetrics(reg prometheus.Registerer, ln *connLimitListener, calls *callLimiter) error {
-	gauge := func(name, help string, v *atomic.Int64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
-	}
-	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
-	}
-	for _, c := range []prometheus.Collector{
-		gauge("floodgate_grpc_connections", "Open connections on the gRPC listener, at most --grpc-max-conns.", &ln.open),
-		counter("floodgate_grpc_connections_refused_total", "Connections to the gRPC listener closed at once because --grpc-max-conns were open.", &ln.refused),
-		gauge("floodgate_grpc_calls_in_flight", "gRPC calls in flight, at most --grpc-max-calls.", &calls.inFlight),
-		counter("floodgate_grpc_calls_refused_total", "gRPC calls refused with RESOURCE_EXHAUSTED because --grpc-max-calls were in flight.", &calls.refused),
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("grpc limit metrics: %w", err)
-		}
+	load := func(v *atomic.Int64) func() float64 { return func() float64 { return float64(v.Load()) } }
+	if err := prom.Register(reg,
+		prom.GaugeFunc("floodgate_grpc_connections", "Open connections on the gRPC listener, at most --grpc-max-conns.", load(&ln.open)),
+		prom.CounterFunc("floodgate_grpc_connections_refused_total", "Connections to the gRPC listener closed at once because --grpc-max-conns were open.", load(&ln.refused)),
+		prom.GaugeFunc("floodgate_grpc_calls_in_flight", "gRPC calls in flight, at most --grpc-max-calls.", load(&calls.inFlight)),
+		prom.CounterFunc("floodgate_grpc_calls_refused_total", "gRPC calls refused with RESOURCE_EXHAUSTED because --grpc-max-calls were in flight.", load(&calls.refused)),
+	); err != nil {
+		return fmt.Errorf("grpc limit metrics: %w", err)
 	}
 	return nil
 }

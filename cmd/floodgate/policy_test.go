@@ -118,7 +118,7 @@ func TestPolicyReloader(t *testing.T) {
 		}
 		before := len(logs.String())
 		stamp := lastOK()
-		r.watcher.Poll()
+		r.poll()
 		logged := logs.String()[before:]
 		if got := az.Policy().Rules[0].Name; got != st.rule {
 			t.Errorf("%s: rule %q in force, want %q", st.name, got, st.rule)
@@ -162,7 +162,9 @@ func testStartPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := startPolicyEvery(t.Context(), cfg, az, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), 5*time.Millisecond)
+	stop, err := startReloading(t.Context(), cfg.PolicyFile, 5*time.Millisecond, func() (*reloader, error) {
+		return newPolicyReloader(cfg.PolicyFile, cfg.Policy, az, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

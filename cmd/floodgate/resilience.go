@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/floodgate-rl/floodgate/internal/prom"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
@@ -74,10 +75,8 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 		return strategies, closeFn, nil
 	}
 
-	transitions := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "floodgate_store_breaker_transitions_total",
-		Help: "State changes of the memcached circuit breaker, by the state entered: open, half_open (probing), closed.",
-	}, []string{"to"})
+	transitions := prom.CounterVec("floodgate_store_breaker_transitions_total",
+		"State changes of the memcached circuit breaker, by the state entered: open, half_open (probing), closed.", "to")
 	bl := breakerLog{logger: log, local: cfg.LocalFallback, failMode: cfg.FailModeName()}
 	store = resilient.NewBreaker(store, resilient.BreakerConfig{
 		OnTransition: func(tr resilient.Transition) {
@@ -154,20 +153,16 @@ func registerBreakerMetrics(reg prometheus.Registerer, b *resilient.Breaker, tra
 	for _, st := range []resilient.State{resilient.Closed, resilient.Open, resilient.HalfOpen} {
 		transitions.WithLabelValues(st.String())
 	}
-	for _, c := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "floodgate_store_breaker_state",
-			Help: "State of the memcached circuit breaker: 0 closed (memcached in use), 1 open (not called), 2 half-open (probing).",
-		}, func() float64 { return float64(b.State()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_store_breaker_rejected_total",
-			Help: "memcached calls not made because the circuit breaker was open; each failed at once instead of waiting for a timeout.",
-		}, func() float64 { return float64(b.Rejected()) }),
+	if err := prom.Register(reg,
+		prom.GaugeFunc("floodgate_store_breaker_state",
+			"State of the memcached circuit breaker: 0 closed (memcached in use), 1 open (not called), 2 half-open (probing).",
+			func() float64 { return float64(b.State()) }),
+		prom.CounterFunc("floodgate_store_breaker_rejected_total",
+			"memcached calls not made because the circuit breaker was open; each failed at once instead of waiting for a timeout.",
+			func() float64 { return float64(b.Rejected()) }),
 		transitions,
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register breaker metrics: %w", err)
-		}
+	); err != nil {
+		return fmt.Errorf("register breaker metrics: %w", err)
 	}
 	return nil
 }
@@ -184,19 +179,15 @@ func registerReconcileMetrics(reg prometheus.Registerer, fallbacks []*resilient.
 			return float64(n)
 		}
 	}
-	for _, c := range []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_fallback_reconciled_total",
-			Help: "Requests the per-replica fallback allowed while memcached failed and then charged to memcached, in the seconds they were allowed in.",
-		}, sum((*resilient.Fallback).Reconciled)),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_fallback_unreconciled_total",
-			Help: "Requests the per-replica fallback allowed and never charged to memcached: out of their window by the time it answered, or past the bound on pending charges.",
-		}, sum((*resilient.Fallback).Unreconciled)),
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register fallback metrics: %w", err)
-		}
+	if err := prom.Register(reg,
+		prom.CounterFunc("floodgate_fallback_reconciled_total",
+			"Requests the per-replica fallback allowed while memcached failed and then charged to memcached, in the seconds they were allowed in.",
+			sum((*resilient.Fallback).Reconciled)),
+		prom.CounterFunc("floodgate_fallback_unreconciled_total",
+			"Requests the per-replica fallback allowed and never charged to memcached: out of their window by the time it answered, or past the bound on pending charges.",
+			sum((*resilient.Fallback).Unreconciled)),
+	); err != nil {
+		return fmt.Errorf("register fallback metrics: %w", err)
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/floodgate-rl/floodgate/internal/periodic"
+	"github.com/floodgate-rl/floodgate/internal/prom"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/policy"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
@@ -75,47 +75,26 @@ func newRLSServer(cfg Config, strategies map[string]limiter.Strategy, onDenied f
 	return srv, nil
 }
 
-// rlsReloader keeps the rate limit service's configuration in step with
-// --rls-config: a valid new version replaces it atomically; an invalid one
-// is logged once and counted, and the configuration in force stays. It
-// polls: every poll loads the file or directory and compares its digest
-// (names and contents of its files) with the last one seen, so the
-// symbolic-link swap of a Kubernetes ConfigMap volume is seen like any
-// other change.
-type rlsReloader struct {
-	path string
-	srv  *rls.Server
-	log  *slog.Logger
-	last string // digest of the last content seen, or "error:" + its error
-
-	reloadsOK, reloadsError prometheus.Counter
-	lastSuccess             prometheus.Gauge
+// rlsWords are what the --rls-config reloader's metrics and log lines say.
+var rlsWords = reloadWords{
+	reloads:     "floodgate_rls_config_reloads_total",
+	lastSuccess: "floodgate_rls_config_last_reload_success_timestamp_seconds",
+	files:       "the --rls-config files",
+	subject:     "rls config", kept: "config", pathAttr: "path",
+	errText: func(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") },
 }
 
-// newRLSReloader returns the reloader of path, whose content current is in
-// force in srv, with its metrics registered on reg:
-//
-//   - floodgate_rls_config_reloads_total{result="ok|error"}
-//   - floodgate_rls_config_last_reload_success_timestamp_seconds
-//   - floodgate_rls_config_domains and floodgate_rls_config_rules (gauges of
-//     the configuration in force)
-func newRLSReloader(path string, current *rlsconf.Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger) (*rlsReloader, error) {
-	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "floodgate_rls_config_reloads_total",
-		Help: "Changes of the --rls-config files: ok (the new version is in force) or error (rejected: the previous version stays in force).",
-	}, []string{"result"})
-	r := &rlsReloader{
-		path:         path,
-		srv:          srv,
-		log:          log,
-		last:         current.Digest,
-		reloadsOK:    reloads.WithLabelValues("ok"),
-		reloadsError: reloads.WithLabelValues("error"),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "floodgate_rls_config_last_reload_success_timestamp_seconds",
-			Help: "Unix time at which a version of the --rls-config files was last put in force (at startup, or by a reload).",
-		}),
-	}
+// newRLSReloader returns the reloader that keeps the rate limit service's
+// configuration in step with path, whose content current is in force in
+// srv: a valid new version replaces it atomically; an invalid one is logged
+// once and counted, and the configuration in force stays. It polls: every
+// poll loads the file or directory and compares its digest (names and
+// contents of its files) with the last one seen, so the symbolic-link swap
+// of a Kubernetes ConfigMap volume is seen like any other change. Its
+// metrics, registered on reg, are the reloader's floodgate_rls_config_*
+// and floodgate_rls_config_domains and floodgate_rls_config_rules (gauges
+// of the configuration in force).
+func newRLSReloader(path string, current *rlsconf.Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger) (*reloader, error) {
 	count := func(f func(*rlsconf.Config) int) func() float64 {
 		return func() float64 {
 			if c := srv.Limits(); c != nil {
@@ -124,76 +103,53 @@ func newRLSReloader(path string, current *rlsconf.Config, srv *rls.Server, reg p
 			return 0
 		}
 	}
-	for _, c := range []prometheus.Collector{reloads, r.lastSuccess,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "floodgate_rls_config_domains",
-			Help: "Domains of the --rls-config in force.",
-		}, count(func(c *rlsconf.Config) int { return len(c.Domains()) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "floodgate_rls_config_rules",
-			Help: "Rules (descriptors with a rate_limit) of the --rls-config in force.",
-		}, count(func(c *rlsconf.Config) int { return len(c.Limits()) })),
-	} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register rls config metrics: %w", err)
+	inForce := func() string {
+		if c := srv.Limits(); c != nil {
+			return c.Digest
 		}
+		return ""
 	}
-	r.lastSuccess.SetToCurrentTime()
+	r, err := newReloader(rlsWords, path, inForce, reg, log,
+		prom.GaugeFunc("floodgate_rls_config_domains", "Domains of the --rls-config in force.",
+			count(func(c *rlsconf.Config) int { return len(c.Domains()) })),
+		prom.GaugeFunc("floodgate_rls_config_rules", "Rules (descriptors with a rate_limit) of the --rls-config in force.",
+			count(func(c *rlsconf.Config) int { return len(c.Limits()) })),
+	)
+	if err != nil {
+		return nil, err
+	}
+	r.poll = rlsPoll(r, srv, current.Digest)
 	return r, nil
 }
 
-// poll loads the configuration once and puts a changed valid version in
-// force, or reports a changed problem. It reports each distinct state once.
-func (r *rlsReloader) poll() {
-	c, err := rlsconf.Load(r.path)
-	if err != nil {
-		if state := "error:" + err.Error(); state != r.last {
-			r.last = state
-			r.rejected(err)
+// rlsPoll returns the poll of r: it loads the configuration once and puts a
+// changed valid version in force in srv, or reports a changed problem,
+// each distinct state once; last is the digest of the version in force.
+func rlsPoll(r *reloader, srv *rls.Server, last string) func() {
+	return func() {
+		c, err := rlsconf.Load(r.path)
+		if err != nil {
+			if state := "error:" + err.Error(); state != last {
+				last = state
+				r.rejected(err)
+			}
+			return
 		}
-		return
+		if c.Digest == last {
+			return
+		}
+		last = c.Digest
+		r.loaded(srv.SetLimits(c), "domains", len(c.Domains()), "rules", len(c.Limits()), "sha256", shortDigest(c.Digest))
 	}
-	if c.Digest == r.last {
-		return
-	}
-	r.last = c.Digest
-	if err := r.srv.SetLimits(c); err != nil {
-		r.rejected(err)
-		return
-	}
-	r.reloadsOK.Inc()
-	r.lastSuccess.SetToCurrentTime()
-	r.log.Info("rls config reloaded", "path", r.path, "domains", len(c.Domains()), "rules", len(c.Limits()), "sha256", shortDigest(c.Digest))
-}
-
-// rejected logs and counts a version that cannot be put in force: one line
-// with every problem.
-func (r *rlsReloader) rejected(err error) {
-	r.reloadsError.Inc()
-	kept := "none"
-	if c := r.srv.Limits(); c != nil {
-		kept = shortDigest(c.Digest)
-	}
-	r.log.Error("rls config reload rejected, keeping the config in force", "path", r.path, "error", strings.ReplaceAll(err.Error(), "\n", "; "), "kept_sha256", kept)
 }
 
 // startRLSConfig starts reloading --rls-config as it changes (looking every
 // policy.DefaultPollInterval), until ctx is done or stop is called. Without
 // --rls-config it does nothing.
 func startRLSConfig(ctx context.Context, cfg Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
-	return startRLSConfigEvery(ctx, cfg, srv, reg, log, policy.DefaultPollInterval)
-}
-
-// startRLSConfigEvery is startRLSConfig polling every interval.
-func startRLSConfigEvery(ctx context.Context, cfg Config, srv *rls.Server, reg prometheus.Registerer, log *slog.Logger, interval time.Duration) (stop func(), err error) {
-	if cfg.RLSConfigPath == "" {
-		return func() {}, nil
-	}
-	r, err := newRLSReloader(cfg.RLSConfigPath, cfg.RLSConfig, srv, reg, log)
-	if err != nil {
-		return nil, err
-	}
-	return periodic.Start(ctx, interval, r.poll), nil
+	return startReloading(ctx, cfg.RLSConfigPath, policy.DefaultPollInterval, func() (*reloader, error) {
+		return newRLSReloader(cfg.RLSConfigPath, cfg.RLSConfig, srv, reg, log)
+	})
 }
 
 // rlsAttrs are the attributes of the startup line about the rate limit

@@ -126,7 +126,9 @@ func testStartRLSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := startRLSConfigEvery(t.Context(), cfg, srv, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), 5*time.Millisecond)
+	stop, err := startReloading(t.Context(), cfg.RLSConfigPath, 5*time.Millisecond, func() (*reloader, error) {
+		return newRLSReloader(cfg.RLSConfigPath, cfg.RLSConfig, srv, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

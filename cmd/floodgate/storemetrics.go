@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/floodgate-rl/floodgate/internal/prom"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
 )
@@ -36,34 +37,25 @@ type storeMetrics struct {
 // defined before the first error.
 func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 	m := &storeMetrics{
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "floodgate_store_duration_seconds",
-			Help: "Latency of counter store operations, including failed ones.",
+		duration: prom.HistogramVec("floodgate_store_duration_seconds",
+			"Latency of counter store operations, including failed ones.",
 			// 100µs (a local memcached) to the 100ms default timeout and past it.
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}, []string{"op"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_store_errors_total",
-			Help: "Counter store operations that failed (timeouts, connection errors).",
-		}, []string{"op"}),
-		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "floodgate_store_operations_total",
-			Help: "Counter store operations: add increments one counter, or the counters of one decision " +
-				"together with the reads it needs (a batch), get reads many at once, " +
-				"get_versioned and cas read and replace one value. " +
-				"With memcached, all of a requestor's keys live on one server, so each is one round trip at most; " +
-				"operations that wait for a connection share one " +
+			[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}, "op"),
+		errors: prom.CounterVec("floodgate_store_errors_total",
+			"Counter store operations that failed (timeouts, connection errors).", "op"),
+		ops: prom.CounterVec("floodgate_store_operations_total",
+			"Counter store operations: add increments one counter, or the counters of one decision "+
+				"together with the reads it needs (a batch), get reads many at once, "+
+				"get_versioned and cas read and replace one value. "+
+				"With memcached, all of a requestor's keys live on one server, so each is one round trip at most; "+
+				"operations that wait for a connection share one "+
 				"(floodgate_memcache_round_trips_total).",
-		}, []string{"op"}),
-		keysRead: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "floodgate_store_keys_read_total",
-			Help: "Keys requested from the counter store by read operations (get, get_versioned).",
-		}),
+			"op"),
+		keysRead: prom.Counter("floodgate_store_keys_read_total",
+			"Keys requested from the counter store by read operations (get, get_versioned)."),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.errors, m.ops, m.keysRead} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register store metrics: %w", err)
-		}
+	if err := prom.Register(reg, m.duration, m.errors, m.ops, m.keysRead); err != nil {
+		return nil, fmt.Errorf("register store metrics: %w", err)
 	}
 	for _, op := range storeOps {
 		m.duration.WithLabelValues(op)
@@ -243,32 +235,26 @@ func (s *instrumentedSwapStore) CompareAndSwap(ctx context.Context, key string, 
 // calls they carried, the calls never sent for want of a connection, and
 // the calls in flight, read from st when scraped.
 func registerPipelineMetrics(reg prometheus.Registerer, st *memcache.PipelineStats) error {
-	for _, c := range []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_memcache_round_trips_total",
-			Help: "Round trips to memcached: one write of commands, then one read of their answers. " +
-				"Calls that find every connection to their server busy wait and go out together, " +
+	if err := prom.Register(reg,
+		prom.CounterFunc("floodgate_memcache_round_trips_total",
+			"Round trips to memcached: one write of commands, then one read of their answers. "+
+				"Calls that find every connection to their server busy wait and go out together, "+
 				"so under load a round trip carries several.",
-		}, func() float64 { return float64(st.RoundTrips.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_memcache_round_trip_operations_total",
-			Help: "memcached calls (add, get, batch, value reads and swaps) carried by " +
+			func() float64 { return float64(st.RoundTrips.Load()) }),
+		prom.CounterFunc("floodgate_memcache_round_trip_operations_total",
+			"memcached calls (add, get, batch, value reads and swaps) carried by "+
 				"floodgate_memcache_round_trips_total; the ratio of the two is the calls per round trip.",
-		}, func() float64 { return float64(st.Calls.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "floodgate_store_saturated_total",
-			Help: "memcached calls never sent because all --memcache-max-conns connections to their server " +
-				"stayed busy for --memcache-timeout (or the check's deadline came first); each was " +
+			func() float64 { return float64(st.Calls.Load()) }),
+		prom.CounterFunc("floodgate_store_saturated_total",
+			"memcached calls never sent because all --memcache-max-conns connections to their server "+
+				"stayed busy for --memcache-timeout (or the check's deadline came first); each was "+
 				"decided as memcached-overloaded.",
-		}, func() float64 { return float64(st.Saturated.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "floodgate_store_calls_in_flight",
-			Help: "memcached calls in flight now: waiting for a connection to their server, or in a round trip.",
-		}, func() float64 { return float64(st.InFlight.Load()) }),
-	} {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register memcache pipeline metrics: %w", err)
-		}
+			func() float64 { return float64(st.Saturated.Load()) }),
+		prom.GaugeFunc("floodgate_store_calls_in_flight",
+			"memcached calls in flight now: waiting for a connection to their server, or in a round trip.",
+			func() float64 { return float64(st.InFlight.Load()) }),
+	); err != nil {
+		return fmt.Errorf("register memcache pipeline metrics: %w", err)
 	}
 	return nil
 }
