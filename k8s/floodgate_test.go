@@ -193,6 +193,12 @@ func TestFloodgateContainers(t *testing.T) {
 			if l := fc.C.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Exec != nil {
 				t.Errorf("%s: exec preStop hook: floodgate's image has no shell or programs besides floodgate", fc)
 			}
+			// A native sidecar gets SIGTERM only once the regular
+			// containers have exited (after their preStop sleeps) and the
+			// sidecars started after it have stopped.
+			if isSidecar(fc.C) {
+				sleep += stopsBefore(fc.W.Pod(), fc.C)
+			}
 			drain := envDuration(t, fc.String(), env, "FLOODGATE_SHUTDOWN_TIMEOUT")
 			if sleep+drain+time.Second > grace {
 				t.Errorf("%s: terminationGracePeriodSeconds %v < preStop sleep %v + FLOODGATE_SHUTDOWN_TIMEOUT %v + 1s: the kubelet would kill floodgate mid-drain",
@@ -200,6 +206,32 @@ func TestFloodgateContainers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stopsBefore returns the preStop sleeps that pass, when pod stops, before
+// the kubelet sends SIGTERM to its native sidecar c: the longest of the
+// regular containers' (which stop together), then those of the sidecars
+// after c (which stop one by one, in reverse order).
+func stopsBefore(pod *corev1.PodSpec, c *corev1.Container) time.Duration {
+	sleepOf := func(c *corev1.Container) time.Duration {
+		if l := c.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
+			return time.Duration(l.PreStop.Sleep.Seconds) * time.Second
+		}
+		return 0
+	}
+	var d time.Duration
+	for i := range pod.Containers {
+		d = max(d, sleepOf(&pod.Containers[i]))
+	}
+	after := false
+	for i := range pod.InitContainers {
+		s := &pod.InitContainers[i]
+		if after && isSidecar(s) {
+			d += sleepOf(s)
+		}
+		after = after || s == c
+	}
+	return d
 }
 
 // TestFloodgateRunsWithManifestConfig runs the real floodgate with the

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	securityv1 "istio.io/api/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // meshConfigs decodes the meshConfig of istio/istio-operator.yaml and of
@@ -286,7 +288,7 @@ func policiesByProvider(t *testing.T) map[string][]policyIn {
 // CUSTOM with a provider the mesh config defines, exactly one empty rule
 // (which matches every request; a CUSTOM policy without rules matches
 // none), and a workload selector (without one it would apply to the whole
-// namespace).
+// namespace) or, in ambient mode, targetRefs naming a waypoint.
 func TestIstioAuthorizationPolicies(t *testing.T) {
 	mesh, _ := meshConfigs(t)
 	providers := make(map[string]bool)
@@ -308,12 +310,47 @@ func TestIstioAuthorizationPolicies(t *testing.T) {
 			if len(rules) != 1 || !proto.Equal(rules[0], &securityv1.Rule{}) {
 				t.Errorf("%s: rules %v, want [{}] (every request)", where, rules)
 			}
-			if len(pol.spec.GetSelector().GetMatchLabels()) == 0 {
+			switch refs := pol.spec.GetTargetRefs(); {
+			case len(refs) > 0:
+				checkWaypointRefs(t, where, pol)
+			case len(pol.spec.GetSelector().GetMatchLabels()) == 0:
 				t.Errorf("%s: no selector: it would apply to every workload of namespace %s", where, pol.obj.Namespace)
 			}
 		}
 	}
 	if n == 0 {
 		t.Fatal("no AuthorizationPolicy in any kustomization")
+	}
+}
+
+// checkWaypointRefs checks the targetRefs of an ambient-mode policy: each
+// names a waypoint Gateway of its rendering and namespace (gatewayClassName
+// istio-waypoint, an HBONE listener on 15008) that the namespace uses, and
+// whose pods carry the label floodgate's NetworkPolicy admits.
+func checkWaypointRefs(t *testing.T, where string, pol policyIn) {
+	t.Helper()
+	if len(pol.spec.GetSelector().GetMatchLabels()) > 0 {
+		t.Errorf("%s: both a selector and targetRefs: Istio refuses the policy", where)
+	}
+	for _, ref := range pol.spec.GetTargetRefs() {
+		if ref.GetGroup() != "gateway.networking.k8s.io" || ref.GetKind() != "Gateway" {
+			t.Errorf("%s: targetRef %s/%s %s, want a Gateway (the waypoint)", where, ref.GetGroup(), ref.GetKind(), ref.GetName())
+			continue
+		}
+		g := find[*gwapiv1.Gateway](t, pol.r, ref.GetName())
+		if g.Namespace != pol.obj.Namespace || g.Spec.GatewayClassName != "istio-waypoint" {
+			t.Errorf("%s: Gateway %s/%s of class %s is not a waypoint of namespace %s", where, g.Namespace, g.Name, g.Spec.GatewayClassName, pol.obj.Namespace)
+		}
+		if !slices.ContainsFunc(g.Spec.Listeners, func(l gwapiv1.Listener) bool { return l.Protocol == "HBONE" && l.Port == 15008 }) {
+			t.Errorf("%s: waypoint %s has no HBONE listener on 15008", where, g.Name)
+		}
+		if g.Spec.Infrastructure == nil || g.Spec.Infrastructure.Labels[extAuthzClientLabel] != "true" {
+			t.Errorf("%s: waypoint %s's pods lack %s: floodgate's NetworkPolicy would refuse their checks", where, g.Name, extAuthzClientLabel)
+		}
+		for _, ns := range typed[*corev1.Namespace](pol.r) {
+			if ns.Name == pol.obj.Namespace && (ns.Labels["istio.io/use-waypoint"] != g.Name || ns.Labels["istio.io/dataplane-mode"] != "ambient" || ns.Labels[extAuthzClientLabel] != "true") {
+				t.Errorf("%s: namespace %s labels %v: want istio.io/dataplane-mode ambient, istio.io/use-waypoint %s and %s", where, ns.Name, ns.Labels, g.Name, extAuthzClientLabel)
+			}
+		}
 	}
 }

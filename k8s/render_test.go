@@ -55,6 +55,12 @@ func TestRender(t *testing.T) {
 			"Namespace/my-app",
 			"Service/my-app/my-app",
 		},
+		"overlays/sidecar-plain": {
+			"ConfigMap/my-app/my-app-envoy-*",
+			"Deployment/my-app/my-app",
+			"Namespace/my-app",
+			"Service/my-app/my-app",
+		},
 		"istio/service": {
 			"AuthorizationPolicy/my-app/floodgate",
 		},
@@ -64,6 +70,13 @@ func TestRender(t *testing.T) {
 			"Namespace/my-mesh-app",
 			"Service/my-mesh-app/my-mesh-app",
 			"ServiceEntry/my-mesh-app/floodgate-local",
+		},
+		"istio/ambient": {
+			"AuthorizationPolicy/my-ambient-app/floodgate",
+			"Deployment/my-ambient-app/my-ambient-app",
+			"Gateway/my-ambient-app/waypoint",
+			"Namespace/my-ambient-app",
+			"Service/my-ambient-app/my-ambient-app",
 		},
 		"istio/rls": {
 			"ConfigMap/floodgate/floodgate-rls",
@@ -450,8 +463,9 @@ func containerPort(c *corev1.Container, port intstr.IntOrString) (int32, error) 
 }
 
 // podPort resolves a Service's targetPort in pod: a number is itself, a
-// name is looked up in all containers. It returns the container that
-// declares the port (nil for a number no container declares).
+// name is looked up in all containers, native sidecars included. It returns
+// the container that declares the port (nil for a number no container
+// declares).
 func podPort(pod *corev1.PodSpec, port intstr.IntOrString) (int32, *corev1.Container, error) {
 	for _, c := range podContainers(pod) {
 		for _, p := range c.Ports {
@@ -506,10 +520,13 @@ func checkService(t *testing.T, s *corev1.Service, ws []*workload) {
 		names[p.Name] = true
 		for _, w := range selected {
 			_, c, err := podPort(w.Pod(), p.TargetPort)
-			if err != nil {
+			switch {
+			case err != nil:
 				t.Errorf("Service %s port %s: target port %s: %v in %s", s.Name, p.Name, p.TargetPort.String(), err, w)
-			} else if c == nil {
+			case c == nil:
 				t.Errorf("Service %s port %s: target port %s is not a declared container port of %s", s.Name, p.Name, p.TargetPort.String(), w)
+			case isSidecar(c) && p.TargetPort.Type == intstr.String:
+				t.Errorf("Service %s port %s: target port %q names a port of the native sidecar %s: Services resolve those only from Kubernetes 1.32 (kubernetes#127976); give the number", s.Name, p.Name, p.TargetPort.StrVal, c.Name)
 			}
 		}
 	}

@@ -269,15 +269,23 @@ func podListeners(t *testing.T, w *workload) []listener {
 	return out
 }
 
-// sidecarPod returns the example application of the sidecar overlay.
-func sidecarPod(t *testing.T) *workload {
+// sidecarOverlays are the two forms of the sidecar example: native
+// sidecars, and plain containers.
+var sidecarOverlays = []string{"overlays/sidecar", "overlays/sidecar-plain"}
+
+// sidecarPod returns the example application of the (native) sidecar
+// overlay.
+func sidecarPod(t *testing.T) *workload { return sidecarPodIn(t, sidecarOverlays[0]) }
+
+// sidecarPodIn returns the example application of the overlay dir.
+func sidecarPodIn(t *testing.T, dir string) *workload {
 	t.Helper()
-	for _, w := range workloads(mustRender(t, "overlays/sidecar")) {
+	for _, w := range workloads(mustRender(t, dir)) {
 		if w.Name == "my-app" {
 			return w
 		}
 	}
-	t.Fatal("overlays/sidecar: no Deployment my-app")
+	t.Fatalf("%s: no Deployment my-app", dir)
 	return nil
 }
 
@@ -289,9 +297,17 @@ func sidecarPod(t *testing.T) *workload {
 // on loopback; no two containers listen on one port; every HTTP probe sent
 // through Envoy's listener takes a route on which ext_authz is disabled, so
 // the kubelet is never rate limited; Envoy fails open; and floodgate's
-// memcached timeout is below Envoy's ext_authz timeout.
+// memcached timeout is below Envoy's ext_authz timeout. Both forms of the
+// example, native sidecars and plain containers, are checked.
 func TestSidecarWiring(t *testing.T) {
-	w := sidecarPod(t)
+	for _, dir := range sidecarOverlays {
+		t.Run(dir, func(t *testing.T) { checkSidecarWiring(t, sidecarPodIn(t, dir)) })
+	}
+}
+
+// checkSidecarWiring checks the pod of TestSidecarWiring.
+func checkSidecarWiring(t *testing.T, w *workload) {
+	t.Helper()
 	e := envoyOf(t, w)
 	ls := podListeners(t, w)
 
@@ -600,5 +616,55 @@ func TestSidecarEndToEnd(t *testing.T) {
 					c.Name, kind, p.HTTPGet.Path, resp.StatusCode, body)
 			}
 		}
+	}
+}
+
+// TestNativeSidecars checks the order the two forms of the sidecar example
+// give the kubelet. Native: floodgate and then Envoy are init containers
+// with restartPolicy Always, so they start before the app and stop after
+// it, floodgate's startupProbe on /readyz holds Envoy back until floodgate
+// answers, and only the app is a regular container. Plain: the same
+// containers, all regular, Envoy and floodgate each with a preStop sleep to
+// serve while the Service lets go of the pod, and no init container.
+func TestNativeSidecars(t *testing.T) {
+	native := sidecarPodIn(t, "overlays/sidecar").Pod()
+	var order []string
+	for i := range native.InitContainers {
+		c := &native.InitContainers[i]
+		if !isSidecar(c) {
+			t.Errorf("init container %s is not a native sidecar (restartPolicy: Always)", c.Name)
+		}
+		order = append(order, c.Name)
+	}
+	if !slices.Equal(order, []string{"floodgate", "envoy"}) {
+		t.Errorf("native sidecars %q, want floodgate then envoy", order)
+	}
+	fg := &native.InitContainers[0]
+	if p := fg.StartupProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
+		t.Errorf("floodgate sidecar: startupProbe %+v, want GET /readyz: without it Envoy starts before floodgate answers", p)
+	} else if port, err := probePort(fg, p); err != nil || port != 9090 {
+		t.Errorf("floodgate sidecar: startupProbe port %d (%v), want the admin port", port, err)
+	}
+	if len(native.Containers) != 1 || native.Containers[0].Name != "app" {
+		t.Errorf("regular containers %d, want the app alone", len(native.Containers))
+	}
+
+	plain := sidecarPodIn(t, "overlays/sidecar-plain").Pod()
+	if len(plain.InitContainers) != 0 {
+		t.Errorf("sidecar-plain: %d init containers, want none", len(plain.InitContainers))
+	}
+	var names []string
+	for i := range plain.Containers {
+		c := &plain.Containers[i]
+		names = append(names, c.Name)
+		if c.RestartPolicy != nil {
+			t.Errorf("sidecar-plain container %s: restartPolicy %s on a regular container", c.Name, *c.RestartPolicy)
+		}
+		if l := c.Lifecycle; c.Name != "app" && (l == nil || l.PreStop == nil || l.PreStop.Sleep == nil) {
+			t.Errorf("sidecar-plain container %s: no preStop sleep: it would stop with the app, mid-request", c.Name)
+		}
+	}
+	if !slices.Equal(names, []string{"app", "floodgate", "envoy"}) {
+		t.Errorf("sidecar-plain containers %q, want app, floodgate, envoy", names)
 	}
 }
