@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/floodgate-rl/floodgate/internal/periodic"
 )
 
 // Status is what the page shows besides the requestors: the replica, the
@@ -95,16 +97,7 @@ func NewRates(g prometheus.Gatherer) *Rates { return &Rates{g: g} }
 // Run samples every interval until ctx is done, starting now.
 func (r *Rates) Run(ctx context.Context, interval time.Duration) {
 	r.Sample(time.Now())
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			r.Sample(now)
-		}
-	}
+	periodic.Run(ctx, interval, func() { r.Sample(time.Now()) })
 }
 
 // Sample reads the counters at now.

@@ -83,7 +83,5 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultPollInterval
 	}
-	stop := periodic.Start(ctx, interval, func() { w.Poll() })
-	<-ctx.Done()
-	stop()
+	periodic.Run(ctx, interval, func() { w.Poll() })
 }

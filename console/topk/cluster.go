@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/floodgate-rl/floodgate/internal/periodic"
 )
 
 // ValueStore is what a Cluster needs of the shared store: limiter.SwapStore's
@@ -197,22 +199,15 @@ func isIDChar(r rune) bool {
 
 // Run publishes every Interval until ctx is done.
 func (c *Cluster) Run(ctx context.Context) {
-	t := time.NewTicker(c.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, c.interval)
-			if err := c.Publish(pctx); err != nil {
-				c.pubLog.Do(func() {
-					c.log.Warn("console: publishing this replica's top limited requestors failed", "replica", c.id, "error", err)
-				})
-			}
-			cancel()
+	periodic.Run(ctx, c.interval, func() {
+		pctx, cancel := context.WithTimeout(ctx, c.interval)
+		defer cancel()
+		if err := c.Publish(pctx); err != nil {
+			c.pubLog.Do(func() {
+				c.log.Warn("console: publishing this replica's top limited requestors failed", "replica", c.id, "error", err)
+			})
 		}
-	}
+	})
 }
 
 // Publish writes this replica's summaries and refreshes its directory

@@ -1,5 +1,5 @@
-// Package periodic runs a function at a fixed interval in a goroutine of its
-// own, until stopped.
+// Package periodic runs a function at a fixed interval until stopped: in a
+// goroutine of its own ([Start]) or on the caller's ([Run]).
 package periodic
 
 import (
@@ -16,19 +16,26 @@ func Start(ctx context.Context, interval time.Duration, fn func()) (stop func())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				fn()
-			}
-		}
+		Run(ctx, interval, fn)
 	}()
 	return func() {
 		cancel()
 		<-done
+	}
+}
+
+// Run calls fn every interval until ctx is done, on the calling goroutine:
+// it returns when ctx is done. The first call comes one interval after
+// Run.
+func Run(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
 	}
 }

@@ -52,3 +52,32 @@ func TestStartStopsWithContext(t *testing.T) {
 		t.Fatalf("%d calls, want none before the first interval", n)
 	}
 }
+
+// TestRun runs in a synctest bubble: Run calls fn on its caller's
+// goroutine once per interval, and returns once ctx is done.
+func TestRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var calls atomic.Int64
+		returned := make(chan struct{})
+		go func() {
+			defer close(returned)
+			Run(ctx, time.Second, func() { calls.Add(1) })
+		}()
+		time.Sleep(2*time.Second + time.Millisecond)
+		synctest.Wait()
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("%d calls 2s after Run at a 1s interval, want 2", n)
+		}
+		cancel()
+		synctest.Wait()
+		select {
+		case <-returned:
+		default:
+			t.Fatal("Run did not return when ctx was done")
+		}
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("%d calls after ctx was done, want 2", n)
+		}
+	})
+}
