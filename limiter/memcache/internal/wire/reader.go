@@ -47,17 +47,18 @@ type Stat struct {
 	Name, Value string
 }
 
+// The words of answers.
 var (
-	crlf  = []byte("\r\n")
-	end   = []byte("END")
-	value = []byte("VALUE")
-	stat  = []byte("STAT")
-	va    = []byte("VA")
-	en    = []byte("EN")
-	hd    = []byte("HD")
-	nf    = []byte("NF")
-	ns    = []byte("NS")
-	ex    = []byte("EX")
+	crlf       = []byte("\r\n")
+	endToken   = []byte("END")   // the end of a get or stats answer
+	valueToken = []byte("VALUE") // a value of a get
+	statToken  = []byte("STAT")  // a line of stats
+	vaToken    = []byte("VA")    // a meta answer with a value
+	enToken    = []byte("EN")    // a meta get's miss
+	hdToken    = []byte("HD")    // a meta set stored
+	nfToken    = []byte("NF")    // not found
+	nsToken    = []byte("NS")    // a meta set not stored
+	exToken    = []byte("EX")    // a meta set's CAS unique no longer matches
 )
 
 // line reads one answer line to cmd without its CRLF. The line is valid
@@ -90,7 +91,7 @@ func (r *Reader) Arithmetic(delta int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if bytes.Equal(l, nf) {
+	if bytes.Equal(l, nfToken) {
 		if delta > 0 {
 			return 0, errIncrementNotFound
 		}
@@ -99,7 +100,7 @@ func (r *Reader) Arithmetic(delta int64) (int64, error) {
 	// VA <bytes>
 	var buf [3][]byte
 	f := fields(buf[:0], l)
-	if len(f) < 2 || !bytes.Equal(f[0], va) {
+	if len(f) < 2 || !bytes.Equal(f[0], vaToken) {
 		return 0, answerError("ma", l)
 	}
 	n, err := strconv.Atoi(string(f[1]))
@@ -137,7 +138,7 @@ func (r *Reader) Counters(keys []string, vals map[string]int64) error {
 		if err != nil {
 			return err
 		}
-		if bytes.Equal(l, end) {
+		if bytes.Equal(l, endToken) {
 			return nil
 		}
 		if next, err = r.counter(l, keys, next, vals); err != nil {
@@ -152,7 +153,7 @@ func (r *Reader) counter(l []byte, keys []string, next int, vals map[string]int6
 	// VALUE <key> <flags> <bytes> [<cas>]
 	var buf [5][]byte
 	f := fields(buf[:0], l)
-	if len(f) < 4 || !bytes.Equal(f[0], value) {
+	if len(f) < 4 || !bytes.Equal(f[0], valueToken) {
 		return 0, answerError("get", l)
 	}
 	n, err := strconv.Atoi(string(f[3]))
@@ -200,9 +201,9 @@ func (r *Reader) MetaGet(key string) (Item, bool, error) {
 	var buf [5][]byte
 	f := fields(buf[:0], l)
 	switch {
-	case len(f) >= 1 && bytes.Equal(f[0], en):
+	case len(f) >= 1 && bytes.Equal(f[0], enToken):
 		return Item{}, false, checkMetaFlags(l, f[1:], key, false)
-	case len(f) < 2 || !bytes.Equal(f[0], va):
+	case len(f) < 2 || !bytes.Equal(f[0], vaToken):
 		return Item{}, false, answerError("mg", l)
 	}
 	n, err := strconv.Atoi(string(f[1]))
@@ -280,11 +281,11 @@ func (r *Reader) MetaSet(cas uint64) (bool, error) {
 		return false, err
 	}
 	switch {
-	case bytes.Equal(l, hd):
+	case bytes.Equal(l, hdToken):
 		return true, nil
-	case cas == 0 && bytes.Equal(l, ns):
+	case cas == 0 && bytes.Equal(l, nsToken):
 		return false, nil
-	case cas != 0 && (bytes.Equal(l, ex) || bytes.Equal(l, nf)):
+	case cas != 0 && (bytes.Equal(l, exToken) || bytes.Equal(l, nfToken)):
 		return false, nil
 	}
 	return false, answerError("ms", l)
@@ -299,14 +300,14 @@ func (r *Reader) Stats(maxLines int) ([]Stat, error) {
 		if err != nil {
 			return nil, err
 		}
-		if bytes.Equal(l, end) {
+		if bytes.Equal(l, endToken) {
 			return out, nil
 		}
 		// A value is one field; should one hold spaces, it is cut at
 		// the first (the stats floodgate reads are numbers).
 		var buf [3][]byte
 		f := fields(buf[:0], l)
-		if len(f) != 3 || !bytes.Equal(f[0], stat) {
+		if len(f) != 3 || !bytes.Equal(f[0], statToken) {
 			return nil, answerError("stats", l)
 		}
 		out = append(out, Stat{Name: string(f[1]), Value: string(f[2])})

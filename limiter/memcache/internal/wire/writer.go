@@ -33,11 +33,11 @@ func (w *Writer) Flush() error {
 	return err
 }
 
-// int writes n in decimal.
-func (w *Writer) int(n int64) { w.b.Write(strconv.AppendInt(w.b.AvailableBuffer(), n, 10)) }
+// writeInt writes n in decimal.
+func (w *Writer) writeInt(n int64) { w.b.Write(strconv.AppendInt(w.b.AvailableBuffer(), n, 10)) }
 
-// uint writes n in decimal.
-func (w *Writer) uint(n uint64) { w.b.Write(strconv.AppendUint(w.b.AvailableBuffer(), n, 10)) }
+// writeUint writes n in decimal.
+func (w *Writer) writeUint(n uint64) { w.b.Write(strconv.AppendUint(w.b.AvailableBuffer(), n, 10)) }
 
 // Arithmetic writes the meta arithmetic command that adds delta to the
 // counter at key, which must be legal (see LegalKey), and returns its value
@@ -50,16 +50,16 @@ func (w *Writer) Arithmetic(key string, delta int64, exptime int32) {
 	switch {
 	case delta > 0:
 		w.b.WriteString(" N")
-		w.int(int64(exptime))
+		w.writeInt(int64(exptime))
 		w.b.WriteString(" J")
-		w.int(delta)
+		w.writeInt(delta)
 		w.b.WriteString(" D")
-		w.int(delta)
+		w.writeInt(delta)
 	case delta == 0:
 		w.b.WriteString(" D0")
 	default:
 		w.b.WriteString(" MD D")
-		w.uint(uint64(-delta)) // right even for math.MinInt64
+		w.writeUint(uint64(-delta)) // right even for math.MinInt64
 	}
 	w.b.WriteString(" v\r\n")
 }
@@ -93,14 +93,14 @@ func (w *Writer) MetaSet(key string, value []byte, cas uint64, exptime int32) {
 	w.b.WriteString("ms ")
 	w.b.WriteString(key)
 	w.b.WriteByte(' ')
-	w.int(int64(len(value)))
+	w.writeInt(int64(len(value)))
 	w.b.WriteString(" T")
-	w.int(int64(exptime))
+	w.writeInt(int64(exptime))
 	if cas == 0 {
 		w.b.WriteString(" ME\r\n")
 	} else {
 		w.b.WriteString(" C")
-		w.uint(cas)
+		w.writeUint(cas)
 		w.b.WriteString("\r\n")
 	}
 	w.b.Write(value)
