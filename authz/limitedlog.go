@@ -107,7 +107,7 @@ func (l *limitedLog) write(p *plan, d limiter.Decision, res result, suppressed i
 		slog.String("identity", DisplayIdentity(p.req.Requestor, l.show)),
 		slog.Int64("limit", limit),
 		slog.Int64("window", int64(window/time.Second)),
-		slog.Int64("retry_after", ceilSeconds(d.RetryAfter)),
+		slog.Int64("retry_after", RetryAfterSeconds(d.RetryAfter)),
 		slog.String("decision", res.String()),
 		slog.Int64("suppressed", suppressed),
 	)

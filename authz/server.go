@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // FailMode says how Check answers when the limiter cannot decide: the
@@ -621,7 +622,7 @@ func (s *Server) allowedResponse(p *plan, d limiter.Decision, res result, degrad
 	}
 	var reset int64
 	if remaining == 0 {
-		reset = ceilSeconds(d.RetryAfter)
+		reset = RetryAfterSeconds(d.RetryAfter)
 	}
 	policy := policyName(r.Scope)
 
@@ -686,7 +687,7 @@ func (s *Server) deniedResponse(p *plan, d limiter.Decision, res result, degrade
 	}
 	r := p.req
 	limit, window := echo(r, d)
-	n := ceilSeconds(d.RetryAfter)
+	n := RetryAfterSeconds(d.RetryAfter)
 	policy := policyName(r.Scope)
 
 	// As in allowedResponse: every value in one string. N is sliced from
@@ -791,14 +792,11 @@ func echo(r limiter.Request, d limiter.Decision) (int64, time.Duration) {
 	return limit, window
 }
 
-// ceilSeconds rounds d up to whole seconds, at least 1: the wait a client is
-// told when it has no quota left.
-func ceilSeconds(d time.Duration) int64 {
-	n := int64(d / time.Second)
-	if d%time.Second > 0 {
-		n++
-	}
-	return max(n, 1)
+// RetryAfterSeconds is the wait a client is told when it has no quota left,
+// in Retry-After, RateLimit's reset and RLS's duration_until_reset: d
+// rounded up to whole seconds, at least 1.
+func RetryAfterSeconds(d time.Duration) int64 {
+	return max(policy.CeilSeconds(d), 1)
 }
 
 // defaultPolicy is the policy name of the default scope.

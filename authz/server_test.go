@@ -954,3 +954,22 @@ func TestConcurrentChecks(t *testing.T) {
 		t.Errorf("allowed = %v, want 400", v)
 	}
 }
+
+func TestRetryAfterSeconds(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		d    time.Duration
+		want int64
+	}{
+		{-time.Second, 1}, // a wait already over: the client is told 1s, never 0
+		{0, 1},
+		{time.Millisecond, 1},
+		{time.Second, 1},
+		{time.Second + time.Millisecond, 2},
+		{time.Hour, 3600},
+	} {
+		if got := authz.RetryAfterSeconds(tt.d); got != tt.want {
+			t.Errorf("RetryAfterSeconds(%v) = %d, want %d", tt.d, got, tt.want)
+		}
+	}
+}

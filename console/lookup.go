@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // Usage is what the deciding strategy holds for one requestor, read
@@ -110,7 +111,7 @@ func (s *Server) lookup(ctx context.Context, scope, identity string, limit int64
 		Scope: scope, Identity: s.display(t.Request.Requestor),
 		Limit: t.Request.Limit, WindowSeconds: int64(t.Request.Window / time.Second),
 		Strategy: t.Strategy, Source: t.Source,
-		Count: u.Count, Remaining: u.Remaining, RetryAfter: ceilSeconds(u.RetryAfter),
+		Count: u.Count, Remaining: u.Remaining, RetryAfter: policy.CeilSeconds(u.RetryAfter),
 		Partial: u.Partial, At: stamp(now),
 	}
 	if u.Remaining > 0 {
@@ -124,15 +125,6 @@ func (s *Server) lookup(ctx context.Context, scope, identity string, limit int64
 		}
 	}
 	return l, nil
-}
-
-// ceilSeconds rounds d up to whole seconds.
-func ceilSeconds(d time.Duration) int64 {
-	n := int64(d / time.Second)
-	if d%time.Second > 0 {
-		n++
-	}
-	return max(n, 0)
 }
 
 // stamp formats an instant for the API: RFC 3339 in UTC, to the second.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/console/topk"
+	"github.com/floodgate-rl/floodgate/policy"
 )
 
 // TopSource gives the summaries of denials: a *topk.Cluster (with
@@ -73,7 +74,7 @@ func (s *Server) top(ctx context.Context, scope string, w topk.Window, n int, no
 		r := TopRequest{
 			Identity: e.Item, Denials: e.Count, DenialsMin: e.Count - e.Err,
 			FirstSeen: stamp(time.Unix(0, e.First)), LastSeen: stamp(time.Unix(0, e.Last)),
-			RetryAfter: ceilSeconds(time.Unix(0, e.RetryUntil).Sub(now)), Rule: e.Rule,
+			RetryAfter: policy.CeilSeconds(time.Unix(0, e.RetryUntil).Sub(now)), Rule: e.Rule,
 		}
 		if t.TotalDenials > 0 {
 			r.Share = float64(min(e.Count, t.TotalDenials)) / float64(t.TotalDenials)

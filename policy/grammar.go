@@ -289,6 +289,17 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
+// CeilSeconds rounds d up to whole seconds, 0 when d is not positive: a
+// wait as floodgate writes it in seconds (Retry-After, RateLimit's reset,
+// the console's retry_after).
+func CeilSeconds(d time.Duration) int64 {
+	n := int64(d / time.Second)
+	if d%time.Second > 0 {
+		n++
+	}
+	return max(n, 0)
+}
+
 // FormatDuration formats d like [time.Duration.String] without zero minutes
 // and seconds after a whole hour or minute: "1h", "1h30m", "1m30s". Windows
 // are written so in messages, logs and `floodgate check-policy`.

@@ -238,6 +238,25 @@ func TestFormatDuration(t *testing.T) {
 	}
 }
 
+func TestCeilSeconds(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		d    time.Duration
+		want int64
+	}{
+		{-time.Second, 0},
+		{0, 0},
+		{time.Nanosecond, 1},
+		{time.Second, 1},
+		{time.Second + time.Nanosecond, 2},
+		{59*time.Second + 500*time.Millisecond, 60},
+	} {
+		if got := policy.CeilSeconds(tt.d); got != tt.want {
+			t.Errorf("CeilSeconds(%v) = %d, want %d", tt.d, got, tt.want)
+		}
+	}
+}
+
 func errString(err error) string {
 	if err == nil {
 		return ""

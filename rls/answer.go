@@ -62,7 +62,7 @@ func (s *Server) answer(p *plan, allowed bool, reason string) *rlsv3.RateLimitRe
 			ds.CurrentLimit = r.currentLimit(&m.limits[e])
 			ds.LimitRemaining = clampRemaining(d.Remaining)
 			if d.Remaining <= 0 {
-				m.waits[e].Seconds = ceilSeconds(d.RetryAfter)
+				m.waits[e].Seconds = authz.RetryAfterSeconds(d.RetryAfter)
 			}
 			ds.DurationUntilReset = &m.waits[e]
 			e++
@@ -120,7 +120,7 @@ func (s *Server) addHeaders(resp *rlsv3.RateLimitResponse, p *plan, allowed bool
 		r := &p.rules[binding]
 		n := int64(0)
 		if !allowed || r.decision.Remaining <= 0 {
-			n = ceilSeconds(r.decision.RetryAfter)
+			n = authz.RetryAfterSeconds(r.decision.RetryAfter)
 		}
 		if !allowed {
 			ns := strconv.FormatInt(n, 10)
@@ -233,16 +233,6 @@ func header(k, v string) *corev3.HeaderValue {
 // clampRemaining fits a Decision's Remaining into limit_remaining.
 func clampRemaining(n int64) uint32 {
 	return uint32(min(max(n, 0), maxRemaining))
-}
-
-// ceilSeconds rounds d up to whole seconds, at least 1: the wait a client
-// is told when it has no room.
-func ceilSeconds(d time.Duration) int64 {
-	n := int64(d / time.Second)
-	if d%time.Second > 0 {
-		n++
-	}
-	return max(n, 1)
 }
 
 // policyField is a RateLimit-Policy item (draft-ietf-httpapi-ratelimit-
