@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -37,13 +38,14 @@ const (
 	FailClosed
 )
 
+// failModeNames are the FailModes as ParseFailMode reads them and String
+// writes them, by value.
+var failModeNames = [...]string{FailOpen: "open", FailClosed: "closed"}
+
 // ParseFailMode parses "open" or "closed".
 func ParseFailMode(s string) (FailMode, error) {
-	switch s {
-	case "open":
-		return FailOpen, nil
-	case "closed":
-		return FailClosed, nil
+	if i := slices.Index(failModeNames[:], s); i >= 0 {
+		return FailMode(i), nil
 	}
 	return 0, fmt.Errorf("parse fail mode %q: want \"open\" or \"closed\"", s)
 }
@@ -51,11 +53,8 @@ func ParseFailMode(s string) (FailMode, error) {
 // String returns "open" or "closed" (ParseFailMode's input), or
 // "FailMode(n)" for an invalid value.
 func (m FailMode) String() string {
-	switch m {
-	case FailOpen:
-		return "open"
-	case FailClosed:
-		return "closed"
+	if m >= 0 && int(m) < len(failModeNames) {
+		return failModeNames[m]
 	}
 	return "FailMode(" + strconv.Itoa(int(m)) + ")"
 }

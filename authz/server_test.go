@@ -885,6 +885,14 @@ func TestParseFailMode(t *testing.T) {
 	}
 }
 
+func TestFailModeStringInvalid(t *testing.T) {
+	for m, want := range map[authz.FailMode]string{-1: "FailMode(-1)", 2: "FailMode(2)"} {
+		if got := m.String(); got != want {
+			t.Errorf("FailMode(%d).String() = %q, want %q", int(m), got, want)
+		}
+	}
+}
+
 func TestParseKey(t *testing.T) {
 	for _, tt := range []struct {
 		in      string

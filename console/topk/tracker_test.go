@@ -224,3 +224,28 @@ func BenchmarkRecorderDenied(b *testing.B) {
 		}
 	})
 }
+
+func TestParseWindow(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want Window
+		ok   bool
+	}{
+		{"5m", FiveMinutes, true},
+		{"1h", Hour, true},
+		{"", 0, false},
+		{"1H", 0, false},
+		{"60m", 0, false},
+	} {
+		got, ok := ParseWindow(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("ParseWindow(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+		if ok && got.String() != tt.in {
+			t.Errorf("%q: String() = %q", tt.in, got.String())
+		}
+	}
+	if got := Window(7).String(); got != "5m" {
+		t.Errorf("Window(7).String() = %q, want 5m (any Window but Hour)", got)
+	}
+}
