@@ -470,3 +470,27 @@ func statExists(t *testing.T, envoy *testutil.Envoy, name string) bool {
 		return s.Name == name
 	})
 }
+
+// TestForgedDegradedHeader: with allowed_headers in place, an
+// X-Floodgate-Degraded that the client sends itself still reaches floodgate,
+// which removes it, so the app never sees a forged one (the header marks the
+// requests floodgate allowed without memcached).
+func TestForgedDegradedHeader(t *testing.T) {
+	setup(t)
+	for _, config := range []string{"front-proxy.yaml", "sidecar.yaml"} {
+		t.Run(config, func(t *testing.T) {
+			t.Parallel()
+			fg := testutil.StartFloodgate(t, "--limit", "100")
+			app := newUpstream(t)
+			envoy := startEnvoy(t, config, fg, app)
+			c := newClient(t, "")
+			r := c.get(t, envoy.URL(edgePort)+"/", http.Header{"X-Floodgate-Degraded": {"memcached-unavailable"}})
+			if r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") != "100" {
+				t.Fatalf("got %d, X-RateLimit-Limit %q, want 200 checked by floodgate", r.status, r.header.Get("X-RateLimit-Limit"))
+			}
+			if got := app.lastHeader("X-Floodgate-Degraded"); got != "" {
+				t.Errorf("the app got the client's X-Floodgate-Degraded %q: floodgate must see the header to remove it", got)
+			}
+		})
+	}
+}

@@ -31,7 +31,8 @@ const gatewayDir = "gateway"
 // the standalone floodgate's gRPC port, through a ReferenceGrant when it
 // crosses namespaces; it fails open within a timeout above floodgate's
 // memcached timeout and at most 1s; it sends floodgate only the headers its
-// key reads (never Authorization or Cookie); and the Gateway's Envoy pods
+// key reads and X-Floodgate-Degraded (which floodgate removes when a client
+// forges it), never Authorization or Cookie; and the Gateway's Envoy pods
 // carry the label floodgate's NetworkPolicy admits.
 func TestGatewayWiring(t *testing.T) {
 	r := mustRender(t, gatewayDir)
@@ -130,6 +131,9 @@ func checkExtAuth(t *testing.T, r *rendering, sp *egv1a1.SecurityPolicy) {
 		if h := strings.ToLower(h); h == "authorization" || h == "cookie" {
 			t.Errorf("SecurityPolicy %s: sends %s to floodgate, which no key reads", sp.Name, h)
 		}
+	}
+	if len(ea.HeadersToExtAuth) > 0 && !slices.Contains(ea.HeadersToExtAuth, "x-floodgate-degraded") {
+		t.Errorf("SecurityPolicy %s: headersToExtAuth lacks x-floodgate-degraded: floodgate removes a forged one only when it sees it", sp.Name)
 	}
 	if len(ea.HeadersToExtAuth) == 0 {
 		t.Errorf("SecurityPolicy %s: no headersToExtAuth: every header, Authorization and Cookie included, goes to floodgate", sp.Name)
