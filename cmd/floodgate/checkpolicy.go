@@ -23,15 +23,10 @@ floodgate: FILE: line N: reason
 // checkPolicy runs `floodgate check-policy FILE`: args are the arguments
 // after the subcommand. It returns the exit status.
 func checkPolicy(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-		io.WriteString(stdout, checkPolicyUsage)
-		return exitOK
+	file, code, ok := checkArg(args, checkPolicyUsage, "check-policy takes one argument, the policy file: floodgate check-policy FILE", stdout, stderr)
+	if !ok {
+		return code
 	}
-	if len(args) != 1 || args[0] == "" {
-		fmt.Fprintf(stderr, "floodgate: check-policy takes one argument, the policy file: floodgate check-policy FILE\n")
-		return exitUsage
-	}
-	file := args[0]
 	p, err := policy.Load(file)
 	if err != nil {
 		for _, e := range problems(err) {
@@ -43,6 +38,22 @@ func checkPolicy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, line)
 	}
 	return exitOK
+}
+
+// checkArg returns the one argument of a check subcommand (check-policy,
+// check-rls-config), or the status the subcommand ends with: exitOK after
+// usage on stdout for -h, -help or --help; exitUsage after wrong on stderr
+// when args is not one non-empty argument.
+func checkArg(args []string, usage, wrong string, stdout, stderr io.Writer) (arg string, code int, ok bool) {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		io.WriteString(stdout, usage)
+		return "", exitOK, false
+	}
+	if len(args) != 1 || args[0] == "" {
+		fmt.Fprintf(stderr, "floodgate: %s\n", wrong)
+		return "", exitUsage, false
+	}
+	return args[0], exitOK, true
 }
 
 // problems returns every problem err holds: each of a [policy.ErrorList],

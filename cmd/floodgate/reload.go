@@ -36,11 +36,11 @@ type reloadWords struct {
 	// reloads and lastSuccess name the metrics of versions put in force or
 	// rejected, and of when one was last put in force.
 	reloads, lastSuccess string
-	files                string // the files in the metrics' help: "the --policy file"
-	subject  string             // what the log lines say was reloaded: "policy"
-	kept     string             // what a rejection keeps in force: "policy", "config"
-	pathAttr string             // the log attribute of the path: "file", "path"
-	errText  func(error) string // a rejection's error on one line
+	files                string             // the files in the metrics' help: "the --policy file"
+	subject              string             // what the log lines say was reloaded: "policy"
+	kept                 string             // what a rejection keeps in force: "policy", "config"
+	pathAttr             string             // the log attribute of the path: "file", "path"
+	errText              func(error) string // a rejection's error on one line
 }
 
 // newReloader returns the reloader of path, with its metrics and extra

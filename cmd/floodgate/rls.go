@@ -178,24 +178,20 @@ stderr, one line each: floodgate: FILE:LINE: FIELD: reason
 // checkRLSConfig runs `floodgate check-rls-config PATH`: args are the
 // arguments after the subcommand. It returns the exit status.
 func checkRLSConfig(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-		io.WriteString(stdout, checkRLSConfigUsage)
-		return exitOK
+	path, code, ok := checkArg(args, checkRLSConfigUsage, "check-rls-config takes one argument, a file or a directory: floodgate check-rls-config PATH", stdout, stderr)
+	if !ok {
+		return code
 	}
-	if len(args) != 1 || args[0] == "" {
-		fmt.Fprintf(stderr, "floodgate: check-rls-config takes one argument, a file or a directory: floodgate check-rls-config PATH\n")
-		return exitUsage
-	}
-	c, err := rlsconf.Load(args[0])
+	c, err := rlsconf.Load(path)
 	if err != nil {
 		var es rlsconf.Errors
 		if !errors.As(err, &es) {
-			es = rlsconf.Errors{{File: args[0], Msg: err.Error()}}
+			es = rlsconf.Errors{{File: path, Msg: err.Error()}}
 		}
 		for _, e := range es {
 			fmt.Fprintf(stderr, "floodgate: %s\n", oneLine(e))
 		}
-		fmt.Fprintf(stderr, "floodgate: %s: %d %s\n", args[0], len(es), plural(len(es), "error", "errors"))
+		fmt.Fprintf(stderr, "floodgate: %s: %d %s\n", path, len(es), plural(len(es), "error", "errors"))
 		return exitUsage
 	}
 	for _, l := range c.Limits() {
