@@ -61,9 +61,21 @@ func NewFixed(store Store, cfg StrategyConfig) *Fixed {
 
 // Allow decides whether req's requestor may make req's hits more requests
 // at now and counts them when allowed. It implements Strategy, and is
-// AllowAll of req alone.
+// AllowAll of req alone (without the slices).
 func (f *Fixed) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	return firstOf(f.AllowAll(ctx, []Request{req}, now))
+	if err := req.Validate(); err != nil {
+		return Decision{}, fmt.Errorf("fixed window: %w", err)
+	}
+	reqs := [1]Request{req}
+	id, key := fixedKeyOf(req, now)
+	gs := [1]reqGroup{groupOf(req, id, key)}
+	var of [1]int
+	var counts [1]int64
+	var ds [1]Decision
+	if err := f.decideSet(ctx, reqs[:], gs[:], of[:], counts[:], ds[:], now.UnixMilli()); err != nil {
+		return Decision{}, err
+	}
+	return ds[0], nil
 }
 
 // AllowAll implements MultiStrategy. Each requestor's counter is
@@ -81,35 +93,46 @@ func (f *Fixed) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]
 			return nil, fmt.Errorf("fixed window: request %d: %w", i, err)
 		}
 	}
-	nowMs := now.UnixMilli()
-	gs, of := groupRequests(reqs, func(r Request) (string, string) {
-		w := int64(r.Window / time.Second)
-		id := strategyID(fixedTag, r.Scope, w, r.Requestor)
-		return id, fixedKey(id, floorDiv(now.Unix(), w))
-	})
-	counts := make([]int64, len(gs)) // what each counter holds without the set
+	gs, of := groupRequests(reqs, func(r Request) (string, string) { return fixedKeyOf(r, now) })
 	ds := make([]Decision, len(reqs))
+	if err := f.decideSet(ctx, reqs, gs, of, make([]int64, len(gs)), ds, now.UnixMilli()); err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+// fixedKeyOf returns the identity of r's requestor and the key of its
+// counter in the window of now.
+func fixedKeyOf(r Request, now time.Time) (id, key string) {
+	w := int64(r.Window / time.Second)
+	id = strategyID(fixedTag, r.Scope, w, r.Requestor)
+	return id, fixedKey(id, floorDiv(now.Unix(), w))
+}
+
+// decideSet decides valid requests reqs, in groups gs (of[i] is reqs[i]'s),
+// into ds; counts is room for one count per group.
+func (f *Fixed) decideSet(ctx context.Context, reqs []Request, gs []reqGroup, of []int, counts []int64, ds []Decision, nowMs int64) error {
 	for i, r := range reqs {
 		ds[i] = Decision{Limit: r.Limit, Window: r.Window}
 	}
 	if f.remembered(reqs, gs, of, ds, nowMs) {
-		return ds, f.read(ctx, reqs, gs, of, ds, nowMs)
+		return f.read(ctx, reqs, gs, of, ds, nowMs)
 	}
 	for attempt := 1; ; attempt++ {
-		room, counted, err := f.count(ctx, reqs[0].Window, gs, counts)
+		room, counted, err := f.count(ctx, gs, counts)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if counted {
 			f.decide(reqs, gs, of, counts, ds, nowMs, true)
-			return ds, nil
+			return nil
 		}
 		if room && attempt < maxAttempts && jitterPause(ctx) {
 			continue
 		}
 		f.decide(reqs, gs, of, counts, ds, nowMs, false)
 		denyUnlessDenied(ds, time.Second)
-		return ds, nil
+		return nil
 	}
 }
 
@@ -173,13 +196,12 @@ func (f *Fixed) read(ctx context.Context, reqs []Request, gs []reqGroup, of []in
 // group; a failed decrement leaves its counter high, which errs on the safe
 // side, and reports no room. A failed increment undoes the others and
 // fails.
-func (f *Fixed) count(ctx context.Context, window time.Duration, gs []reqGroup, counts []int64) (room, counted bool, err error) {
-	ttl := window + SkewMargin
+func (f *Fixed) count(ctx context.Context, gs []reqGroup, counts []int64) (room, counted bool, err error) {
 	fits := true
 	n := 0
 	for ; n < len(gs); n++ {
 		var v int64
-		if v, err = f.store.Add(ctx, gs[n].key, gs[n].hits, ttl); err != nil {
+		if v, err = f.store.Add(ctx, gs[n].key, gs[n].hits, gs[n].window+SkewMargin); err != nil {
 			break
 		}
 		counts[n] = v
@@ -190,7 +212,7 @@ func (f *Fixed) count(ctx context.Context, window time.Duration, gs []reqGroup, 
 	}
 	room = n == len(gs)
 	for j := range gs[:n] {
-		c, uerr := f.store.Add(ctx, gs[j].key, -gs[j].hits, ttl)
+		c, uerr := f.store.Add(ctx, gs[j].key, -gs[j].hits, gs[j].window+SkewMargin)
 		if uerr != nil {
 			counts[j], room = counts[j]-gs[j].hits, false
 			continue

@@ -76,20 +76,31 @@ func NewSlidingLog(store SwapStore, cfg StrategyConfig) *SlidingLog {
 
 // Allow decides whether req's requestor may make req's hits more requests
 // at now and records them when allowed. It implements Strategy, and is
-// AllowAll of req alone.
+// AllowAll of req alone (without the slices).
 func (l *SlidingLog) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	return firstOf(l.AllowAll(ctx, []Request{req}, now))
+	if err := validateLog(req); err != nil {
+		return Decision{}, fmt.Errorf("sliding log: %w", err)
+	}
+	id, key := slidingLogKeyOf(req)
+	reqs := [1]Request{req}
+	gs := [1]logGroup{{reqGroup: groupOf(req, id, key)}}
+	var of [1]int
+	var ds [1]Decision
+	if err := l.decideSet(ctx, reqs[:], gs[:], of[:], ds[:], now.UnixMilli()); err != nil {
+		return Decision{}, err
+	}
+	return ds[0], nil
 }
 
 // logGroup is one log of a set: its group, and what its decision found.
 type logGroup struct {
 	reqGroup
-	windowMs int64
-	n        int64 // entries in the window, without the set's
-	untilMs  int64 // when its hits fit, if they do not now; -1: never
-	at       int64 // the instant its entries were recorded at
-	taken    bool  // its entries are recorded (and not yet taken back)
-	read     bool  // n, untilMs and at are from its log
+	n       int64 // entries in the window, without the set's
+	untilMs int64 // when its hits fit, if they do not now; -1: never
+	at      int64 // the instant its entries were recorded at
+	taken   bool  // its entries are recorded (and not yet taken back)
+	wrote   bool  // the last call of its swap asked for a write
+	read    bool  // n, untilMs and at are from its log
 }
 
 // AllowAll implements MultiStrategy. The logs of a set are one value each,
@@ -108,63 +119,90 @@ func (l *SlidingLog) AllowAll(ctx context.Context, reqs []Request, now time.Time
 		return nil, nil
 	}
 	for i, r := range reqs {
-		if err := r.Validate(); err != nil {
+		if err := validateLog(r); err != nil {
 			return nil, fmt.Errorf("sliding log: request %d: %w", i, err)
 		}
-		if r.Limit > MaxSlidingLogLimit {
-			return nil, fmt.Errorf("sliding log: request %d: limit %d: must be at most %d; use the sliding strategy for larger limits", i, r.Limit, MaxSlidingLogLimit)
-		}
 	}
-	rgs, of := groupRequests(reqs, func(r Request) (string, string) {
-		id := strategyID(slidingLogTag, r.Scope, int64(r.Window/time.Second), r.Requestor)
-		return id, valueKey(id, slidingLogKind)
-	})
+	rgs, of := groupRequests(reqs, slidingLogKeyOf)
 	gs := make([]logGroup, len(rgs))
-	for i, r := range reqs {
-		gs[of[i]].reqGroup, gs[of[i]].windowMs = rgs[of[i]], r.Window.Milliseconds()
+	for i := range rgs {
+		gs[i].reqGroup = rgs[i]
 	}
-	for i := range gs {
-		done, err := l.turns.take(ctx, gs[i].key)
-		if err != nil {
-			return nil, fmt.Errorf("sliding log: %w", err)
-		}
-		defer done()
-	}
-	nowMs := now.UnixMilli()
-	if err := l.record(ctx, reqs[0].Window, gs, nowMs); err != nil {
+	ds := make([]Decision, len(reqs))
+	if err := l.decideSet(ctx, reqs, gs, of, ds, now.UnixMilli()); err != nil {
 		return nil, err
 	}
-	return l.decisions(reqs, gs, of, nowMs), nil
+	return ds, nil
 }
 
-// record decides every log of the set in key order and records its entries
-// while all have room; once one has not (or is remembered denied, or can
-// never hold the hits), the rest are only read, and the entries recorded
-// are taken out again. A failed store call takes out what was recorded, as
-// far as the store lets it, and fails.
-func (l *SlidingLog) record(ctx context.Context, window time.Duration, gs []logGroup, nowMs int64) error {
-	all := true
+// validateLog reports whether r is a request SlidingLog can decide.
+func validateLog(r Request) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	if r.Limit > MaxSlidingLogLimit {
+		return fmt.Errorf("limit %d: must be at most %d; use the sliding strategy for larger limits", r.Limit, MaxSlidingLogLimit)
+	}
+	return nil
+}
+
+// slidingLogKeyOf returns the identity of r's log and its key.
+func slidingLogKeyOf(r Request) (id, key string) {
+	id = strategyID(slidingLogTag, r.Scope, int64(r.Window/time.Second), r.Requestor)
+	return id, valueKey(id, slidingLogKind)
+}
+
+// decideSet decides valid requests reqs, in groups gs (of[i] is reqs[i]'s),
+// into ds. A set with a log remembered denied, or more hits than it can
+// ever hold, records nothing: its other logs are only read, without
+// waiting for turns.
+func (l *SlidingLog) decideSet(ctx context.Context, reqs []Request, gs []logGroup, of []int, ds []Decision, nowMs int64) error {
+	doomed := false
 	for i := range gs {
 		g := &gs[i]
 		if g.hits > g.limit {
-			g.untilMs, all = -1, false
-			continue
+			g.untilMs, doomed = -1, true
+		} else if until, ok := l.denied.until(denyKey{id: g.id, limit: g.limit - g.hits + 1}, nowMs); ok {
+			g.untilMs, doomed = until, true
 		}
-		if until, ok := l.denied.until(denyKey{id: g.id, limit: g.limit - g.hits + 1}, nowMs); ok {
-			g.untilMs, all = until, false
-			continue
+	}
+	if !doomed {
+		for i := range gs {
+			done, err := l.turns.take(ctx, gs[i].key)
+			if err != nil {
+				return fmt.Errorf("sliding log: %w", err)
+			}
+			defer done()
 		}
-		var wrote bool
-		if err := update(ctx, l.store, g.key, l.decideLog(g, nowMs, all, &wrote)); err != nil {
+	}
+	if err := l.record(ctx, gs, nowMs, !doomed); err != nil {
+		return err
+	}
+	l.decisions(reqs, gs, of, ds, nowMs)
+	return nil
+}
+
+// record decides every log of the set not already decided, in key order,
+// and records its entries while all have room (and write is true); once
+// one has not, the rest are only read, and the entries recorded are taken
+// out again. A failed store call takes out what was recorded, as far as the
+// store lets it, and fails.
+func (l *SlidingLog) record(ctx context.Context, gs []logGroup, nowMs int64, write bool) error {
+	for i := range gs {
+		g := &gs[i]
+		if g.untilMs != 0 {
+			continue // remembered denied, or never fits
+		}
+		if err := update(ctx, l.store, g.key, l.decideLog(g, nowMs, write)); err != nil {
 			// This log's write may or may not have been applied: it is not
 			// taken back (that could remove another decision's entries).
 			l.takeBack(ctx, gs)
 			return fmt.Errorf("sliding log: %w", err)
 		}
-		g.taken = wrote // only now: a write whose swap lost was never applied
-		all = all && g.taken
+		g.taken = g.wrote // only now: a write whose swap lost was never applied
+		write = write && g.taken
 	}
-	if !all {
+	if !write {
 		l.takeBack(ctx, gs)
 	}
 	return nil
@@ -172,7 +210,7 @@ func (l *SlidingLog) record(ctx context.Context, window time.Duration, gs []logG
 
 // decideLog is the read-modify-write step of g's log at nowMs: it drops
 // what has left the window (and the skew bound), and appends g's hits when
-// write is true and they fit, else only reads. *wrote tells whether the
+// write is true and they fit, else only reads. g.wrote tells whether the
 // last call asked for a write.
 //
 // An entry counts for Window+MaxClockSkew: a replica whose clock runs
@@ -180,9 +218,9 @@ func (l *SlidingLog) record(ctx context.Context, window time.Duration, gs []logG
 // recorded within the window. A request whose clock reads earlier than the
 // newest entry (a clock behind another's) is recorded at that newest
 // instant, so the log stays ordered.
-func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool, wrote *bool) swap {
+func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool) swap {
 	return func(old []byte, _ bool) ([]byte, time.Duration, bool, error) {
-		*wrote = false
+		g.wrote = false
 		log, err := decodeLog(old)
 		if err != nil {
 			return nil, 0, false, err
@@ -191,7 +229,7 @@ func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool, wrote *bool
 		if n := len(log); n > 0 {
 			t = max(t, log[n-1])
 		}
-		span := g.windowMs + l.skewMs
+		span := g.window.Milliseconds() + l.skewMs
 		i := 0
 		for i < len(log) && log[i] <= t-span {
 			i++
@@ -209,7 +247,7 @@ func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool, wrote *bool
 		for range g.hits {
 			log = append(log, t)
 		}
-		*wrote = true
+		g.wrote = true
 		if g.n+g.hits == g.limit {
 			g.untilMs = log[0] + span
 		}
@@ -240,7 +278,7 @@ func (l *SlidingLog) takeBack(ctx context.Context, gs []logGroup) {
 					left--
 				}
 			}
-			return encodeLog(log), time.Duration(g.windowMs+l.skewMs)*time.Millisecond + SkewMargin, true, nil
+			return encodeLog(log), time.Duration(g.window.Milliseconds()+l.skewMs)*time.Millisecond + SkewMargin, true, nil
 		})
 		if err == nil {
 			g.taken = false
@@ -248,10 +286,9 @@ func (l *SlidingLog) takeBack(ctx context.Context, gs []logGroup) {
 	}
 }
 
-// decisions writes the decisions of a set from its logs' results, and
-// remembers the denials.
-func (l *SlidingLog) decisions(reqs []Request, gs []logGroup, of []int, nowMs int64) []Decision {
-	ds := make([]Decision, len(reqs))
+// decisions writes the decisions of a set from its logs' results into ds,
+// and remembers the denials.
+func (l *SlidingLog) decisions(reqs []Request, gs []logGroup, of []int, ds []Decision, nowMs int64) {
 	counted := true
 	for i := range gs {
 		counted = counted && gs[i].taken
@@ -284,7 +321,6 @@ func (l *SlidingLog) decisions(reqs []Request, gs []logGroup, of []int, nowMs in
 	if !counted {
 		denyUnlessDenied(ds, time.Second)
 	}
-	return ds
 }
 
 // encodeLog returns the stored form of log, ascending Unix milliseconds.

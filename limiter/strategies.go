@@ -286,9 +286,15 @@ func (d *denials) deny(k denyKey, untilMs, nowMs int64) {
 // (see MultiStrategy): their hits are counted together.
 type reqGroup struct {
 	id, key  string
-	hits     int64 // of all its requests, saturated at math.MaxInt64
-	limit    int64 // the smallest Limit of its requests
-	maxLimit int64 // the largest
+	window   time.Duration // of all its requests: the key covers it
+	hits     int64         // of all its requests, saturated at math.MaxInt64
+	limit    int64         // the smallest Limit of its requests
+	maxLimit int64         // the largest
+}
+
+// groupOf is the group of r alone, under id and key.
+func groupOf(r Request, id, key string) reqGroup {
+	return reqGroup{id: id, key: key, window: r.Window, hits: r.HitsOf(), limit: r.Limit, maxLimit: r.Limit}
 }
 
 // groupRequests puts each of reqs in the group of its key (keyOf returns
@@ -301,7 +307,7 @@ func groupRequests(reqs []Request, keyOf func(Request) (id, key string)) ([]reqG
 		id, key := keyOf(r)
 		i := slices.IndexFunc(gs, func(g reqGroup) bool { return g.key == key })
 		if i < 0 {
-			gs = append(gs, reqGroup{id: id, key: key, hits: r.HitsOf(), limit: r.Limit, maxLimit: r.Limit})
+			gs = append(gs, groupOf(r, id, key))
 			continue
 		}
 		g := &gs[i]

@@ -88,9 +88,21 @@ func NewTokenBucket(store SwapStore, cfg StrategyConfig) *TokenBucket {
 
 // Allow decides whether req's requestor may make req's hits more requests
 // at now and takes that many tokens when allowed. It implements Strategy,
-// and is AllowAll of req alone.
+// and is AllowAll of req alone (without the slices).
 func (b *TokenBucket) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
-	return firstOf(b.AllowAll(ctx, []Request{req}, now))
+	g, err := newGCRA(req)
+	if err != nil {
+		return Decision{}, fmt.Errorf("token bucket: %w", err)
+	}
+	id := tokenBucketID(req)
+	reqs := [1]Request{req}
+	gs := [1]tbGroup{{reqGroup: groupOf(req, id, valueKey(id, tokenBucketKind)), g: g}}
+	var of [1]int
+	var ds [1]Decision
+	if err := b.decideSet(ctx, reqs[:], gs[:], of[:], ds[:], now.UnixMilli()); err != nil {
+		return Decision{}, err
+	}
+	return ds[0], nil
 }
 
 // tbGroup is one bucket of a set: its group and arithmetic, and what its
@@ -100,7 +112,9 @@ type tbGroup struct {
 	g          gcra
 	r          gcraResult
 	taken      bool // its tokens were taken (and not yet given back)
+	wrote      bool // the last call of its swap asked for a write
 	remembered bool // r is a remembered denial, not the bucket's answer
+	skip       bool // decided without the store: remembered, or never fits
 }
 
 // AllowAll implements MultiStrategy. The buckets of a set are one value
@@ -112,7 +126,7 @@ type tbGroup struct {
 // the set's later compare-and-swaps (bounded by the caller's deadline), and
 // for at most the set's hits in each bucket; such a denial is remembered
 // for at most a second. That errs on the side of under-admission; nothing
-// taken back ever lets a bucket give more than its tokens. The buckets are
+// given back ever lets a bucket give more than its tokens. The buckets are
 // held in this instance's turns for the whole set, in key order.
 func (b *TokenBucket) AllowAll(ctx context.Context, reqs []Request, now time.Time) ([]Decision, error) {
 	if len(reqs) == 0 {
@@ -134,18 +148,11 @@ func (b *TokenBucket) AllowAll(ctx context.Context, reqs []Request, now time.Tim
 	for i := range reqs {
 		gs[of[i]].reqGroup, gs[of[i]].g = rgs[of[i]], gcras[i]
 	}
-	nowMs := now.UnixMilli()
-	for i := range gs {
-		done, err := b.turns.take(ctx, gs[i].key)
-		if err != nil {
-			return nil, fmt.Errorf("token bucket: %w", err)
-		}
-		defer done()
-	}
-	if err := b.take(ctx, gs, nowMs); err != nil {
+	ds := make([]Decision, len(reqs))
+	if err := b.decideSet(ctx, reqs, gs, of, ds, now.UnixMilli()); err != nil {
 		return nil, err
 	}
-	return b.decisions(reqs, gs, of, nowMs), nil
+	return ds, nil
 }
 
 // tokenBucketID is the identity of r's bucket: the scope tagged with the
@@ -159,35 +166,57 @@ func tokenBucketID(r Request) string {
 	return strategyID(tag, r.Scope, int64(r.Window/time.Second), r.Requestor)
 }
 
-// take decides every bucket of the set in key order and takes its tokens
-// while all have them; once one has not (or is remembered denied, or can
-// never hold the hits), the rest are only read, and the tokens taken are
-// given back. A failed store call gives back what was taken, as far as the
-// store lets it, and fails.
-func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64) error {
-	all := true
+// decideSet decides valid requests reqs, in groups gs (of[i] is reqs[i]'s),
+// into ds. A set with a bucket remembered denied, or hits it can never
+// hold, takes nothing: its other buckets are only read, without waiting
+// for turns.
+func (b *TokenBucket) decideSet(ctx context.Context, reqs []Request, gs []tbGroup, of []int, ds []Decision, nowMs int64) error {
+	doomed := false
 	for i := range gs {
 		g := &gs[i]
 		if g.hits > g.g.burst {
-			g.r, all = gcraResult{nextMs: -1}, false
+			g.r, g.skip, doomed = gcraResult{nextMs: -1}, true, true
+		} else if until, ok := b.denied.until(denyKey{id: g.id, limit: g.hits}, nowMs); ok {
+			g.r, g.remembered, g.skip, doomed = gcraResult{nextMs: until}, true, true, true
+		}
+	}
+	if !doomed {
+		for i := range gs {
+			done, err := b.turns.take(ctx, gs[i].key)
+			if err != nil {
+				return fmt.Errorf("token bucket: %w", err)
+			}
+			defer done()
+		}
+	}
+	if err := b.take(ctx, gs, nowMs, !doomed); err != nil {
+		return err
+	}
+	b.decisions(reqs, gs, of, ds, nowMs)
+	return nil
+}
+
+// take decides every bucket of the set not skipped, in key order, and
+// takes its tokens while all have them (and write is true); once one has
+// not, the rest are only read, and the tokens taken are given back. A
+// failed store call gives back what was taken, as far as the store lets
+// it, and fails.
+func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64, write bool) error {
+	for i := range gs {
+		g := &gs[i]
+		if g.skip {
 			continue
 		}
-		if until, ok := b.denied.until(denyKey{id: g.id, limit: g.hits}, nowMs); ok {
-			g.r, g.remembered, all = gcraResult{nextMs: until}, true, false
-			continue
-		}
-		var wrote bool
-		err := update(ctx, b.store, g.key, b.decideBucket(g, nowMs, all, &wrote))
-		if err != nil {
+		if err := update(ctx, b.store, g.key, b.decideBucket(g, nowMs, write)); err != nil {
 			// This bucket's write may or may not have been applied: it is
 			// not given back (that could give a token never taken).
 			b.giveBack(ctx, gs, nowMs)
 			return fmt.Errorf("token bucket: %w", err)
 		}
-		g.taken = wrote // only now: a write whose swap lost was never applied
-		all = all && g.r.allowed
+		g.taken = g.wrote // only now: a write whose swap lost was never applied
+		write = write && g.r.allowed
 	}
-	if !all {
+	if !write {
 		b.giveBack(ctx, gs, nowMs)
 	}
 	return nil
@@ -195,10 +224,10 @@ func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64) error
 
 // decideBucket is the read-modify-write step of g's bucket at nowMs: it
 // takes g's hits when write is true and they are there, else only reads.
-// *wrote tells whether the last call asked for a write.
-func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool, wrote *bool) swap {
+// g.wrote tells whether the last call asked for a write.
+func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool) swap {
 	return func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
-		*wrote = false
+		g.wrote = false
 		var tat gcraInstant
 		if found {
 			var err error
@@ -210,7 +239,7 @@ func (b *TokenBucket) decideBucket(g *tbGroup, nowMs int64, write bool, wrote *b
 		if !g.r.allowed || !write {
 			return nil, 0, false, nil
 		}
-		*wrote = true
+		g.wrote = true
 		return encodeTAT(g.r.tat), b.ttl(g.r.tat, nowMs), true, nil
 	}
 }
@@ -250,10 +279,9 @@ func (b *TokenBucket) giveBack(ctx context.Context, gs []tbGroup, nowMs int64) {
 	}
 }
 
-// decisions writes the decisions of a set from its buckets' results, and
-// remembers the denials.
-func (b *TokenBucket) decisions(reqs []Request, gs []tbGroup, of []int, nowMs int64) []Decision {
-	ds := make([]Decision, len(reqs))
+// decisions writes the decisions of a set from its buckets' results into
+// ds, and remembers the denials.
+func (b *TokenBucket) decisions(reqs []Request, gs []tbGroup, of []int, ds []Decision, nowMs int64) {
 	counted := true
 	for i := range gs {
 		counted = counted && gs[i].taken
@@ -283,7 +311,6 @@ func (b *TokenBucket) decisions(reqs []Request, gs []tbGroup, of []int, nowMs in
 	if !counted {
 		denyUnlessDenied(ds, time.Second)
 	}
-	return ds
 }
 
 // gcraInstant is an instant in Unix milliseconds plus frac/limit of a
