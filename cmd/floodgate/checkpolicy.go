@@ -23,49 +23,50 @@ floodgate: FILE: line N: reason
 // checkPolicy runs `floodgate check-policy FILE`: args are the arguments
 // after the subcommand. It returns the exit status.
 func checkPolicy(args []string, stdout, stderr io.Writer) int {
-	file, code, ok := checkArg(args, checkPolicyUsage, "check-policy takes one argument, the policy file: floodgate check-policy FILE", stdout, stderr)
-	if !ok {
-		return code
-	}
-	p, err := policy.Load(file)
-	if err != nil {
-		for _, e := range problems(err) {
-			fmt.Fprintf(stderr, "floodgate: %s: %s\n", file, oneLine(e))
-		}
-		return exitUsage
-	}
-	for _, line := range p.Lines() {
-		fmt.Fprintln(stdout, line)
-	}
-	return exitOK
+	return runCheck(args, checkPolicyUsage, "check-policy takes one argument, the policy file: floodgate check-policy FILE", validatePolicy, stdout, stderr)
 }
 
-// checkArg returns the one argument of a check subcommand (check-policy,
-// check-rls-config), or the status the subcommand ends with: exitOK after
-// usage on stdout for -h, -help or --help; exitUsage after wrong on stderr
-// when args is not one non-empty argument.
-func checkArg(args []string, usage, wrong string, stdout, stderr io.Writer) (arg string, code int, ok bool) {
+// validatePolicy returns the lines of the policy file as floodgate
+// understands it, or every problem it has ("FILE: line N: reason").
+func validatePolicy(file string) (listing, problems []string) {
+	p, err := policy.Load(file)
+	if err == nil {
+		return p.Lines(), nil
+	}
+	var list policy.ErrorList
+	if !errors.As(err, &list) {
+		return nil, []string{file + ": " + oneLine(err)} // unreadable
+	}
+	for _, e := range list {
+		problems = append(problems, file+": "+oneLine(e))
+	}
+	return nil, problems
+}
+
+// runCheck runs a check subcommand (check-policy, check-rls-config) on its
+// one argument: validate gives the listing of a valid configuration, for
+// stdout, and exitOK; or the problems of an invalid one, each on a line of
+// stderr after "floodgate: ", and exitUsage. For -h, -help or --help it
+// writes usage on stdout; when args is not one non-empty argument, wrong
+// on stderr.
+func runCheck(args []string, usage, wrong string, validate func(path string) (listing, problems []string), stdout, stderr io.Writer) int {
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 		io.WriteString(stdout, usage)
-		return "", exitOK, false
+		return exitOK
 	}
 	if len(args) != 1 || args[0] == "" {
 		fmt.Fprintf(stderr, "floodgate: %s\n", wrong)
-		return "", exitUsage, false
+		return exitUsage
 	}
-	return args[0], exitOK, true
-}
-
-// problems returns every problem err holds: each of a [policy.ErrorList],
-// or err itself (a file that cannot be read).
-func problems(err error) []error {
-	var list policy.ErrorList
-	if !errors.As(err, &list) {
-		return []error{err}
+	listing, problems := validate(args[0])
+	for _, p := range problems {
+		fmt.Fprintf(stderr, "floodgate: %s\n", p)
 	}
-	errs := make([]error, len(list))
-	for i, e := range list {
-		errs[i] = e
+	if len(problems) > 0 {
+		return exitUsage
 	}
-	return errs
+	for _, l := range listing {
+		fmt.Fprintln(stdout, l)
+	}
+	return exitOK
 }

@@ -178,10 +178,13 @@ stderr, one line each: floodgate: FILE:LINE: FIELD: reason
 // checkRLSConfig runs `floodgate check-rls-config PATH`: args are the
 // arguments after the subcommand. It returns the exit status.
 func checkRLSConfig(args []string, stdout, stderr io.Writer) int {
-	path, code, ok := checkArg(args, checkRLSConfigUsage, "check-rls-config takes one argument, a file or a directory: floodgate check-rls-config PATH", stdout, stderr)
-	if !ok {
-		return code
-	}
+	return runCheck(args, checkRLSConfigUsage, "check-rls-config takes one argument, a file or a directory: floodgate check-rls-config PATH", validateRLSConfig, stdout, stderr)
+}
+
+// validateRLSConfig returns the rules of the configuration at path, one
+// line each, and a summary line "valid: ..."; or every problem it has
+// ("FILE:LINE: FIELD: reason") and a line that counts them.
+func validateRLSConfig(path string) (listing, problems []string) {
 	c, err := rlsconf.Load(path)
 	if err != nil {
 		var es rlsconf.Errors
@@ -189,16 +192,14 @@ func checkRLSConfig(args []string, stdout, stderr io.Writer) int {
 			es = rlsconf.Errors{{File: path, Msg: err.Error()}}
 		}
 		for _, e := range es {
-			fmt.Fprintf(stderr, "floodgate: %s\n", oneLine(e))
+			problems = append(problems, oneLine(e))
 		}
-		fmt.Fprintf(stderr, "floodgate: %s: %d %s\n", path, len(es), plural(len(es), "error", "errors"))
-		return exitUsage
+		return nil, append(problems, fmt.Sprintf("%s: %d %s", path, len(es), plural(len(es), "error", "errors")))
 	}
 	for _, l := range c.Limits() {
-		fmt.Fprintln(stdout, ruleLine(l))
+		listing = append(listing, ruleLine(l))
 	}
-	fmt.Fprintf(stdout, "valid: domains=%d rules=%d sha256=%s\n", len(c.Domains()), len(c.Limits()), shortDigest(c.Digest))
-	return exitOK
+	return append(listing, fmt.Sprintf("valid: domains=%d rules=%d sha256=%s", len(c.Domains()), len(c.Limits()), shortDigest(c.Digest))), nil
 }
 
 // ruleLine describes one rule for check-rls-config:
