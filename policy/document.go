@@ -432,17 +432,7 @@ func (p *parser) match(n *yaml.Node, path string) Match {
 			m.Scope = &s
 		}
 	}
-	for i, mn := range p.sequence(f.get("methods"), path+".methods") {
-		mp := path + ".methods[" + strconv.Itoa(i) + "]"
-		s, err := scalar(mn, mp)
-		switch {
-		case !p.ok(err):
-		case s == "" || !isToken(s):
-			p.ok(errorf(mn.Line, "%s: %q: not an HTTP method", mp, s))
-		default:
-			m.Methods = append(m.Methods, strings.ToUpper(s))
-		}
-	}
+	m.Methods = scalars(p, f.get("methods"), path+".methods", parseMethod)
 	if v := f.get("path_prefix"); v != nil {
 		s, err := scalar(v, path+".path_prefix")
 		switch {
@@ -501,34 +491,41 @@ func (p *parser) list(n *yaml.Node, path string) List {
 	if f == nil {
 		return l
 	}
-	for i, in := range p.sequence(f.get("identities"), path+".identities") {
-		ip := path + ".identities[" + strconv.Itoa(i) + "]"
-		s, err := scalar(in, ip)
-		if !p.ok(err) {
-			continue
-		}
-		id, err := ParseIdentity(s)
-		if err != nil {
-			p.ok(errorf(in.Line, "%s: %q: %v", ip, s, err))
-			continue
-		}
+	for _, id := range scalars(p, f.get("identities"), path+".identities", ParseIdentity) {
 		if _, dup := l.ids[id]; !dup {
 			l.ids[id] = struct{}{}
 			l.Identities = append(l.Identities, id)
 		}
 	}
-	for i, cn := range p.sequence(f.get("cidrs"), path+".cidrs") {
-		cp := path + ".cidrs[" + strconv.Itoa(i) + "]"
-		s, err := scalar(cn, cp)
+	l.Prefixes = scalars(p, f.get("cidrs"), path+".cidrs", ParsePrefix)
+	return l
+}
+
+// scalars reads the list n at path, each item a scalar that parse reads.
+// An item that is not a scalar, or that parse refuses
+// (`path[i]: "value": reason`), is reported and left out.
+func scalars[T any](p *parser, n *yaml.Node, path string, parse func(string) (T, error)) []T {
+	var out []T
+	for i, item := range p.sequence(n, path) {
+		ip := path + "[" + strconv.Itoa(i) + "]"
+		s, err := scalar(item, ip)
 		if !p.ok(err) {
 			continue
 		}
-		pfx, err := ParsePrefix(s)
+		v, err := parse(s)
 		if err != nil {
-			p.ok(errorf(cn.Line, "%s: %q: %v", cp, s, err))
+			p.ok(errorf(item.Line, "%s: %q: %v", ip, s, err))
 			continue
 		}
-		l.Prefixes = append(l.Prefixes, pfx)
+		out = append(out, v)
 	}
-	return l
+	return out
+}
+
+// parseMethod reads an HTTP method of a match, upper-cased.
+func parseMethod(s string) (string, error) {
+	if s == "" || !isToken(s) {
+		return "", errors.New("not an HTTP method")
+	}
+	return strings.ToUpper(s), nil
 }
