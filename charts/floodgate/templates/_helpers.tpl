@@ -81,7 +81,7 @@ app.kubernetes.io/version: {{ include "floodgate.memcachedVersion" . | quote }}
 {{/* FLOODGATE_MEMCACHE_SERVERS: this release's memcached, found through its headless Service, or memcached.servers. */}}
 {{- define "floodgate.memcacheServers" -}}
 {{- if .Values.memcached.enabled -}}
-{{- printf "dns+%s.%s.svc.cluster.local:11211" (include "floodgate.memcachedName" .) .Release.Namespace -}}
+{{- printf "dns+%s.%s.svc.%s:11211" (include "floodgate.memcachedName" .) .Release.Namespace .Values.clusterDomain -}}
 {{- else -}}
 {{- .Values.memcached.servers -}}
 {{- end -}}
