@@ -6,9 +6,11 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -311,5 +313,52 @@ func TestHelmRefuses(t *testing.T) {
 				t.Errorf("rendering with %q on %s: error %v, want one naming %q", c.values, c.kube, err, c.want)
 			}
 		})
+	}
+}
+
+// TestHelmValuesReachFloodgate starts the real floodgate with the
+// environment the chart renders for the configured case and checks, in its
+// startup line, that each value took effect: limit, window, key, strategy,
+// fail mode, memcached timeout and TLS (with the client CA the values ask
+// for).
+func TestHelmValuesReachFloodgate(t *testing.T) {
+	var fc floodgateContainer
+	for _, c := range floodgateContainers(t) {
+		if c.W.Render.Dir == helmDir("configured") {
+			fc = c
+		}
+	}
+	if fc.C == nil {
+		t.Fatal("the configured case renders no floodgate")
+	}
+	serving := startFloodgateEnv(t, fc, true).startupLine(t)
+	str := func(k string) string {
+		switch v := serving[k].(type) {
+		case float64:
+			return strconv.FormatFloat(v, 'f', -1, 64)
+		default:
+			return fmt.Sprint(v)
+		}
+	}
+	dur := func(k string) time.Duration {
+		d, err := time.ParseDuration(str(k))
+		if err != nil {
+			t.Fatalf("startup line %s=%q: %v", k, str(k), err)
+		}
+		return d
+	}
+	for k, want := range map[string]string{"limit": "1000000", "key": "xff", "strategy": "token-bucket", "fail_mode": "open"} {
+		if got := str(k); got != want {
+			t.Errorf("floodgate serves %s=%s, the values say %s", k, got, want)
+		}
+	}
+	if got := dur("window"); got != 15*time.Minute {
+		t.Errorf("floodgate serves window=%v, the values say 15m", got)
+	}
+	if got := dur("memcache_timeout"); got != 50*time.Millisecond {
+		t.Errorf("floodgate serves memcache_timeout=%v, the values say 50ms", got)
+	}
+	if got := str("tls"); got != "mutual" {
+		t.Errorf("floodgate serves tls=%s, want mutual: the values give it a certificate and a client CA", got)
 	}
 }
