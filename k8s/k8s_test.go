@@ -4,8 +4,12 @@
 // with the real tools where there are any:
 //
 //   - every kustomization renders (kustomize's own engine, as `kubectl
-//     kustomize` runs it) and every object decodes strictly into the typed
-//     Kubernetes or Istio API structs: an unknown or misspelt field fails;
+//     kustomize` runs it), and so does the Helm chart (Helm's own engine,
+//     as `helm template` runs it, in several cases of values), and every
+//     object decodes strictly into the typed Kubernetes, Istio, Envoy
+//     Gateway, Gateway API or Prometheus Operator API structs: an unknown
+//     or misspelt field fails; the chart's defaults equal the kustomize
+//     output;
 //   - the wiring between objects and containers holds: ports, probes,
 //     selectors, the Envoy config in the sidecar ConfigMap, the memcached
 //     servers every floodgate lists, the NetworkPolicy, the Istio providers;
