@@ -38,28 +38,28 @@ func TestLimitedLogOncePerWindow(t *testing.T) {
 	for range 5 {
 		from("203.0.113.7", login)
 	}
-	if n := h.logs.count(line); n != 1 {
+	if n := h.logs.CountLines(line); n != 1 {
 		t.Fatalf("%d lines %q after 5 denials, want 1; logs:\n%s", n, line, h.logs)
 	}
 	from("203.0.113.7", nil)
 	from("203.0.113.8", login)
-	if n := h.logs.count(`msg="requestor limited" scope=default identity=ip:203.0.113.7 `); n != 1 {
+	if n := h.logs.CountLines(`msg="requestor limited" scope=default identity=ip:203.0.113.7 `); n != 1 {
 		t.Errorf("another scope: %d lines, want 1; logs:\n%s", n, h.logs)
 	}
-	if n := h.logs.count(`msg="requestor limited" scope=login identity=ip:203.0.113.8 `); n != 1 {
+	if n := h.logs.CountLines(`msg="requestor limited" scope=login identity=ip:203.0.113.8 `); n != 1 {
 		t.Errorf("another requestor: %d lines, want 1; logs:\n%s", n, h.logs)
 	}
 	clock.set(t0.Add(59 * time.Second))
 	from("203.0.113.7", login)
-	if n := h.logs.count(line); n != 1 {
+	if n := h.logs.CountLines(line); n != 1 {
 		t.Errorf("within the window: %d lines, want still 1", n)
 	}
 	clock.set(t0.Add(time.Minute))
 	from("203.0.113.7", login)
-	if n := h.logs.count(line); n != 2 {
+	if n := h.logs.CountLines(line); n != 2 {
 		t.Errorf("in the next window: %d lines, want 2; logs:\n%s", n, h.logs)
 	}
-	if n := h.logs.count(`msg="requestor limited"`); n != 4 {
+	if n := h.logs.CountLines(`msg="requestor limited"`); n != 4 {
 		t.Errorf("%d lines in all, want 4; logs:\n%s", n, h.logs)
 	}
 }
@@ -88,7 +88,7 @@ func TestLimitedLogIdentities(t *testing.T) {
 				t.Fatal(err)
 			}
 			h.check(t, checkReq(socket("203.0.113.7", 40000), map[string]string{":path": "/", "x-api-key": "k-secret-1"}, nil))
-			if n := h.logs.count(`msg="requestor limited" scope=api rule=api `+tt.want, "limit=5 window=60 retry_after=42"); n != 1 {
+			if n := h.logs.CountLines(`msg="requestor limited" scope=api rule=api `+tt.want, "limit=5 window=60 retry_after=42"); n != 1 {
 				t.Errorf("want one line with %q; logs:\n%s", tt.want, h.logs)
 			}
 			if !tt.show && strings.Contains(h.logs.String(), "k-secret-1") {
@@ -106,12 +106,12 @@ func TestLimitedLogRateLimited(t *testing.T) {
 	for i := range 50 {
 		h.check(t, checkReq(socket(fmt.Sprintf("198.51.100.%d", i), 40000), nil, nil))
 	}
-	if n := h.logs.count(`msg="requestor limited"`); n != 20 {
+	if n := h.logs.CountLines(`msg="requestor limited"`); n != 20 {
 		t.Fatalf("%d lines for 50 first denials at once, want 20 (the burst); logs:\n%s", n, h.logs)
 	}
 	clock.set(t0.Add(time.Second))
 	h.check(t, checkReq(socket("198.51.100.200", 40000), nil, nil))
-	if n := h.logs.count(`msg="requestor limited"`, "identity=ip:198.51.100.200 ", "suppressed=30"); n != 1 {
+	if n := h.logs.CountLines(`msg="requestor limited"`, "identity=ip:198.51.100.200 ", "suppressed=30"); n != 1 {
 		t.Errorf("the line a second later: want it with suppressed=30; logs:\n%s", h.logs)
 	}
 	// The suppressed requestors were remembered: no line for them in
@@ -119,10 +119,10 @@ func TestLimitedLogRateLimited(t *testing.T) {
 	clock.set(t0.Add(2 * time.Second))
 	h.check(t, checkReq(socket("198.51.100.49", 40000), nil, nil))
 	h.check(t, checkReq(socket("198.51.100.201", 40000), nil, nil))
-	if n := h.logs.count(`msg="requestor limited"`, "identity=ip:198.51.100.201 ", "suppressed=0"); n != 1 {
+	if n := h.logs.CountLines(`msg="requestor limited"`, "identity=ip:198.51.100.201 ", "suppressed=0"); n != 1 {
 		t.Errorf("want the next line with suppressed=0; logs:\n%s", h.logs)
 	}
-	if n := h.logs.count(`identity=ip:198.51.100.49 `); n != 0 {
+	if n := h.logs.CountLines(`identity=ip:198.51.100.49 `); n != 0 {
 		t.Errorf("a suppressed requestor logged within its window; logs:\n%s", h.logs)
 	}
 }
@@ -135,7 +135,7 @@ func TestLimitedLogNotForAllowed(t *testing.T) {
 	h.check(t, fromIP(nil))
 	h2 := newHarness(t, &fakeStrategy{}, baseConfig())
 	h2.check(t, fromIP(nil))
-	if n := h.logs.count("requestor limited") + h2.logs.count("requestor limited"); n != 0 {
+	if n := h.logs.CountLines("requestor limited") + h2.logs.CountLines("requestor limited"); n != 0 {
 		t.Errorf("%d lines, want 0; logs:\n%s%s", n, h.logs, h2.logs)
 	}
 }

@@ -37,7 +37,7 @@ func TestInvalidOverrideWords(t *testing.T) {
 			h := newHarness(t, &fakeStrategy{}, baseConfig())
 			h.check(t, fromIP(map[string]string{tt.name: tt.value}))
 			want := fmt.Sprintf("error=%s", strconv.Quote(tt.want))
-			if n := h.logs.count("invalid context extension", "name="+tt.name, want); n != 1 {
+			if n := h.logs.CountLines("invalid context extension", "name="+tt.name, want); n != 1 {
 				t.Errorf("want one log line with %s; logs:\n%s", want, h.logs)
 			}
 		})

@@ -330,7 +330,7 @@ func TestShadowFailureIgnored(t *testing.T) {
 	for range 3 {
 		expect(t, "answer", h.check(t, fromIP(nil)), okResp(okHeaders(100, 99, 0, 3600, "default")...))
 	}
-	if n := h.logs.count("shadow rule failed to decide, ignored", "rule=s"); n != 1 {
+	if n := h.logs.CountLines("shadow rule failed to decide, ignored", "rule=s"); n != 1 {
 		t.Errorf("%d log lines about the failing shadow rule, want 1:\n%s", n, h.logs)
 	}
 	if v := h.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 0 {

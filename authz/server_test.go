@@ -1,7 +1,6 @@
 package authz_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -78,45 +78,12 @@ func decide(d limiter.Decision, err error) func(context.Context, limiter.Request
 	}
 }
 
-// logBuffer collects log output; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// count returns the number of log lines containing every one of subs.
-func (b *logBuffer) count(subs ...string) int {
-	n := 0
-	for line := range strings.Lines(b.String()) {
-		ok := true
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
 // harness is a Server behind a real gRPC listener on 127.0.0.1.
 type harness struct {
 	srv    *authz.Server
 	client authv3.AuthorizationClient
 	reg    *prometheus.Registry
-	logs   *logBuffer
+	logs   *testutil.Buffer
 }
 
 // baseConfig is the configuration most tests start from: 100 requests per
@@ -129,7 +96,7 @@ func baseConfig() authz.Config {
 // replaced by the harness's) on a real gRPC server, and connects a client.
 func newHarness(t testing.TB, s limiter.Strategy, cfg authz.Config) *harness {
 	t.Helper()
-	h := &harness{reg: prometheus.NewPedanticRegistry(), logs: &logBuffer{}}
+	h := &harness{reg: prometheus.NewPedanticRegistry(), logs: &testutil.Buffer{}}
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Registerer = h.reg
 	srv, err := authz.NewServer(s, cfg)
@@ -472,7 +439,7 @@ func TestCheckResponses(t *testing.T) {
 			wantPanics := 0.0
 			if tt.panics {
 				wantPanics = 1
-				if n := h.logs.count(`msg="check panicked"`, "strategy bug"); n != 1 {
+				if n := h.logs.CountLines(`msg="check panicked"`, "strategy bug"); n != 1 {
 					t.Errorf("panic logged %d times, want 1; logs:\n%s", n, h.logs)
 				}
 			}
@@ -480,7 +447,7 @@ func TestCheckResponses(t *testing.T) {
 				t.Errorf("floodgate_check_panics_total = %v, want %v", v, wantPanics)
 			}
 			if tt.err != nil {
-				if n := h.logs.count("rate limiter failed", "error="); n != 1 {
+				if n := h.logs.CountLines("rate limiter failed", "error="); n != 1 {
 					t.Errorf("failure logged %d times, want 1; logs:\n%s", n, h.logs)
 				}
 			}
@@ -688,7 +655,7 @@ func TestContextExtensions(t *testing.T) {
 				if v := h.metric(t, "floodgate_invalid_overrides_total", "name", name); v != want {
 					t.Errorf("floodgate_invalid_overrides_total{name=%q} = %v, want %v", name, v, want)
 				}
-				if n := h.logs.count("invalid context extension", "name="+name); n != wantLogs {
+				if n := h.logs.CountLines("invalid context extension", "name="+name); n != wantLogs {
 					t.Errorf("invalid %s logged %d times, want %d; logs:\n%s", name, n, wantLogs, h.logs)
 				}
 			}
@@ -726,10 +693,10 @@ func TestInvalidOverridesLoggedOnce(t *testing.T) {
 	}
 	// 1024 values logged when first seen, plus at most one line for the
 	// values beyond the remembered set (logged at most once per 10s).
-	if n := h.logs.count("invalid context extension"); n != 1024+1 {
+	if n := h.logs.CountLines("invalid context extension"); n != 1024+1 {
 		t.Errorf("logged %d lines, want %d", n, 1024+1)
 	}
-	if n := h.logs.count("invalid context extension", `"bad scope 7"`); n != 1 {
+	if n := h.logs.CountLines("invalid context extension", `"bad scope 7"`); n != 1 {
 		t.Errorf(`"bad scope 7" logged %d times, want 1`, n)
 	}
 	for _, r := range fs.requests() {
@@ -750,7 +717,7 @@ func TestFailureLogRateLimited(t *testing.T) {
 	if v := h.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 20 {
 		t.Errorf("fail_open = %v, want 20", v)
 	}
-	if n := h.logs.count("rate limiter failed", "store_unavailable=true", "counter store unavailable"); n != 1 {
+	if n := h.logs.CountLines("rate limiter failed", "store_unavailable=true", "counter store unavailable"); n != 1 {
 		t.Errorf("failure logged %d times, want 1; logs:\n%s", n, h.logs)
 	}
 }

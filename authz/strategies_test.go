@@ -143,7 +143,7 @@ func TestInvalidStrategyExtension(t *testing.T) {
 	if v := h.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.strategy"); v != 4 {
 		t.Errorf("invalid strategy overrides = %v, want 4", v)
 	}
-	if n := h.logs.count("invalid context extension ignored", "floodgate.strategy", "not available on this server"); n != 1 {
+	if n := h.logs.CountLines("invalid context extension ignored", "floodgate.strategy", "not available on this server"); n != 1 {
 		t.Errorf("%d log lines about the unavailable strategy, want 1:\n%s", n, h.logs)
 	}
 	// The default's own name is valid.
@@ -271,7 +271,7 @@ func TestUnservableRouteValues(t *testing.T) {
 				if v := h.metric(t, "floodgate_invalid_overrides_total", "name", name); v != wantN {
 					t.Errorf("floodgate_invalid_overrides_total{name=%q} = %v, want %v", name, v, wantN)
 				}
-				if n := h.logs.count("invalid context extension ignored", "name="+name); n != wantLogs {
+				if n := h.logs.CountLines("invalid context extension ignored", "name="+name); n != wantLogs {
 					t.Errorf("%s logged %d times, want %d; logs:\n%s", name, n, wantLogs, h.logs)
 				}
 			}

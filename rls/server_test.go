@@ -1,14 +1,12 @@
 package rls_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 	"github.com/floodgate-rl/floodgate/rls"
@@ -72,24 +71,6 @@ func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
 func (c *clock) Now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *clock) set(t time.Time)  { c.ns.Store(t.UnixNano()) }
 
-// logBuffer collects log output; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // failingStore is a limiter.Store whose every call fails as an unreachable
 // memcached does; it counts its calls.
 type failingStore struct{ calls atomic.Int64 }
@@ -110,7 +91,7 @@ type harness struct {
 	srv    *rls.Server
 	client rlsv3.RateLimitServiceClient
 	reg    *prometheus.Registry
-	logs   *logBuffer
+	logs   *testutil.Buffer
 	clock  *clock
 }
 
@@ -154,7 +135,7 @@ func newHarness(t *testing.T, su setup) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{reg: prometheus.NewRegistry(), logs: &logBuffer{}, clock: newClock(t0)}
+	h := &harness{reg: prometheus.NewRegistry(), logs: &testutil.Buffer{}, clock: newClock(t0)}
 	cfg := rls.Config{
 		Limits:     limits,
 		Strategy:   su.strategy(t, h.clock),

@@ -211,24 +211,6 @@ func TestBinaryPortInUse(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startupLine is floodgate's JSON "floodgate serving" log record.
 type startupLine struct {
 	Msg             string `json:"msg"`
@@ -247,7 +229,7 @@ type startupLine struct {
 // server is a running floodgate process.
 type server struct {
 	cmd     *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *testutil.Buffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // set before done is closed
 	startup startupLine
@@ -259,7 +241,7 @@ type server struct {
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
 	args = append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
-	s := &server{stderr: &syncBuffer{}, done: make(chan struct{})}
+	s := &server{stderr: &testutil.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(floodgateBin(t), args...)
 	s.cmd.Env = childEnv()
 	s.cmd.Stderr = s.stderr

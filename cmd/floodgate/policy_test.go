@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	fgtestutil "github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/policy"
 )
@@ -80,7 +81,7 @@ func TestPolicyReloader(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	var logs syncBuffer
+	var logs fgtestutil.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	r, err := newPolicyReloader(cm.path(), initial, az, reg, log)
 	if err != nil {

@@ -65,7 +65,7 @@ func TestRLSReloader(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	var logs syncBuffer
+	var logs fgtestutil.Buffer
 	r, err := newRLSReloader(cm.dir, initial, srv, reg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

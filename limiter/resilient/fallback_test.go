@@ -1,15 +1,14 @@
 package resilient_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
@@ -28,24 +27,6 @@ func answer(d limiter.Decision, err error, n *int) limiter.Strategy {
 		*n++
 		return d, err
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var req = limiter.Request{Requestor: "ip:198.51.100.7", Limit: 3, Window: time.Hour}
@@ -138,7 +119,7 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 		AfterFunc: neverFires, Rand: func() float64 { return 0.999 }})
 	mem := limiter.NewMemoryStore(clk.Now)
 	defer mem.Close()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	f := resilient.NewFallback(
 		limiter.NewSliding(brk, limiter.SlidingConfig{}),
 		limiter.NewSliding(mem, limiter.SlidingConfig{}),
@@ -211,7 +192,7 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 
 func TestFallbackLogRateLimited(t *testing.T) {
 	clk := newClock()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	var np, nl int
 	f := resilient.NewFallback(answer(limiter.Decision{}, errDown, &np), answer(limiter.Decision{Allowed: true}, nil, &nl),
 		resilient.FallbackConfig{Now: clk.Now, Logger: slog.New(slog.NewTextHandler(logs, nil))})
