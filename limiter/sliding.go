@@ -57,7 +57,12 @@ type SlidingConfig struct {
 	// store's answer that counts the request: a decision whose answer
 	// comes later fails with ErrStoreUnavailable, so the caller's
 	// failure mode applies. It sets, with MaxClockSkew, how old a second
-	// must be before it is settled. Zero means DefaultMaxDecisionTime.
+	// must be before it is settled. Zero means DefaultMaxDecisionTime. A
+	// negative value means DefaultMaxDecisionTime for the seconds read,
+	// but no decision fails for its time: for a store no other process
+	// shares (a MemoryStore), whose answer is immediate, where only this
+	// process's own scheduling can be slow, and where a failure would
+	// leave the request to the failure mode, uncounted.
 	MaxDecisionTime time.Duration
 }
 
@@ -127,6 +132,8 @@ type Sliding struct {
 	// maxDecision bounds the time from a decision's start to the store's
 	// last answer; a later answer fails the decision.
 	maxDecision time.Duration
+	// failSlow: a decision over maxDecision fails (not for a private store).
+	failSlow bool
 	// since measures elapsed time for maxDecision: time.Since.
 	since func(time.Time) time.Duration
 	// pause waits before a decision tries again after an ambiguous
@@ -190,7 +197,7 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 	if err := ValidateClockSkew(skew); err != nil {
 		panic(fmt.Sprintf("limiter.NewSliding: %v", err))
 	}
-	dec := cfg.MaxDecisionTime
+	dec, failSlow := cfg.MaxDecisionTime, cfg.MaxDecisionTime >= 0
 	if dec <= 0 {
 		dec = DefaultMaxDecisionTime
 	}
@@ -199,6 +206,7 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 		maxPer:      (maxReq + cacheShards - 1) / cacheShards,
 		seed:        maphash.MakeSeed(),
 		maxDecision: dec,
+		failSlow:    failSlow,
 		since:       time.Since,
 		pause:       jitterPause,
 	}

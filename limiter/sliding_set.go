@@ -247,7 +247,7 @@ func (s *Sliding) decide(ctx context.Context, set *slidingSet, out []Decision, s
 			s.undoCounted(ctx, gs)
 			return fmt.Errorf("sliding window: %w", err)
 		}
-		if took := s.since(start); took > s.maxDecision {
+		if took := s.since(start); s.failSlow && took > s.maxDecision {
 			// A decision this late could have counted in a second other
 			// replicas already hold as settled: it must not decide.
 			return fmt.Errorf("sliding window: count %s: %w: the store answered after %v, over the %v that keeps replicas exact", set.name(), ErrStoreUnavailable, took.Round(time.Millisecond), s.maxDecision)

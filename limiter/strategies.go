@@ -40,6 +40,21 @@ type StrategyConfig struct {
 	// log entry early (see doc.go). Zero means DefaultMaxClockSkew, a
 	// negative value none.
 	MaxClockSkew time.Duration
+
+	// MaxDecisionTime is Sliding's SlidingConfig.MaxDecisionTime: zero
+	// means DefaultMaxDecisionTime, a negative value no failure for a
+	// slow decision (see there).
+	MaxDecisionTime time.Duration
+}
+
+// Private is the StrategyConfig for a store that only this process uses
+// (a MemoryStore: the default store, and the per-replica fallback's): one
+// clock, so no skew margin (which costs the value strategies a second of
+// refill), and no failure of a slow decision, which only keeps replicas
+// sharing a store exact. MaxRequestors is kept.
+func (cfg StrategyConfig) Private() StrategyConfig {
+	cfg.MaxClockSkew, cfg.MaxDecisionTime = -1, -1
+	return cfg
 }
 
 // skewMs returns cfg's MaxClockSkew in milliseconds, defaults applied.
@@ -61,7 +76,7 @@ var registry = []struct {
 	build func(Store, StrategyConfig) (Strategy, error)
 }{
 	{StrategySliding, func(st Store, cfg StrategyConfig) (Strategy, error) {
-		return NewSliding(st, SlidingConfig{MaxRequestors: cfg.MaxRequestors, MaxClockSkew: cfg.MaxClockSkew}), nil
+		return NewSliding(st, SlidingConfig{MaxRequestors: cfg.MaxRequestors, MaxClockSkew: cfg.MaxClockSkew, MaxDecisionTime: cfg.MaxDecisionTime}), nil
 	}},
 	{StrategyFixed, func(st Store, cfg StrategyConfig) (Strategy, error) {
 		return NewFixed(st, cfg), nil

@@ -139,7 +139,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	store = sm.wrap(store)
 
 	newStrategy := func(name string, st limiter.Store) (limiter.Strategy, error) {
-		return limiter.NewStrategy(name, st, limiter.StrategyConfig{MaxClockSkew: cfg.MaxClockSkew})
+		sc := limiter.StrategyConfig{MaxClockSkew: cfg.MaxClockSkew}
+		if _, private := st.(*limiter.MemoryStore); private {
+			sc = sc.Private() // --memory, or the per-replica fallback's
+		}
+		return limiter.NewStrategy(name, st, sc)
 	}
 	// Every strategy, on the one store: --strategy is the default, routes
 	// and policy rules choose others. With memcached: a circuit breaker, and

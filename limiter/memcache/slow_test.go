@@ -92,7 +92,7 @@ func TestSlowMemcachedKeepsTheLimit(t *testing.T) {
 		t.Cleanup(func() { resilient.BreakerOf(brk).Close() })
 		mem := limiter.NewMemoryStore(time.Now)
 		t.Cleanup(func() { mem.Close() })
-		f := resilient.NewFallback(limiter.NewSliding(brk, limiter.SlidingConfig{}), limiter.NewSliding(mem, limiter.SlidingConfig{}), resilient.FallbackConfig{})
+		f := resilient.NewFallback(limiter.NewSliding(brk, limiter.SlidingConfig{}), limiter.NewSliding(mem, limiter.SlidingConfig{MaxClockSkew: -1, MaxDecisionTime: -1}) /* private, as floodgate builds it */, resilient.FallbackConfig{})
 		t.Cleanup(func() { f.Close() })
 		reps = append(reps, replica{f: f})
 	}
