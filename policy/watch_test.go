@@ -10,51 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/policy"
 )
-
-// configMap is a directory laid out as the kubelet lays out a ConfigMap
-// volume: dir/policy.yaml -> ..data/policy.yaml, ..data -> ..<version>, and
-// an update writes a new version directory and renames a new ..data
-// symlink over the old one, atomically.
-type configMap struct {
-	t       testing.TB
-	dir     string
-	version int
-}
-
-func newConfigMap(t testing.TB, content string) *configMap {
-	t.Helper()
-	c := &configMap{t: t, dir: t.TempDir()}
-	c.update(content)
-	if err := os.Symlink(filepath.Join("..data", "policy.yaml"), c.path()); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// path is the file floodgate is given.
-func (c *configMap) path() string { return filepath.Join(c.dir, "policy.yaml") }
-
-// update publishes content atomically.
-func (c *configMap) update(content string) {
-	c.t.Helper()
-	c.version++
-	version := fmt.Sprintf("..2026_11_22_00_00_%02d.%d", c.version, c.version)
-	if err := os.Mkdir(filepath.Join(c.dir, version), 0o755); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(c.dir, version, "policy.yaml"), []byte(content), 0o644); err != nil {
-		c.t.Fatal(err)
-	}
-	tmp := filepath.Join(c.dir, "..data_tmp")
-	if err := os.Symlink(version, tmp); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
-		c.t.Fatal(err)
-	}
-}
 
 // events records what a Watcher reports.
 type events struct {
@@ -97,13 +55,13 @@ func rulesNamed(names ...string) string {
 
 func TestWatcherPoll(t *testing.T) {
 	t.Parallel()
-	cm := newConfigMap(t, rulesNamed("a"))
-	current, err := policy.Load(cm.path())
+	cm := testutil.NewConfigMap(t, "policy.yaml", rulesNamed("a"))
+	current, err := policy.Load(cm.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ev events
-	w := policy.NewWatcher(cm.path(), current, ev.loaded, ev.failed)
+	w := policy.NewWatcher(cm.Path(), current, ev.loaded, ev.failed)
 
 	steps := []struct {
 		name   string
@@ -111,26 +69,26 @@ func TestWatcherPoll(t *testing.T) {
 		want   []string
 	}{
 		{"unchanged", func() {}, nil},
-		{"same content in a new version", func() { cm.update(rulesNamed("a")) }, nil},
-		{"valid change", func() { cm.update(rulesNamed("a", "b")) }, []string{"load a,b"}},
-		{"invalid change", func() { cm.update(rulesNamed("a", "b") + "  limt: 1\n") },
+		{"same content in a new version", func() { cm.Update(rulesNamed("a")) }, nil},
+		{"valid change", func() { cm.Update(rulesNamed("a", "b")) }, []string{"load a,b"}},
+		{"invalid change", func() { cm.Update(rulesNamed("a", "b") + "  limt: 1\n") },
 			[]string{`error line 8: rules[1]: unknown field "limt" (want name, match, key, strategy, limit, window, burst, tiers, scope, shadow)`}},
 		{"still invalid: reported once", func() {}, nil},
-		{"another invalid version", func() { cm.update("rules: [\n") }, []string{"error line 2: invalid YAML: did not find expected node content"}},
-		{"fixed", func() { cm.update(rulesNamed("c")) }, []string{"load c"}},
+		{"another invalid version", func() { cm.Update("rules: [\n") }, []string{"error line 2: invalid YAML: did not find expected node content"}},
+		{"fixed", func() { cm.Update(rulesNamed("c")) }, []string{"load c"}},
 		{"file removed", func() {
-			if err := os.Remove(cm.path()); err != nil {
+			if err := os.Remove(cm.Path()); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"error no such file or directory"}},
 		{"still removed: reported once", func() {}, nil},
 		{"back, as it was", func() {
-			if err := os.Symlink(filepath.Join("..data", "policy.yaml"), cm.path()); err != nil {
+			if err := os.Symlink(filepath.Join("..data", "policy.yaml"), cm.Path()); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"load c"}},
 		{"written in place", func() {
-			if err := os.WriteFile(cm.path(), []byte(rulesNamed("d")), 0o644); err != nil {
+			if err := os.WriteFile(cm.Path(), []byte(rulesNamed("d")), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}, []string{"load d"}},
@@ -150,10 +108,10 @@ func TestWatcherPoll(t *testing.T) {
 
 func TestWatcherRun(t *testing.T) {
 	t.Parallel()
-	cm := newConfigMap(t, rulesNamed("a"))
+	cm := testutil.NewConfigMap(t, "policy.yaml", rulesNamed("a"))
 	var ev events
 	loaded := make(chan struct{}, 10)
-	w := policy.NewWatcher(cm.path(), nil, func(p *policy.Policy) { ev.loaded(p); loaded <- struct{}{} }, ev.failed)
+	w := policy.NewWatcher(cm.Path(), nil, func(p *policy.Policy) { ev.loaded(p); loaded <- struct{}{} }, ev.failed)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -162,7 +120,7 @@ func TestWatcherRun(t *testing.T) {
 	}()
 	// Without a current policy, the first poll loads the file.
 	waitFor(t, loaded)
-	cm.update(rulesNamed("b"))
+	cm.Update(rulesNamed("b"))
 	waitFor(t, loaded)
 	cancel()
 	<-done

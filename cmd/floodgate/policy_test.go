@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -21,46 +19,6 @@ import (
 	"github.com/floodgate-rl/floodgate/policy"
 )
 
-// configMapDir is a directory laid out as the kubelet lays out a ConfigMap
-// volume: policy.yaml -> ..data/policy.yaml, ..data -> ..<version>; an
-// update renames a new ..data symlink over the old one, atomically.
-type configMapDir struct {
-	t       *testing.T
-	dir     string
-	version int
-}
-
-func newConfigMapDir(t *testing.T, content string) *configMapDir {
-	t.Helper()
-	c := &configMapDir{t: t, dir: t.TempDir()}
-	c.update(content)
-	if err := os.Symlink(filepath.Join("..data", "policy.yaml"), c.path()); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func (c *configMapDir) path() string { return filepath.Join(c.dir, "policy.yaml") }
-
-func (c *configMapDir) update(content string) {
-	c.t.Helper()
-	c.version++
-	version := fmt.Sprintf("..v%d", c.version)
-	if err := os.Mkdir(filepath.Join(c.dir, version), 0o755); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(c.dir, version, "policy.yaml"), []byte(content), 0o644); err != nil {
-		c.t.Fatal(err)
-	}
-	tmp := filepath.Join(c.dir, "..data_tmp")
-	if err := os.Symlink(version, tmp); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
 // limitPolicy is a policy of one rule for every request.
 func limitPolicy(name string, limit int, extra string) string {
 	return fmt.Sprintf("rules:\n- name: %s\n  limit: %d\n  window: 1m\n%s", name, limit, extra)
@@ -68,8 +26,8 @@ func limitPolicy(name string, limit int, extra string) string {
 
 func TestPolicyReloader(t *testing.T) {
 	t.Parallel()
-	cm := newConfigMapDir(t, limitPolicy("first", 1, ""))
-	initial, err := policy.Load(cm.path())
+	cm := fgtestutil.NewConfigMap(t, "policy.yaml", limitPolicy("first", 1, ""))
+	initial, err := policy.Load(cm.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +41,7 @@ func TestPolicyReloader(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	var logs fgtestutil.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	r, err := newPolicyReloader(cm.path(), initial, az, reg, log)
+	r, err := newPolicyReloader(cm.Path(), initial, az, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +63,9 @@ func TestPolicyReloader(t *testing.T) {
 		log     string // a line logged by the poll, "" for none
 	}{
 		{"unchanged", "", "first", 0, 0, ""},
-		{"valid", limitPolicy("second", 2, ""), "second", 1, 0, `msg="policy reloaded" file=` + cm.path() + " rules=1 sha256="},
+		{"valid", limitPolicy("second", 2, ""), "second", 1, 0, `msg="policy reloaded" file=` + cm.Path() + " rules=1 sha256="},
 		{"invalid", limitPolicy("third", 0, ""), "second", 1, 1,
-			`msg="policy reload rejected, keeping the policy in force" file=` + cm.path() + ` error="line 3: rules[0].limit: 0: must be at least 1" kept_sha256=`},
+			`msg="policy reload rejected, keeping the policy in force" file=` + cm.Path() + ` error="line 3: rules[0].limit: 0: must be at least 1" kept_sha256=`},
 		{"the same invalid content again", limitPolicy("third", 0, ""), "second", 1, 1, ""},
 		{"refused by the server", limitPolicy("fourth", 4, "  strategy: fixed\n"), "second", 1, 2,
 			`error="set policy: rule fourth: strategy fixed: not available on this server (have sliding)"`},
@@ -115,7 +73,7 @@ func TestPolicyReloader(t *testing.T) {
 	}
 	for _, st := range steps {
 		if st.content != "" {
-			cm.update(st.content)
+			cm.Update(st.content)
 		}
 		before := len(logs.String())
 		stamp := lastOK()
@@ -152,9 +110,9 @@ func TestStartPolicy(t *testing.T) {
 // next poll, so "reloaded at the next poll" and "not reloaded after stop"
 // are exact.
 func testStartPolicy(t *testing.T) {
-	cm := newConfigMapDir(t, limitPolicy("first", 1, ""))
+	cm := fgtestutil.NewConfigMap(t, "policy.yaml", limitPolicy("first", 1, ""))
 	cfg := DefaultConfig()
-	if err := parsePolicy(&cfg, cm.path()); err != nil {
+	if err := parsePolicy(&cfg, cm.Path()); err != nil {
 		t.Fatal(err)
 	}
 	store := limiter.NewMemoryStore(time.Now)
@@ -170,14 +128,14 @@ func testStartPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	cm.update(limitPolicy("second", 2, ""))
+	cm.Update(limitPolicy("second", 2, ""))
 	time.Sleep(5 * time.Millisecond) // one poll
 	synctest.Wait()
 	if got := az.Policy().Rules[0].Name; got != "second" {
 		t.Fatalf("policy %q in force one poll after the change, want second", got)
 	}
 	stop()
-	cm.update(limitPolicy("third", 3, ""))
+	cm.Update(limitPolicy("third", 3, ""))
 	time.Sleep(50 * time.Millisecond) // ten polls, had the reloader not stopped
 	synctest.Wait()
 	if got := az.Policy().Rules[0].Name; got != "second" {
@@ -197,8 +155,8 @@ func testStartPolicy(t *testing.T) {
 // an invalid one is logged and counted while the previous one stays.
 func TestBinaryPolicy(t *testing.T) {
 	t.Parallel()
-	cm := newConfigMapDir(t, limitPolicy("two", 2, "  match: {path_prefix: /}\n"))
-	s := startServer(t, "--policy", cm.path(), "--limit", "100")
+	cm := fgtestutil.NewConfigMap(t, "policy.yaml", limitPolicy("two", 2, "  match: {path_prefix: /}\n"))
+	s := startServer(t, "--policy", cm.Path(), "--limit", "100")
 	client := authv3.NewAuthorizationClient(s.dial(t))
 	check := func(ip string) *authv3.CheckResponse {
 		t.Helper()
@@ -231,17 +189,17 @@ func TestBinaryPolicy(t *testing.T) {
 	if n := allowedUnder("198.51.100.1"); n != 2 {
 		t.Errorf("under the first policy %d requests allowed, want 2", n)
 	}
-	cm.update(limitPolicy("three", 3, ""))
+	cm.Update(limitPolicy("three", 3, ""))
 	waitMetric(t, s, `floodgate_policy_reloads_total{result="ok"}`, reach(1))
 	if n := allowedUnder("198.51.100.2"); n != 3 {
 		t.Errorf("after the reload %d requests allowed, want 3", n)
 	}
-	cm.update(limitPolicy("broken", 3, "  limt: 4\n"))
+	cm.Update(limitPolicy("broken", 3, "  limt: 4\n"))
 	waitMetric(t, s, `floodgate_policy_reloads_total{result="error"}`, reach(1))
 	if n := allowedUnder("198.51.100.3"); n != 3 {
 		t.Errorf("after a rejected reload %d requests allowed, want still 3", n)
 	}
-	if !strings.Contains(s.stderr.String(), `"msg":"policy reload rejected, keeping the policy in force","file":"`+cm.path()+`","error":"line 5: rules[0]: unknown field \"limt\"`) {
+	if !strings.Contains(s.stderr.String(), `"msg":"policy reload rejected, keeping the policy in force","file":"`+cm.Path()+`","error":"line 5: rules[0]: unknown field \"limt\"`) {
 		t.Errorf("no log line about the rejected policy:\n%s", s.stderr.String())
 	}
 	if v := metric("floodgate_policy_last_reload_success_timestamp_seconds"); v < float64(time.Now().Add(-time.Minute).Unix()) {

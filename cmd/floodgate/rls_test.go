@@ -42,17 +42,10 @@ func rlsRequest(client string) *rlsv3.RateLimitRequest {
 	}}}
 }
 
-// newRLSDir is a ConfigMap-style directory (see configMapDir) whose one
-// file holds content; its path is the directory.
-func newRLSDir(t *testing.T, content string) *configMapDir {
-	t.Helper()
-	return newConfigMapDir(t, content)
-}
-
 func TestRLSReloader(t *testing.T) {
 	t.Parallel()
-	cm := newRLSDir(t, rlsLimits(1))
-	initial, err := rlsconf.Load(cm.dir)
+	cm := fgtestutil.NewConfigMap(t, "policy.yaml", rlsLimits(1))
+	initial, err := rlsconf.Load(cm.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,11 +59,11 @@ func TestRLSReloader(t *testing.T) {
 	}
 	reg := prometheus.NewPedanticRegistry()
 	var logs fgtestutil.Buffer
-	r, err := newRLSReloader(cm.dir, initial, srv, reg, slog.New(slog.NewTextHandler(&logs, nil)))
+	r, err := newRLSReloader(cm.Dir, initial, srv, reg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(cm.dir, "policy.yaml")
+	file := filepath.Join(cm.Dir, "policy.yaml")
 	for _, st := range []struct {
 		name    string
 		content string // "" for no change
@@ -79,16 +72,16 @@ func TestRLSReloader(t *testing.T) {
 		log     string // a line logged by the poll, "" for none
 	}{
 		{"unchanged", "", 1, 0, 0, ""},
-		{"valid", rlsLimits(2), 2, 1, 0, `msg="rls config reloaded" path=` + cm.dir + " domains=1 rules=1 sha256="},
+		{"valid", rlsLimits(2), 2, 1, 0, `msg="rls config reloaded" path=` + cm.Dir + " domains=1 rules=1 sha256="},
 		{"invalid", rlsLimits(2) + "    shadow: true\n", 2, 1, 1,
-			`msg="rls config reload rejected, keeping the config in force" path=` + cm.dir + ` error="` + file + `:5: descriptors[0]: unknown field \"shadow\"`},
+			`msg="rls config reload rejected, keeping the config in force" path=` + cm.Dir + ` error="` + file + `:5: descriptors[0]: unknown field \"shadow\"`},
 		{"the same invalid content again", rlsLimits(2) + "    shadow: true\n", 2, 1, 1, ""},
 		{"refused by the server", rlsLimits(5000), 2, 1, 2,
 			`error="` + file + `:3: rate_limit.requests_per_unit: 5000: strategy sliding-log takes at most 1000; use sliding"`},
 		{"valid again", rlsLimits(3), 3, 2, 2, `msg="rls config reloaded"`},
 	} {
 		if st.content != "" {
-			cm.update(st.content)
+			cm.Update(st.content)
 		}
 		before := len(logs.String())
 		r.poll()
@@ -115,9 +108,9 @@ func TestStartRLSConfig(t *testing.T) {
 
 // testStartRLSConfig runs in a synctest bubble, as testStartPolicy does.
 func testStartRLSConfig(t *testing.T) {
-	cm := newRLSDir(t, rlsLimits(1))
+	cm := fgtestutil.NewConfigMap(t, "policy.yaml", rlsLimits(1))
 	cfg := DefaultConfig()
-	if err := parseRLSConfig(&cfg, cm.dir); err != nil {
+	if err := parseRLSConfig(&cfg, cm.Dir); err != nil {
 		t.Fatal(err)
 	}
 	store := limiter.NewMemoryStore(time.Now)
@@ -133,14 +126,14 @@ func testStartRLSConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	cm.update(rlsLimits(2))
+	cm.Update(rlsLimits(2))
 	time.Sleep(5 * time.Millisecond) // one poll
 	synctest.Wait()
 	if got := srv.Limits().Limits()[0].RequestsPerUnit; got != 2 {
 		t.Fatalf("limit %d in force one poll after the change, want 2", got)
 	}
 	stop()
-	cm.update(rlsLimits(3))
+	cm.Update(rlsLimits(3))
 	time.Sleep(50 * time.Millisecond) // ten polls, had the reloader not stopped
 	synctest.Wait()
 	if got := srv.Limits().Limits()[0].RequestsPerUnit; got != 2 {
@@ -212,9 +205,9 @@ func TestBinaryCheckRLSConfigErrors(t *testing.T) {
 // health of the rate limit service, a reload, and the metrics.
 func TestBinaryRLS(t *testing.T) {
 	t.Parallel()
-	cm := newRLSDir(t, rlsLimits(2))
-	s := startServer(t, "--rls-config", cm.dir, "--limit", "1")
-	if !strings.Contains(s.stderr.String(), `"rls_config":"`+cm.dir+`","rls_domains":"test","rls_rules":1,"rls_sha256":"`) {
+	cm := fgtestutil.NewConfigMap(t, "policy.yaml", rlsLimits(2))
+	s := startServer(t, "--rls-config", cm.Dir, "--limit", "1")
+	if !strings.Contains(s.stderr.String(), `"rls_config":"`+cm.Dir+`","rls_domains":"test","rls_rules":1,"rls_sha256":"`) {
 		t.Errorf("startup line lacks the rls config:\n%s", s.stderr.String())
 	}
 	conn := s.dial(t)
@@ -251,7 +244,7 @@ func TestBinaryRLS(t *testing.T) {
 		t.Errorf("health of %s: %v, %v; want SERVING", rlsv3.RateLimitService_ServiceDesc.ServiceName, h.GetStatus(), err)
 	}
 
-	cm.update(rlsLimits(3))
+	cm.Update(rlsLimits(3))
 	waitMetric(t, s, `floodgate_rls_config_reloads_total{result="ok"}`, func(v float64) bool { return v == 1 })
 	if n := allowedUnder("b"); n != 3 {
 		t.Errorf("after the reload %d requests allowed, want 3", n)
