@@ -16,6 +16,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/console"
 	"github.com/floodgate-rl/floodgate/console/topk"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -68,16 +69,7 @@ func (f *fixture) deny(scope, item string, n int, retry time.Duration) {
 // get returns the status and body of path.
 func (f *fixture) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(f.srv.URL + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	return testutil.Get(t, f.srv.URL+path)
 }
 
 func TestTop(t *testing.T) {

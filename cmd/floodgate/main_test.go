@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
 func TestRunHelp(t *testing.T) {
@@ -55,22 +56,9 @@ func TestAdminHandler(t *testing.T) {
 	srv := httptest.NewServer(adminHandler(reg, &draining))
 	t.Cleanup(srv.Close)
 
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
-	}
 	check := func(path string, wantCode int, wantBody string) {
 		t.Helper()
-		code, body := get(path)
+		code, body := testutil.Get(t, srv.URL+path)
 		if code != wantCode || !strings.Contains(body, wantBody) {
 			t.Errorf("GET %s = %d %q, want %d with %q", path, code, firstLine(body), wantCode, wantBody)
 		}

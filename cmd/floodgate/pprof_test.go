@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
 func TestPProfFlag(t *testing.T) {
@@ -45,16 +46,7 @@ func TestWithPProf(t *testing.T) {
 		t.Helper()
 		srv := httptest.NewServer(h)
 		defer srv.Close()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
+		return testutil.Get(t, srv.URL+path)
 	}
 	off := withPProf(adminHandler(reg, &draining), false)
 	if code, _ := get(off, "/debug/pprof/"); code != http.StatusNotFound {
