@@ -253,12 +253,21 @@ func limitedServer(t *testing.T, cfg Config, calls *callLimiter, strategy limite
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveInProcess(t, cfg, calls, az.Register)
+}
+
+// serveInProcess serves what register registers, and grpc.health.v1, with
+// floodgate's gRPC server options for cfg and calls, on a loopback port,
+// and returns a client connection to it (sending messages of up to 16 MiB,
+// past the server's bound). Both end with the test.
+func serveInProcess(t *testing.T, cfg Config, calls *callLimiter, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(grpcServerOptions(cfg, nil, calls)...)
-	az.Register(gs)
+	register(gs)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)

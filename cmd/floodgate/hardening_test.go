@@ -210,39 +210,40 @@ func TestCheckDeadlineCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpcServerOptions(cfg, nil, nil)...)
-	az.Register(gs)
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := authv3.NewAuthorizationClient(conn)
+	c := authv3.NewAuthorizationClient(serveInProcess(t, cfg, nil, az.Register))
+	checkDeadlineCap(t, ds, 2*time.Second, func(ctx context.Context) error {
+		_, err := c.Check(ctx, checkRequest("198.51.100.6"))
+		return err
+	})
+}
 
+// checkDeadlineCap makes three calls with call: without a deadline, with
+// one an hour away and with one 300ms away. It checks the time left that
+// ds saw in each: at most limit in the first two, the caller's own
+// deadline in the third.
+func checkDeadlineCap(t *testing.T, ds *deadlineStrategy, limit time.Duration, call func(context.Context) error) {
+	t.Helper()
 	far, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	near, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel2()
 	for _, ctx := range []context.Context{context.Background(), far, near} {
-		if _, err := c.Check(ctx, checkRequest("198.51.100.6")); err != nil {
-			t.Fatalf("Check: %v", err)
+		if err := call(ctx); err != nil {
+			t.Fatalf("call: %v", err)
 		}
 	}
 	ds.mu.Lock()
 	defer ds.mu.Unlock()
+	if len(ds.lefts) != 3 {
+		t.Fatalf("the strategy was asked %d times, want 3", len(ds.lefts))
+	}
 	for i, left := range ds.lefts[:2] {
-		if left <= 0 || left > 2*time.Second {
-			t.Errorf("call %d (no deadline, or an hour): %v left in Check, want at most the 2s cap", i+1, left)
+		if left <= 0 || left > limit {
+			t.Errorf("call %d (no deadline, or an hour): %v left, want at most the %v cap", i+1, left, limit)
 		}
 	}
 	if left := ds.lefts[2]; left <= 0 || left > 300*time.Millisecond {
-		t.Errorf("call with a 300ms deadline: %v left in Check, want its own deadline kept", left)
+		t.Errorf("call with a 300ms deadline: %v left, want its own deadline kept", left)
 	}
 }
 

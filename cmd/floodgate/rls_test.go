@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	fgtestutil "github.com/floodgate-rl/floodgate/internal/testutil"
@@ -326,40 +324,9 @@ func TestRLSDeadlineCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpcServerOptions(cfg, nil, nil)...)
-	srv.Register(gs)
-	go gs.Serve(lis)
-	defer gs.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := rlsv3.NewRateLimitServiceClient(conn)
-	far, cancel := context.WithTimeout(context.Background(), time.Hour)
-	defer cancel()
-	near, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel2()
-	for _, ctx := range []context.Context{context.Background(), far, near} {
-		if _, err := c.ShouldRateLimit(ctx, rlsRequest("a")); err != nil {
-			t.Fatalf("ShouldRateLimit: %v", err)
-		}
-	}
-	ds.mu.Lock()
-	defer ds.mu.Unlock()
-	if len(ds.lefts) != 3 {
-		t.Fatalf("the strategy was asked %d times, want 3", len(ds.lefts))
-	}
-	for i, left := range ds.lefts[:2] {
-		if left <= 0 || left > checkDeadline(cfg) {
-			t.Errorf("call %d (no deadline, or an hour): %v left, want at most the %v cap", i+1, left, checkDeadline(cfg))
-		}
-	}
-	if left := ds.lefts[2]; left <= 0 || left > 300*time.Millisecond {
-		t.Errorf("call with a 300ms deadline: %v left, want its own deadline kept", left)
-	}
+	c := rlsv3.NewRateLimitServiceClient(serveInProcess(t, cfg, nil, srv.Register))
+	checkDeadlineCap(t, &ds.deadlineStrategy, checkDeadline(cfg), func(ctx context.Context) error {
+		_, err := c.ShouldRateLimit(ctx, rlsRequest("a"))
+		return err
+	})
 }
