@@ -29,17 +29,23 @@ type Usage struct {
 }
 
 // Peeker reads a requestor's usage from the store that decides, without
-// counting. cmd/floodgate gives the console one for the default strategy.
+// counting, as the strategy called strategy (limiter.Strategies) counts it.
+// cmd/floodgate gives the console one over its strategies; a strategy it
+// cannot read fails with ErrNoLookup.
 type Peeker interface {
-	Peek(ctx context.Context, req limiter.Request, now time.Time) (Usage, error)
+	Peek(ctx context.Context, strategy string, req limiter.Request, now time.Time) (Usage, error)
 }
 
+// ErrNoLookup marks a Peek of a strategy that offers no read-only lookup:
+// the API answers 501.
+var ErrNoLookup = errors.New("no read-only lookup for this strategy")
+
 // PeekFunc adapts a function to a Peeker.
-type PeekFunc func(ctx context.Context, req limiter.Request, now time.Time) (Usage, error)
+type PeekFunc func(ctx context.Context, strategy string, req limiter.Request, now time.Time) (Usage, error)
 
 // Peek calls f.
-func (f PeekFunc) Peek(ctx context.Context, req limiter.Request, now time.Time) (Usage, error) {
-	return f(ctx, req, now)
+func (f PeekFunc) Peek(ctx context.Context, strategy string, req limiter.Request, now time.Time) (Usage, error) {
+	return f(ctx, strategy, req, now)
 }
 
 // Target is a lookup resolved: the limiter.Request whose counts to read
@@ -103,7 +109,7 @@ func (s *Server) lookup(ctx context.Context, scope, identity string, limit int64
 	if err := t.Request.Validate(); err != nil {
 		return Lookup{}, fmt.Errorf("%w: %w", ErrBadLookup, err)
 	}
-	u, err := s.peek.Peek(ctx, t.Request, now)
+	u, err := s.peek.Peek(ctx, t.Strategy, t.Request, now)
 	if err != nil {
 		return Lookup{}, fmt.Errorf("lookup %s in scope %q: %w", s.display(t.Request.Requestor), scope, err)
 	}

@@ -157,7 +157,7 @@ func (s *Server) serveLookup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, l)
 	case errors.Is(err, ErrBadLookup):
 		badRequest(w, err.Error())
-	case s.peek == nil:
+	case s.peek == nil || errors.Is(err, ErrNoLookup):
 		writeJSON(w, http.StatusNotImplemented, apiError{Error: err.Error()})
 	default:
 		s.log.Warn("console lookup failed", "scope", p.scope, "error", err)

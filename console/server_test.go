@@ -25,10 +25,11 @@ var t0 = time.Unix(1_800_000_000, 0)
 // fixture is a console over a real Tracker, with a hand-written Peeker
 // that returns what peek says.
 type fixture struct {
-	tr   *topk.Tracker
-	srv  *httptest.Server
-	peek func(req limiter.Request) (console.Usage, error)
-	got  limiter.Request
+	tr          *topk.Tracker
+	srv         *httptest.Server
+	peek        func(req limiter.Request) (console.Usage, error)
+	got         limiter.Request
+	gotStrategy string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -37,8 +38,8 @@ func newFixture(t *testing.T) *fixture {
 	f.peek = func(limiter.Request) (console.Usage, error) { return console.Usage{}, nil }
 	c, err := console.New(console.Config{
 		Top: console.Local{T: f.tr},
-		Peek: console.PeekFunc(func(_ context.Context, req limiter.Request, _ time.Time) (console.Usage, error) {
-			f.got = req
+		Peek: console.PeekFunc(func(_ context.Context, strategy string, req limiter.Request, _ time.Time) (console.Usage, error) {
+			f.got, f.gotStrategy = req, strategy
 			return f.peek(req)
 		}),
 		Resolve: func(scope, identity string) (console.Target, error) {
@@ -147,8 +148,14 @@ func TestLookup(t *testing.T) {
 	}
 	// The query's limit and window replace the resolved ones.
 	f.get(t, "/api/v1/requestors?scope=login&identity=203.0.113.7&limit=9&limit_window=1h")
-	if f.got.Limit != 9 || f.got.Window != time.Hour {
-		t.Errorf("peeked %+v, want limit 9 per hour", f.got)
+	if f.got.Limit != 9 || f.got.Window != time.Hour || f.gotStrategy != "sliding" {
+		t.Errorf("peeked %+v as %q, want limit 9 per hour as sliding", f.got, f.gotStrategy)
+	}
+	f.peek = func(limiter.Request) (console.Usage, error) {
+		return console.Usage{}, fmt.Errorf("strategy token-bucket: %w", console.ErrNoLookup)
+	}
+	if code, body := f.get(t, "/api/v1/requestors?identity=203.0.113.7"); code != 501 || !strings.Contains(body, "no read-only lookup") {
+		t.Errorf("a strategy without a lookup: %d %s, want 501", code, body)
 	}
 	f.peek = func(limiter.Request) (console.Usage, error) {
 		return console.Usage{}, fmt.Errorf("memcache get: %w", limiter.ErrStoreUnavailable)

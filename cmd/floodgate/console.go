@@ -19,6 +19,7 @@ import (
 	"github.com/floodgate-rl/floodgate/console"
 	"github.com/floodgate-rl/floodgate/console/topk"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/resilient"
 	"github.com/floodgate-rl/floodgate/rls"
 )
 
@@ -121,7 +122,7 @@ func (c *consoleSetup) serve(ctx context.Context, d consoleDeps) (stop func(), e
 	}
 	srv, err := console.New(console.Config{
 		Top:     src,
-		Peek:    peekerOf(d.strategies[c.cfg.Strategy]),
+		Peek:    peekerOf(d.strategies),
 		Resolve: c.resolver(d.az, d.strategies),
 		Display: func(id string) string { return c.show("", id) },
 		Status:  func() console.Status { return c.status(d, rates, replica) },
@@ -159,29 +160,26 @@ func (c *consoleSetup) serve(ctx context.Context, d consoleDeps) (stop func(), e
 	}, nil
 }
 
-// knower is what the console's interim Peeker uses of a strategy:
-// limiter.Sliding's Known, read-only, from this replica's cache.
-type knower interface {
-	Known(req limiter.Request, now time.Time) (int64, time.Duration)
+// peeker is what the console's Peeker uses of a strategy: limiter.Sliding's
+// Peek, or resilient.Fallback's, which passes it to the shared store's.
+type peeker interface {
+	Peek(ctx context.Context, req limiter.Request, now time.Time) (limiter.Usage, error)
 }
 
-// partialKnown says why a lookup is only this replica's view.
-const partialKnown = "an estimate from this replica's cache (the limiter offers no read-only lookup of the store yet): the count may be one over, or miss what other replicas counted since this one last decided for the requestor"
-
-// peekerOf returns the console's Peeker for the default strategy s: its
-// Known, or nil (lookups answered 501) when it has none.
-func peekerOf(s limiter.Strategy) console.Peeker {
-	k, ok := s.(knower)
-	if !ok {
-		return nil
-	}
-	return console.PeekFunc(func(_ context.Context, req limiter.Request, now time.Time) (console.Usage, error) {
-		n, retry := k.Known(req, now)
-		u := console.Usage{Count: n, Remaining: max(req.Limit-n, 0), Partial: partialKnown}
-		if u.Remaining == 0 {
-			u.RetryAfter = max(retry, time.Second)
+// peekerOf returns the console's Peeker over strategies: a lookup reads the
+// store of the strategy that decides the requestor, read-only; a strategy
+// without a lookup (the value strategies) fails with console.ErrNoLookup.
+func peekerOf(strategies map[string]limiter.Strategy) console.Peeker {
+	return console.PeekFunc(func(ctx context.Context, name string, req limiter.Request, now time.Time) (console.Usage, error) {
+		p, ok := strategies[name].(peeker)
+		if !ok {
+			return console.Usage{}, fmt.Errorf("strategy %s: %w", name, console.ErrNoLookup)
 		}
-		return u, nil
+		u, err := p.Peek(ctx, req, now)
+		if errors.Is(err, resilient.ErrNoPeek) {
+			err = fmt.Errorf("strategy %s: %w", name, console.ErrNoLookup)
+		}
+		return console.Usage{Count: u.Count, Remaining: u.Remaining, RetryAfter: u.RetryAfter, Minutes: u.Minutes}, err
 	})
 }
 

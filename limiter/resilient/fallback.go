@@ -560,6 +560,26 @@ func (f *Fallback) reconcilePass() {
 	}
 }
 
+// peeker is what Peek uses of the primary: limiter.Sliding has it.
+type peeker interface {
+	Peek(ctx context.Context, req limiter.Request, now time.Time) (limiter.Usage, error)
+}
+
+// ErrNoPeek is Peek's error when the primary has no read-only lookup.
+var ErrNoPeek = errors.New("the strategy has no read-only lookup")
+
+// Peek reads req's requestor's usage from the primary (limiter.Sliding's
+// Peek), for the console: it counts nothing and never decides locally, so
+// a store that fails gives its error, and a primary without a lookup
+// ErrNoPeek.
+func (f *Fallback) Peek(ctx context.Context, req limiter.Request, now time.Time) (limiter.Usage, error) {
+	p, ok := f.primary.(peeker)
+	if !ok {
+		return limiter.Usage{}, fmt.Errorf("%T: %w", f.primary, ErrNoPeek)
+	}
+	return p.Peek(ctx, req, now)
+}
+
 // Close ends the background charging and stops the timer that forgets the
 // primary's cache after an outage. It always returns nil.
 func (f *Fallback) Close() error {
