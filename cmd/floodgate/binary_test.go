@@ -23,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
@@ -330,22 +329,7 @@ func (s *server) dial(t *testing.T) *grpc.ClientConn {
 }
 
 // checkRequest is what Envoy sends for GET / from the client at ip.
-func checkRequest(ip string) *authv3.CheckRequest {
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{
-			Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address:       ip,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000},
-			}},
-		}},
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method:  "GET",
-			Path:    "/",
-			Host:    "example.com",
-			Headers: map[string]string{":method": "GET", ":path": "/", ":authority": "example.com"},
-		}},
-	}}
-}
+func checkRequest(ip string) *authv3.CheckRequest { return testutil.CheckRequest(ip) }
 
 func TestBinaryServeAndDrain(t *testing.T) {
 	t.Parallel()

@@ -302,7 +302,7 @@ func TestBurstAcrossReplicas(t *testing.T) {
 			<-start
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			resp, err := clients[i%3].Check(ctx, checkRequest(ip))
+			resp, err := clients[i%3].Check(ctx, testutil.CheckRequest(ip))
 			if err != nil {
 				errs <- err
 				return

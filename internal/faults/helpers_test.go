@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -74,7 +73,7 @@ func (c *authClient) check(ip string) outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), envoyDeadline)
 	defer cancel()
 	start := time.Now()
-	resp, err := c.Check(ctx, checkRequest(ip))
+	resp, err := c.Check(ctx, testutil.CheckRequest(ip))
 	o := outcome{err: err, took: time.Since(start)}
 	if err != nil {
 		return o
@@ -119,24 +118,6 @@ func (c *authClient) mustCheck(t *testing.T, ip string) outcome {
 		t.Fatalf("Check for %s: status %v, want OK or RESOURCE_EXHAUSTED", ip, o.code)
 	}
 	return o
-}
-
-// checkRequest is what Envoy sends for GET / from the client at ip.
-func checkRequest(ip string) *authv3.CheckRequest {
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{
-			Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address:       ip,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000},
-			}},
-		}},
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method:  "GET",
-			Path:    "/",
-			Host:    "example.com",
-			Headers: map[string]string{":method": "GET", ":path": "/", ":authority": "example.com"},
-		}},
-	}}
 }
 
 // metrics returns every sample of fg's /metrics as "name{labels}" -> value,

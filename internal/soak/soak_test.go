@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -306,21 +305,12 @@ func scrape(t *testing.T, adminURL string) map[string]float64 {
 	return out
 }
 
+// checkRequest is what Envoy sends for GET / from the client at ip, with
+// the route's context extensions ext.
 func checkRequest(ip string, ext map[string]string) *authv3.CheckRequest {
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{
-			Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address:       ip,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000},
-			}},
-		}},
-		ContextExtensions: ext,
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method:  "GET",
-			Path:    "/",
-			Headers: map[string]string{":method": "GET", ":path": "/", ":authority": "example.com"},
-		}},
-	}}
+	r := testutil.CheckRequest(ip)
+	r.Attributes.ContextExtensions = ext
+	return r
 }
 
 // audit is the limit's own check in the soak: 300 checks of one new
