@@ -92,9 +92,7 @@ func TestDegradedDecisions(t *testing.T) {
 				if r == tt.result {
 					want = 1
 				}
-				if v := h.metric(t, "floodgate_decisions_total", "result", r); v != want {
-					t.Errorf("floodgate_decisions_total{result=%q} = %v, want %v", r, v, want)
-				}
+				h.expectMetric(t, want, "floodgate_decisions_total", "result", r)
 			}
 		})
 	}

@@ -94,12 +94,7 @@ func TestVerifiedIdentity(t *testing.T) {
 			if got := key.Identity(tt.req); got != tt.want {
 				t.Errorf("Identity = %.80q, want %.80q", got, tt.want)
 			}
-			fs := &fakeStrategy{}
-			cfg := baseConfig()
-			cfg.Key = key
-			h := newHarness(t, fs, cfg)
-			h.check(t, tt.req)
-			if got := fs.last(t).Requestor; got != tt.want {
+			if got := requestorOverGRPC(t, key, tt.req); got != tt.want {
 				t.Errorf("Requestor over gRPC = %.80q, want %.80q", got, tt.want)
 			}
 		})

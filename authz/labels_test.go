@@ -43,9 +43,7 @@ func TestDecisionLabels(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, authz.Config{Limit: 100, Window: time.Hour, Headers: true}, "")
 	for _, res := range []string{"allowed", "denied", "fail_open", "fail_closed", "fallback_allowed", "fallback_denied", "allowlisted", "blocked"} {
-		if v := r.metric(t, "floodgate_decisions_total", "result", res, "scope", "default", "rule", "none"); v != 0 {
-			t.Errorf("{result=%q,scope=default,rule=none} = %v at start, want 0", res, v)
-		}
+		r.expectMetric(t, 0, "floodgate_decisions_total", "result", res, "scope", "default", "rule", "none")
 	}
 	r.setPolicy(t, e2ePolicy)
 	login := map[string]string{"floodgate.scope": "login"}
@@ -69,9 +67,7 @@ func TestDecisionLabels(t *testing.T) {
 		{"blocked", "default", "none", 1},
 		{"allowed", "api", "api", 0}, // the policy's rules are exported at 0
 	} {
-		if v := r.metric(t, "floodgate_decisions_total", "result", tt.result, "scope", tt.scope, "rule", tt.rule); v != tt.want {
-			t.Errorf("floodgate_decisions_total{result=%q,scope=%q,rule=%q} = %v, want %v", tt.result, tt.scope, tt.rule, v, tt.want)
-		}
+		r.expectMetric(t, tt.want, "floodgate_decisions_total", "result", tt.result, "scope", tt.scope, "rule", tt.rule)
 	}
 	// Shadow rules decide nothing: they have floodgate_shadow_denials_total.
 	if got := r.labelValues(t, "floodgate_decisions_total", "rule"); !slices.Equal(got, []string{"api", "login", "none", "uploads"}) {
@@ -95,12 +91,8 @@ func TestDecisionLabelsBounded(t *testing.T) {
 		if len(scopes) != authz.MaxLabelValues+1 || !slices.Contains(scopes, "other") || !slices.Contains(scopes, "default") {
 			t.Errorf("%d scope labels %q, want %d: default, the first %d scopes, other", len(scopes), scopes, authz.MaxLabelValues+1, authz.MaxLabelValues-1)
 		}
-		if v := h.metric(t, "floodgate_decisions_total", "result", "allowed"); v != 2*n {
-			t.Errorf("allowed = %v, want %v", v, 2*n)
-		}
-		if v := h.metric(t, "floodgate_decisions_total", "scope", "other"); v != 2*(n-authz.MaxLabelValues+1) {
-			t.Errorf("scope=other = %v, want %v", v, 2*(n-authz.MaxLabelValues+1))
-		}
+		h.expectMetric(t, 2*n, "floodgate_decisions_total", "result", "allowed")
+		h.expectMetric(t, 2*(n-authz.MaxLabelValues+1), "floodgate_decisions_total", "scope", "other")
 	})
 	t.Run("policy rules", func(t *testing.T) {
 		t.Parallel()
@@ -119,12 +111,8 @@ func TestDecisionLabelsBounded(t *testing.T) {
 		if len(rules) != authz.MaxLabelValues+2 || rules[0] != "none" || rules[1] != "other" {
 			t.Errorf("%d rule labels %q, want none, other and %d rules", len(rules), rules, authz.MaxLabelValues)
 		}
-		if v := r.metric(t, "floodgate_decisions_total", "rule", "other"); v != n-authz.MaxLabelValues {
-			t.Errorf("rule=other = %v, want %v", v, n-authz.MaxLabelValues)
-		}
-		if v := r.metric(t, "floodgate_decisions_total", "rule", "r00"); v != 1 {
-			t.Errorf("rule=r00 (first in the file) = %v, want 1", v)
-		}
+		r.expectMetric(t, n-authz.MaxLabelValues, "floodgate_decisions_total", "rule", "other")
+		r.expectMetric(t, 1, "floodgate_decisions_total", "rule", "r00")
 	})
 }
 
@@ -141,9 +129,7 @@ func TestDecisionLabelsFollowThePolicy(t *testing.T) {
 	if got, want := r.labelValues(t, "floodgate_decisions_total", "rule"), []string{fmt.Sprintf("gen%d", 3*authz.MaxLabelValues-1), "none"}; !slices.Equal(got, want) {
 		t.Errorf("rule labels after reloads %q, want %q", got, want)
 	}
-	if v := r.metric(t, "floodgate_decisions_total", "result", "allowed", "rule", fmt.Sprintf("gen%d", 3*authz.MaxLabelValues-1)); v != 1 {
-		t.Errorf("the last rule's allowed = %v, want 1 (its own label, not other)", v)
-	}
+	r.expectMetric(t, 1, "floodgate_decisions_total", "result", "allowed", "rule", fmt.Sprintf("gen%d", 3*authz.MaxLabelValues-1))
 	last := fmt.Sprintf("gen%d", 3*authz.MaxLabelValues-1)
 	if got, want := r.labelValues(t, "floodgate_decisions_total", "scope"), []string{"default", last}; !slices.Equal(got, want) {
 		t.Errorf("scope labels after reloads %q, want %q: the policy's scopes are labelled anew", got, want)
@@ -155,9 +141,7 @@ func TestDecisionLabelsFollowThePolicy(t *testing.T) {
 	if got, want := r.labelValues(t, "floodgate_decisions_total", "rule"), []string{"none"}; !slices.Equal(got, want) {
 		t.Errorf("rule labels without a policy %q, want %q", got, want)
 	}
-	if v := r.metric(t, "floodgate_decisions_total", "result", "allowed", "scope", "route", "rule", "none"); v != 1 {
-		t.Errorf("the route scope's allowed = %v, want 1", v)
-	}
+	r.expectMetric(t, 1, "floodgate_decisions_total", "result", "allowed", "scope", "route", "rule", "none")
 }
 
 // TestDegradedReasonsExported: Config.DegradedReasons are exported at 0
@@ -169,9 +153,7 @@ func TestDegradedReasonsExported(t *testing.T) {
 	h := newHarness(t, &fakeStrategy{}, cfg)
 	for _, reason := range []string{"memcached-unavailable", "memcached-overloaded"} {
 		for _, res := range []string{"allowed", "denied"} {
-			if v := h.metric(t, "floodgate_degraded_decisions_total", "reason", reason, "result", res); v != 0 {
-				t.Errorf("{reason=%q,result=%q} = %v, want 0", reason, res, v)
-			}
+			h.expectMetric(t, 0, "floodgate_degraded_decisions_total", "reason", reason, "result", res)
 		}
 	}
 	if got := h.labelValues(t, "floodgate_degraded_decisions_total", "reason"); !slices.Equal(got, []string{"memcached-overloaded", "memcached-unavailable"}) {

@@ -12,25 +12,14 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
 // meta builds the expected dynamic metadata: string fields in kv pairs,
 // and remaining as a number when it is not negative.
 func meta(t testing.TB, remaining int, kv ...string) *structpb.Struct {
-	t.Helper()
-	m := map[string]any{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	if remaining >= 0 {
-		m[authz.MetaRemaining] = remaining
-	}
-	st, err := structpb.NewStruct(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return testutil.Metadata(t, authz.MetaRemaining, remaining, kv...)
 }
 
 // TestMetadataOfDecisions checks the dynamic_metadata of every kind of

@@ -122,9 +122,7 @@ func TestPolicyEndToEnd(t *testing.T) {
 		expect(t, "1st", r.check(t, httpReq(client, "POST", "/login", nil, login)), okResp(okHeaders(2, 1, 0, 60, "login")...))
 		expect(t, "2nd", r.check(t, httpReq(client, "POST", "/login", nil, login)), withShadow(okResp(okHeaders(2, 0, 60, 60, "login")...)))
 		expect(t, "3rd", r.check(t, httpReq(client, "POST", "/login", nil, login)), deniedResp(2, 60, 60, "login"))
-		if v := r.metric(t, "floodgate_shadow_denials_total", "rule", "login-trial"); v != 2 {
-			t.Errorf("shadow denials of login-trial = %v, want 2", v)
-		}
+		r.expectMetric(t, 2, "floodgate_shadow_denials_total", "rule", "login-trial")
 	})
 
 	t.Run("where no rule matches the route decides", func(t *testing.T) {
@@ -164,9 +162,7 @@ func TestPolicyEndToEnd(t *testing.T) {
 		expect(t, "identity", r.check(t, httpReq(client, "GET", "/api/x", map[string]string{"x-api-key": "revoked"}, nil)), blockedResp())
 		// The blocklist wins over the allowlist.
 		expect(t, "on both", r.check(t, httpReq("10.0.0.1", "GET", "/api/x", map[string]string{"x-api-key": "revoked"}, nil)), blockedResp())
-		if v := r.metric(t, "floodgate_decisions_total", "result", "blocked"); v != 5 {
-			t.Errorf("blocked decisions = %v, want 5", v)
-		}
+		r.expectMetric(t, 5, "floodgate_decisions_total", "result", "blocked")
 	})
 
 	t.Run("allowlist", func(t *testing.T) {
@@ -181,9 +177,7 @@ func TestPolicyEndToEnd(t *testing.T) {
 			expect(t, "identity", r.check(t, httpReq(client, "GET", "/api/x", map[string]string{"x-api-key": "batch"}, nil)), okResp())
 			n++
 		}
-		if v := r.metric(t, "floodgate_decisions_total", "result", "allowlisted"); v != float64(n) {
-			t.Errorf("allowlisted decisions = %v, want %d", v, n)
-		}
+		r.expectMetric(t, float64(n), "floodgate_decisions_total", "result", "allowlisted")
 	})
 }
 
@@ -272,16 +266,10 @@ rules:
 				expect(t, fmt.Sprintf("request %d", i+1), resp, want)
 			}
 			for rule, want := range map[string]float64{"strict": 19, "stricter": 18} {
-				if v := r.metric(t, "floodgate_shadow_denials_total", "rule", rule); v != want {
-					t.Errorf("shadow denials of %s = %v, want %v", rule, v, want)
-				}
+				r.expectMetric(t, want, "floodgate_shadow_denials_total", "rule", rule)
 			}
-			if v := r.metric(t, "floodgate_decisions_total", "result", "allowed"); v != 20 {
-				t.Errorf("allowed = %v, want 20", v)
-			}
-			if v := r.metric(t, "floodgate_decisions_total", "result", "denied"); v != 0 {
-				t.Errorf("denied = %v, want 0", v)
-			}
+			r.expectMetric(t, 20, "floodgate_decisions_total", "result", "allowed")
+			r.expectMetric(t, 0, "floodgate_decisions_total", "result", "denied")
 		})
 	}
 }
@@ -310,12 +298,8 @@ rules:
 	expect(t, "2", r.check(t, httpReq("203.0.113.7", "GET", "/a", nil, nil)), withShadow(okResp(okHeaders(3, 1, 0, 60, "enforced")...)))
 	expect(t, "3", r.check(t, httpReq("203.0.113.7", "GET", "/b", nil, nil)), okResp(okHeaders(3, 0, 60, 60, "enforced")...))
 	expect(t, "4", r.check(t, httpReq("203.0.113.7", "GET", "/a", nil, nil)), deniedResp(3, 60, 60, "enforced"))
-	if v := r.metric(t, "floodgate_shadow_denials_total", "rule", "trial"); v != 2 {
-		t.Errorf("trial = %v, want 2", v)
-	}
-	if v := r.metric(t, "floodgate_shadow_denials_total", "rule", "after"); v != 0 {
-		t.Errorf("after = %v, want 0: it is never reached", v)
-	}
+	r.expectMetric(t, 2, "floodgate_shadow_denials_total", "rule", "trial")
+	r.expectMetric(t, 0, "floodgate_shadow_denials_total", "rule", "after")
 }
 
 func TestShadowFailureIgnored(t *testing.T) {
@@ -333,9 +317,7 @@ func TestShadowFailureIgnored(t *testing.T) {
 	if n := h.logs.CountLines("shadow rule failed to decide, ignored", "rule=s"); n != 1 {
 		t.Errorf("%d log lines about the failing shadow rule, want 1:\n%s", n, h.logs)
 	}
-	if v := h.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 0 {
-		t.Errorf("fail_open = %v, want 0", v)
-	}
+	h.expectMetric(t, 0, "floodgate_decisions_total", "result", "fail_open")
 }
 
 func TestRulesHaveTheirOwnCounters(t *testing.T) {

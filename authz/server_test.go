@@ -155,6 +155,14 @@ func noMetadata(resp *authv3.CheckResponse) *authv3.CheckResponse {
 	return resp
 }
 
+// expectMetric checks that h.metric(t, name, labels...) is want.
+func (h *harness) expectMetric(t testing.TB, want float64, name string, labels ...string) {
+	t.Helper()
+	if v := h.metric(t, name, labels...); v != want {
+		t.Errorf("%s%q = %v, want %v", name, labels, v, want)
+	}
+}
+
 // metric returns the sum of the values of the counters (or the sample
 // counts of the histograms) name whose labels include labels ("k", "v",
 // ...); -1 when there is none.
@@ -430,12 +438,8 @@ func TestCheckResponses(t *testing.T) {
 			if !proto.Equal(got, tt.want) {
 				t.Errorf("Check response:\n got %v\nwant %v", got, tt.want)
 			}
-			if v := h.metric(t, "floodgate_decisions_total", "result", tt.result); v != 1 {
-				t.Errorf("floodgate_decisions_total{result=%q} = %v, want 1", tt.result, v)
-			}
-			if v := h.metric(t, "floodgate_check_duration_seconds"); v != 1 {
-				t.Errorf("floodgate_check_duration_seconds count = %v, want 1", v)
-			}
+			h.expectMetric(t, 1, "floodgate_decisions_total", "result", tt.result)
+			h.expectMetric(t, 1, "floodgate_check_duration_seconds")
 			wantPanics := 0.0
 			if tt.panics {
 				wantPanics = 1
@@ -443,9 +447,7 @@ func TestCheckResponses(t *testing.T) {
 					t.Errorf("panic logged %d times, want 1; logs:\n%s", n, h.logs)
 				}
 			}
-			if v := h.metric(t, "floodgate_check_panics_total"); v != wantPanics {
-				t.Errorf("floodgate_check_panics_total = %v, want %v", v, wantPanics)
-			}
+			h.expectMetric(t, wantPanics, "floodgate_check_panics_total")
 			if tt.err != nil {
 				if n := h.logs.CountLines("rate limiter failed", "error="); n != 1 {
 					t.Errorf("failure logged %d times, want 1; logs:\n%s", n, h.logs)
@@ -530,16 +532,22 @@ func TestIdentity(t *testing.T) {
 			if got := key.Identity(tt.req); got != tt.want {
 				t.Errorf("KeySpec.Identity = %.80q, want %.80q", got, tt.want)
 			}
-			fs := &fakeStrategy{}
-			cfg := baseConfig()
-			cfg.Key = key
-			h := newHarness(t, fs, cfg)
-			h.check(t, tt.req)
-			if got := fs.last(t).Requestor; got != tt.want {
+			if got := requestorOverGRPC(t, key, tt.req); got != tt.want {
 				t.Errorf("Requestor over gRPC = %.80q, want %.80q", got, tt.want)
 			}
 		})
 	}
+}
+
+// requestorOverGRPC sends req to a harness keyed on key and returns the
+// requestor its strategy was asked about.
+func requestorOverGRPC(t *testing.T, key authz.KeySpec, req *authv3.CheckRequest) string {
+	t.Helper()
+	fs := &fakeStrategy{}
+	cfg := baseConfig()
+	cfg.Key = key
+	newHarness(t, fs, cfg).check(t, req)
+	return fs.last(t).Requestor
 }
 
 // TestCheckNilRequest calls Check directly: a gRPC client cannot send nil.
@@ -652,9 +660,7 @@ func TestContextExtensions(t *testing.T) {
 				if name == tt.invalid {
 					want, wantLogs = calls, 1
 				}
-				if v := h.metric(t, "floodgate_invalid_overrides_total", "name", name); v != want {
-					t.Errorf("floodgate_invalid_overrides_total{name=%q} = %v, want %v", name, v, want)
-				}
+				h.expectMetric(t, want, "floodgate_invalid_overrides_total", "name", name)
 				if n := h.logs.CountLines("invalid context extension", "name="+name); n != wantLogs {
 					t.Errorf("invalid %s logged %d times, want %d; logs:\n%s", name, n, wantLogs, h.logs)
 				}
@@ -688,9 +694,7 @@ func TestInvalidOverridesLoggedOnce(t *testing.T) {
 			}
 		}
 	}
-	if v := h.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.scope"); v != 2*distinct {
-		t.Errorf("invalid counter = %v, want %d", v, 2*distinct)
-	}
+	h.expectMetric(t, 2*distinct, "floodgate_invalid_overrides_total", "name", "floodgate.scope")
 	// 1024 values logged when first seen, plus at most one line for the
 	// values beyond the remembered set (logged at most once per 10s).
 	if n := h.logs.CountLines("invalid context extension"); n != 1024+1 {
@@ -714,9 +718,7 @@ func TestFailureLogRateLimited(t *testing.T) {
 			t.Fatalf("Check = %v, want fail-open OK", got)
 		}
 	}
-	if v := h.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 20 {
-		t.Errorf("fail_open = %v, want 20", v)
-	}
+	h.expectMetric(t, 20, "floodgate_decisions_total", "result", "fail_open")
 	if n := h.logs.CountLines("rate limiter failed", "store_unavailable=true", "counter store unavailable"); n != 1 {
 		t.Errorf("failure logged %d times, want 1; logs:\n%s", n, h.logs)
 	}
@@ -775,21 +777,13 @@ func TestNowPassedToStrategy(t *testing.T) {
 func TestMetricsPreinitialised(t *testing.T) {
 	h := newHarness(t, &fakeStrategy{}, baseConfig())
 	for _, r := range []string{"allowed", "denied", "fail_open", "fail_closed"} {
-		if v := h.metric(t, "floodgate_decisions_total", "result", r); v != 0 {
-			t.Errorf("floodgate_decisions_total{result=%q} = %v, want 0", r, v)
-		}
+		h.expectMetric(t, 0, "floodgate_decisions_total", "result", r)
 	}
 	for _, n := range []string{"floodgate.limit", "floodgate.window", "floodgate.key", "floodgate.scope"} {
-		if v := h.metric(t, "floodgate_invalid_overrides_total", "name", n); v != 0 {
-			t.Errorf("floodgate_invalid_overrides_total{name=%q} = %v, want 0", n, v)
-		}
+		h.expectMetric(t, 0, "floodgate_invalid_overrides_total", "name", n)
 	}
-	if v := h.metric(t, "floodgate_check_panics_total"); v != 0 {
-		t.Errorf("floodgate_check_panics_total = %v, want 0", v)
-	}
-	if v := h.metric(t, "floodgate_check_duration_seconds"); v != 0 {
-		t.Errorf("floodgate_check_duration_seconds count = %v, want 0", v)
-	}
+	h.expectMetric(t, 0, "floodgate_check_panics_total")
+	h.expectMetric(t, 0, "floodgate_check_duration_seconds")
 }
 
 func TestNewServerErrors(t *testing.T) {
@@ -925,9 +919,7 @@ func TestConcurrentChecks(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if v := h.metric(t, "floodgate_decisions_total", "result", "allowed"); v != 400 {
-		t.Errorf("allowed = %v, want 400", v)
-	}
+	h.expectMetric(t, 400, "floodgate_decisions_total", "result", "allowed")
 }
 
 func TestRetryAfterSeconds(t *testing.T) {

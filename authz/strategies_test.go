@@ -113,9 +113,7 @@ func TestStrategyExtension(t *testing.T) {
 	expect(t, "fixed after the boundary", r.check(t, fromIP(ext("fixed"))), okResp(okHeaders(2, 1, 0, 60, "s-fixed")...))
 	expect(t, "sliding after 30s", r.check(t, fromIP(ext("sliding"))), deniedResp(2, 30, 60, "s-sliding"))
 
-	if v := r.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.strategy"); v != 0 {
-		t.Errorf("invalid strategy overrides = %v, want 0", v)
-	}
+	r.expectMetric(t, 0, "floodgate_invalid_overrides_total", "name", "floodgate.strategy")
 }
 
 func TestDefaultStrategyFlag(t *testing.T) {
@@ -140,17 +138,13 @@ func TestInvalidStrategyExtension(t *testing.T) {
 			t.Errorf("floodgate.strategy %q: %v, limit %d", v, resp, fs.last(t).Limit)
 		}
 	}
-	if v := h.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.strategy"); v != 4 {
-		t.Errorf("invalid strategy overrides = %v, want 4", v)
-	}
+	h.expectMetric(t, 4, "floodgate_invalid_overrides_total", "name", "floodgate.strategy")
 	if n := h.logs.CountLines("invalid context extension ignored", "floodgate.strategy", "not available on this server"); n != 1 {
 		t.Errorf("%d log lines about the unavailable strategy, want 1:\n%s", n, h.logs)
 	}
 	// The default's own name is valid.
 	h.check(t, fromIP(map[string]string{"floodgate.strategy": "sliding"}))
-	if v := h.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.strategy"); v != 4 {
-		t.Errorf("invalid strategy overrides = %v, want still 4", v)
-	}
+	h.expectMetric(t, 4, "floodgate_invalid_overrides_total", "name", "floodgate.strategy")
 }
 
 func TestNewServerStrategiesErrors(t *testing.T) {
@@ -268,9 +262,7 @@ func TestUnservableRouteValues(t *testing.T) {
 						wantN, wantLogs = calls, 1
 					}
 				}
-				if v := h.metric(t, "floodgate_invalid_overrides_total", "name", name); v != wantN {
-					t.Errorf("floodgate_invalid_overrides_total{name=%q} = %v, want %v", name, v, wantN)
-				}
+				h.expectMetric(t, wantN, "floodgate_invalid_overrides_total", "name", name)
 				if n := h.logs.CountLines("invalid context extension ignored", "name="+name); n != wantLogs {
 					t.Errorf("%s logged %d times, want %d; logs:\n%s", name, n, wantLogs, h.logs)
 				}
@@ -313,12 +305,8 @@ func TestUnservableRouteValuesDecided(t *testing.T) {
 			t.Errorf("%s, limit %s: %v, want allowed with X-RateLimit-Limit %d", tt.strategy, tt.limit, resp, tt.want)
 		}
 	}
-	if v := r.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 0 {
-		t.Errorf("fail_open = %v, want 0", v)
-	}
-	if v := r.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.limit"); v != 8 {
-		t.Errorf("invalid floodgate.limit = %v, want 8", v)
-	}
+	r.expectMetric(t, 0, "floodgate_decisions_total", "result", "fail_open")
+	r.expectMetric(t, 8, "floodgate_invalid_overrides_total", "name", "floodgate.limit")
 }
 
 // TestUnservableRuleLimit: a policy rule that leaves the strategy to the
@@ -330,12 +318,8 @@ func TestUnservableRuleLimit(t *testing.T) {
 	r.setPolicy(t, "rules:\n- name: big\n  match: {scope: big}\n  limit: 5000\n  window: 1m\n")
 	ext := map[string]string{"floodgate.strategy": "sliding-log", "floodgate.scope": "big"}
 	expect(t, "1st", r.check(t, fromIP(ext)), okResp(okHeaders(5000, 4999, 0, 60, "big")...))
-	if v := r.metric(t, "floodgate_decisions_total", "result", "fail_open"); v != 0 {
-		t.Errorf("fail_open = %v, want 0", v)
-	}
-	if v := r.metric(t, "floodgate_invalid_overrides_total", "name", "floodgate.strategy"); v != 1 {
-		t.Errorf("invalid floodgate.strategy = %v, want 1", v)
-	}
+	r.expectMetric(t, 0, "floodgate_decisions_total", "result", "fail_open")
+	r.expectMetric(t, 1, "floodgate_invalid_overrides_total", "name", "floodgate.strategy")
 }
 
 func TestNewServerUnservableDefaults(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -17,19 +18,7 @@ import (
 // rlsMeta is the expected metadata: string fields in kv pairs, and
 // remaining when it is not negative.
 func rlsMeta(t *testing.T, remaining int, kv ...string) *structpb.Struct {
-	t.Helper()
-	m := map[string]any{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	if remaining >= 0 {
-		m[authz.MetaRemaining] = remaining
-	}
-	st, err := structpb.NewStruct(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return testutil.Metadata(t, authz.MetaRemaining, remaining, kv...)
 }
 
 // TestMetadata checks the dynamic_metadata of every kind of answer, over
