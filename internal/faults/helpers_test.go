@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,11 +20,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // envoyDeadline is the ext_authz timeout of the shipped Envoy configs
 // (timeout: 0.25s in envoy/*.yaml). A check that floodgate answers later is

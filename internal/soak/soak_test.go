@@ -30,11 +30,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testutil.Main(m) }
 
 // Flatness bounds, idle against idle: goroutines may differ by a few
 // (gRPC's and the runtime's own), resident memory may grow by a margin for

@@ -110,6 +110,15 @@ func RemoveBuilds() {
 	}
 }
 
+// Main runs the tests of m, deletes what BuildFloodgate built, and exits
+// with the tests' status: the TestMain of a package whose tests start the
+// floodgate binary.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveBuilds()
+	os.Exit(code)
+}
+
 // goTool returns the go command: the one of the toolchain running the tests
 // when it exists, else the one in PATH.
 func goTool() string {
