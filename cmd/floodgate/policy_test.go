@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -105,10 +106,7 @@ func TestStartPolicy(t *testing.T) {
 	synctest.Test(t, testStartPolicy)
 }
 
-// testStartPolicy runs in a synctest bubble: the 5ms polls pass on the
-// bubble's clock, and synctest.Wait returns once the reloader waits for its
-// next poll, so "reloaded at the next poll" and "not reloaded after stop"
-// are exact.
+// testStartPolicy runs in a synctest bubble (see checkStartReloading).
 func testStartPolicy(t *testing.T) {
 	cm := fgtestutil.NewConfigMap(t, "policy.yaml", limitPolicy("first", 1, ""))
 	cfg := DefaultConfig()
@@ -121,26 +119,11 @@ func testStartPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := startReloading(t.Context(), cfg.PolicyFile, 5*time.Millisecond, func() (*reloader, error) {
+	names := []string{"", "first", "second", "third"}
+	checkStartReloading(t, cfg.PolicyFile, func() (*reloader, error) {
 		return newPolicyReloader(cfg.PolicyFile, cfg.Policy, az, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	cm.Update(limitPolicy("second", 2, ""))
-	time.Sleep(5 * time.Millisecond) // one poll
-	synctest.Wait()
-	if got := az.Policy().Rules[0].Name; got != "second" {
-		t.Fatalf("policy %q in force one poll after the change, want second", got)
-	}
-	stop()
-	cm.Update(limitPolicy("third", 3, ""))
-	time.Sleep(50 * time.Millisecond) // ten polls, had the reloader not stopped
-	synctest.Wait()
-	if got := az.Policy().Rules[0].Name; got != "second" {
-		t.Errorf("reloaded %q after stop", got)
-	}
+	}, func(n int) { cm.Update(limitPolicy(names[n], n, "")) },
+		func() int { return slices.Index(names, az.Policy().Rules[0].Name) })
 
 	// No --policy: nothing to do.
 	stop2, err := startPolicy(context.Background(), DefaultConfig(), az, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
@@ -148,6 +131,34 @@ func testStartPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop2()
+}
+
+// checkStartReloading starts reloading path with build every 5ms, in a
+// synctest bubble: the polls pass on the bubble's clock, and synctest.Wait
+// returns once the reloader waits for its next poll, so "reloaded at the
+// next poll" and "not reloaded after stop" are exact. version(n) writes
+// version n of the file (version 1 is in force at the start); inForce says
+// which version is in force.
+func checkStartReloading(t *testing.T, path string, build func() (*reloader, error), version func(n int), inForce func() int) {
+	t.Helper()
+	stop, err := startReloading(t.Context(), path, 5*time.Millisecond, build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	version(2)
+	time.Sleep(5 * time.Millisecond) // one poll
+	synctest.Wait()
+	if got := inForce(); got != 2 {
+		t.Fatalf("version %d in force one poll after the change, want 2", got)
+	}
+	stop()
+	version(3)
+	time.Sleep(50 * time.Millisecond) // ten polls, had the reloader not stopped
+	synctest.Wait()
+	if got := inForce(); got != 2 {
+		t.Errorf("reloaded version %d after stop", got)
+	}
 }
 
 // TestBinaryPolicy runs floodgate with --policy on a ConfigMap-style

@@ -104,7 +104,7 @@ func TestStartRLSConfig(t *testing.T) {
 	synctest.Test(t, testStartRLSConfig)
 }
 
-// testStartRLSConfig runs in a synctest bubble, as testStartPolicy does.
+// testStartRLSConfig runs in a synctest bubble (see checkStartReloading).
 func testStartRLSConfig(t *testing.T) {
 	cm := fgtestutil.NewConfigMap(t, "policy.yaml", rlsLimits(1))
 	cfg := DefaultConfig()
@@ -117,26 +117,10 @@ func testStartRLSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := startReloading(t.Context(), cfg.RLSConfigPath, 5*time.Millisecond, func() (*reloader, error) {
+	checkStartReloading(t, cfg.RLSConfigPath, func() (*reloader, error) {
 		return newRLSReloader(cfg.RLSConfigPath, cfg.RLSConfig, srv, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	cm.Update(rlsLimits(2))
-	time.Sleep(5 * time.Millisecond) // one poll
-	synctest.Wait()
-	if got := srv.Limits().Limits()[0].RequestsPerUnit; got != 2 {
-		t.Fatalf("limit %d in force one poll after the change, want 2", got)
-	}
-	stop()
-	cm.Update(rlsLimits(3))
-	time.Sleep(50 * time.Millisecond) // ten polls, had the reloader not stopped
-	synctest.Wait()
-	if got := srv.Limits().Limits()[0].RequestsPerUnit; got != 2 {
-		t.Errorf("reloaded limit %d after stop", got)
-	}
+	}, func(n int) { cm.Update(rlsLimits(n)) },
+		func() int { return int(srv.Limits().Limits()[0].RequestsPerUnit) })
 }
 
 // TestBinaryCheckRLSConfig runs check-rls-config on the shipped limits of
