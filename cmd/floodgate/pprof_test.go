@@ -57,6 +57,7 @@ func TestWithPProf(t *testing.T) {
 		"/debug/pprof/":             "goroutine",
 		"/debug/pprof/heap?debug=1": "heap profile",
 		"/debug/pprof/cmdline":      "",
+		"/debug/pprof/symbol":       "num_symbols",
 		"/metrics":                  "floodgate_build_info",
 		"/readyz":                   "ready",
 	} {
