@@ -193,12 +193,8 @@ func (p *parser) fieldsRefusing(n *yaml.Node, path string, known []string, refus
 // descriptorList reads a list of descriptors into parent, whose key path
 // (for Limit.Key) is prefix and whose levels lead to it.
 func (p *parser) descriptorList(n *yaml.Node, path string, parent *node, prefix string, levels []level) {
-	n = yamldoc.Resolve(n)
-	if yamldoc.IsNull(n) {
-		return
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, path, "want a list of descriptors, got %s", yamldoc.KindOf(n))
+	n, ok := p.list(n, path, "descriptors")
+	if !ok {
 		return
 	}
 	if len(levels) >= maxDepth {
@@ -383,14 +379,25 @@ func (p *parser) requests(n *yaml.Node, field string) uint32 {
 	return uint32(v)
 }
 
-// replaces reads rate_limit.replaces into l.
-func (p *parser) replaces(n *yaml.Node, path string, l *Limit) {
+// list returns n resolved, and whether it is a list with items to read:
+// false for null (no items), and for a node that is not a list, reported as
+// not the list of what (such as "descriptors") that path wants.
+func (p *parser) list(n *yaml.Node, path, what string) (*yaml.Node, bool) {
 	n = yamldoc.Resolve(n)
 	if yamldoc.IsNull(n) {
-		return
+		return n, false
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, path, "want a list of {name: ...}, got %s", yamldoc.KindOf(n))
+		p.errorf(n.Line, path, "want a list of %s, got %s", what, yamldoc.KindOf(n))
+		return n, false
+	}
+	return n, true
+}
+
+// replaces reads rate_limit.replaces into l.
+func (p *parser) replaces(n *yaml.Node, path string, l *Limit) {
+	n, ok := p.list(n, path, "{name: ...}")
+	if !ok {
 		return
 	}
 	for i, item := range n.Content {
