@@ -69,10 +69,7 @@ func splitSecretIdentity(identity string) (kind, value string, ok bool) {
 	fields := 0
 	switch {
 	case strings.HasPrefix(identity, headerIdentityPrefix):
-		rest, fields = identity[len(headerIdentityPrefix):], 1
-		if strings.HasPrefix(rest, ":") {
-			rest = rest[1:]
-		}
+		rest, fields = strings.TrimPrefix(identity[len(headerIdentityPrefix):], ":"), 1
 	case strings.HasPrefix(identity, metadataIdentityPrefix):
 		rest, fields = identity[len(metadataIdentityPrefix):], 2
 	default:

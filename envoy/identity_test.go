@@ -334,7 +334,11 @@ func newIssuer(t *testing.T, kid string) *issuer {
 // jwks returns the issuer's public key as a JSON Web Key Set.
 func (iss *issuer) jwks() string {
 	b64 := base64.RawURLEncoding
-	x, y := iss.key.PublicKey.X.FillBytes(make([]byte, 32)), iss.key.PublicKey.Y.FillBytes(make([]byte, 32))
+	pub, err := iss.key.PublicKey.Bytes() // uncompressed: 0x04, then X and Y, 32 bytes each
+	if err != nil || len(pub) != 65 {
+		panic(fmt.Sprintf("P-256 public key: %d bytes, %v", len(pub), err))
+	}
+	x, y := pub[1:33], pub[33:]
 	return fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":%q,"x":%q,"y":%q}]}`,
 		iss.kid, b64.EncodeToString(x), b64.EncodeToString(y))
 }

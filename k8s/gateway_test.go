@@ -140,8 +140,10 @@ func checkExtAuth(t *testing.T, r *rendering, sp *egv1a1.SecurityPolicy) {
 		t.Errorf("SecurityPolicy %s: floodgate.key xff, but X-Forwarded-For is not in headersToExtAuth", sp.Name)
 	}
 	refs := ea.GRPC.BackendRefs
-	if len(refs) != 1 || ea.GRPC.BackendRef != nil {
-		t.Fatalf("SecurityPolicy %s: want one backendRefs entry, got %d (and backendRef %v)", sp.Name, len(refs), ea.GRPC.BackendRef)
+	//lint:ignore SA1019 the deprecated backendRef is read only to refuse it
+	deprecated := ea.GRPC.BackendRef
+	if len(refs) != 1 || deprecated != nil {
+		t.Fatalf("SecurityPolicy %s: want one backendRefs entry, got %d (and backendRef %v)", sp.Name, len(refs), deprecated)
 	}
 	ref := refs[0]
 	ns := sp.Namespace

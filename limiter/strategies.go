@@ -76,7 +76,7 @@ var registry = []struct {
 	build func(Store, StrategyConfig) (Strategy, error)
 }{
 	{StrategySliding, func(st Store, cfg StrategyConfig) (Strategy, error) {
-		return NewSliding(st, SlidingConfig{MaxRequestors: cfg.MaxRequestors, MaxClockSkew: cfg.MaxClockSkew, MaxDecisionTime: cfg.MaxDecisionTime}), nil
+		return NewSliding(st, SlidingConfig(cfg)), nil
 	}},
 	{StrategyFixed, func(st Store, cfg StrategyConfig) (Strategy, error) {
 		return NewFixed(st, cfg), nil
@@ -350,14 +350,6 @@ func denyUnlessDenied(ds []Decision, retry time.Duration) {
 	for i := range ds {
 		ds[i].Allowed, ds[i].Remaining, ds[i].RetryAfter = false, 0, retry
 	}
-}
-
-// firstOf is the Allow of a strategy whose Allow is AllowAll of one request.
-func firstOf(ds []Decision, err error) (Decision, error) {
-	if err != nil {
-		return Decision{}, err
-	}
-	return ds[0], nil
 }
 
 // turns makes the decisions of one instance for one key take turns, so that
