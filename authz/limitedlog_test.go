@@ -11,15 +11,16 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
 // denyingHarness is a harness whose strategy denies everything with a
 // wait of 42s, on a test clock at t0.
-func denyingHarness(t *testing.T, cfg authz.Config) (*harness, *testClock) {
+func denyingHarness(t *testing.T, cfg authz.Config) (*harness, *testutil.Clock) {
 	t.Helper()
-	clock := &testClock{t: t0}
-	cfg.Now = clock.now
+	clock := testutil.NewClock(t0)
+	cfg.Now = clock.Now
 	return newHarness(t, &fakeStrategy{AllowFn: decide(limiter.Decision{RetryAfter: 42 * time.Second}, nil)}, cfg), clock
 }
 
@@ -49,12 +50,12 @@ func TestLimitedLogOncePerWindow(t *testing.T) {
 	if n := h.logs.CountLines(`msg="requestor limited" scope=login identity=ip:203.0.113.8 `); n != 1 {
 		t.Errorf("another requestor: %d lines, want 1; logs:\n%s", n, h.logs)
 	}
-	clock.set(t0.Add(59 * time.Second))
+	clock.Set(t0.Add(59 * time.Second))
 	from("203.0.113.7", login)
 	if n := h.logs.CountLines(line); n != 1 {
 		t.Errorf("within the window: %d lines, want still 1", n)
 	}
-	clock.set(t0.Add(time.Minute))
+	clock.Set(t0.Add(time.Minute))
 	from("203.0.113.7", login)
 	if n := h.logs.CountLines(line); n != 2 {
 		t.Errorf("in the next window: %d lines, want 2; logs:\n%s", n, h.logs)
@@ -109,14 +110,14 @@ func TestLimitedLogRateLimited(t *testing.T) {
 	if n := h.logs.CountLines(`msg="requestor limited"`); n != 20 {
 		t.Fatalf("%d lines for 50 first denials at once, want 20 (the burst); logs:\n%s", n, h.logs)
 	}
-	clock.set(t0.Add(time.Second))
+	clock.Set(t0.Add(time.Second))
 	h.check(t, checkReq(socket("198.51.100.200", 40000), nil, nil))
 	if n := h.logs.CountLines(`msg="requestor limited"`, "identity=ip:198.51.100.200 ", "suppressed=30"); n != 1 {
 		t.Errorf("the line a second later: want it with suppressed=30; logs:\n%s", h.logs)
 	}
 	// The suppressed requestors were remembered: no line for them in
 	// their window, and none counted twice.
-	clock.set(t0.Add(2 * time.Second))
+	clock.Set(t0.Add(2 * time.Second))
 	h.check(t, checkReq(socket("198.51.100.49", 40000), nil, nil))
 	h.check(t, checkReq(socket("198.51.100.201", 40000), nil, nil))
 	if n := h.logs.CountLines(`msg="requestor limited"`, "identity=ip:198.51.100.201 ", "suppressed=0"); n != 1 {

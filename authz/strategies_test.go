@@ -4,39 +4,21 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
-
-// testClock is a settable clock, safe for concurrent use.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // rig is a harness whose Server has every strategy, built by
 // limiter.NewStrategy on one MemoryStore, with a test clock.
 type rig struct {
 	*harness
-	clock      *testClock
+	clock      *testutil.Clock
 	strategies map[string]limiter.Strategy
 }
 
@@ -47,8 +29,8 @@ var t0 = time.Date(2026, 11, 22, 12, 0, 30, 0, time.UTC)
 // strategy is the one called def ("" for the default).
 func newRig(t testing.TB, cfg authz.Config, def string) *rig {
 	t.Helper()
-	clock := &testClock{t: t0}
-	store := limiter.NewMemoryStore(clock.now)
+	clock := testutil.NewClock(t0)
+	store := limiter.NewMemoryStore(clock.Now)
 	t.Cleanup(func() { store.Close() })
 	strategies := make(map[string]limiter.Strategy)
 	for _, name := range limiter.Strategies() {
@@ -67,7 +49,7 @@ func newRig(t testing.TB, cfg authz.Config, def string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Now = clock.now
+	cfg.Now = clock.Now
 	cfg.Strategy = def
 	cfg.Strategies = strategies
 	return &rig{harness: newHarness(t, strategies[name], cfg), clock: clock, strategies: strategies}
@@ -109,7 +91,7 @@ func TestStrategyExtension(t *testing.T) {
 	}
 
 	// At the boundary the fixed window starts again; the sliding one does not.
-	r.clock.set(t0.Add(30 * time.Second))
+	r.clock.Set(t0.Add(30 * time.Second))
 	expect(t, "fixed after the boundary", r.check(t, fromIP(ext("fixed"))), okResp(okHeaders(2, 1, 0, 60, "s-fixed")...))
 	expect(t, "sliding after 30s", r.check(t, fromIP(ext("sliding"))), deniedResp(2, 30, 60, "s-sliding"))
 

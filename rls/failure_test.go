@@ -10,21 +10,22 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 	"github.com/floodgate-rl/floodgate/rls"
 )
 
 // failing returns a strategy on a store that always fails, and the store.
-func failing(st *failingStore) func(t *testing.T, c *clock) limiter.MultiStrategy {
-	return func(t *testing.T, _ *clock) limiter.MultiStrategy {
+func failing(st *failingStore) func(t *testing.T, c *testutil.Clock) limiter.MultiStrategy {
+	return func(t *testing.T, _ *testutil.Clock) limiter.MultiStrategy {
 		return newStrategy(t, limiter.StrategySliding, st)
 	}
 }
 
 // fallback returns resilient.Fallback over a failing store, deciding with
 // the sliding window on an in-memory store, as --fail-mode local does.
-func fallback(t *testing.T, c *clock) limiter.MultiStrategy {
+func fallback(t *testing.T, c *testutil.Clock) limiter.MultiStrategy {
 	t.Helper()
 	mem := limiter.NewMemoryStore(c.Now)
 	t.Cleanup(func() { mem.Close() })
@@ -47,7 +48,7 @@ func TestFailModes(t *testing.T) {
 	addr := desc("remote_address=192.0.2.1")
 	for _, tc := range []struct {
 		name     string
-		strategy func(t *testing.T, c *clock) limiter.MultiStrategy
+		strategy func(t *testing.T, c *testutil.Clock) limiter.MultiStrategy
 		mode     authz.FailMode
 		toClient bool
 		req      *rlsv3.RateLimitRequest
@@ -127,7 +128,7 @@ func (panicking) Allow(context.Context, limiter.Request, time.Time) (limiter.Dec
 // answered by the fail mode, with one status per descriptor.
 func TestPanicIsAFailure(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, setup{strategy: func(t *testing.T, c *clock) limiter.MultiStrategy {
+	h := newHarness(t, setup{strategy: func(t *testing.T, c *testutil.Clock) limiter.MultiStrategy {
 		return panicking{memoryStrategy(t, c)}
 	}})
 	resp, err := h.srv.ShouldRateLimit(context.Background(), request(0, desc("remote_address=192.0.2.1"), desc("path=/")))

@@ -31,7 +31,7 @@ func TestMetadata(t *testing.T) {
 	login := desc("route=login", "remote_address=192.0.2.1")
 	for _, tc := range []struct {
 		name     string
-		strategy func(t *testing.T, c *clock) limiter.MultiStrategy
+		strategy func(t *testing.T, c *testutil.Clock) limiter.MultiStrategy
 		mode     authz.FailMode
 		reqs     []*rlsv3.RateLimitRequest // the last one's answer is checked
 		want     func(t *testing.T) *structpb.Struct

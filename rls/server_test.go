@@ -64,13 +64,6 @@ descriptors:
 // t0 is the first instant of the table tests: a whole minute.
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable clock for the strategy and its store.
-type clock struct{ ns atomic.Int64 }
-
-func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
-func (c *clock) Now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) set(t time.Time)  { c.ns.Store(t.UnixNano()) }
-
 // failingStore is a limiter.Store whose every call fails as an unreachable
 // memcached does; it counts its calls.
 type failingStore struct{ calls atomic.Int64 }
@@ -92,18 +85,18 @@ type harness struct {
 	client rlsv3.RateLimitServiceClient
 	reg    *prometheus.Registry
 	logs   *testutil.Buffer
-	clock  *clock
+	clock  *testutil.Clock
 }
 
 // setup is how a test builds its harness.
 type setup struct {
 	limits   string // YAML; "" for testLimits
-	strategy func(t *testing.T, c *clock) limiter.MultiStrategy
+	strategy func(t *testing.T, c *testutil.Clock) limiter.MultiStrategy
 	config   func(*rls.Config)
 }
 
 // memoryStrategy is the sliding window on an in-memory store on c.
-func memoryStrategy(t *testing.T, c *clock) limiter.MultiStrategy {
+func memoryStrategy(t *testing.T, c *testutil.Clock) limiter.MultiStrategy {
 	t.Helper()
 	st := limiter.NewMemoryStore(c.Now)
 	t.Cleanup(func() { st.Close() })
@@ -135,7 +128,7 @@ func newHarness(t *testing.T, su setup) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{reg: prometheus.NewRegistry(), logs: &testutil.Buffer{}, clock: newClock(t0)}
+	h := &harness{reg: prometheus.NewRegistry(), logs: &testutil.Buffer{}, clock: testutil.NewClock(t0)}
 	cfg := rls.Config{
 		Limits:     limits,
 		Strategy:   su.strategy(t, h.clock),
@@ -178,7 +171,7 @@ func serve(t *testing.T, srv *rls.Server) rlsv3.RateLimitServiceClient {
 // call sends req at the instant at and returns the answer.
 func (h *harness) call(t *testing.T, at time.Time, req *rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
 	t.Helper()
-	h.clock.set(at)
+	h.clock.Set(at)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := h.client.ShouldRateLimit(ctx, req)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -17,26 +16,13 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
 )
 
-// clock is a settable clock for the replicas of a test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // replica is one floodgate's Tracker and Cluster on a shared store.
 type replica struct {
 	tr *topk.Tracker
 	c  *topk.Cluster
 }
 
-func newReplica(t *testing.T, store topk.ValueStore, id string, clk *clock) replica {
+func newReplica(t *testing.T, store topk.ValueStore, id string, clk *testutil.Clock) replica {
 	t.Helper()
 	tr := topk.NewTracker(topk.Config{Capacity: 10})
 	c, err := topk.NewCluster(topk.ClusterConfig{Store: store, Tracker: tr, Replica: id, Now: clk.Now, Interval: 5 * time.Second})
@@ -85,7 +71,7 @@ func stores(t *testing.T) map[string]func(t *testing.T, now func() time.Time) to
 func TestClusterMergesReplicas(t *testing.T) {
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			clk := &clock{t: time.Unix(1_800_000_000, 0)}
+			clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
 			store := open(t, clk.Now)
 			a, b, c := newReplica(t, store, "a", clk), newReplica(t, store, "b", clk), newReplica(t, store, "c", clk)
 			now := clk.Now()
@@ -123,7 +109,7 @@ func TestClusterMergesReplicas(t *testing.T) {
 // TestClusterReplicaExpires: a replica that stops publishing leaves the
 // view once its directory entry has expired (three intervals).
 func TestClusterReplicaExpires(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
 	store := limiter.NewMemoryStore(clk.Now)
 	defer store.Close()
 	a, b := newReplica(t, store, "a", clk), newReplica(t, store, "b", clk)
@@ -162,7 +148,7 @@ func (failingStore) CompareAndSwap(context.Context, string, []byte, uint64, time
 }
 
 func TestClusterStoreDown(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
 	a := newReplica(t, failingStore{}, "a", clk)
 	a.deny("api", "ip:1", 2, clk.Now())
 	ctx := context.Background()
@@ -179,7 +165,7 @@ func TestClusterStoreDown(t *testing.T) {
 // what floodgate writes is survived: the directory is rebuilt, the value
 // counted unreadable.
 func TestClusterCorruptValues(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
 	store := limiter.NewMemoryStore(clk.Now)
 	defer store.Close()
 	ctx := context.Background()
@@ -231,7 +217,7 @@ func TestNewClusterErrors(t *testing.T) {
 // TestClusterValueBounded: however many scopes and requestors, the value
 // a replica publishes fits memcached's value size.
 func TestClusterValueBounded(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
 	store := limiter.NewMemoryStore(clk.Now)
 	defer store.Close()
 	tr := topk.NewTracker(topk.Config{})
@@ -266,7 +252,7 @@ func TestClusterRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := newReplica(t, store, "b", &clock{t: time.Now()})
+		b := newReplica(t, store, "b", testutil.NewClock(time.Now()))
 		tr.Record(topk.Denial{Scope: "api", Item: "ip:1", At: time.Now()})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
@@ -277,7 +263,7 @@ func TestClusterRun(t *testing.T) {
 		}
 		time.Sleep(5 * time.Second) // the interval, in the bubble
 		synctest.Wait()
-		b2 := newReplica(t, store, "b2", &clock{t: time.Now()}) // no cached read
+		b2 := newReplica(t, store, "b2", testutil.NewClock(time.Now())) // no cached read
 		if s, _ := b2.c.Summary(ctx, "api", topk.Hour, time.Now()); countsOf(s) != "ip:1=1" {
 			t.Errorf("after one interval b sees %q, want ip:1=1", countsOf(s))
 		}
