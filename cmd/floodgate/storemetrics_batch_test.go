@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/floodgate-rl/floodgate/limiter"
 )
@@ -75,19 +74,11 @@ func TestStoreMetricsBatch(t *testing.T) {
 	if _, _, err := plainBatch.(limiter.BatchStore).Batch(ctx, nil, inc); err == nil {
 		t.Fatal("failing Batch succeeded")
 	}
-	for _, c := range []struct {
-		name string
-		got  prometheus.Collector
-		want float64
-	}{
+	expectCounters(t, []counterWant{
 		{"operations add", m.ops.WithLabelValues(opAdd), 2},
 		{"operations get", m.ops.WithLabelValues(opGet), 1},
 		{"errors add", m.errors.WithLabelValues(opAdd), 1},
 		{"errors get", m.errors.WithLabelValues(opGet), 0},
 		{"keys read", m.keysRead, 4},
-	} {
-		if got := testutil.ToFloat64(c.got); got != c.want {
-			t.Errorf("%s = %v, want %v", c.name, got, c.want)
-		}
-	}
+	})
 }

@@ -25,6 +25,23 @@ func (failingStore) Get(context.Context, []string) (map[string]int64, error) {
 	return nil, fmt.Errorf("get: %w", limiter.ErrStoreUnavailable)
 }
 
+// counterWant is a counter a test expects to read want; name says which.
+type counterWant struct {
+	name string
+	got  prometheus.Collector
+	want float64
+}
+
+// expectCounters checks the value of every counter of cs.
+func expectCounters(t *testing.T, cs []counterWant) {
+	t.Helper()
+	for _, c := range cs {
+		if got := testutil.ToFloat64(c.got); got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestStoreMetricsPreinitialised(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
@@ -101,11 +118,7 @@ func TestStoreMetricsRecords(t *testing.T) {
 		t.Fatalf("failing Get error = %v, want ErrStoreUnavailable passed through", err)
 	}
 
-	for _, c := range []struct {
-		name string
-		got  prometheus.Collector
-		want float64
-	}{
+	expectCounters(t, []counterWant{
 		{"operations add", m.ops.WithLabelValues(opAdd), 3},
 		{"operations get", m.ops.WithLabelValues(opGet), 2},
 		{"errors add", m.errors.WithLabelValues(opAdd), 1},
@@ -114,11 +127,7 @@ func TestStoreMetricsRecords(t *testing.T) {
 		{"errors cas (a conflict is no error)", m.errors.WithLabelValues(opCAS), 0},
 		{"operations get_versioned", m.ops.WithLabelValues(opGetVersioned), 1},
 		{"keys read", m.keysRead, 6},
-	} {
-		if got := testutil.ToFloat64(c.got); got != c.want {
-			t.Errorf("%s = %v, want %v", c.name, got, c.want)
-		}
-	}
+	})
 	want := map[string]uint64{opAdd: 3, opGet: 2, opCAS: 2, opGetVersioned: 1}
 	mfs, err := reg.Gather()
 	if err != nil {
