@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -35,13 +33,7 @@ type batchOnly struct{ limiter.BatchStore }
 func TestStoreMetricsBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	reg := prometheus.NewRegistry()
-	m, err := newStoreMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem := limiter.NewMemoryStore(time.Now)
-	t.Cleanup(func() { mem.Close() })
+	m, _, mem := meteredMemory(t)
 	w := m.wrap(memBatchStore{MemoryStore: mem})
 	bs, ok := w.(limiter.BatchStore)
 	if !ok {

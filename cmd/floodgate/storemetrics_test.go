@@ -69,9 +69,10 @@ floodgate_store_keys_read_total 0
 	}
 }
 
-func TestStoreMetricsRecords(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// meteredMemory returns store metrics registered on a new registry, and
+// an in-memory store to wrap, closed at the end of the test.
+func meteredMemory(t *testing.T) (*storeMetrics, *prometheus.Registry, *limiter.MemoryStore) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := newStoreMetrics(reg)
 	if err != nil {
@@ -79,6 +80,13 @@ func TestStoreMetricsRecords(t *testing.T) {
 	}
 	mem := limiter.NewMemoryStore(time.Now)
 	t.Cleanup(func() { mem.Close() })
+	return m, reg, mem
+}
+
+func TestStoreMetricsRecords(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m, reg, mem := meteredMemory(t)
 	ok := m.wrap(mem)
 	bad := m.wrap(failingStore{})
 
