@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -46,9 +45,9 @@ func (s swapBatch) Get(ctx context.Context, keys []string) (map[string]int64, er
 	return s.flakyStore.Get(ctx, keys)
 }
 
-// TestWrappersKeepBatching checks that the Breaker and the Bulkhead are
-// BatchStores exactly when the store they wrap is one, keep being
-// SwapStores, and that BreakerOf and BulkheadOf find them.
+// TestWrappersKeepBatching checks that the Breaker is a BatchStore exactly
+// when the store it wraps is one, keeps being a SwapStore, and that
+// BreakerOf finds it.
 func TestWrappersKeepBatching(t *testing.T) {
 	f := newFlakyStore(t, time.Now)
 	for _, tc := range []struct {
@@ -68,8 +67,6 @@ func TestWrappersKeepBatching(t *testing.T) {
 		}{
 			{"breaker", func(s limiter.Store) limiter.Store { return resilient.NewBreaker(s, resilient.BreakerConfig{}) },
 				func(s limiter.Store) bool { return resilient.BreakerOf(s) != nil }},
-			{"bulkhead", func(s limiter.Store) limiter.Store { return resilient.NewBulkhead(s, 2, 0) },
-				func(s limiter.Store) bool { return resilient.BulkheadOf(s) != nil }},
 		} {
 			s := w.wrap(tc.store)
 			_, swap := s.(limiter.SwapStore)
@@ -108,33 +105,5 @@ func TestBreakerCountsBatches(t *testing.T) {
 	// A Batch of nothing makes no round trip: passed on, never refused.
 	if _, _, err := s.Batch(ctx, nil, nil); errors.Is(err, resilient.ErrOpen) {
 		t.Errorf("empty Batch on an open breaker: %v, want it passed on", err)
-	}
-}
-
-// TestBulkheadHoldsASlotPerBatch checks that a Batch takes a slot. In a
-// synctest bubble: synctest.Wait returns once the Batch is in the store.
-func TestBulkheadHoldsASlotPerBatch(t *testing.T) {
-	synctest.Test(t, testBulkheadHoldsASlotPerBatch)
-}
-
-func testBulkheadHoldsASlotPerBatch(t *testing.T) {
-	f := newFlakyStore(t, time.Now)
-	f.block = make(chan struct{})
-	s := resilient.NewBulkhead(batchStore{plainStore{f}}, 1, 10*time.Millisecond)
-	done := make(chan error)
-	go func() {
-		_, _, err := s.(limiter.BatchStore).Batch(context.Background(), nil, []limiter.Increment{{Key: "k", Delta: 1, TTL: time.Minute}})
-		done <- err
-	}()
-	synctest.Wait()
-	if n := resilient.BulkheadOf(s).InFlight(); n != 1 {
-		t.Fatalf("InFlight = %d with a Batch in the store, want 1", n)
-	}
-	if _, err := s.Add(context.Background(), "k", 1, time.Minute); !errors.Is(err, resilient.ErrBusy) {
-		t.Errorf("Add while a Batch holds the only slot: %v, want ErrBusy", err)
-	}
-	close(f.block)
-	if err := <-done; err != nil {
-		t.Fatal(err)
 	}
 }

@@ -127,8 +127,8 @@ type BreakerConfig struct {
 //
 // A call counts as failed when the store returns an error, unless the
 // caller's context was done and the error is the context's (the store did
-// not fail; the caller gave up) or the error is ErrBusy (a Bulkhead below
-// the Breaker had no free slot). Every Failures consecutive failures open
+// not fail; the caller gave up) or the error is limiter.ErrOverloaded (the
+// call waited in this process and was never sent). Every Failures consecutive failures open
 // the breaker. While open, calls fail at once with ErrOpen. When the backoff
 // ends, a timer turns the breaker half-open and starts a probe, a Get of
 // ProbeKey in a goroutine of its own, whether calls come or not: an idle

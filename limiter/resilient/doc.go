@@ -1,8 +1,8 @@
 // Package resilient keeps a limiter deciding while its shared counter store
-// is sick. floodgate stacks its three wrappers around the memcached store
+// is sick. floodgate stacks its two wrappers around the memcached store
 // and the strategy that counts in it:
 //
-//	Fallback( Sliding( Bulkhead( Breaker( memcached ))), Sliding( MemoryStore ))
+//	Fallback( Sliding( Breaker( memcached )), Sliding( MemoryStore ))
 //
 // From the store up:
 //
@@ -12,10 +12,11 @@
 //     randomised backoff (at most half a second) a timer probes the store
 //     with a read of its own, with or without calls, and the breaker closes
 //     again when that succeeds. Close stops the timer.
-//   - Bulkhead bounds the calls in flight to the store, so that a burst of
-//     checks cannot open more memcached connections than memcached accepts.
-//     Outside the Breaker, a call that waited for a slot while the store
-//     hung finds the Breaker open and fails at once.
+//
+// No bulkhead: the memcached store carries every call of a server over a
+// fixed pool of pipelined connections (--memcache-max-conns) and fails a
+// call that waited --memcache-timeout with limiter.ErrOverloaded, unsent,
+// which the Breaker does not count and the Fallback reports as overload.
 //   - Fallback is a limiter.Strategy that asks a primary strategy (counting
 //     in the shared store, through the Breaker) and, when that fails with
 //     limiter.ErrStoreUnavailable, decides with a local strategy counting in

@@ -21,17 +21,16 @@ func (downStore) Get(context.Context, []string) (map[string]int64, error) {
 }
 
 // The stack floodgate runs with memcached: the shared store behind a circuit
-// breaker and a bulkhead, and a per-replica limiter in memory for when it is
+// breaker, and a per-replica limiter in memory for when it is
 // unavailable. Here the shared store is down: after two failures the breaker
 // opens and stops calling it, and the local limiter keeps the limit.
 func Example() {
 	brk := resilient.NewBreaker(downStore{}, resilient.BreakerConfig{Failures: 2})
 	defer resilient.BreakerOf(brk).Close() // ends its probing
-	shared := resilient.NewBulkhead(brk, 64, 100*time.Millisecond)
 	local := limiter.NewMemoryStore(time.Now)
 	defer local.Close()
 	s := resilient.NewFallback(
-		limiter.NewSliding(shared, limiter.SlidingConfig{}),
+		limiter.NewSliding(brk, limiter.SlidingConfig{}),
 		limiter.NewSliding(local, limiter.SlidingConfig{}),
 		resilient.FallbackConfig{Reason: "memcached-unavailable"})
 
