@@ -167,13 +167,11 @@ func (l *SlidingLog) decideSet(ctx context.Context, reqs []Request, gs []logGrou
 		}
 	}
 	if !doomed {
-		for i := range gs {
-			done, err := l.turns.take(ctx, gs[i].key)
-			if err != nil {
-				return fmt.Errorf("sliding log: %w", err)
-			}
-			defer done()
+		release, err := l.turns.takeAll(ctx, len(gs), func(i int) string { return gs[i].key })
+		if err != nil {
+			return fmt.Errorf("sliding log: %w", err)
 		}
+		defer release()
 	}
 	if err := l.record(ctx, gs, nowMs, !doomed); err != nil {
 		return err

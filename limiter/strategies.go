@@ -408,6 +408,28 @@ func (t *turns) take(ctx context.Context, key string) (func(), error) {
 	}
 }
 
+// takeAll takes the turns of n keys, key(0) to key(n-1), which the caller
+// gives in a fixed order (key order) so that two sets never wait on each
+// other in a cycle, and returns the function that ends them all. On an
+// error the turns taken so far are ended.
+func (t *turns) takeAll(ctx context.Context, n int, key func(i int) string) (func(), error) {
+	dones := make([]func(), 0, n)
+	release := func() {
+		for _, done := range dones {
+			done()
+		}
+	}
+	for i := range n {
+		done, err := t.take(ctx, key(i))
+		if err != nil {
+			release()
+			return nil, err
+		}
+		dones = append(dones, done)
+	}
+	return release, nil
+}
+
 // swap is one read-modify-write step: given the current value (nil and
 // found false when the key is missing), it returns the value to write, its
 // time to live and whether to write at all.

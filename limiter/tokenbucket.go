@@ -181,13 +181,11 @@ func (b *TokenBucket) decideSet(ctx context.Context, reqs []Request, gs []tbGrou
 		}
 	}
 	if !doomed {
-		for i := range gs {
-			done, err := b.turns.take(ctx, gs[i].key)
-			if err != nil {
-				return fmt.Errorf("token bucket: %w", err)
-			}
-			defer done()
+		release, err := b.turns.takeAll(ctx, len(gs), func(i int) string { return gs[i].key })
+		if err != nil {
+			return fmt.Errorf("token bucket: %w", err)
 		}
+		defer release()
 	}
 	if err := b.take(ctx, gs, nowMs, !doomed); err != nil {
 		return err
