@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/grpcbound"
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
@@ -247,7 +248,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // limitedServer serves authz on strategy and grpc.health.v1 with
 // floodgate's options, cfg and calls, on a loopback port, and returns a
 // client connection to it.
-func limitedServer(t *testing.T, cfg Config, calls *callLimiter, strategy limiter.Strategy) *grpc.ClientConn {
+func limitedServer(t *testing.T, cfg Config, calls *grpcbound.Calls, strategy limiter.Strategy) *grpc.ClientConn {
 	t.Helper()
 	az, err := authz.NewServer(strategy, authz.Config{Limit: 10, Window: time.Minute})
 	if err != nil {
@@ -260,7 +261,7 @@ func limitedServer(t *testing.T, cfg Config, calls *callLimiter, strategy limite
 // floodgate's gRPC server options for cfg and calls, on a loopback port,
 // and returns a client connection to it (sending messages of up to 16 MiB,
 // past the server's bound). Both end with the test.
-func serveInProcess(t *testing.T, cfg Config, calls *callLimiter, register func(*grpc.Server)) *grpc.ClientConn {
+func serveInProcess(t *testing.T, cfg Config, calls *grpcbound.Calls, register func(*grpc.Server)) *grpc.ClientConn {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -288,7 +289,7 @@ func TestCallLimit(t *testing.T) {
 	t.Parallel()
 	const max = 4
 	bs := &blockingStrategy{release: make(chan struct{})}
-	calls := &callLimiter{max: max}
+	calls := grpcbound.NewCalls(max, errTooManyCalls)
 	conn := limitedServer(t, DefaultConfig(), calls, bs)
 	c := authv3.NewAuthorizationClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -307,12 +308,12 @@ func TestCallLimit(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--grpc-max-calls") {
 		t.Errorf("Check past the bound: %v, want RESOURCE_EXHAUSTED naming --grpc-max-calls", err)
 	}
-	if calls.refused.Load() != 1 || calls.inFlight.Load() != max {
-		t.Errorf("refused %d, in flight %d; want 1 and %d", calls.refused.Load(), calls.inFlight.Load(), max)
+	if calls.Refused() != 1 || calls.InFlight() != max {
+		t.Errorf("refused %d, in flight %d; want 1 and %d", calls.Refused(), calls.InFlight(), max)
 	}
 	close(bs.release)
 	wg.Wait()
-	waitFor(t, "slots given back", func() bool { return calls.inFlight.Load() == 0 })
+	waitFor(t, "slots given back", func() bool { return calls.InFlight() == 0 })
 	if _, err := c.Check(ctx, checkRequest("198.51.100.41")); err != nil {
 		t.Errorf("Check after the held ones finished: %v", err)
 	}
@@ -321,7 +322,7 @@ func TestCallLimit(t *testing.T) {
 	if status.Code(err) != codes.Unimplemented {
 		t.Errorf("unknown method: %v, want UNIMPLEMENTED", err)
 	}
-	waitFor(t, "slot of the unknown method given back", func() bool { return calls.inFlight.Load() == 0 })
+	waitFor(t, "slot of the unknown method given back", func() bool { return calls.InFlight() == 0 })
 
 	wctx, wcancel := context.WithCancel(ctx)
 	watch, err := healthpb.NewHealthClient(conn).Watch(wctx, &healthpb.HealthCheckRequest{})
@@ -331,11 +332,11 @@ func TestCallLimit(t *testing.T) {
 	if _, err := watch.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	if n := calls.inFlight.Load(); n != 1 {
+	if n := calls.InFlight(); n != 1 {
 		t.Errorf("%d calls in flight with a Watch open, want 1", n)
 	}
 	wcancel()
-	waitFor(t, "slot of the Watch given back", func() bool { return calls.inFlight.Load() == 0 })
+	waitFor(t, "slot of the Watch given back", func() bool { return calls.InFlight() == 0 })
 }
 
 // TestMaxRecvBytes sends CheckRequests around --grpc-max-recv-bytes: those
@@ -358,7 +359,7 @@ func TestMaxRecvBytes(t *testing.T) {
 			t.Parallel()
 			cfg := DefaultConfig()
 			cfg.GRPCMaxRecvBytes = tt.max
-			calls := &callLimiter{max: 16}
+			calls := grpcbound.NewCalls(16, errTooManyCalls)
 			c := authv3.NewAuthorizationClient(limitedServer(t, cfg, calls, allowAll{}))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -376,7 +377,7 @@ func TestMaxRecvBytes(t *testing.T) {
 			if _, err := c.Check(ctx, checkRequest("198.51.100.51")); err != nil {
 				t.Errorf("plain Check afterwards: %v", err)
 			}
-			waitFor(t, "slots given back", func() bool { return calls.inFlight.Load() == 0 })
+			waitFor(t, "slots given back", func() bool { return calls.InFlight() == 0 })
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -15,9 +14,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/grpcbound"
 	"github.com/floodgate-rl/floodgate/internal/prom"
 )
 
@@ -32,7 +31,7 @@ import (
 // (the stream's flow-control window is opened to the length), and
 // acknowledges connection-level flow control on receipt, so neither
 // connections nor streams per connection bound the bytes in flight. The
-// server-wide bound on calls (--grpc-max-calls, callLimiter) does: request
+// server-wide bound on calls (--grpc-max-calls, grpcbound.Calls) does: request
 // memory is at most --grpc-max-calls × --grpc-max-recv-bytes (1 GiB by
 // default; a CheckRequest from Envoy's default 60 KiB of headers is under
 // 130 KiB, so real traffic uses a small part of it). An open connection
@@ -90,12 +89,12 @@ func checkDeadline(cfg Config) time.Duration {
 // none), the deadline cap, the stream workers, the codec that marshals
 // responses with generated code (authz.Codec), and TLS when creds is not
 // nil.
-func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls *callLimiter) []grpc.ServerOption {
+func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls *grpcbound.Calls) []grpc.ServerOption {
 	var interceptors []grpc.UnaryServerInterceptor
 	if calls != nil {
-		interceptors = append(interceptors, releaseCall)
+		interceptors = append(interceptors, grpcbound.Release)
 	}
-	interceptors = append(interceptors, capDeadline(checkDeadline(cfg)))
+	interceptors = append(interceptors, grpcbound.CapDeadline(checkDeadline(cfg)))
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvBytes),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
@@ -115,7 +114,7 @@ func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls
 		grpc.ForceServerCodecV2(authz.Codec()),
 	}
 	if calls != nil {
-		opts = append(opts, grpc.InTapHandle(calls.admit))
+		opts = append(opts, grpc.InTapHandle(calls.Admit))
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
@@ -123,76 +122,8 @@ func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls
 	return opts
 }
 
-// capDeadline returns an interceptor that gives every unary call a deadline
-// of at most limit from its arrival. Streams (grpc.health.v1 Watch) are not
-// affected.
-func capDeadline(limit time.Duration) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > limit {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, limit)
-			defer cancel()
-		}
-		return handler(ctx, req)
-	}
-}
-
-// callLimiter bounds the gRPC calls in flight on the whole server, and so
-// the request bytes it buffers (see the limits above). Its admit is the
-// server's tap: it runs when a call's headers arrive, before any of its
-// message is read, and refuses the call past the bound with
-// RESOURCE_EXHAUSTED. The call's slot is released when its handler returns
-// (releaseCall) or, for calls that never reach one (streams, unknown
-// methods, a client that stops sending), when the call ends. Safe for
-// concurrent use.
-type callLimiter struct {
-	max      int64
-	inFlight atomic.Int64
-	refused  atomic.Int64
-}
-
-// errTooManyCalls is the status of a call refused by callLimiter.
+// errTooManyCalls is the status of a call refused by --grpc-max-calls.
 var errTooManyCalls = status.Error(codes.ResourceExhausted, "floodgate: too many calls in flight (--grpc-max-calls)")
-
-// callSlot is one admitted call's place in its callLimiter.
-type callSlot struct {
-	l    *callLimiter
-	done atomic.Bool
-	stop func() bool // stops the release at the end of the call's context
-}
-
-func (s *callSlot) release() {
-	if s.done.CompareAndSwap(false, true) {
-		s.l.inFlight.Add(-1)
-	}
-}
-
-type callSlotKey struct{}
-
-// admit is a tap.ServerInHandle. It must not block: it runs on the
-// connection's reader goroutine. ctx is the call's context, cancelled when
-// the call ends.
-func (l *callLimiter) admit(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	if l.inFlight.Add(1) > l.max {
-		l.inFlight.Add(-1)
-		l.refused.Add(1)
-		return nil, errTooManyCalls
-	}
-	s := &callSlot{l: l}
-	s.stop = context.AfterFunc(ctx, s.release)
-	return context.WithValue(ctx, callSlotKey{}, s), nil
-}
-
-// releaseCall is a unary interceptor that gives the call's slot back as
-// soon as its handler returns, without waiting for the end of the call's
-// context (which would cost a goroutine).
-func releaseCall(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	resp, err := handler(ctx, req)
-	if s, ok := ctx.Value(callSlotKey{}).(*callSlot); ok && s.stop() {
-		s.release()
-	}
-	return resp, err
-}
 
 // connLimitListener is a net.Listener that keeps at most max of the
 // connections it accepted open. One accepted past the bound is closed at
@@ -247,13 +178,14 @@ func (c *limitedConn) Close() error {
 
 // registerGRPCLimitMetrics registers the gauges and counters of ln and
 // calls on reg.
-func registerGRPCLimitMetrics(reg prometheus.Registerer, ln *connLimitListener, calls *callLimiter) error {
+func registerGRPCLimitMetrics(reg prometheus.Registerer, ln *connLimitListener, calls *grpcbound.Calls) error {
 	load := func(v *atomic.Int64) func() float64 { return func() float64 { return float64(v.Load()) } }
+	float := func(f func() int64) func() float64 { return func() float64 { return float64(f()) } }
 	if err := prom.Register(reg,
 		prom.GaugeFunc("floodgate_grpc_connections", "Open connections on the gRPC listener, at most --grpc-max-conns.", load(&ln.open)),
 		prom.CounterFunc("floodgate_grpc_connections_refused_total", "Connections to the gRPC listener closed at once because --grpc-max-conns were open.", load(&ln.refused)),
-		prom.GaugeFunc("floodgate_grpc_calls_in_flight", "gRPC calls in flight, at most --grpc-max-calls.", load(&calls.inFlight)),
-		prom.CounterFunc("floodgate_grpc_calls_refused_total", "gRPC calls refused with RESOURCE_EXHAUSTED because --grpc-max-calls were in flight.", load(&calls.refused)),
+		prom.GaugeFunc("floodgate_grpc_calls_in_flight", "gRPC calls in flight, at most --grpc-max-calls.", float(calls.InFlight)),
+		prom.CounterFunc("floodgate_grpc_calls_refused_total", "gRPC calls refused with RESOURCE_EXHAUSTED because --grpc-max-calls were in flight.", float(calls.Refused)),
 	); err != nil {
 		return fmt.Errorf("grpc limit metrics: %w", err)
 	}

@@ -31,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/grpcbound"
 	"github.com/floodgate-rl/floodgate/internal/runtimetune"
 	"github.com/floodgate-rl/floodgate/internal/tlsfiles"
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -218,7 +219,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("--grpc-max-conns lowered to fit the open-file limit", "grpc_max_conns", cfg.GRPCMaxConns, "rlimit_nofile", nofile, "effective", maxConns)
 	}
 	limitedLn := &connLimitListener{Listener: grpcLn, max: int64(maxConns)}
-	calls := &callLimiter{max: int64(cfg.GRPCMaxCalls)}
+	calls := grpcbound.NewCalls(int64(cfg.GRPCMaxCalls), errTooManyCalls)
 	if err := registerGRPCLimitMetrics(reg, limitedLn, calls); err != nil {
 		return err
 	}
