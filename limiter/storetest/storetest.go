@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
@@ -23,30 +24,46 @@ import (
 // expiry: long enough that none expires while the suite runs.
 const ttl = time.Minute
 
+// expired bounds how long a value written with a 1s ttl may still be read:
+// memcached's clock ticks once a second, so such a value lives up to 2s.
+const expired = 2100 * time.Millisecond
+
 // Run runs the conformance suite against the stores newStore returns. It
 // calls newStore once per subtest, with that subtest's t; each store must be
 // empty, used by that subtest only, and released by newStore's own t.Cleanup.
-// Subtests run in parallel with each other. One subtest waits about two
-// seconds for counters to expire, because a real memcached cannot be given a
-// fake clock.
+// Subtests run in parallel with each other. One subtest waits up to about
+// two seconds for counters to expire, because a real memcached cannot be
+// given a fake clock.
 func Run(t *testing.T, newStore func(t *testing.T) limiter.Store) {
 	t.Helper()
-	t.Run("Sequences", func(t *testing.T) {
-		t.Parallel()
-		testSequences(t, newStore)
+	runSuite(t, newStore, "Sequences", sequences, map[string]func(*testing.T, limiter.Store){
+		"ConcurrentAdds": testConcurrentAdds,
+		"Expiry":         testExpiry,
+		"DoneContext":    testDoneContext,
 	})
-	t.Run("ConcurrentAdds", func(t *testing.T) {
+}
+
+// runSuite runs a suite as parallel subtests of t, each on a store of its
+// own from newStore: a subtest named table holding a subtest for each of
+// cases, and a subtest for each of tests, named by their keys.
+func runSuite[S any, C interface{ check(*testing.T, S) }](t *testing.T, newStore func(t *testing.T) S,
+	table string, cases map[string]C, tests map[string]func(*testing.T, S)) {
+	t.Helper()
+	t.Run(table, func(t *testing.T) {
 		t.Parallel()
-		testConcurrentAdds(t, newStore(t))
+		for _, name := range slices.Sorted(maps.Keys(cases)) {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				cases[name].check(t, newStore(t))
+			})
+		}
 	})
-	t.Run("Expiry", func(t *testing.T) {
-		t.Parallel()
-		testExpiry(t, newStore(t))
-	})
-	t.Run("DoneContext", func(t *testing.T) {
-		t.Parallel()
-		testDoneContext(t, newStore(t))
-	})
+	for _, name := range slices.Sorted(maps.Keys(tests)) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tests[name](t, newStore(t))
+		})
+	}
 }
 
 // step is one Add and the value it must return.
@@ -68,147 +85,133 @@ var printable = func() string {
 // longKey is a key of memcached's maximum length, 250 bytes.
 var longKey = strings.Repeat(printable, 3)[:250]
 
-func testSequences(t *testing.T, newStore func(t *testing.T) limiter.Store) {
-	tests := []struct {
-		name  string
-		steps []step
-		get   []string
-		want  map[string]int64
-	}{
-		{
-			name: "missing key counts as zero",
-			get:  []string{"fg1:nobody:1"},
-			want: map[string]int64{},
+// sequence is a conformance case: Adds in order, each with the value it must
+// return, then one Get and the counters it must find.
+type sequence struct {
+	steps []step
+	get   []string
+	want  map[string]int64
+}
+
+// sequences are the cases of the Sequences subtest, by name.
+var sequences = map[string]sequence{
+	"missing key counts as zero": {
+		get:  []string{"fg1:nobody:1"},
+		want: map[string]int64{},
+	},
+	"get of no keys": {
+		get:  nil,
+		want: map[string]int64{},
+	},
+	"add creates the counter with delta": {
+		steps: []step{{"fg1:a:1", 3, 3}},
+		get:   []string{"fg1:a:1"},
+		want:  map[string]int64{"fg1:a:1": 3},
+	},
+	"adds increment": {
+		steps: []step{{"k", 1, 1}, {"k", 2, 3}, {"k", 5, 8}},
+		get:   []string{"k"},
+		want:  map[string]int64{"k": 8},
+	},
+	"zero delta reads an existing counter": {
+		steps: []step{{"k", 4, 4}, {"k", 0, 4}},
+		get:   []string{"k"},
+		want:  map[string]int64{"k": 4},
+	},
+	"zero delta does not create a counter": {
+		steps: []step{{"k", 0, 0}},
+		get:   []string{"k"},
+		want:  map[string]int64{},
+	},
+	"decrement": {
+		steps: []step{{"k", 10, 10}, {"k", -3, 7}},
+		get:   []string{"k"},
+		want:  map[string]int64{"k": 7},
+	},
+	"decrement clamps at zero": {
+		steps: []step{{"k", 2, 2}, {"k", -5, 0}, {"k", -1, 0}, {"k", 1, 1}},
+		get:   []string{"k"},
+		want:  map[string]int64{"k": 1},
+	},
+	"decrement of a missing key returns zero and creates nothing": {
+		steps: []step{{"k", -3, 0}},
+		get:   []string{"k"},
+		want:  map[string]int64{},
+	},
+	"counter at zero still exists": {
+		steps: []step{{"k", 2, 2}, {"k", -2, 0}},
+		get:   []string{"k"},
+		want:  map[string]int64{"k": 0},
+	},
+	"get of many keys with missing ones in one call": {
+		steps: []step{
+			{"fg1:a:100", 1, 1},
+			{"fg1:a:101", 2, 2},
+			{"fg1:b:100", 3, 3},
+			{"fg1:a:m5", 40, 40},
 		},
-		{
-			name: "get of no keys",
-			get:  nil,
-			want: map[string]int64{},
+		get: []string{"fg1:a:99", "fg1:a:100", "fg1:a:101", "fg1:a:102", "fg1:b:100", "fg1:a:m5", "fg1:c:100"},
+		want: map[string]int64{
+			"fg1:a:100": 1,
+			"fg1:a:101": 2,
+			"fg1:b:100": 3,
+			"fg1:a:m5":  40,
 		},
-		{
-			name:  "add creates the counter with delta",
-			steps: []step{{"fg1:a:1", 3, 3}},
-			get:   []string{"fg1:a:1"},
-			want:  map[string]int64{"fg1:a:1": 3},
+	},
+	"get of a key listed twice": {
+		steps: []step{{"k", 1, 1}},
+		get:   []string{"k", "k"},
+		want:  map[string]int64{"k": 1},
+	},
+	"large values": {
+		steps: []step{{"k", 1 << 40, 1 << 40}, {"k", 1 << 40, 1 << 41}, {"k", -(1 << 41), 0}},
+		get:   []string{"k"},
+		want:  map[string]int64{"k": 0},
+	},
+	"keys of every byte memcached allows are distinct": {
+		steps: []step{
+			{printable, 1, 1},
+			{longKey, 2, 2},
+			{longKey[:249], 3, 3},
+			{longKey[:249] + "!", 4, 4},
+			{"a:b:c:d", 5, 5},
+			{"a:b:c", 6, 6},
+			{"~", 7, 7},
 		},
-		{
-			name:  "adds increment",
-			steps: []step{{"k", 1, 1}, {"k", 2, 3}, {"k", 5, 8}},
-			get:   []string{"k"},
-			want:  map[string]int64{"k": 8},
+		get: []string{printable, longKey, longKey[:249], longKey[:249] + "!", "a:b:c:d", "a:b:c", "~", "a:b"},
+		want: map[string]int64{
+			printable:           1,
+			longKey:             2,
+			longKey[:249]:       3,
+			longKey[:249] + "!": 4,
+			"a:b:c:d":           5,
+			"a:b:c":             6,
+			"~":                 7,
 		},
-		{
-			name:  "zero delta reads an existing counter",
-			steps: []step{{"k", 4, 4}, {"k", 0, 4}},
-			get:   []string{"k"},
-			want:  map[string]int64{"k": 4},
-		},
-		{
-			name:  "zero delta does not create a counter",
-			steps: []step{{"k", 0, 0}},
-			get:   []string{"k"},
-			want:  map[string]int64{},
-		},
-		{
-			name:  "decrement",
-			steps: []step{{"k", 10, 10}, {"k", -3, 7}},
-			get:   []string{"k"},
-			want:  map[string]int64{"k": 7},
-		},
-		{
-			name:  "decrement clamps at zero",
-			steps: []step{{"k", 2, 2}, {"k", -5, 0}, {"k", -1, 0}, {"k", 1, 1}},
-			get:   []string{"k"},
-			want:  map[string]int64{"k": 1},
-		},
-		{
-			name:  "decrement of a missing key returns zero and creates nothing",
-			steps: []step{{"k", -3, 0}},
-			get:   []string{"k"},
-			want:  map[string]int64{},
-		},
-		{
-			name:  "counter at zero still exists",
-			steps: []step{{"k", 2, 2}, {"k", -2, 0}},
-			get:   []string{"k"},
-			want:  map[string]int64{"k": 0},
-		},
-		{
-			name: "get of many keys with missing ones in one call",
-			steps: []step{
-				{"fg1:a:100", 1, 1},
-				{"fg1:a:101", 2, 2},
-				{"fg1:b:100", 3, 3},
-				{"fg1:a:m5", 40, 40},
-			},
-			get: []string{"fg1:a:99", "fg1:a:100", "fg1:a:101", "fg1:a:102", "fg1:b:100", "fg1:a:m5", "fg1:c:100"},
-			want: map[string]int64{
-				"fg1:a:100": 1,
-				"fg1:a:101": 2,
-				"fg1:b:100": 3,
-				"fg1:a:m5":  40,
-			},
-		},
-		{
-			name:  "get of a key listed twice",
-			steps: []step{{"k", 1, 1}},
-			get:   []string{"k", "k"},
-			want:  map[string]int64{"k": 1},
-		},
-		{
-			name:  "large values",
-			steps: []step{{"k", 1 << 40, 1 << 40}, {"k", 1 << 40, 1 << 41}, {"k", -(1 << 41), 0}},
-			get:   []string{"k"},
-			want:  map[string]int64{"k": 0},
-		},
-		{
-			name: "keys of every byte memcached allows are distinct",
-			steps: []step{
-				{printable, 1, 1},
-				{longKey, 2, 2},
-				{longKey[:249], 3, 3},
-				{longKey[:249] + "!", 4, 4},
-				{"a:b:c:d", 5, 5},
-				{"a:b:c", 6, 6},
-				{"~", 7, 7},
-			},
-			get: []string{printable, longKey, longKey[:249], longKey[:249] + "!", "a:b:c:d", "a:b:c", "~", "a:b"},
-			want: map[string]int64{
-				printable:           1,
-				longKey:             2,
-				longKey[:249]:       3,
-				longKey[:249] + "!": 4,
-				"a:b:c:d":           5,
-				"a:b:c":             6,
-				"~":                 7,
-			},
-		},
+	},
+}
+
+// check runs c against s.
+func (c sequence) check(t *testing.T, s limiter.Store) {
+	ctx := context.Background()
+	for i, st := range c.steps {
+		got, err := s.Add(ctx, st.key, st.delta, ttl)
+		if err != nil {
+			t.Fatalf("step %d: Add(%q, %d): %v", i, st.key, st.delta, err)
+		}
+		if got != st.want {
+			t.Fatalf("step %d: Add(%q, %d) = %d, want %d", i, st.key, st.delta, got, st.want)
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s := newStore(t)
-			ctx := context.Background()
-			for i, st := range tt.steps {
-				got, err := s.Add(ctx, st.key, st.delta, ttl)
-				if err != nil {
-					t.Fatalf("step %d: Add(%q, %d): %v", i, st.key, st.delta, err)
-				}
-				if got != st.want {
-					t.Fatalf("step %d: Add(%q, %d) = %d, want %d", i, st.key, st.delta, got, st.want)
-				}
-			}
-			got, err := s.Get(ctx, tt.get)
-			if err != nil {
-				t.Fatalf("Get(%q): %v", tt.get, err)
-			}
-			if got == nil {
-				t.Fatalf("Get(%q) returned a nil map", tt.get)
-			}
-			if !maps.Equal(got, tt.want) {
-				t.Errorf("Get(%q) = %v, want %v", tt.get, got, tt.want)
-			}
-		})
+	got, err := s.Get(ctx, c.get)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", c.get, err)
+	}
+	if got == nil {
+		t.Fatalf("Get(%q) returned a nil map", c.get)
+	}
+	if !maps.Equal(got, c.want) {
+		t.Errorf("Get(%q) = %v, want %v", c.get, got, c.want)
 	}
 }
 
@@ -268,16 +271,16 @@ func testExpiry(t *testing.T, s limiter.Store) {
 	mustAdd("short", 1, time.Hour, 2) // must not extend the TTL
 	mustAdd("long", 5, time.Hour, 5)
 
-	// memcached's clock ticks once a second, so a 1s counter lives up to 2s.
-	time.Sleep(2100 * time.Millisecond)
-
-	got, err := s.Get(ctx, []string{"short", "long"})
-	if err != nil {
-		t.Fatalf("Get: %v", err)
-	}
-	if want := map[string]int64{"long": 5}; !maps.Equal(got, want) {
-		t.Errorf("after the 1s TTL: Get = %v, want %v", got, want)
-	}
+	testutil.WaitFor(t, expired, func() error {
+		got, err := s.Get(ctx, []string{"short", "long"})
+		if err != nil {
+			return fmt.Errorf("Get: %w", err)
+		}
+		if want := map[string]int64{"long": 5}; !maps.Equal(got, want) {
+			return fmt.Errorf("after the 1s TTL: Get = %v, want %v", got, want)
+		}
+		return nil
+	})
 	mustAdd("short", 3, time.Hour, 3)
 }
 
@@ -304,29 +307,15 @@ func testDoneContext(t *testing.T, s limiter.Store) {
 // RunSwap runs the conformance suite of the limiter.SwapStore methods
 // (GetVersioned and CompareAndSwap) against the stores newStore returns, on
 // the same terms as Run: one fresh store per subtest, subtests in parallel,
-// and one subtest that waits about two seconds for values to expire. A
+// and one subtest that waits up to about two seconds for values to expire. A
 // SwapStore passes Run as well.
 func RunSwap(t *testing.T, newStore func(t *testing.T) limiter.SwapStore) {
 	t.Helper()
-	t.Run("SwapSequences", func(t *testing.T) {
-		t.Parallel()
-		testSwapSequences(t, newStore)
-	})
-	t.Run("SwapValuesAreCopies", func(t *testing.T) {
-		t.Parallel()
-		testSwapCopies(t, newStore(t))
-	})
-	t.Run("ConcurrentSwaps", func(t *testing.T) {
-		t.Parallel()
-		testConcurrentSwaps(t, newStore(t))
-	})
-	t.Run("SwapExpiry", func(t *testing.T) {
-		t.Parallel()
-		testSwapExpiry(t, newStore(t))
-	})
-	t.Run("SwapDoneContext", func(t *testing.T) {
-		t.Parallel()
-		testSwapDoneContext(t, newStore(t))
+	runSuite(t, newStore, "SwapSequences", swapSequences, map[string]func(*testing.T, limiter.SwapStore){
+		"SwapValuesAreCopies": testSwapCopies,
+		"ConcurrentSwaps":     testConcurrentSwaps,
+		"SwapExpiry":          testSwapExpiry,
+		"SwapDoneContext":     testSwapDoneContext,
 	})
 }
 
@@ -346,106 +335,103 @@ const (
 	bogus   = -3 // a version the key never had
 )
 
-func testSwapSequences(t *testing.T, newStore func(t *testing.T) limiter.SwapStore) {
-	binary := "\x00\x01\r\nEND\r\n\xff" + strings.Repeat("\x00", 100)
-	big := strings.Repeat(printable, 64<<10/len(printable)+1)[:64<<10]
-	tests := []struct {
-		name  string
-		steps []swapStep
-		want  string // the value GetVersioned finds at the end
-		found bool
-	}{
-		{name: "missing key has version 0 and no value"},
-		{
-			name:  "create with version 0",
-			steps: []swapStep{{"a", create, true}},
-			want:  "a", found: true,
-		},
-		{
-			name:  "version 0 does not overwrite an existing value",
-			steps: []swapStep{{"a", create, true}, {"b", create, false}},
-			want:  "a", found: true,
-		},
-		{
-			name:  "swap with the current version",
-			steps: []swapStep{{"a", create, true}, {"b", current, true}, {"c", current, true}},
-			want:  "c", found: true,
-		},
-		{
-			name:  "swap with a stale version is refused",
-			steps: []swapStep{{"a", create, true}, {"b", current, true}, {"c", stale, false}},
-			want:  "b", found: true,
-		},
-		{
-			name:  "swap of a missing key is refused and creates nothing",
-			steps: []swapStep{{"a", bogus, false}},
-		},
-		{
-			name:  "empty value",
-			steps: []swapStep{{"", create, true}},
-			want:  "", found: true,
-		},
-		{
-			name:  "binary value with protocol bytes",
-			steps: []swapStep{{binary, create, true}, {"x" + binary, current, true}},
-			want:  "x" + binary, found: true,
-		},
-		{
-			name:  "64 KiB value",
-			steps: []swapStep{{"small", create, true}, {big, current, true}},
-			want:  big, found: true,
-		},
+// swapSequence is a conformance case of a SwapStore: CompareAndSwaps of one
+// key in order, then the value GetVersioned must find.
+type swapSequence struct {
+	steps []swapStep
+	want  string // the value GetVersioned finds at the end
+	found bool
+}
+
+var (
+	// binaryValue holds bytes of memcached's text protocol.
+	binaryValue = "\x00\x01\r\nEND\r\n\xff" + strings.Repeat("\x00", 100)
+	// bigValue is 64 KiB long.
+	bigValue = strings.Repeat(printable, 64<<10/len(printable)+1)[:64<<10]
+)
+
+// swapSequences are the cases of the SwapSequences subtest, by name.
+var swapSequences = map[string]swapSequence{
+	"missing key has version 0 and no value": {},
+	"create with version 0": {
+		steps: []swapStep{{"a", create, true}},
+		want:  "a", found: true,
+	},
+	"version 0 does not overwrite an existing value": {
+		steps: []swapStep{{"a", create, true}, {"b", create, false}},
+		want:  "a", found: true,
+	},
+	"swap with the current version": {
+		steps: []swapStep{{"a", create, true}, {"b", current, true}, {"c", current, true}},
+		want:  "c", found: true,
+	},
+	"swap with a stale version is refused": {
+		steps: []swapStep{{"a", create, true}, {"b", current, true}, {"c", stale, false}},
+		want:  "b", found: true,
+	},
+	"swap of a missing key is refused and creates nothing": {
+		steps: []swapStep{{"a", bogus, false}},
+	},
+	"empty value": {
+		steps: []swapStep{{"", create, true}},
+		want:  "", found: true,
+	},
+	"binary value with protocol bytes": {
+		steps: []swapStep{{binaryValue, create, true}, {"x" + binaryValue, current, true}},
+		want:  "x" + binaryValue, found: true,
+	},
+	"64 KiB value": {
+		steps: []swapStep{{"small", create, true}, {bigValue, current, true}},
+		want:  bigValue, found: true,
+	},
+}
+
+// check runs c against s.
+func (c swapSequence) check(t *testing.T, s limiter.SwapStore) {
+	ctx := context.Background()
+	const key = "fg1:swap:l"
+	var versions []uint64 // of the successful writes, in order
+	for i, st := range c.steps {
+		var ver uint64
+		switch st.ver {
+		case current:
+			ver = versions[len(versions)-1]
+		case stale:
+			ver = versions[len(versions)-2]
+		case bogus:
+			ver = 123456789
+		}
+		ok, err := s.CompareAndSwap(ctx, key, []byte(st.value), ver, ttl)
+		if err != nil {
+			t.Fatalf("step %d: CompareAndSwap(version %d): %v", i, ver, err)
+		}
+		if ok != st.want {
+			t.Fatalf("step %d: CompareAndSwap(version %d) = %v, want %v", i, ver, ok, st.want)
+		}
+		if !ok {
+			continue
+		}
+		_, v, err := s.GetVersioned(ctx, key)
+		if err != nil {
+			t.Fatalf("step %d: GetVersioned: %v", i, err)
+		}
+		if v == 0 || slices.Contains(versions, v) {
+			t.Fatalf("step %d: write gave version %d; want non-zero and new (had %v)", i, v, versions)
+		}
+		versions = append(versions, v)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			s := newStore(t)
-			ctx := context.Background()
-			const key = "fg1:swap:l"
-			var versions []uint64 // of the successful writes, in order
-			for i, st := range tt.steps {
-				var ver uint64
-				switch st.ver {
-				case current:
-					ver = versions[len(versions)-1]
-				case stale:
-					ver = versions[len(versions)-2]
-				case bogus:
-					ver = 123456789
-				}
-				ok, err := s.CompareAndSwap(ctx, key, []byte(st.value), ver, ttl)
-				if err != nil {
-					t.Fatalf("step %d: CompareAndSwap(version %d): %v", i, ver, err)
-				}
-				if ok != st.want {
-					t.Fatalf("step %d: CompareAndSwap(version %d) = %v, want %v", i, ver, ok, st.want)
-				}
-				if !ok {
-					continue
-				}
-				_, v, err := s.GetVersioned(ctx, key)
-				if err != nil {
-					t.Fatalf("step %d: GetVersioned: %v", i, err)
-				}
-				if v == 0 || slices.Contains(versions, v) {
-					t.Fatalf("step %d: write gave version %d; want non-zero and new (had %v)", i, v, versions)
-				}
-				versions = append(versions, v)
-			}
-			got, v, err := s.GetVersioned(ctx, key)
-			if err != nil {
-				t.Fatalf("GetVersioned: %v", err)
-			}
-			if (v != 0) != tt.found {
-				t.Fatalf("GetVersioned: version %d, want found=%v", v, tt.found)
-			}
-			if !tt.found && got != nil {
-				t.Errorf("GetVersioned of a missing key = %q, want nil", got)
-			}
-			if string(got) != tt.want {
-				t.Errorf("GetVersioned = %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), tt.want, len(tt.want))
-			}
-		})
+	got, v, err := s.GetVersioned(ctx, key)
+	if err != nil {
+		t.Fatalf("GetVersioned: %v", err)
+	}
+	if (v != 0) != c.found {
+		t.Fatalf("GetVersioned: version %d, want found=%v", v, c.found)
+	}
+	if !c.found && got != nil {
+		t.Errorf("GetVersioned of a missing key = %q, want nil", got)
+	}
+	if string(got) != c.want {
+		t.Errorf("GetVersioned = %.40q (%d bytes), want %.40q (%d bytes)", got, len(got), c.want, len(c.want))
 	}
 }
 
@@ -547,16 +533,19 @@ func testSwapExpiry(t *testing.T, s limiter.SwapStore) {
 		}
 		return v
 	}
-	shortV := mustSwap("short", "1", 0, time.Second)
 	v := mustSwap("extended", "1", 0, time.Second)
 	mustSwap("extended", "2", v, time.Hour) // sets the ttl anew
+	// Written last, "short" expires no sooner than "extended" would have
+	// without its rewrite: once "short" is gone, "extended" must have
+	// outlived its first ttl.
+	shortV := mustSwap("short", "1", 0, time.Second)
 
-	// memcached's clock ticks once a second, so a 1s value lives up to 2s.
-	time.Sleep(2100 * time.Millisecond)
-
-	if b, v, err := s.GetVersioned(ctx, "short"); err != nil || v != 0 || b != nil {
-		t.Errorf("after the 1s TTL: GetVersioned = %q, %d, %v; want nil, 0, nil", b, v, err)
-	}
+	testutil.WaitFor(t, expired, func() error {
+		if b, v, err := s.GetVersioned(ctx, "short"); err != nil || v != 0 || b != nil {
+			return fmt.Errorf("after the 1s TTL: GetVersioned = %q, %d, %v; want nil, 0, nil", b, v, err)
+		}
+		return nil
+	})
 	if b, _, err := s.GetVersioned(ctx, "extended"); err != nil || string(b) != "2" {
 		t.Errorf("rewritten with a 1h TTL: GetVersioned = %q, %v; want %q", b, err, "2")
 	}
