@@ -14,6 +14,7 @@ import (
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
+	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
 // FuzzCheckBytes feeds Check whatever a gRPC peer could send: arbitrary
@@ -48,7 +49,7 @@ func FuzzCheckBytes(f *testing.F) {
 	f.Cleanup(func() { healthy.Close() })
 	local := limiter.NewMemoryStore(clock)
 	f.Cleanup(func() { local.Close() })
-	down := resilient.NewBreaker(downStore{}, resilient.BreakerConfig{Now: clock})
+	down := resilient.NewBreaker(storetest.Failing(func(context.Context) error { return limiter.ErrStoreUnavailable }), resilient.BreakerConfig{Now: clock})
 
 	var servers []*authz.Server
 	for _, s := range []limiter.Strategy{
@@ -85,15 +86,4 @@ func FuzzCheckBytes(f *testing.F) {
 			}
 		}
 	})
-}
-
-// downStore is a limiter.Store that always fails.
-type downStore struct{}
-
-func (downStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
-	return 0, limiter.ErrStoreUnavailable
-}
-
-func (downStore) Get(context.Context, []string) (map[string]int64, error) {
-	return nil, limiter.ErrStoreUnavailable
 }

@@ -67,7 +67,7 @@
 //
 // # Exactness across replicas
 //
-// Every decision counts first and reads after: a BatchStore's Batch applies
+// Every decision counts first and reads after: a Store's Batch applies
 // its increments and then reads, and memcached applies one connection's
 // commands in order and each key's changes one at a time. A decision at t
 // increments second t (and its minute), reads the fresh seconds, and adds the
@@ -229,8 +229,8 @@
 // # Values and compare-and-swap
 //
 // A token bucket or a log is not a counter, so TokenBucket and SlidingLog
-// need a SwapStore: a Store that can also read a value with its version and
-// write it back only if nobody wrote it meanwhile (memcached's gets and cas,
+// keep it as a value: the Store reads a value with its version and writes
+// it back only if nobody wrote it meanwhile (memcached's gets and cas,
 // or add to create). A decision reads the value, decides, and writes the new
 // value conditionally; when another replica won the race it reads again,
 // after a short random pause, up to 24 times, and then fails with

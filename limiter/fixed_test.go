@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-func newFixed(st SwapStore) Strategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }
+func newFixed(st Store) Strategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }
 
 // TestFixedScenarios plays request patterns at injected instants and checks
 // every decision. t0 is a multiple of 60 seconds (and of an hour), but not of

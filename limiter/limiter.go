@@ -20,19 +20,39 @@ var ErrStoreUnavailable = errors.New("counter store unavailable")
 var ErrOverloaded = fmt.Errorf("too much waiting for the store: %w", ErrStoreUnavailable)
 
 // ErrContention marks a decision that gave up because other replicas kept
-// changing the same value between its read and its write (see SwapStore).
+// changing the same value between its read and its write (a CompareAndSwap that kept failing).
 // Such an error also wraps ErrStoreUnavailable, so the caller's failure mode
 // applies; ErrContention only tells metrics and logs why.
 var ErrContention = errors.New("too many conflicting updates")
 
-// Store is the counter storage a Strategy keeps its buckets in. The memcached
-// store (package limiter/memcache) and the in-memory MemoryStore implement it.
+// Store is where the strategies keep their state: counters (Add, Get,
+// Batch) for Sliding and Fixed, and whole values (GetVersioned,
+// CompareAndSwap) for TokenBucket and SlidingLog. The memcached store
+// (package limiter/memcache) and the in-memory MemoryStore implement it;
+// the circuit breaker (package limiter/resilient) and the metrics
+// middleware (package limiter/storemetrics) wrap one Store in another, each
+// written once, with no optional upgrade a wrapper could forget.
 //
 // Implementations must be safe for concurrent use by many goroutines and by
-// many processes sharing the same backend: Add must be atomic. A key that does
-// not exist counts as zero. The store owns expiry: a counter disappears ttl
-// after it was created (Add does not extend the TTL of an existing counter).
-// Every error a Store returns wraps ErrStoreUnavailable.
+// many processes sharing the same backend: Add must be atomic, and of
+// several CompareAndSwap calls with the same version at most one succeeds.
+// Every error a Store returns wraps ErrStoreUnavailable; a call that failed
+// with a timeout may still have been applied.
+//
+// A key holds either a counter (Add, Get, Batch) or a value (GetVersioned,
+// CompareAndSwap); callers never use both kinds of method on one key.
+//
+// Counters: a key that does not exist counts as zero. A counter disappears
+// ttl after it was created (Add does not extend the TTL of an existing
+// counter).
+//
+// Values: a value is any bytes, up to 64 KiB; the store keeps its own
+// copy, and the slices it returns belong to the caller. Every write of a
+// key gives it a new version: a non-zero number different from every
+// version the key had before. A key that does not exist, or has expired,
+// has version 0. A value disappears ttl after its last successful
+// CompareAndSwap, rounded up to whole seconds (at least one), as memcached
+// does.
 type Store interface {
 	// Add adds delta (which may be negative) to the counter at key and
 	// returns the counter's new value. A counter never goes below zero. When
@@ -44,30 +64,18 @@ type Store interface {
 	// Get returns the values of keys in one round trip per backend server.
 	// Missing keys are absent from the map and count as zero.
 	Get(ctx context.Context, keys []string) (map[string]int64, error)
-}
 
-// SwapStore is a Store that can also replace a whole value atomically. The
-// strategies whose state is more than a counter (TokenBucket, SlidingLog)
-// need it; MemoryStore and the memcached store implement it. A wrapper
-// around a SwapStore (metrics, tracing) must implement it too, or those
-// strategies refuse the store.
-//
-// A key holds either a counter (Add, Get) or a value (GetVersioned,
-// CompareAndSwap); callers never use both kinds of method on one key. A value
-// is any bytes, up to 64 KiB; the store keeps its own copy, and the slices it
-// returns belong to the caller.
-//
-// Every write of a key gives it a new version: a non-zero number different
-// from every version the key had before. A key that does not exist, or has
-// expired, has version 0. Implementations must be safe for concurrent use by
-// many goroutines and many processes sharing the same backend: of several
-// CompareAndSwap calls with the same version, at most one succeeds. The store
-// owns expiry: a value disappears ttl after its last successful
-// CompareAndSwap, rounded up to whole seconds (at least one), as memcached
-// does. Every error a SwapStore returns wraps ErrStoreUnavailable; a call that
-// failed with a timeout may still have been applied.
-type SwapStore interface {
-	Store
+	// Batch applies each of adds in order, as Add does, then reads the
+	// counters at gets, so that the values read include every add of the
+	// batch and of any call that completed before it. When all the keys
+	// share a server, as the keys of one requestor do (see doc.go), it is
+	// one round trip: the memcached store pipelines it, MemoryStore does
+	// it in one call. It returns the values read (a missing key is absent
+	// from the map and counts as zero, as with Get) and the new value of
+	// each counter in adds, in the order of adds. Either list may be
+	// empty. After an error, any of the adds may or may not have been
+	// applied.
+	Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error)
 
 	// GetVersioned returns the value at key and its version, in one round
 	// trip. A missing or expired key returns nil, 0 and no error.
@@ -80,6 +88,34 @@ type SwapStore interface {
 	// it. It reports whether value was stored; false with a nil error is a
 	// conflict, after which the caller reads again and retries.
 	CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (swapped bool, err error)
+}
+
+// Increment is one counter change of a Store's Batch: what
+// Store.Add(ctx, Key, Delta, TTL) does.
+type Increment struct {
+	Key   string
+	Delta int64
+	TTL   time.Duration
+}
+
+// BatchSequentially does what Store.Batch does with s's Add and Get: the
+// adds one by one, in order, then one Get of gets. A Store without a
+// cheaper way to batch implements Batch with it; it stops at the first
+// error.
+func BatchSequentially(ctx context.Context, s Store, gets []string, adds []Increment) (map[string]int64, []int64, error) {
+	counts := make([]int64, len(adds))
+	for i, a := range adds {
+		n, err := s.Add(ctx, a.Key, a.Delta, a.TTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		counts[i] = n
+	}
+	if len(gets) == 0 {
+		return nil, counts, nil
+	}
+	vals, err := s.Get(ctx, gets)
+	return vals, counts, err
 }
 
 // Request is one rate-limit question: may this requestor, under this scope,

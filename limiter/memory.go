@@ -9,10 +9,9 @@ import (
 	"time"
 )
 
-// Compile-time checks that MemoryStore implements SwapStore and BatchStore.
+// A compile-time check that MemoryStore implements Store.
 var (
-	_ SwapStore  = (*MemoryStore)(nil)
-	_ BatchStore = (*MemoryStore)(nil)
+	_ Store = (*MemoryStore)(nil)
 )
 
 const (
@@ -28,7 +27,7 @@ const (
 	shrinkMin = 1024
 )
 
-// MemoryStore is the embedded, in-process SwapStore: counters live in the memory
+// MemoryStore is the embedded, in-process Store: counters live in the memory
 // of one process, so it suits a single floodgate instance, tests and
 // benchmarks. Several processes that must share counters need the memcached
 // store (package limiter/memcache).
@@ -77,7 +76,7 @@ type MemoryStore struct {
 // second word is never 0, which marks an empty slot of a memTable.
 type memKey [2]uint64
 
-// memValue is one value of the SwapStore methods: its bytes, its version and
+// memValue is one value of the value methods (GetVersioned, CompareAndSwap): its bytes, its version and
 // when it expires, in Unix nanoseconds.
 type memValue struct {
 	data    []byte
@@ -192,16 +191,16 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 	return out, nil
 }
 
-// Batch implements BatchStore: each Add of adds in order, then Get of gets,
+// Batch implements Store: each Add of adds in order, then Get of gets,
 // in the caller's goroutine, so that a decision that changes a second and
 // its minute aggregate makes one call instead of two concurrent ones. It is
 // not atomic: other calls may interleave, as on memcached. It fails only
 // when ctx is already done.
 func (m *MemoryStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
-	return sequentialBatch{m}.Batch(ctx, gets, adds)
+	return BatchSequentially(ctx, m, gets, adds)
 }
 
-// GetVersioned implements SwapStore. It returns a copy of the value at key
+// GetVersioned implements Store. It returns a copy of the value at key
 // and its version; a missing or expired value returns nil, 0 and no error.
 // GetVersioned fails only when ctx is already done.
 func (m *MemoryStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
@@ -222,7 +221,7 @@ func (m *MemoryStore) GetVersioned(ctx context.Context, key string) ([]byte, uin
 	return append([]byte{}, v.data...), v.version, nil
 }
 
-// CompareAndSwap implements SwapStore. Under the shard's lock it stores a
+// CompareAndSwap implements Store. Under the shard's lock it stores a
 // copy of value with the given ttl if key's version is version (0 for a
 // missing or expired key) and gives the key the shard's next version. It
 // fails only when ctx is already done.

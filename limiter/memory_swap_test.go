@@ -10,7 +10,7 @@ import (
 )
 
 func TestMemoryStoreSwapConformance(t *testing.T) {
-	storetest.RunSwap(t, func(t *testing.T) limiter.SwapStore {
+	storetest.RunSwap(t, func(t *testing.T) limiter.Store {
 		return newMemoryStore(t, nil)
 	})
 }

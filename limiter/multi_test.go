@@ -16,15 +16,15 @@ type multiBuilder struct {
 	// sharedAcrossLimits: requests of one requestor with different limits
 	// share one count (all but TokenBucket, whose bucket is per rate).
 	sharedAcrossLimits bool
-	build              func(SwapStore) MultiStrategy
+	build              func(Store) MultiStrategy
 }
 
 // multiBuilders makes every strategy NewStrategy knows, on one clock.
 var multiBuilders = []multiBuilder{
-	{StrategySliding, true, func(st SwapStore) MultiStrategy { return NewSliding(st, SlidingConfig{}) }},
-	{StrategyFixed, true, func(st SwapStore) MultiStrategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }},
-	{StrategyTokenBucket, false, func(st SwapStore) MultiStrategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }},
-	{StrategySlidingLog, true, func(st SwapStore) MultiStrategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategySliding, true, func(st Store) MultiStrategy { return NewSliding(st, SlidingConfig{}) }},
+	{StrategyFixed, true, func(st Store) MultiStrategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategyTokenBucket, false, func(st Store) MultiStrategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategySlidingLog, true, func(st Store) MultiStrategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }},
 }
 
 // hitsReq is a request of who, per minute.
@@ -182,8 +182,8 @@ func TestConcurrentReplicasAllowWhatOneWould(t *testing.T) {
 	shared := Request{Requestor: "shared", Limit: 100, Window: time.Hour}
 	builders := append(slices.Clone(multiBuilders),
 		// and the value strategies with the default skew
-		multiBuilder{name: StrategyTokenBucket + "/default-skew", build: func(st SwapStore) MultiStrategy { return NewTokenBucket(st, StrategyConfig{}) }},
-		multiBuilder{name: StrategySlidingLog + "/default-skew", build: func(st SwapStore) MultiStrategy { return NewSlidingLog(st, StrategyConfig{}) }},
+		multiBuilder{name: StrategyTokenBucket + "/default-skew", build: func(st Store) MultiStrategy { return NewTokenBucket(st, StrategyConfig{}) }},
+		multiBuilder{name: StrategySlidingLog + "/default-skew", build: func(st Store) MultiStrategy { return NewSlidingLog(st, StrategyConfig{}) }},
 	)
 	for _, bl := range builders {
 		for _, inSets := range []bool{false, true} {
@@ -260,11 +260,11 @@ func TestRememberedDenialsTrustedASecond(t *testing.T) {
 				{0, false}, {500 * time.Millisecond, false}, {999 * time.Millisecond, false},
 				{time.Second, true}, {1500 * time.Millisecond, false}, {2100 * time.Millisecond, true},
 			} {
-				calls := r.store.calls.Load()
+				calls := r.store.calls()
 				if d := r.at(t, 0, req, sec(1).Add(step.at)); d.Allowed {
 					t.Fatalf("at +%v: allowed past the limit", step.at)
 				}
-				if asked := r.store.calls.Load() > calls; asked != step.calls {
+				if asked := r.store.calls() > calls; asked != step.calls {
 					t.Errorf("at +%v: store asked %v, want %v", step.at, asked, step.calls)
 				}
 			}

@@ -10,7 +10,7 @@ import (
 // share a MemoryStore, their clocks offset from the true one, a request on
 // each every 10ms of true time for 20s, and returns the true instants (in
 // ms after t0) of the allowed requests.
-func skewRun(t *testing.T, build func(SwapStore, StrategyConfig) Strategy, skew time.Duration, offsets [2]time.Duration, req Request) []int64 {
+func skewRun(t *testing.T, build func(Store, StrategyConfig) Strategy, skew time.Duration, offsets [2]time.Duration, req Request) []int64 {
 	t.Helper()
 	c := &clock{now: t0}
 	mem := NewMemoryStore(c.Now)
@@ -57,7 +57,7 @@ var skewCases = []skewCase{
 func TestTokenBucketSkewedClocks(t *testing.T) {
 	const limit, windowMs = 40, 4000 // a token every 100ms, a burst of 40
 	const stepMs = windowMs / limit
-	build := func(st SwapStore, cfg StrategyConfig) Strategy { return NewTokenBucket(st, cfg) }
+	build := func(st Store, cfg StrategyConfig) Strategy { return NewTokenBucket(st, cfg) }
 	req := Request{Requestor: "a", Limit: limit, Window: windowMs * time.Millisecond}
 	for _, tc := range skewCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,7 +92,7 @@ func TestTokenBucketSkewedClocks(t *testing.T) {
 // Limit allowed requests, and entries count for at most Window+skew.
 func TestSlidingLogSkewedClocks(t *testing.T) {
 	const limit, windowMs = 40, 4000
-	build := func(st SwapStore, cfg StrategyConfig) Strategy { return NewSlidingLog(st, cfg) }
+	build := func(st Store, cfg StrategyConfig) Strategy { return NewSlidingLog(st, cfg) }
 	req := Request{Requestor: "a", Limit: limit, Window: windowMs * time.Millisecond}
 	for _, tc := range skewCases {
 		t.Run(tc.name, func(t *testing.T) {

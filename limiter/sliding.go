@@ -66,39 +66,6 @@ type SlidingConfig struct {
 	MaxDecisionTime time.Duration
 }
 
-// Increment is one counter change of a BatchStore.Batch: what
-// Store.Add(ctx, Key, Delta, TTL) does.
-type Increment struct {
-	Key   string
-	Delta int64
-	TTL   time.Duration
-}
-
-// BatchStore is a Store that can also read some counters and change others
-// in one round trip, when all their keys share a server as the keys of one
-// requestor do (see doc.go). The memcached store implements it by
-// pipelining, MemoryStore in one call; a wrapper around a BatchStore (metrics, a circuit breaker)
-// should implement it too, or Sliding falls back to one round trip per Get
-// and per Add.
-//
-// With a BatchStore, Sliding counts a returning requestor's request in the
-// same round trip that reads the seconds it does not know yet (the count it
-// gets back decides once the read is merged, exactly as in the two-step
-// order; a request that turns out to be over the limit is decremented
-// again), and changes the second counter and the minute aggregate together.
-type BatchStore interface {
-	Store
-
-	// Batch applies each of adds in order, as Add does, then reads the
-	// counters at gets, so that the values read include every add of the
-	// batch and of any call that completed before it. It returns the values read (a missing key is
-	// absent from the map and counts as zero, as with Get) and the new
-	// value of each counter in adds, in the order of adds. Either list may
-	// be empty. Every error wraps ErrStoreUnavailable; after an error, any
-	// of the adds may or may not have been applied.
-	Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error)
-}
-
 // Sliding is the sliding-window Strategy: a request at second t is allowed if
 // and only if fewer than Limit allowed requests of the same requestor fall in
 // the 1-second buckets of the window ending at t. Denied requests are not
@@ -117,7 +84,6 @@ type BatchStore interface {
 // A Sliding is safe for concurrent use. Create it with NewSliding.
 type Sliding struct {
 	store  Store
-	batch  BatchStore // store as a BatchStore, adapted when it is not one
 	maxPer int        // max histories per shard
 	seed   maphash.Seed
 	shards [cacheShards]historyShard
@@ -219,11 +185,6 @@ func NewSliding(store Store, cfg SlidingConfig) *Sliding {
 	span := dec + skew
 	s.ahead = int64((span + time.Second - 1) / time.Second)
 	s.lag = 2 + int64(span/time.Second)
-	if b, ok := store.(BatchStore); ok {
-		s.batch = b
-	} else {
-		s.batch = sequentialBatch{store}
-	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[requestorKey]*history)
 	}
@@ -241,27 +202,6 @@ func jitterPause(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// sequentialBatch is the BatchStore of a Store that is not one: the adds
-// one by one, then the Get, a round trip each.
-type sequentialBatch struct{ Store }
-
-// Batch implements BatchStore.
-func (b sequentialBatch) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
-	counts := make([]int64, len(adds))
-	for i, a := range adds {
-		n, err := b.Add(ctx, a.Key, a.Delta, a.TTL)
-		if err != nil {
-			return nil, nil, err
-		}
-		counts[i] = n
-	}
-	if len(gets) == 0 {
-		return nil, counts, nil
-	}
-	vals, err := b.Get(ctx, gets)
-	return vals, counts, err
 }
 
 // Close releases the cached histories. It does not close the Store. It
@@ -338,7 +278,7 @@ func (s *Sliding) exchange(ctx context.Context, h *history, pend *pending, sum i
 	if pend != nil {
 		gets = append(slices.Clip(pend.p.keys), gets...)
 	}
-	vals, counts, err := s.batch.Batch(ctx, gets, adds)
+	vals, counts, err := s.store.Batch(ctx, gets, adds)
 	if err == nil && len(adds) > 0 && len(counts) == 0 {
 		err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
 	}
@@ -596,7 +536,7 @@ func (s *Sliding) Charge(ctx context.Context, req Request, sec, n int64) error {
 	w := int64(req.Window / time.Second)
 	key := newRequestorKey(req.Scope, w, req.Requestor)
 	id := key.String()
-	if _, _, err := s.batch.Batch(ctx, nil, s.increments(id, sec, w, n, req.Window)); err != nil {
+	if _, _, err := s.store.Batch(ctx, nil, s.increments(id, sec, w, n, req.Window)); err != nil {
 		return fmt.Errorf("sliding window: charge %d requests of %s at %d: %w", n, id, sec, err)
 	}
 	sh := &s.shards[maphash.Comparable(s.seed, key)%cacheShards]

@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -11,33 +10,16 @@ import (
 	"time"
 )
 
-// batchingStore is a BatchStore over a countingStore's Store: a Batch is
+// batchingStore batches over a countingStore's Store: a Batch is
 // one round trip, counted in batches and not in gets or adds.
 type batchingStore struct {
 	*countingStore
 	batches atomic.Int64
 }
 
-var _ BatchStore = (*batchingStore)(nil)
-
 func (b *batchingStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
 	b.batches.Add(1)
-	counts := make([]int64, len(adds))
-	for i, a := range adds {
-		v, err := b.countingStore.Store.Add(ctx, a.Key, a.Delta, a.TTL)
-		if err != nil {
-			return nil, nil, err
-		}
-		counts[i] = v
-	}
-	vals := map[string]int64{}
-	if len(gets) > 0 {
-		var err error
-		if vals, err = b.countingStore.Store.Get(ctx, gets); err != nil {
-			return nil, nil, err
-		}
-	}
-	return vals, counts, nil
+	return BatchSequentially(ctx, b.countingStore.Store, gets, adds)
 }
 
 // trips is every round trip the rig's store has made.
@@ -45,7 +27,7 @@ func (b *batchingStore) trips() int64 {
 	return b.batches.Load() + b.gets.Load() + b.adds.Load()
 }
 
-// newBatchRig is newRig with replicas on a BatchStore; replicas listed in
+// newBatchRig is newRig with replicas on a store that batches; replicas listed in
 // plain use the same counters without batching.
 func newBatchRig(t *testing.T, replicas int, plain ...int) (*rig, *batchingStore) {
 	t.Helper()
@@ -115,7 +97,7 @@ func TestSlidingBatchMatchesModel(t *testing.T) {
 	}
 }
 
-// TestSlidingBatchRoundTrips pins the cost model with a BatchStore: one
+// TestSlidingBatchRoundTrips pins the cost model with a store that batches: one
 // round trip per counted request, cold, returning or in a new second; none
 // for a denial within a second; one small read per second for a requestor
 // that keeps being denied.
@@ -197,21 +179,7 @@ func TestSlidingBatchConcurrentReplicas(t *testing.T) {
 	}
 }
 
-// failingBatchStore fails every Batch, like an unreachable memcached.
-type failingBatchStore struct{ failingStore }
-
-func (failingBatchStore) Batch(context.Context, []string, []Increment) (map[string]int64, []int64, error) {
-	return nil, nil, fmt.Errorf("batch: %w: connection refused", ErrStoreUnavailable)
-}
-
-func TestSlidingBatchStoreFailure(t *testing.T) {
-	s := NewSliding(failingBatchStore{}, SlidingConfig{})
-	if _, err := s.Allow(context.Background(), hourly, sec(0)); !errors.Is(err, ErrStoreUnavailable) {
-		t.Fatalf("err = %v, want ErrStoreUnavailable", err)
-	}
-}
-
-// BenchmarkSlidingAllowBatch is BenchmarkSlidingAllow on a BatchStore.
+// BenchmarkSlidingAllowBatch is BenchmarkSlidingAllow on a store that batches.
 func BenchmarkSlidingAllowBatch(b *testing.B) {
 	for _, clients := range []int{1, 10_000} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -12,8 +13,9 @@ import (
 	"time"
 )
 
-// schedStore is a BatchStore whose every step waits for a scheduler: a
-// Batch is two steps, its adds and then its reads, each applied atomically
+// schedStore is a counter Store whose every step waits for a scheduler
+// (Sliding uses no value methods, and they fail if called): a Batch is two
+// steps, its adds and then its reads, each applied atomically
 // when granted, so that a test decides the order in which the steps of
 // concurrent decisions reach the store, as memcached's connections would
 // interleave them. Steps are told apart by the decision index that each
@@ -32,6 +34,17 @@ type step struct {
 }
 
 type decisionKey struct{}
+
+// errNoValues is what schedStore's value methods return.
+var errNoValues = fmt.Errorf("schedStore: %w: no values here", ErrStoreUnavailable)
+
+func (s *schedStore) GetVersioned(context.Context, string) ([]byte, uint64, error) {
+	return nil, 0, errNoValues
+}
+
+func (s *schedStore) CompareAndSwap(context.Context, string, []byte, uint64, time.Duration) (bool, error) {
+	return false, errNoValues
+}
 
 func newSchedStore() *schedStore { return &schedStore{vals: map[string]int64{}} }
 

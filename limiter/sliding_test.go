@@ -61,7 +61,20 @@ func (r *rig) at(t *testing.T, i int, req Request, now time.Time) Decision {
 // countingStore counts round trips and keys read; it wraps a real Store.
 type countingStore struct {
 	Store
-	gets, adds, keys atomic.Int64
+	gets, adds, keys, swaps atomic.Int64
+}
+
+// calls returns every round trip made through c.
+func (c *countingStore) calls() int64 { return c.gets.Load() + c.adds.Load() + c.swaps.Load() }
+
+func (c *countingStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+	c.swaps.Add(1)
+	return c.Store.GetVersioned(ctx, key)
+}
+
+func (c *countingStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+	c.swaps.Add(1)
+	return c.Store.CompareAndSwap(ctx, key, value, version, ttl)
 }
 
 func (c *countingStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
@@ -75,8 +88,26 @@ func (c *countingStore) Get(ctx context.Context, keys []string) (map[string]int6
 	return c.Store.Get(ctx, keys)
 }
 
+// Batch makes countingStore a store that cannot batch: each add and the
+// read are a round trip of their own, counted as such.
+func (c *countingStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
+	return BatchSequentially(ctx, c, gets, adds)
+}
+
 // failingStore fails every call, like an unreachable memcached.
 type failingStore struct{}
+
+func (failingStore) Batch(context.Context, []string, []Increment) (map[string]int64, []int64, error) {
+	return nil, nil, fmt.Errorf("batch: %w: connection refused", ErrStoreUnavailable)
+}
+
+func (failingStore) GetVersioned(context.Context, string) ([]byte, uint64, error) {
+	return nil, 0, fmt.Errorf("gets: %w: connection refused", ErrStoreUnavailable)
+}
+
+func (failingStore) CompareAndSwap(context.Context, string, []byte, uint64, time.Duration) (bool, error) {
+	return false, fmt.Errorf("cas: %w: connection refused", ErrStoreUnavailable)
+}
 
 func (failingStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
 	return 0, fmt.Errorf("add: %w: connection refused", ErrStoreUnavailable)

@@ -31,7 +31,7 @@ const (
 // milliseconds. Denied requests are not recorded. Limit may be at most
 // MaxSlidingLogLimit; Allow refuses larger ones.
 //
-// Each requestor's log is one value in a SwapStore, under
+// Each requestor's log is one value in a Store, under
 //
 //	fg1:<id>:l    e.g. fg1:q3Jd0yY6p1o1Yz7mS5b1Zw:l
 //
@@ -63,14 +63,14 @@ const (
 //
 // A SlidingLog is safe for concurrent use. Create it with NewSlidingLog.
 type SlidingLog struct {
-	store  SwapStore
+	store  Store
 	turns  *turns
 	denied *denials
 	skewMs int64 // StrategyConfig.MaxClockSkew, in milliseconds
 }
 
 // NewSlidingLog returns a SlidingLog keeping its logs in store.
-func NewSlidingLog(store SwapStore, cfg StrategyConfig) *SlidingLog {
+func NewSlidingLog(store Store, cfg StrategyConfig) *SlidingLog {
 	return &SlidingLog{store: store, turns: newTurns(), denied: newDenials(cfg.MaxRequestors), skewMs: cfg.skewMs()}
 }
 

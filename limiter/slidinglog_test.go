@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func newSlidingLog(st SwapStore) Strategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }
+func newSlidingLog(st Store) Strategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }
 
 // TestSlidingLogScenarios plays request patterns at injected instants and
 // checks every decision.

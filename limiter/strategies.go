@@ -82,18 +82,10 @@ var registry = []struct {
 		return NewFixed(st, cfg), nil
 	}},
 	{StrategyTokenBucket, func(st Store, cfg StrategyConfig) (Strategy, error) {
-		ss, err := swapStore(StrategyTokenBucket, st)
-		if err != nil {
-			return nil, err
-		}
-		return NewTokenBucket(ss, cfg), nil
+		return NewTokenBucket(st, cfg), nil
 	}},
 	{StrategySlidingLog, func(st Store, cfg StrategyConfig) (Strategy, error) {
-		ss, err := swapStore(StrategySlidingLog, st)
-		if err != nil {
-			return nil, err
-		}
-		return NewSlidingLog(ss, cfg), nil
+		return NewSlidingLog(st, cfg), nil
 	}},
 }
 
@@ -123,10 +115,7 @@ func ParseStrategy(s string) (string, error) {
 }
 
 // NewStrategy builds the strategy called name (see ParseStrategy; "" is
-// DefaultStrategy) counting in store. The token-bucket and sliding-log
-// strategies need a SwapStore, and return an error naming the store's type
-// when store is not one; MemoryStore and the memcached store are, and so must
-// be any wrapper around them. A *Sliding, which NewStrategy returns for
+// DefaultStrategy) counting in store. A *Sliding, which NewStrategy returns for
 // "sliding", holds a cache its Close releases; the others need no closing.
 func NewStrategy(name string, store Store, cfg StrategyConfig) (Strategy, error) {
 	name, err := ParseStrategy(name)
@@ -142,16 +131,6 @@ func NewStrategy(name string, store Store, cfg StrategyConfig) (Strategy, error)
 		}
 	}
 	panic("unreachable: ParseStrategy accepted " + name)
-}
-
-// swapStore returns store as a SwapStore for the strategy called name, or an
-// error saying why it is not one.
-func swapStore(name string, store Store) (SwapStore, error) {
-	ss, ok := store.(SwapStore)
-	if !ok {
-		return nil, fmt.Errorf("strategy %s: needs a store with compare-and-swap (limiter.SwapStore), and %T is not one", name, store)
-	}
-	return ss, nil
 }
 
 // What the strategies other than Sliding share: requestor identities tagged
@@ -440,7 +419,7 @@ type swap func(old []byte, found bool) (next []byte, ttl time.Duration, write bo
 // again, after a short random pause, up to maxSwapAttempts times; then it
 // gives up with an error wrapping ErrContention and ErrStoreUnavailable. f's
 // errors are returned wrapped with the key.
-func update(ctx context.Context, store SwapStore, key string, f swap) error {
+func update(ctx context.Context, store Store, key string, f swap) error {
 	for attempt := range maxSwapAttempts {
 		if attempt > 0 {
 			pause := min(swapBackoff, time.Duration(100<<attempt)*time.Microsecond)

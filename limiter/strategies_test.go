@@ -14,30 +14,30 @@ import (
 	"time"
 )
 
-// builders makes each strategy of this file's tests on a SwapStore.
+// builders makes each strategy of this file's tests on a Store.
 var builders = []struct {
 	name  string
-	build func(SwapStore) Strategy
+	build func(Store) Strategy
 }{
-	{StrategyFixed, func(st SwapStore) Strategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }},
-	{StrategyTokenBucket, func(st SwapStore) Strategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }},
-	{StrategySlidingLog, func(st SwapStore) Strategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategyFixed, func(st Store) Strategy { return NewFixed(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategyTokenBucket, func(st Store) Strategy { return NewTokenBucket(st, StrategyConfig{MaxClockSkew: -1}) }},
+	{StrategySlidingLog, func(st Store) Strategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }},
 }
 
 // strategyRig is a MemoryStore on a test clock and some instances of one
 // strategy sharing it, as replicas would.
 type strategyRig struct {
 	clock *clock
-	store *countingSwapStore
+	store *countingStore
 	insts []Strategy
 }
 
-func newStrategyRig(t testing.TB, n int, build func(SwapStore) Strategy) *strategyRig {
+func newStrategyRig(t testing.TB, n int, build func(Store) Strategy) *strategyRig {
 	t.Helper()
 	c := &clock{now: t0}
 	mem := NewMemoryStore(c.Now)
 	t.Cleanup(func() { mem.Close() })
-	r := &strategyRig{clock: c, store: &countingSwapStore{SwapStore: mem}}
+	r := &strategyRig{clock: c, store: &countingStore{Store: mem}}
 	for range n {
 		r.insts = append(r.insts, build(r.store))
 	}
@@ -58,46 +58,9 @@ func (r *strategyRig) at(t testing.TB, i int, req Request, now time.Time) Decisi
 // ms returns the instant n milliseconds after t0.
 func ms(n int64) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 
-// countingSwapStore counts the round trips to a SwapStore.
-type countingSwapStore struct {
-	SwapStore
-	calls atomic.Int64
-}
-
-func (c *countingSwapStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
-	c.calls.Add(1)
-	return c.SwapStore.Add(ctx, key, delta, ttl)
-}
-
-func (c *countingSwapStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
-	c.calls.Add(1)
-	return c.SwapStore.Get(ctx, keys)
-}
-
-func (c *countingSwapStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
-	c.calls.Add(1)
-	return c.SwapStore.GetVersioned(ctx, key)
-}
-
-func (c *countingSwapStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
-	c.calls.Add(1)
-	return c.SwapStore.CompareAndSwap(ctx, key, value, version, ttl)
-}
-
-// failingSwapStore fails every call, like an unreachable memcached.
-type failingSwapStore struct{ failingStore }
-
-func (failingSwapStore) GetVersioned(context.Context, string) ([]byte, uint64, error) {
-	return nil, 0, fmt.Errorf("gets: %w: connection refused", ErrStoreUnavailable)
-}
-
-func (failingSwapStore) CompareAndSwap(context.Context, string, []byte, uint64, time.Duration) (bool, error) {
-	return false, fmt.Errorf("cas: %w: connection refused", ErrStoreUnavailable)
-}
-
 // contendedStore loses every CompareAndSwap, as if other replicas always
 // wrote first.
-type contendedStore struct{ SwapStore }
+type contendedStore struct{ Store }
 
 func (contendedStore) CompareAndSwap(context.Context, string, []byte, uint64, time.Duration) (bool, error) {
 	return false, nil
@@ -149,7 +112,7 @@ type modelCase struct {
 // request instants and checks every decision against the definition,
 // including the promised retry time: after a denial the sequence often
 // jumps to exactly the promised instant, where the request must be allowed.
-func testMatchesModel(t *testing.T, build func(SwapStore) Strategy, newModel func(Request) refModel, cases []modelCase) {
+func testMatchesModel(t *testing.T, build func(Store) Strategy, newModel func(Request) refModel, cases []modelCase) {
 	for _, tc := range cases {
 		for seed := uint64(1); seed <= 4; seed++ {
 			name := fmt.Sprintf("limit=%d/burst=%d/window=%s/gap=%dms/seed=%d", tc.req.Limit, tc.req.Burst, tc.req.Window, tc.gapMax, seed)
@@ -243,7 +206,7 @@ func TestStrategiesDeniedCostNothing(t *testing.T) {
 			for range 3 {
 				r.at(t, 0, req, sec(1))
 			}
-			calls := r.store.calls.Load()
+			calls := r.store.calls()
 			var retry time.Duration
 			for i := range 50 {
 				d := r.at(t, 0, req, sec(1).Add(time.Duration(i)*time.Millisecond))
@@ -252,7 +215,7 @@ func TestStrategiesDeniedCostNothing(t *testing.T) {
 				}
 				retry = d.RetryAfter
 			}
-			if n := r.store.calls.Load() - calls; n != 0 {
+			if n := r.store.calls() - calls; n != 0 {
 				t.Fatalf("50 denials made %d store calls, want 0", n)
 			}
 			if d := r.at(t, 0, req, sec(1).Add(retry)); !d.Allowed {
@@ -265,7 +228,7 @@ func TestStrategiesDeniedCostNothing(t *testing.T) {
 func TestStrategiesStoreFailure(t *testing.T) {
 	for _, b := range builders {
 		t.Run(b.name, func(t *testing.T) {
-			_, err := b.build(failingSwapStore{}).Allow(context.Background(), hourly, sec(0))
+			_, err := b.build(failingStore{}).Allow(context.Background(), hourly, sec(0))
 			if !errors.Is(err, ErrStoreUnavailable) {
 				t.Fatalf("err = %v, want ErrStoreUnavailable", err)
 			}
@@ -293,7 +256,7 @@ func TestStrategiesRejectBadRequests(t *testing.T) {
 					t.Errorf("%+v: no error", req)
 				}
 			}
-			if r.store.calls.Load() != 0 {
+			if r.store.calls() != 0 {
 				t.Errorf("bad requests reached the store")
 			}
 		})
@@ -321,8 +284,8 @@ func TestSwapStrategiesContention(t *testing.T) {
 func TestSwapStrategiesCancelledWhileWaiting(t *testing.T) {
 	for _, b := range builders[1:] {
 		t.Run(b.name, func(t *testing.T) {
-			gate := &gatedStore{SwapStore: NewMemoryStore(nil), entered: make(chan struct{}), release: make(chan struct{})}
-			defer gate.SwapStore.(*MemoryStore).Close()
+			gate := &gatedStore{Store: NewMemoryStore(nil), entered: make(chan struct{}), release: make(chan struct{})}
+			defer gate.Store.(*MemoryStore).Close()
 			s := b.build(gate)
 			first := make(chan error)
 			go func() {
@@ -346,7 +309,7 @@ func TestSwapStrategiesCancelledWhileWaiting(t *testing.T) {
 
 // gatedStore blocks the first GetVersioned until release is closed.
 type gatedStore struct {
-	SwapStore
+	Store
 	once    sync.Once
 	entered chan struct{}
 	release chan struct{}
@@ -357,7 +320,7 @@ func (g *gatedStore) GetVersioned(ctx context.Context, key string) ([]byte, uint
 		close(g.entered)
 		<-g.release
 	})
-	return g.SwapStore.GetVersioned(ctx, key)
+	return g.Store.GetVersioned(ctx, key)
 }
 
 // TestSwapStrategiesCorruptValue: a value that is not what the strategy
@@ -540,7 +503,6 @@ func TestStrategiesRegistry(t *testing.T) {
 
 	mem := NewMemoryStore(nil)
 	defer mem.Close()
-	counterOnly := &countingStore{Store: mem} // hides the SwapStore methods
 	wantType := map[string]Strategy{"": &Sliding{}, "sliding": &Sliding{}, "fixed": &Fixed{}, "token-bucket": &TokenBucket{}, "sliding-log": &SlidingLog{}}
 	for name, want := range wantType {
 		s, err := NewStrategy(name, mem, StrategyConfig{MaxRequestors: 100})
@@ -552,14 +514,6 @@ func TestStrategiesRegistry(t *testing.T) {
 		}
 		if d, err := s.Allow(context.Background(), Request{Requestor: "r" + name, Limit: 1, Window: time.Minute}, time.Now()); err != nil || !d.Allowed {
 			t.Errorf("NewStrategy(%q).Allow = %+v, %v", name, d, err)
-		}
-		_, err = NewStrategy(name, counterOnly, StrategyConfig{})
-		needsSwap := name == "token-bucket" || name == "sliding-log"
-		switch {
-		case needsSwap && (err == nil || !strings.Contains(err.Error(), "limiter.SwapStore") || !strings.Contains(err.Error(), "*limiter.countingStore")):
-			t.Errorf("NewStrategy(%q) on a counter-only store: err = %v, want one naming SwapStore and the store's type", name, err)
-		case !needsSwap && err != nil:
-			t.Errorf("NewStrategy(%q) on a counter-only store: %v", name, err)
 		}
 	}
 	if _, err := NewStrategy("fixed", nil, StrategyConfig{}); err == nil {

@@ -47,7 +47,7 @@ const (
 // counted in milliseconds; the TAT carries the remainder of Window/Limit as a
 // fraction of a millisecond in units of 1/Limit, so the rate is exact.
 //
-// The TAT lives in a SwapStore as a 16-byte value (the millisecond and the
+// The TAT lives in a Store as a 16-byte value (the millisecond and the
 // fraction, big-endian) under
 //
 //	fg1:<id>:g    e.g. fg1:q3Jd0yY6p1o1Yz7mS5b1Zw:g
@@ -75,14 +75,14 @@ const (
 // 2^61; Allow refuses other requests. A TokenBucket is safe for concurrent
 // use. Create it with NewTokenBucket.
 type TokenBucket struct {
-	store  SwapStore
+	store  Store
 	turns  *turns
 	denied *denials
 	skewMs int64 // StrategyConfig.MaxClockSkew, in milliseconds
 }
 
 // NewTokenBucket returns a TokenBucket keeping its buckets in store.
-func NewTokenBucket(store SwapStore, cfg StrategyConfig) *TokenBucket {
+func NewTokenBucket(store Store, cfg StrategyConfig) *TokenBucket {
 	return &TokenBucket{store: store, turns: newTurns(), denied: newDenials(cfg.MaxRequestors), skewMs: cfg.skewMs()}
 }
 

@@ -68,14 +68,29 @@ var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 // memcached does; it counts its calls.
 type failingStore struct{ calls atomic.Int64 }
 
-func (f *failingStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
+func (f *failingStore) fail() error {
 	f.calls.Add(1)
-	return 0, fmt.Errorf("memcache add: %w", limiter.ErrStoreUnavailable)
+	return fmt.Errorf("memcache: %w", limiter.ErrStoreUnavailable)
+}
+
+func (f *failingStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
+	return 0, f.fail()
 }
 
 func (f *failingStore) Get(context.Context, []string) (map[string]int64, error) {
-	f.calls.Add(1)
-	return nil, fmt.Errorf("memcache get: %w", limiter.ErrStoreUnavailable)
+	return nil, f.fail()
+}
+
+func (f *failingStore) Batch(context.Context, []string, []limiter.Increment) (map[string]int64, []int64, error) {
+	return nil, nil, f.fail()
+}
+
+func (f *failingStore) GetVersioned(context.Context, string) ([]byte, uint64, error) {
+	return nil, 0, f.fail()
+}
+
+func (f *failingStore) CompareAndSwap(context.Context, string, []byte, uint64, time.Duration) (bool, error) {
+	return false, f.fail()
 }
 
 // harness is a Server behind a real gRPC listener on 127.0.0.1, with

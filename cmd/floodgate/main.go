@@ -36,6 +36,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/tlsfiles"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/limiter/storemetrics"
 	"github.com/floodgate-rl/floodgate/policy"
 )
 
@@ -123,12 +124,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sm, err := newStoreMetrics(reg)
+	sm, err := storemetrics.New(reg)
 	if err != nil {
 		return fmt.Errorf("store metrics: %w", err)
 	}
 	if mc, ok := store.(*memcache.Store); ok {
-		if err := registerPipelineMetrics(reg, mc.PipelineStats()); err != nil {
+		if err := storemetrics.RegisterPipeline(reg, mc.PipelineStats()); err != nil {
 			return err
 		}
 		stopStats, err := startMemcacheStats(ctx, reg, mc, log)
@@ -137,7 +138,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		defer stopStats()
 	}
-	store = sm.wrap(store)
+	store = sm.Wrap(store)
 
 	newStrategy := func(name string, st limiter.Store) (limiter.Strategy, error) {
 		sc := limiter.StrategyConfig{MaxClockSkew: cfg.MaxClockSkew}

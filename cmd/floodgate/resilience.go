@@ -78,13 +78,13 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 	transitions := prom.CounterVec("floodgate_store_breaker_transitions_total",
 		"State changes of the memcached circuit breaker, by the state entered: open, half_open (probing), closed.", "to")
 	bl := breakerLog{logger: log, local: cfg.LocalFallback, failMode: cfg.FailModeName()}
-	store = resilient.NewBreaker(store, resilient.BreakerConfig{
+	breaker := resilient.NewBreaker(store, resilient.BreakerConfig{
 		OnTransition: func(tr resilient.Transition) {
 			transitions.WithLabelValues(tr.To.String()).Inc()
 			bl.log(tr)
 		},
 	})
-	breaker := resilient.BreakerOf(store)
+	store = breaker
 	closers = append(closers, breaker) // last closed: ends its probing
 	if err := registerBreakerMetrics(reg, breaker, transitions); err != nil {
 		closeFn()

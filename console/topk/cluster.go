@@ -20,7 +20,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/periodic"
 )
 
-// ValueStore is what a Cluster needs of the shared store: limiter.SwapStore's
+// ValueStore is what a Cluster needs of the shared store: limiter.Store's
 // value methods, which the memcached store implements.
 type ValueStore interface {
 	GetVersioned(ctx context.Context, key string) (value []byte, version uint64, err error)
@@ -46,7 +46,7 @@ const (
 	// entries expire first are dropped from it.
 	MaxReplicas = 256
 	// maxValue is the most bytes a published value takes; memcached's
-	// values (limiter.SwapStore) take up to 64 KiB.
+	// values (limiter.Store.CompareAndSwap) take up to 64 KiB.
 	maxValue = 60 << 10
 	// publishEntries is the most entries published per scope and window;
 	// fewer when the value would not fit maxValue.

@@ -18,7 +18,7 @@
 //     anyone denied more than N/Capacity times is listed. Merge combines
 //     summaries (of periods, of replicas) keeping those bounds.
 //   - Cluster publishes a replica's summaries to the shared store (the
-//     value methods of limiter.SwapStore: memcached) every few seconds and
+//     value methods of limiter.Store: memcached) every few seconds and
 //     merges every live replica's into a cluster-wide view.
 //
 // The package imports only the standard library and golang.org/x/time;

@@ -41,7 +41,7 @@ func (s *Store) Add(ctx context.Context, key string, delta int64, ttl time.Durat
 	return counts[0], nil
 }
 
-// Batch implements limiter.BatchStore. When every key shares a server, as
+// Batch implements limiter.Store. When every key shares a server, as
 // the keys of one requestor do, it is one round trip: the meta arithmetic
 // commands of adds followed by a multi-key get of gets, written at once, so
 // the get sees the adds. Otherwise it is the Adds, one by one, and then a

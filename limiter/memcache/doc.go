@@ -1,6 +1,5 @@
-// Package memcache is the limiter.Store (and limiter.SwapStore and
-// limiter.BatchStore) on memcached, for floodgate instances that share their
-// counters.
+// Package memcache is the limiter.Store on memcached, for floodgate
+// instances that share their counters.
 //
 // # Layout
 //

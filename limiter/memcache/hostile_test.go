@@ -267,7 +267,7 @@ func TestHostileLegitimateAnswers(t *testing.T) {
 	}
 }
 
-// TestHostileValueAnswers checks the SwapStore methods, on meta commands:
+// TestHostileValueAnswers checks the value methods, on meta commands:
 // a value of another key, and answers that memcached gives to another
 // command or to the other mode of ms only, are errors; the refusals
 // memcached does give are false without an error.

@@ -15,12 +15,8 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
-// Compile-time checks that Store implements limiter.SwapStore and
-// limiter.BatchStore.
-var (
-	_ limiter.SwapStore  = (*Store)(nil)
-	_ limiter.BatchStore = (*Store)(nil)
-)
+// A compile-time check that Store implements limiter.Store.
+var _ limiter.Store = (*Store)(nil)
 
 const (
 	// DefaultTimeout is the Timeout used when Config.Timeout is zero.
@@ -64,7 +60,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Store is a limiter.SwapStore on one or more memcached servers. Create it with
+// Store is a limiter.Store on one or more memcached servers. Create it with
 // New; the zero value is not usable. It is safe for concurrent use by many
 // goroutines, and many processes may share the same servers.
 //

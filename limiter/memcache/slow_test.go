@@ -89,7 +89,7 @@ func TestSlowMemcachedKeepsTheLimit(t *testing.T) {
 		}
 		t.Cleanup(func() { st.Close() })
 		brk := resilient.NewBreaker(st, resilient.BreakerConfig{})
-		t.Cleanup(func() { resilient.BreakerOf(brk).Close() })
+		t.Cleanup(func() { brk.Close() })
 		mem := limiter.NewMemoryStore(time.Now)
 		t.Cleanup(func() { mem.Close() })
 		f := resilient.NewFallback(limiter.NewSliding(brk, limiter.SlidingConfig{}), limiter.NewSliding(mem, limiter.SlidingConfig{MaxClockSkew: -1, MaxDecisionTime: -1}) /* private, as floodgate builds it */, resilient.FallbackConfig{})

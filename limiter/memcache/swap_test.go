@@ -9,7 +9,7 @@ import (
 )
 
 func TestSwapConformance(t *testing.T) {
-	storetest.RunSwap(t, func(t *testing.T) limiter.SwapStore {
+	storetest.RunSwap(t, func(t *testing.T) limiter.Store {
 		mc := testutil.StartMemcached(t)
 		return newStore(t, []string{mc.Addr()}, Config{})
 	})

@@ -18,7 +18,7 @@ import (
 // over the server's pipeline, like the counters: one pool of connections
 // per server, and concurrent calls share round trips.
 
-// GetVersioned implements limiter.SwapStore with one meta get; the item's
+// GetVersioned implements limiter.Store with one meta get; the item's
 // CAS unique is the version. A missing key returns nil, 0 and no error. It
 // needs memcached's CAS support, which is on unless the server runs with
 // -C; without it GetVersioned fails.
@@ -30,7 +30,7 @@ func (s *Store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, e
 	return op.item.Value, op.item.CAS, nil
 }
 
-// CompareAndSwap implements limiter.SwapStore with one meta set. Version 0
+// CompareAndSwap implements limiter.Store with one meta set. Version 0
 // is an add, which stores only when the key is missing; any other version
 // stores only when the item's CAS unique is still version. Either sets the
 // item's expiration to ttl from now. A refused write (NS to an add: the key

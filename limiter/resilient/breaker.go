@@ -122,8 +122,7 @@ type BreakerConfig struct {
 }
 
 // Breaker is a circuit breaker around a limiter.Store. It is itself a
-// limiter.Store; NewBreaker returns a Breaker that is also a
-// limiter.SwapStore when the wrapped store is one.
+// limiter.Store, and every one of its methods is one call to the store.
 //
 // A call counts as failed when the store returns an error, unless the
 // caller's context was done and the error is the context's (the store did
@@ -172,67 +171,10 @@ type Breaker struct {
 	probes      sync.WaitGroup
 }
 
-// breakerSwap is a Breaker around a limiter.SwapStore.
-type breakerSwap struct {
-	*Breaker
-	next limiter.SwapStore
-}
+var _ limiter.Store = (*Breaker)(nil)
 
-// breakerBatch is a Breaker around a limiter.BatchStore, and
-// breakerSwapBatch one around a store that is both.
-type breakerBatch struct {
-	*Breaker
-	next limiter.BatchStore
-}
-
-type breakerSwapBatch struct {
-	breakerSwap
-	batch limiter.BatchStore
-}
-
-var (
-	_ limiter.Store      = (*Breaker)(nil)
-	_ limiter.SwapStore  = breakerSwap{}
-	_ limiter.BatchStore = breakerBatch{}
-	_ limiter.SwapStore  = breakerSwapBatch{}
-	_ limiter.BatchStore = breakerSwapBatch{}
-)
-
-// NewBreaker returns a closed Breaker around next. The returned Store is a
-// *Breaker, or a Store around one that is also a limiter.SwapStore, a
-// limiter.BatchStore or both when next is; BreakerOf returns the *Breaker in
-// every case.
-func NewBreaker(next limiter.Store, cfg BreakerConfig) limiter.Store {
-	b := newBreaker(next, cfg)
-	ss, swap := next.(limiter.SwapStore)
-	bs, batch := next.(limiter.BatchStore)
-	switch {
-	case swap && batch:
-		return breakerSwapBatch{breakerSwap: breakerSwap{Breaker: b, next: ss}, batch: bs}
-	case swap:
-		return breakerSwap{Breaker: b, next: ss}
-	case batch:
-		return breakerBatch{Breaker: b, next: bs}
-	}
-	return b
-}
-
-// BreakerOf returns the *Breaker of a Store that NewBreaker returned, or nil.
-func BreakerOf(s limiter.Store) *Breaker {
-	switch b := s.(type) {
-	case *Breaker:
-		return b
-	case breakerSwap:
-		return b.Breaker
-	case breakerBatch:
-		return b.Breaker
-	case breakerSwapBatch:
-		return b.Breaker
-	}
-	return nil
-}
-
-func newBreaker(next limiter.Store, cfg BreakerConfig) *Breaker {
+// NewBreaker returns a closed Breaker around next.
+func NewBreaker(next limiter.Store, cfg BreakerConfig) *Breaker {
 	if cfg.Failures <= 0 {
 		cfg.Failures = DefaultFailures
 	}
@@ -313,31 +255,22 @@ func (b *Breaker) Get(ctx context.Context, keys []string) (map[string]int64, err
 	return vals, err
 }
 
-// Batch implements limiter.BatchStore: one call, like Add or Get. A Batch
-// of nothing is passed on without counting.
-func (b breakerBatch) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
-	return b.Breaker.batch(ctx, b.next, gets, adds)
-}
-
-// Batch implements limiter.BatchStore.
-func (b breakerSwapBatch) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
-	return b.Breaker.batch(ctx, b.batch, gets, adds)
-}
-
-func (b *Breaker) batch(ctx context.Context, next limiter.BatchStore, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+// Batch implements limiter.Store: one call, like Add or Get. A Batch of
+// nothing is passed on without counting.
+func (b *Breaker) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
 	if len(gets) == 0 && len(adds) == 0 {
-		return next.Batch(ctx, gets, adds)
+		return b.next.Batch(ctx, gets, adds)
 	}
 	if err := b.acquire(); err != nil {
 		return nil, nil, err
 	}
-	vals, counts, err := next.Batch(ctx, gets, adds)
+	vals, counts, err := b.next.Batch(ctx, gets, adds)
 	b.release(ctx, err)
 	return vals, counts, err
 }
 
-// GetVersioned implements limiter.SwapStore.
-func (b breakerSwap) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+// GetVersioned implements limiter.Store.
+func (b *Breaker) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
 	if err := b.acquire(); err != nil {
 		return nil, 0, err
 	}
@@ -346,9 +279,9 @@ func (b breakerSwap) GetVersioned(ctx context.Context, key string) ([]byte, uint
 	return v, ver, err
 }
 
-// CompareAndSwap implements limiter.SwapStore. A conflict (false, nil) is a
+// CompareAndSwap implements limiter.Store. A conflict (false, nil) is a
 // success: the store answered.
-func (b breakerSwap) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+func (b *Breaker) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
 	if err := b.acquire(); err != nil {
 		return false, err
 	}

@@ -39,7 +39,7 @@ func TestBreakerRecoversIdle(t *testing.T) {
 			}
 			t.Cleanup(func() { mem.Close() })
 			trs := &transitions{}
-			b := resilient.BreakerOf(resilient.NewBreaker(mem, resilient.BreakerConfig{OnTransition: trs.record}))
+			b := resilient.NewBreaker(mem, resilient.BreakerConfig{OnTransition: trs.record})
 			t.Cleanup(func() { b.Close() })
 			ctx := context.Background()
 			if _, err := b.Add(ctx, "fg1:idle:1", 1, time.Minute); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
+	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -79,7 +80,7 @@ func neverFires(time.Duration, func()) func() bool { return func() bool { return
 // errDown is what flakyStore returns while down.
 var errDown = fmt.Errorf("fake store: %w: connection refused", limiter.ErrStoreUnavailable)
 
-// flakyStore is a hand-written limiter.SwapStore: a MemoryStore that fails
+// flakyStore is a hand-written limiter.Store: a MemoryStore that fails
 // every call with errDown while down is set, and counts the calls that
 // reached it.
 type flakyStore struct {
@@ -128,6 +129,13 @@ func (f *flakyStore) Get(ctx context.Context, keys []string) (map[string]int64, 
 	return f.mem.Get(ctx, keys)
 }
 
+func (f *flakyStore) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	if err := f.enter(); err != nil {
+		return nil, nil, err
+	}
+	return f.mem.Batch(ctx, gets, adds)
+}
+
 func (f *flakyStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
 	if err := f.enter(); err != nil {
 		return nil, 0, err
@@ -141,9 +149,6 @@ func (f *flakyStore) CompareAndSwap(ctx context.Context, key string, value []byt
 	}
 	return f.mem.CompareAndSwap(ctx, key, value, version, ttl)
 }
-
-// plainStore hides every method of a store but those of limiter.Store.
-type plainStore struct{ limiter.Store }
 
 // transitions records a breaker's transitions.
 type transitions struct {
@@ -204,7 +209,7 @@ func newCallRig(t *testing.T, rnd float64) *rig {
 func newRigTimers(t *testing.T, rnd float64, clk *clock, afterFunc func(time.Duration, func()) func() bool) *rig {
 	t.Helper()
 	r := &rig{clk: clk, store: newFlakyStore(t, clk.Now), trs: &transitions{}}
-	r.st = resilient.NewBreaker(r.store, resilient.BreakerConfig{
+	r.b = resilient.NewBreaker(r.store, resilient.BreakerConfig{
 		Failures:     3,
 		MinBackoff:   100 * time.Millisecond,
 		MaxBackoff:   800 * time.Millisecond,
@@ -213,10 +218,7 @@ func newRigTimers(t *testing.T, rnd float64, clk *clock, afterFunc func(time.Dur
 		Rand:         func() float64 { return rnd },
 		OnTransition: r.trs.record,
 	})
-	r.b = resilient.BreakerOf(r.st)
-	if r.b == nil {
-		t.Fatal("BreakerOf returned nil")
-	}
+	r.st = r.b
 	t.Cleanup(func() { r.b.Close() })
 	return r
 }
@@ -458,7 +460,7 @@ func TestBreakerProbeTimeout(t *testing.T) {
 
 func testBreakerProbeTimeout(t *testing.T) {
 	clk := newClock()
-	b := resilient.BreakerOf(resilient.NewBreaker(hungStore{}, resilient.BreakerConfig{Failures: 1, Now: clk.Now, AfterFunc: clk.AfterFunc, ProbeTimeout: 10 * time.Millisecond}))
+	b := resilient.NewBreaker(hungStore, resilient.BreakerConfig{Failures: 1, Now: clk.Now, AfterFunc: clk.AfterFunc, ProbeTimeout: 10 * time.Millisecond})
 	t.Cleanup(func() { b.Close() })
 	if _, err := b.Get(context.Background(), []string{"k"}); !errors.Is(err, errHung) {
 		t.Fatalf("Get on the hung store: %v", err)
@@ -484,24 +486,14 @@ var errHung = fmt.Errorf("hung store: %w: i/o timeout", limiter.ErrStoreUnavaila
 
 // hungStore is a limiter.Store that answers nothing: a call ends when its
 // context does, or after a second (a store's own timeout).
-type hungStore struct{}
-
-func (hungStore) wait(ctx context.Context) error {
+var hungStore = storetest.Failing(func(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", errHung, ctx.Err())
 	case <-time.After(time.Second):
 		return errHung
 	}
-}
-
-func (h hungStore) Add(ctx context.Context, _ string, _ int64, _ time.Duration) (int64, error) {
-	return 0, h.wait(ctx)
-}
-
-func (h hungStore) Get(ctx context.Context, _ []string) (map[string]int64, error) {
-	return nil, h.wait(ctx)
-}
+})
 
 // TestBreakerLateResults: calls that started while the breaker was closed
 // and end after it opened change nothing. In a synctest bubble:
@@ -540,12 +532,9 @@ func testBreakerLateResults(t *testing.T) {
 	}
 }
 
-func TestBreakerSwapStore(t *testing.T) {
+func TestBreakerValues(t *testing.T) {
 	r := newRig(t, 0)
-	ss, ok := r.st.(limiter.SwapStore)
-	if !ok {
-		t.Fatalf("NewBreaker(SwapStore) = %T, not a limiter.SwapStore", r.st)
-	}
+	ss := r.st
 	ctx := context.Background()
 	if ok, err := ss.CompareAndSwap(ctx, "fg1:v:g", []byte("a"), 0, time.Minute); !ok || err != nil {
 		t.Fatalf("CompareAndSwap create = %v, %v", ok, err)
@@ -570,14 +559,6 @@ func TestBreakerSwapStore(t *testing.T) {
 	}
 	if _, err := ss.CompareAndSwap(ctx, "fg1:v:g", []byte("c"), 0, time.Minute); !errors.Is(err, resilient.ErrOpen) {
 		t.Errorf("CompareAndSwap on an open breaker: %v, want ErrOpen", err)
-	}
-
-	plain := resilient.NewBreaker(plainStore{newFlakyStore(t, time.Now)}, resilient.BreakerConfig{})
-	if _, ok := plain.(limiter.SwapStore); ok {
-		t.Error("NewBreaker of a plain Store is a SwapStore")
-	}
-	if resilient.BreakerOf(plain) == nil || resilient.BreakerOf(plainStore{}) != nil {
-		t.Error("BreakerOf does not find the Breaker, or finds one where there is none")
 	}
 }
 
@@ -610,8 +591,7 @@ func TestStateString(t *testing.T) {
 // store is up.
 func TestBreakerConcurrent(t *testing.T) {
 	store := newFlakyStore(t, time.Now)
-	st := resilient.NewBreaker(store, resilient.BreakerConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
-	b := resilient.BreakerOf(st)
+	b := resilient.NewBreaker(store, resilient.BreakerConfig{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	defer b.Close()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -625,7 +605,7 @@ func TestBreakerConcurrent(t *testing.T) {
 				default:
 				}
 				key := fmt.Sprintf("fg1:k%d:%d", i, n%10)
-				if _, err := st.Add(ctx, key, 1, time.Minute); err != nil && !errors.Is(err, limiter.ErrStoreUnavailable) {
+				if _, err := b.Add(ctx, key, 1, time.Minute); err != nil && !errors.Is(err, limiter.ErrStoreUnavailable) {
 					t.Errorf("Add: %v", err)
 					return
 				}
@@ -676,7 +656,7 @@ func TestBreakerProbesWithoutCalls(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newFlakyStore(t, time.Now)
 		trs := &transitions{}
-		b := resilient.BreakerOf(resilient.NewBreaker(store, resilient.BreakerConfig{Failures: 3, OnTransition: trs.record}))
+		b := resilient.NewBreaker(store, resilient.BreakerConfig{Failures: 3, OnTransition: trs.record})
 		defer b.Close()
 		store.down.Store(true)
 		for range 3 {
@@ -736,7 +716,7 @@ func TestBreakerProbesWithoutCalls(t *testing.T) {
 // and waits for it, well before the probe's own timeout.
 func TestBreakerCloseEndsProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := resilient.BreakerOf(resilient.NewBreaker(hangStore{}, resilient.BreakerConfig{Failures: 1, ProbeTimeout: time.Minute}))
+		b := resilient.NewBreaker(hangStore, resilient.BreakerConfig{Failures: 1, ProbeTimeout: time.Minute})
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 		defer cancel()
 		if _, err := b.Get(ctx, []string{"k"}); err == nil {
@@ -765,20 +745,10 @@ func TestBreakerCloseEndsProbe(t *testing.T) {
 
 // hangStore answers nothing until the context is done, except a call with
 // no deadline, which fails with errHung at once (a store's own timeout).
-type hangStore struct{}
-
-func (hangStore) wait(ctx context.Context) error {
+var hangStore = storetest.Failing(func(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		return errHung
 	}
 	<-ctx.Done()
 	return fmt.Errorf("%w: %w", errHung, ctx.Err())
-}
-
-func (h hangStore) Add(ctx context.Context, _ string, _ int64, _ time.Duration) (int64, error) {
-	return 0, h.wait(ctx)
-}
-
-func (h hangStore) Get(ctx context.Context, _ []string) (map[string]int64, error) {
-	return nil, h.wait(ctx)
-}
+})

@@ -7,26 +7,21 @@ import (
 
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
+	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
 // downStore is a shared store that is down: every call fails.
-type downStore struct{}
-
-func (downStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
-	return 0, fmt.Errorf("memcache incr: %w: connection refused", limiter.ErrStoreUnavailable)
-}
-
-func (downStore) Get(context.Context, []string) (map[string]int64, error) {
-	return nil, fmt.Errorf("memcache get: %w: connection refused", limiter.ErrStoreUnavailable)
-}
+var downStore = storetest.Failing(func(context.Context) error {
+	return fmt.Errorf("memcache: %w: connection refused", limiter.ErrStoreUnavailable)
+})
 
 // The stack floodgate runs with memcached: the shared store behind a circuit
 // breaker, and a per-replica limiter in memory for when it is
 // unavailable. Here the shared store is down: after two failures the breaker
 // opens and stops calling it, and the local limiter keeps the limit.
 func Example() {
-	brk := resilient.NewBreaker(downStore{}, resilient.BreakerConfig{Failures: 2})
-	defer resilient.BreakerOf(brk).Close() // ends its probing
+	brk := resilient.NewBreaker(downStore, resilient.BreakerConfig{Failures: 2})
+	defer brk.Close() // ends its probing
 	local := limiter.NewMemoryStore(time.Now)
 	defer local.Close()
 	s := resilient.NewFallback(
@@ -40,7 +35,7 @@ func Example() {
 		d, reason, err := s.AllowDegraded(context.Background(), req, now)
 		fmt.Println(d.Allowed, reason, err)
 	}
-	fmt.Println("breaker:", resilient.BreakerOf(brk).State())
+	fmt.Println("breaker:", brk.State())
 	// Output:
 	// true memcached-unavailable <nil>
 	// true memcached-unavailable <nil>

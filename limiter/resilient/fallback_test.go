@@ -147,7 +147,7 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 			t.Fatalf("local decision %d: remaining %d, want %d", i+1, d.Remaining, 1-i)
 		}
 	}
-	if s := resilient.BreakerOf(brk).State(); s != resilient.Open {
+	if s := brk.State(); s != resilient.Open {
 		t.Fatalf("breaker %v after failures, want open", s)
 	}
 	calls := store.calls.Load()
@@ -173,9 +173,9 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 	store.down.Store(false)
 	clk.Advance(time.Second)
 	decide(false, "memcached-unavailable")
-	for deadline := time.Now().Add(5 * time.Second); resilient.BreakerOf(brk).State() != resilient.Closed; {
+	for deadline := time.Now().Add(5 * time.Second); brk.State() != resilient.Closed; {
 		if time.Now().After(deadline) {
-			t.Fatalf("breaker %v 5s after the probe started, want closed", resilient.BreakerOf(brk).State())
+			t.Fatalf("breaker %v 5s after the probe started, want closed", brk.State())
 		}
 		time.Sleep(time.Millisecond)
 	}

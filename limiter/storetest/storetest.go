@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite every limiter.Store passes. A
 // store's tests call Run with a constructor, and RunSwap too when the store
-// is a limiter.SwapStore; the suites check the contracts documented on
-// limiter.Store and limiter.SwapStore against the store running for real.
+// is a limiter.Store; the suites check the contracts documented on
+// limiter.Store and limiter.Store against the store running for real.
 package storetest
 
 import (
@@ -304,14 +304,14 @@ func testDoneContext(t *testing.T, s limiter.Store) {
 	}
 }
 
-// RunSwap runs the conformance suite of the limiter.SwapStore methods
+// RunSwap runs the conformance suite of the limiter.Store methods
 // (GetVersioned and CompareAndSwap) against the stores newStore returns, on
 // the same terms as Run: one fresh store per subtest, subtests in parallel,
 // and one subtest that waits up to about two seconds for values to expire. A
 // SwapStore passes Run as well.
-func RunSwap(t *testing.T, newStore func(t *testing.T) limiter.SwapStore) {
+func RunSwap(t *testing.T, newStore func(t *testing.T) limiter.Store) {
 	t.Helper()
-	runSuite(t, newStore, "SwapSequences", swapSequences, map[string]func(*testing.T, limiter.SwapStore){
+	runSuite(t, newStore, "SwapSequences", swapSequences, map[string]func(*testing.T, limiter.Store){
 		"SwapValuesAreCopies": testSwapCopies,
 		"ConcurrentSwaps":     testConcurrentSwaps,
 		"SwapExpiry":          testSwapExpiry,
@@ -387,7 +387,7 @@ var swapSequences = map[string]swapSequence{
 }
 
 // check runs c against s.
-func (c swapSequence) check(t *testing.T, s limiter.SwapStore) {
+func (c swapSequence) check(t *testing.T, s limiter.Store) {
 	ctx := context.Background()
 	const key = "fg1:swap:l"
 	var versions []uint64 // of the successful writes, in order
@@ -437,7 +437,7 @@ func (c swapSequence) check(t *testing.T, s limiter.SwapStore) {
 
 // testSwapCopies checks that neither the caller's slice nor the one
 // GetVersioned returns aliases what the store keeps.
-func testSwapCopies(t *testing.T, s limiter.SwapStore) {
+func testSwapCopies(t *testing.T, s limiter.Store) {
 	ctx := context.Background()
 	buf := []byte("original")
 	if ok, err := s.CompareAndSwap(ctx, "k", buf, 0, ttl); err != nil || !ok {
@@ -464,7 +464,7 @@ func testSwapCopies(t *testing.T, s limiter.SwapStore) {
 // testConcurrentSwaps has 20 goroutines increment a decimal value by
 // read-modify-write, each retrying on conflicts: no increment may be lost,
 // which holds only if at most one of concurrent swaps succeeds.
-func testConcurrentSwaps(t *testing.T, s limiter.SwapStore) {
+func testConcurrentSwaps(t *testing.T, s limiter.Store) {
 	const (
 		goroutines = 20
 		increments = 25
@@ -519,7 +519,7 @@ func testConcurrentSwaps(t *testing.T, s limiter.SwapStore) {
 // last write, that each write sets the ttl anew, and that once expired a key
 // counts as missing: a swap with its old version is refused and version 0
 // creates it again.
-func testSwapExpiry(t *testing.T, s limiter.SwapStore) {
+func testSwapExpiry(t *testing.T, s limiter.Store) {
 	ctx := context.Background()
 	mustSwap := func(key, value string, ver uint64, ttl time.Duration) uint64 {
 		t.Helper()
@@ -557,7 +557,7 @@ func testSwapExpiry(t *testing.T, s limiter.SwapStore) {
 
 // testSwapDoneContext checks that a cancelled context fails both methods and
 // changes nothing.
-func testSwapDoneContext(t *testing.T, s limiter.SwapStore) {
+func testSwapDoneContext(t *testing.T, s limiter.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	wantErr := func(op string, err error) {

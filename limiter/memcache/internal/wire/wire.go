@@ -43,7 +43,7 @@ const (
 
 	// MaxValueLen is the longest value a Reader accepts in an answer to mg,
 	// in bytes: the limiter's values are at most 64 KiB (see
-	// limiter.SwapStore), so a longer one was not written by floodgate.
+	// limiter.Store's values), so a longer one was not written by floodgate.
 	MaxValueLen = 64 << 10
 
 	// MaxLineLen is the longest answer line a Reader accepts, its CRLF

@@ -1,4 +1,4 @@
-package main
+package storemetrics
 
 import (
 	"context"
@@ -12,18 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
 // failingStore is a limiter.Store whose every call fails.
-type failingStore struct{}
-
-func (failingStore) Add(context.Context, string, int64, time.Duration) (int64, error) {
-	return 0, fmt.Errorf("add: %w", limiter.ErrStoreUnavailable)
-}
-
-func (failingStore) Get(context.Context, []string) (map[string]int64, error) {
-	return nil, fmt.Errorf("get: %w", limiter.ErrStoreUnavailable)
-}
+var failingStore = storetest.Failing(func(context.Context) error {
+	return fmt.Errorf("store: %w", limiter.ErrStoreUnavailable)
+})
 
 // counterWant is a counter a test expects to read want; name says which.
 type counterWant struct {
@@ -45,7 +40,7 @@ func expectCounters(t *testing.T, cs []counterWant) {
 func TestStoreMetricsPreinitialised(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	if _, err := newStoreMetrics(reg); err != nil {
+	if _, err := New(reg); err != nil {
 		t.Fatal(err)
 	}
 	want := `
@@ -71,10 +66,10 @@ floodgate_store_keys_read_total 0
 
 // meteredMemory returns store metrics registered on a new registry, and
 // an in-memory store to wrap, closed at the end of the test.
-func meteredMemory(t *testing.T) (*storeMetrics, *prometheus.Registry, *limiter.MemoryStore) {
+func meteredMemory(t *testing.T) (*Metrics, *prometheus.Registry, *limiter.MemoryStore) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := newStoreMetrics(reg)
+	m, err := New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +82,8 @@ func TestStoreMetricsRecords(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	m, reg, mem := meteredMemory(t)
-	ok := m.wrap(mem)
-	bad := m.wrap(failingStore{})
+	ok := m.Wrap(mem)
+	bad := m.Wrap(failingStore)
 
 	if n, err := ok.Add(ctx, "k1", 3, time.Minute); err != nil || n != 3 {
 		t.Fatalf("Add = %d, %v; want 3, nil", n, err)
@@ -103,13 +98,7 @@ func TestStoreMetricsRecords(t *testing.T) {
 	if _, err := ok.Get(ctx, nil); err != nil { // no round trip: not counted
 		t.Fatal(err)
 	}
-	swap, isSwap := ok.(limiter.SwapStore)
-	if !isSwap {
-		t.Fatal("wrapped MemoryStore is not a limiter.SwapStore")
-	}
-	if _, isSwap := bad.(limiter.SwapStore); isSwap {
-		t.Error("wrapped plain Store claims to be a limiter.SwapStore")
-	}
+	swap := ok
 	if swapped, err := swap.CompareAndSwap(ctx, "v", []byte("x"), 0, time.Minute); err != nil || !swapped {
 		t.Fatalf("CompareAndSwap(create) = %v, %v; want true", swapped, err)
 	}
@@ -157,10 +146,41 @@ func TestStoreMetricsRecords(t *testing.T) {
 func TestStoreMetricsRegisterTwice(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	if _, err := newStoreMetrics(reg); err != nil {
+	if _, err := New(reg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newStoreMetrics(reg); err == nil {
+	if _, err := New(reg); err == nil {
 		t.Error("second newStoreMetrics on one registry: nil error, want a duplicate registration error")
 	}
+}
+
+// TestStoreMetricsBatch checks that each Batch is recorded as one round
+// trip: an add when it changes counters, a get when it only reads.
+func TestStoreMetricsBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m, _, mem := meteredMemory(t)
+	bs := m.Wrap(mem)
+	bad := m.Wrap(failingStore)
+
+	inc := []limiter.Increment{{Key: "k", Delta: 2, TTL: time.Minute}, {Key: "m", Delta: 2, TTL: time.Minute}}
+	if _, counts, err := bs.Batch(ctx, []string{"k", "x", "y"}, inc); err != nil || counts[0] != 2 {
+		t.Fatalf("Batch = %v, %v", counts, err)
+	}
+	if vals, _, err := bs.Batch(ctx, []string{"k"}, nil); err != nil || vals["k"] != 2 {
+		t.Fatalf("read-only Batch = %v, %v", vals, err)
+	}
+	if _, _, err := bs.Batch(ctx, nil, nil); err != nil { // no round trip: not counted
+		t.Fatal(err)
+	}
+	if _, _, err := bad.Batch(ctx, nil, inc); err == nil {
+		t.Fatal("failing Batch succeeded")
+	}
+	expectCounters(t, []counterWant{
+		{"operations add", m.ops.WithLabelValues(opAdd), 2},
+		{"operations get", m.ops.WithLabelValues(opGet), 1},
+		{"errors add", m.errors.WithLabelValues(opAdd), 1},
+		{"errors get", m.errors.WithLabelValues(opGet), 0},
+		{"keys read", m.keysRead, 4},
+	})
 }

@@ -1,4 +1,10 @@
-package main
+// Package storemetrics is the Prometheus middleware of a limiter.Store: the
+// floodgate_store_* metrics of every call, by operation, and the
+// floodgate_memcache_* metrics of the memcached store's pipelines. It is a
+// Store around a Store, like the circuit breaker of package
+// limiter/resilient, so it sits anywhere in the stack; floodgate puts it
+// outermost, to see every call the strategies make, refused ones included.
+package storemetrics
 
 import (
 	"context"
@@ -16,27 +22,27 @@ import (
 const (
 	opAdd          = "add"
 	opGet          = "get"
-	opGetVersioned = "get_versioned" // SwapStore only
-	opCAS          = "cas"           // SwapStore only
+	opGetVersioned = "get_versioned"
+	opCAS          = "cas"
 )
 
 // storeOps lists every op label value, pre-initialised at zero.
 var storeOps = []string{opAdd, opGet, opGetVersioned, opCAS}
 
-// storeMetrics holds the Prometheus metrics of the counter store. Create it
-// with newStoreMetrics; wrap a Store to have its calls recorded.
-type storeMetrics struct {
+// Metrics holds the Prometheus metrics of the counter store. Create it
+// with New; Wrap a Store to have its calls recorded.
+type Metrics struct {
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
 	ops      *prometheus.CounterVec
 	keysRead prometheus.Counter
 }
 
-// newStoreMetrics registers the floodgate_store_* metrics with reg, with
-// every op label value present from the start so that rates and ratios are
-// defined before the first error.
-func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
-	m := &storeMetrics{
+// New registers the floodgate_store_* metrics with reg, with every op
+// label value present from the start so that rates and ratios are defined
+// before the first error.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
 		duration: prom.HistogramVec("floodgate_store_duration_seconds",
 			"Latency of counter store operations, including failed ones.",
 			// 100µs (a local memcached) to the 100ms default timeout and past it.
@@ -65,36 +71,17 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 	return m, nil
 }
 
-// wrap returns a Store that forwards to next and records each call. When
-// next is a limiter.SwapStore or a limiter.BatchStore, so is the returned
-// Store (the strategies that need one check with a type assertion).
-func (m *storeMetrics) wrap(next limiter.Store) limiter.Store {
-	s := &instrumentedStore{
-		next: next,
-		add:  m.bind(opAdd),
-		get:  m.bind(opGet),
-		keys: m.keysRead,
+// Wrap returns a limiter.Store that forwards every call to next and
+// records it.
+func (m *Metrics) Wrap(next limiter.Store) limiter.Store {
+	return &store{
+		next:         next,
+		add:          m.bind(opAdd),
+		get:          m.bind(opGet),
+		getVersioned: m.bind(opGetVersioned),
+		cas:          m.bind(opCAS),
+		keys:         m.keysRead,
 	}
-	ss, swap := next.(limiter.SwapStore)
-	bs, batch := next.(limiter.BatchStore)
-	var sw *instrumentedSwapStore
-	if swap {
-		sw = &instrumentedSwapStore{
-			instrumentedStore: s,
-			next:              ss,
-			getVersioned:      m.bind(opGetVersioned),
-			cas:               m.bind(opCAS),
-		}
-	}
-	switch {
-	case swap && batch:
-		return &instrumentedSwapBatchStore{instrumentedSwapStore: sw, nextBatch: bs}
-	case swap:
-		return sw
-	case batch:
-		return &instrumentedBatchStore{instrumentedStore: s, next: bs}
-	}
-	return s
 }
 
 // opMetrics are the metrics of one op label, looked up once.
@@ -104,7 +91,7 @@ type opMetrics struct {
 	ops      prometheus.Counter
 }
 
-func (m *storeMetrics) bind(op string) opMetrics {
+func (m *Metrics) bind(op string) opMetrics {
 	return opMetrics{
 		duration: m.duration.WithLabelValues(op),
 		errors:   m.errors.WithLabelValues(op),
@@ -121,18 +108,18 @@ func (o opMetrics) record(start time.Time, err error) {
 	}
 }
 
-// instrumentedStore is a limiter.Store that records metrics around another.
-// It is safe for concurrent use when the wrapped Store is.
-type instrumentedStore struct {
-	next     limiter.Store
-	add, get opMetrics
-	keys     prometheus.Counter
+// store is a limiter.Store that records metrics around another. It is
+// safe for concurrent use when the wrapped Store is.
+type store struct {
+	next                        limiter.Store
+	add, get, getVersioned, cas opMetrics
+	keys                        prometheus.Counter
 }
 
-var _ limiter.Store = (*instrumentedStore)(nil)
+var _ limiter.Store = (*store)(nil)
 
 // Add implements limiter.Store.
-func (s *instrumentedStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+func (s *store) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	start := time.Now()
 	n, err := s.next.Add(ctx, key, delta, ttl)
 	s.add.record(start, err)
@@ -141,7 +128,7 @@ func (s *instrumentedStore) Add(ctx context.Context, key string, delta int64, tt
 
 // Get implements limiter.Store. A Get of no keys is passed on but not
 // counted: it makes no round trip.
-func (s *instrumentedStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+func (s *store) Get(ctx context.Context, keys []string) (map[string]int64, error) {
 	if len(keys) == 0 {
 		return s.next.Get(ctx, keys)
 	}
@@ -152,16 +139,16 @@ func (s *instrumentedStore) Get(ctx context.Context, keys []string) (map[string]
 	return vals, err
 }
 
-// Batch records a limiter.BatchStore's Batch: one round trip, counted as one
-// add when it changes counters (whatever it also reads) and as one get when
-// it only reads, with its reads in the keys read. A Batch of nothing is
-// passed on but not counted.
-func (s *instrumentedStore) batch(ctx context.Context, next limiter.BatchStore, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+// Batch implements limiter.Store: one round trip, counted as one add when
+// it changes counters (whatever it also reads) and as one get when it only
+// reads, with its reads in the keys read. A Batch of nothing is passed on
+// but not counted.
+func (s *store) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
 	if len(gets) == 0 && len(adds) == 0 {
-		return next.Batch(ctx, gets, adds)
+		return s.next.Batch(ctx, gets, adds)
 	}
 	start := time.Now()
-	vals, counts, err := next.Batch(ctx, gets, adds)
+	vals, counts, err := s.next.Batch(ctx, gets, adds)
 	if len(adds) > 0 {
 		s.add.record(start, err)
 	} else {
@@ -171,50 +158,8 @@ func (s *instrumentedStore) batch(ctx context.Context, next limiter.BatchStore, 
 	return vals, counts, err
 }
 
-// instrumentedBatchStore is an instrumentedStore around a
-// limiter.BatchStore.
-type instrumentedBatchStore struct {
-	*instrumentedStore
-	next limiter.BatchStore
-}
-
-var _ limiter.BatchStore = (*instrumentedBatchStore)(nil)
-
-// Batch implements limiter.BatchStore.
-func (s *instrumentedBatchStore) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
-	return s.batch(ctx, s.next, gets, adds)
-}
-
-// instrumentedSwapBatchStore is an instrumentedSwapStore around a store
-// that is also a limiter.BatchStore, such as the memcached store.
-type instrumentedSwapBatchStore struct {
-	*instrumentedSwapStore
-	nextBatch limiter.BatchStore
-}
-
-var (
-	_ limiter.SwapStore  = (*instrumentedSwapBatchStore)(nil)
-	_ limiter.BatchStore = (*instrumentedSwapBatchStore)(nil)
-)
-
-// Batch implements limiter.BatchStore.
-func (s *instrumentedSwapBatchStore) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
-	return s.batch(ctx, s.nextBatch, gets, adds)
-}
-
-// instrumentedSwapStore is an instrumentedStore around a limiter.SwapStore.
-// A conflict (CompareAndSwap returning false without an error) is not an
-// error.
-type instrumentedSwapStore struct {
-	*instrumentedStore
-	next              limiter.SwapStore
-	getVersioned, cas opMetrics
-}
-
-var _ limiter.SwapStore = (*instrumentedSwapStore)(nil)
-
-// GetVersioned implements limiter.SwapStore.
-func (s *instrumentedSwapStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+// GetVersioned implements limiter.Store.
+func (s *store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
 	start := time.Now()
 	v, ver, err := s.next.GetVersioned(ctx, key)
 	s.getVersioned.record(start, err)
@@ -222,19 +167,20 @@ func (s *instrumentedSwapStore) GetVersioned(ctx context.Context, key string) ([
 	return v, ver, err
 }
 
-// CompareAndSwap implements limiter.SwapStore.
-func (s *instrumentedSwapStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+// CompareAndSwap implements limiter.Store. A conflict (false without an
+// error) is not an error.
+func (s *store) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
 	start := time.Now()
 	ok, err := s.next.CompareAndSwap(ctx, key, value, version, ttl)
 	s.cas.record(start, err)
 	return ok, err
 }
 
-// registerPipelineMetrics registers the metrics of the memcached store's
+// RegisterPipeline registers with reg the metrics of the memcached store's
 // pipelines, which carry every call to memcached: the round trips, the
 // calls they carried, the calls never sent for want of a connection, and
 // the calls in flight, read from st when scraped.
-func registerPipelineMetrics(reg prometheus.Registerer, st *memcache.PipelineStats) error {
+func RegisterPipeline(reg prometheus.Registerer, st *memcache.PipelineStats) error {
 	if err := prom.Register(reg,
 		prom.CounterFunc("floodgate_memcache_round_trips_total",
 			"Round trips to memcached: one write of commands, then one read of their answers. "+
