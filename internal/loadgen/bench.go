@@ -237,6 +237,28 @@ func benchMemory(ctx context.Context, cfg BenchConfig, w io.Writer) error {
 	return nil
 }
 
+// envoyRun is one of the Envoy stacks benchEnvoy measures.
+type envoyRun struct {
+	name   string
+	limit  string // floodgate's --limit; "" without the filter
+	memory bool   // floodgate on its in-memory store
+	noop   bool   // the no-op Authorization server instead of floodgate
+}
+
+// envoyRuns are the stacks benchEnvoy measures. The first, without the
+// filter, is the baseline; the second, the no-op server, is the ceiling.
+var envoyRuns = []envoyRun{
+	{name: "Envoy without ext_authz"},
+	{name: "Envoy + no-op ext_authz server (ceiling)", noop: true},
+	{name: "Envoy + floodgate (in memory), allowed", limit: highLimit, memory: true},
+	{name: "Envoy + floodgate (memcached), allowed", limit: highLimit},
+	{name: "Envoy + floodgate (memcached), denied (429)", limit: "1"},
+}
+
+// envoyRounds is how many slices of each stack's measurement benchEnvoy
+// takes in turn.
+const envoyRounds = 5
+
 // benchEnvoy measures Envoy with envoy/front-proxy.yaml at a fixed rate:
 // without the ext_authz filter, with floodgate allowing, and with floodgate
 // denying the client.
@@ -250,101 +272,129 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 		return err
 	}
 	defer up.Stop()
-	upPort := portOf(upAddr)
 	m, err := StartMemcached(cfg.Memcached, 256, 2)
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
 
-	type run struct {
-		name   string
-		limit  string // floodgate's --limit; "" without the filter
-		memory bool   // floodgate on its in-memory store
-		noop   bool   // the no-op Authorization server instead of floodgate
-	}
-	runs := []run{
-		{name: "Envoy without ext_authz"},
-		{name: "Envoy + no-op ext_authz server (ceiling)", noop: true},
-		{name: "Envoy + floodgate (in memory), allowed", limit: highLimit, memory: true},
-		{name: "Envoy + floodgate (memcached), allowed", limit: highLimit},
-		{name: "Envoy + floodgate (memcached), denied (429)", limit: "1"},
-	}
 	// All the stacks run at once, idle but for the one being measured, and
 	// the measurement goes round them in short slices, so that a burst of
 	// other work on a shared machine lands on all three rather than on one.
-	const rounds = 5
-	slice := max(cfg.HTTPDuration/rounds, time.Second)
+	slice := max(cfg.HTTPDuration/envoyRounds, time.Second)
 	fmt.Fprintf(w, "Envoy (envoy/front-proxy.yaml, --concurrency 1), GET / at %s requests/s, one client, %d rounds of %v per run, runs interleaved;\nlatency from each request's scheduled start:\n",
-		fmtRate(cfg.HTTPRate), rounds, slice)
-	urls := make([]string, len(runs))
+		fmtRate(cfg.HTTPRate), envoyRounds, slice)
 	var procs []*Proc
 	defer func() {
 		for _, p := range procs {
 			p.Stop()
 		}
 	}()
-	for i, r := range runs {
-		ports := map[int]int{8080: upPort, 9001: 1} // 9001 is unused without the filter
-		if r.noop {
-			p, addr, err := StartSelf(cfg.Self, cfg.ServerProcs, "noop-server")
-			if err != nil {
-				return err
-			}
-			procs = append(procs, p)
-			ports[9001] = portOf(addr)
-		}
-		if r.limit != "" {
-			args := []string{"--limit", r.limit}
-			if !r.memory {
-				args = append(args, "--memcache-servers", m.Addr())
-			}
-			f, err := StartFloodgate(cfg.Floodgate, cfg.ServerProcs, args...)
-			if err != nil {
-				return err
-			}
-			procs = append(procs, f.Process)
-			ports[9001] = f.GRPCPort()
-		}
-		e, err := StartEnvoy(cfg.Envoy, cfg.EnvoyConfig, dir, ports, r.limit != "" || r.noop)
+	urls := make([]string, len(envoyRuns))
+	for i, r := range envoyRuns {
+		var stack []*Proc
+		urls[i], stack, err = startEnvoyStack(ctx, cfg, dir, r, portOf(upAddr), m.Addr())
+		procs = append(procs, stack...)
 		if err != nil {
 			return err
 		}
-		procs = append(procs, e.Process)
-		urls[i] = e.URL + "/"
-		// A second at the same rate opens the connections and warms caches.
-		if _, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: time.Second}); err != nil {
-			return err
-		}
 	}
-	results := make([]*HTTPResult, len(runs))
-	others := make([]float64, len(runs))
+	all := append([]*Proc{up, m.Process()}, procs...)
+	results, others, err := measureEnvoy(ctx, cfg, urls, slice, all)
+	if err != nil {
+		return err
+	}
+	printEnvoyLatency(w, results, others)
+	if err := checkEnvoyAnswers(results); err != nil {
+		return err
+	}
+	names := make([]string, len(envoyRuns))
+	for i, r := range envoyRuns {
+		names[i] = r.name
+	}
+	return envoyThroughput(ctx, cfg, names, urls, all, w)
+}
+
+// startEnvoyStack starts the Envoy of run r, in front of the upstream on
+// upPort, and the Authorization server it calls (floodgate on the
+// memcached at memcached, or the no-op server), and warms it up with a
+// second of requests. It returns Envoy's URL and the processes it started,
+// which the caller stops, even with an error.
+func startEnvoyStack(ctx context.Context, cfg BenchConfig, dir string, r envoyRun, upPort int, memcached string) (string, []*Proc, error) {
+	var procs []*Proc
+	ports := map[int]int{8080: upPort, 9001: 1} // 9001 is unused without the filter
+	if r.noop {
+		p, addr, err := StartSelf(cfg.Self, cfg.ServerProcs, "noop-server")
+		if err != nil {
+			return "", procs, err
+		}
+		procs = append(procs, p)
+		ports[9001] = portOf(addr)
+	}
+	if r.limit != "" {
+		args := []string{"--limit", r.limit}
+		if !r.memory {
+			args = append(args, "--memcache-servers", memcached)
+		}
+		f, err := StartFloodgate(cfg.Floodgate, cfg.ServerProcs, args...)
+		if err != nil {
+			return "", procs, err
+		}
+		procs = append(procs, f.Process)
+		ports[9001] = f.GRPCPort()
+	}
+	e, err := StartEnvoy(cfg.Envoy, cfg.EnvoyConfig, dir, ports, r.limit != "" || r.noop)
+	if err != nil {
+		return "", procs, err
+	}
+	procs = append(procs, e.Process)
+	url := e.URL + "/"
+	// A second at the same rate opens the connections and warms caches.
+	if _, err := HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: time.Second}); err != nil {
+		return "", procs, err
+	}
+	return url, procs, nil
+}
+
+// measureEnvoy measures the stack at each of urls for envoyRounds slices of
+// length slice, the stacks taken in turn, and returns each one's results
+// and the share of the CPU that processes other than procs took meanwhile.
+func measureEnvoy(ctx context.Context, cfg BenchConfig, urls []string, slice time.Duration, procs []*Proc) ([]*HTTPResult, []float64, error) {
+	results := make([]*HTTPResult, len(urls))
+	others := make([]float64, len(urls))
 	for i := range results {
 		results[i] = &HTTPResult{}
 	}
-	for range rounds {
-		for i := range runs {
+	for range envoyRounds {
+		for i, url := range urls {
 			// A quarter second at the rate, not measured, wakes the stack
 			// up after its idle slices.
-			if _, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: time.Second / 4}); err != nil {
-				return err
+			if _, err := HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: time.Second / 4}); err != nil {
+				return nil, nil, err
 			}
-			watch := watchCPU(append([]*Proc{up, m.Process()}, procs...)...)
-			res, err := HTTP(ctx, HTTPOptions{URL: urls[i], Rate: cfg.HTTPRate, Duration: slice})
+			watch := watchCPU(procs...)
+			res, err := HTTP(ctx, HTTPOptions{URL: url, Rate: cfg.HTTPRate, Duration: slice})
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
-			others[i] += watch.others() / rounds
+			others[i] += watch.others() / envoyRounds
 			results[i].add(res)
 		}
 	}
-	for i, r := range runs {
+	return results, others, nil
+}
+
+// printEnvoyLatency prints the results of each of envoyRuns, the latency
+// each adds to Envoy without the filter, and what floodgate adds to the
+// no-op server.
+func printEnvoyLatency(w io.Writer, results []*HTTPResult, others []float64) {
+	for i, r := range envoyRuns {
 		fmt.Fprintf(w, "  %s: %s; other load %.0f%%\n", r.name, results[i].Summary(), 100*others[i])
 	}
 	base := results[0]
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\nrun\trequests/s\tp50\tp99\tadded p50\tadded p99\t")
-	for i, r := range runs {
+	for i, r := range envoyRuns {
 		res := results[i]
 		added50, added99 := "-", "-"
 		if i > 0 {
@@ -358,13 +408,19 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 	fmt.Fprintln(w, "added: compared with Envoy without ext_authz. A denied request is answered by Envoy without the upstream hop.")
 	noop := results[1]
 	for i := 2; i < 4; i++ {
-		fmt.Fprintf(w, "%s over the no-op ext_authz server: p50 %s, p99 %s\n", runs[i].name,
+		fmt.Fprintf(w, "%s over the no-op ext_authz server: p50 %s, p99 %s\n", envoyRuns[i].name,
 			fmtSignedDur(results[i].Latency.Quantile(0.50)-noop.Latency.Quantile(0.50)),
 			fmtSignedDur(results[i].Latency.Quantile(0.99)-noop.Latency.Quantile(0.99)))
 	}
 	fmt.Fprintln(w)
+}
+
+// checkEnvoyAnswers returns an error naming each of envoyRuns whose
+// answers were not all what it expects: 429s where floodgate denies, 200s
+// elsewhere.
+func checkEnvoyAnswers(results []*HTTPResult) error {
 	var bad []string
-	for i, r := range runs {
+	for i, r := range envoyRuns {
 		res := results[i]
 		if res.Errors > 0 || res.OtherStatus > 0 || (r.limit == "1" && res.Status429 == 0) || (r.limit != "1" && res.Status429 > 0) {
 			bad = append(bad, r.name+": "+res.Summary())
@@ -373,11 +429,7 @@ func benchEnvoy(ctx context.Context, cfg BenchConfig, dir string, w io.Writer) e
 	if len(bad) > 0 {
 		return errors.New("envoy: unexpected answers: " + strings.Join(bad, "; "))
 	}
-	names := make([]string, len(runs))
-	for i, r := range runs {
-		names[i] = r.name
-	}
-	return envoyThroughput(ctx, cfg, names, urls, append([]*Proc{up, m.Process()}, procs...), w)
+	return nil
 }
 
 // wrkConns and wrkRounds shape the throughput runs through Envoy: wrk with

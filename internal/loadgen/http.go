@@ -101,7 +101,6 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 	client := &http.Client{Transport: tr, Timeout: timeout}
 
 	total := int64(o.Rate * o.Duration.Seconds())
-	interval := time.Duration(float64(time.Second) / o.Rate)
 	due := make(chan time.Time, total)
 	var (
 		mu  sync.Mutex
@@ -109,65 +108,30 @@ func HTTP(ctx context.Context, o HTTPOptions) (*HTTPResult, error) {
 		wg  sync.WaitGroup
 	)
 	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var (
-				h                       Histogram
-				ok, s429, other, failed int64
-				firstErr                error
-			)
-			for at := range due {
-				if ctx.Err() != nil {
-					continue // drain
-				}
-				req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.URL, nil)
-				if err != nil {
-					failed++
-					firstErr = cmpErr(firstErr, err)
-					continue
-				}
-				resp, err := client.Do(req)
-				if err != nil {
-					failed++
-					firstErr = cmpErr(firstErr, err)
-					continue
-				}
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				d := time.Since(at)
-				switch {
-				case err != nil:
-					failed++
-					firstErr = cmpErr(firstErr, fmt.Errorf("read body: %w", err))
-					continue
-				case resp.StatusCode/100 == 2:
-					ok++
-				case resp.StatusCode == http.StatusTooManyRequests:
-					s429++
-				default:
-					other++
-				}
-				h.Record(d)
-			}
+		wg.Go(func() {
+			r := httpWorker(ctx, client, o.URL, due)
 			mu.Lock()
 			defer mu.Unlock()
-			res.Status2xx += ok
-			res.Status429 += s429
-			res.OtherStatus += other
-			res.Errors += failed
-			if res.FirstError == nil {
-				res.FirstError = firstErr
-			}
-			res.Latency.Merge(&h)
-		}()
+			res.add(r)
+		})
 	}
-
 	start := time.Now()
+	schedule(ctx, due, start, total, time.Duration(float64(time.Second)/o.Rate))
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("http load: %w", err)
+	}
+	return res, nil
+}
+
+// schedule sends due the instants start, start+interval, ... , total of
+// them, each when it comes, and closes due; it stops early when ctx ends.
+func schedule(ctx context.Context, due chan<- time.Time, start time.Time, total int64, interval time.Duration) {
+	defer close(due)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
-schedule:
 	for i := range total {
 		at := start.Add(time.Duration(i) * interval)
 		if d := time.Until(at); d > 0 {
@@ -175,18 +139,57 @@ schedule:
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
-				break schedule
+				return
 			}
 		}
 		due <- at
 	}
-	close(due)
-	wg.Wait()
-	res.Elapsed = time.Since(start)
-	if err := ctx.Err(); err != nil {
-		return res, fmt.Errorf("http load: %w", err)
+}
+
+// httpWorker sends GET url with client at each instant due gives, until due
+// is closed, and returns what it measured, each latency counted from the
+// instant. Once ctx ends it drains due without sending.
+func httpWorker(ctx context.Context, client *http.Client, url string, due <-chan time.Time) *HTTPResult {
+	r := &HTTPResult{}
+	for at := range due {
+		if ctx.Err() != nil {
+			continue // drain
+		}
+		status, err := get(ctx, client, url)
+		if err != nil {
+			r.Errors++
+			r.FirstError = cmpErr(r.FirstError, err)
+			continue
+		}
+		switch {
+		case status/100 == 2:
+			r.Status2xx++
+		case status == http.StatusTooManyRequests:
+			r.Status429++
+		default:
+			r.OtherStatus++
+		}
+		r.Latency.Record(time.Since(at))
 	}
-	return res, nil
+	return r
+}
+
+// get sends GET url with client, reads the whole answer and returns its
+// status.
+func get(ctx context.Context, client *http.Client, url string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return 0, fmt.Errorf("read body: %w", err)
+	}
+	return resp.StatusCode, nil
 }
 
 // cmpErr keeps the first error.
