@@ -58,84 +58,83 @@ func (r *Rule) String() string {
 	var b strings.Builder
 	b.WriteString(r.Name)
 	b.WriteString(": when")
-	m := &r.Match
+	writeMatch(&b, &r.Match)
+	b.WriteString(" then")
+	item(&b, "key", orInherited(r.Key))
+	item(&b, "strategy", orInherited(r.Strategy))
+	if r.Tiers == nil {
+		item(&b, "limit", rate(r.Limit))
+		if r.Limit.Burst > 0 {
+			item(&b, "burst", strconv.FormatInt(r.Limit.Burst, 10))
+		}
+	} else {
+		writeTiers(&b, r.Tiers)
+	}
+	item(&b, "scope", r.Scope)
+	if r.Shadow {
+		item(&b, "mode", "shadow")
+	} else {
+		item(&b, "mode", "enforce")
+	}
+	return b.String()
+}
+
+// writeMatch writes m's conditions to b as items, or " any" when it has
+// none.
+func writeMatch(b *strings.Builder, m *Match) {
 	n := b.Len()
 	if m.Scope != nil {
-		b.WriteString(" scope=")
-		if *m.Scope == "" {
-			b.WriteString(`""`)
-		} else {
-			b.WriteString(*m.Scope)
+		scope := *m.Scope
+		if scope == "" {
+			scope = `""`
 		}
+		item(b, "scope", scope)
 	}
 	if len(m.Methods) > 0 {
-		b.WriteString(" methods=")
-		b.WriteString(strings.Join(m.Methods, ","))
+		item(b, "methods", strings.Join(m.Methods, ","))
 	}
 	if m.PathPrefix != "" {
-		b.WriteString(" path_prefix=")
-		b.WriteString(strconv.Quote(m.PathPrefix))
+		item(b, "path_prefix", strconv.Quote(m.PathPrefix))
 	}
 	for _, h := range m.Headers {
-		b.WriteString(" header.")
-		b.WriteString(h.Name)
-		b.WriteByte('=')
 		switch {
 		case h.Exact != nil:
-			b.WriteString(strconv.Quote(*h.Exact))
+			item(b, "header."+h.Name, strconv.Quote(*h.Exact))
 		case h.Present:
-			b.WriteString("present")
+			item(b, "header."+h.Name, "present")
 		default:
-			b.WriteString("absent")
+			item(b, "header."+h.Name, "absent")
 		}
 	}
 	if b.Len() == n {
 		b.WriteString(" any")
 	}
-	b.WriteString(" then key=")
-	b.WriteString(orInherited(r.Key))
-	b.WriteString(" strategy=")
-	b.WriteString(orInherited(r.Strategy))
-	if r.Tiers == nil {
-		b.WriteString(" limit=")
-		b.WriteString(rate(r.Limit))
-		if r.Limit.Burst > 0 {
-			b.WriteString(" burst=")
-			b.WriteString(strconv.FormatInt(r.Limit.Burst, 10))
-		}
+}
+
+// writeTiers writes t's items to b: where the tier is read, each tier's
+// limit and burst, and the default tier.
+func writeTiers(b *strings.Builder, t *Tiers) {
+	if t.Header != "" {
+		item(b, "tier_header", t.Header)
 	} else {
-		t := r.Tiers
-		if t.Header != "" {
-			b.WriteString(" tier_header=")
-			b.WriteString(t.Header)
-		} else {
-			b.WriteString(" tier_metadata=")
-			b.WriteString(t.Metadata.String())
-		}
-		for _, name := range t.Names {
-			l := t.Limits[name]
-			b.WriteString(" tier.")
-			b.WriteString(name)
-			b.WriteByte('=')
-			b.WriteString(rate(l))
-			if l.Burst > 0 {
-				b.WriteString(" tier.")
-				b.WriteString(name)
-				b.WriteString(".burst=")
-				b.WriteString(strconv.FormatInt(l.Burst, 10))
-			}
-		}
-		b.WriteString(" tier_default=")
-		b.WriteString(t.Default)
+		item(b, "tier_metadata", t.Metadata.String())
 	}
-	b.WriteString(" scope=")
-	b.WriteString(r.Scope)
-	if r.Shadow {
-		b.WriteString(" mode=shadow")
-	} else {
-		b.WriteString(" mode=enforce")
+	for _, name := range t.Names {
+		l := t.Limits[name]
+		item(b, "tier."+name, rate(l))
+		if l.Burst > 0 {
+			item(b, "tier."+name+".burst", strconv.FormatInt(l.Burst, 10))
+		}
 	}
-	return b.String()
+	item(b, "tier_default", t.Default)
+}
+
+// item writes " name=value" to b.
+func item(b *strings.Builder, name, value string) {
+	b.WriteByte(' ')
+	b.WriteString(name)
+	b.WriteByte('=')
+	b.WriteString(value)
 }
 
 // String describes l as in [Policy.Lines]: identity="..." items, then cidr=...
