@@ -13,6 +13,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
@@ -45,9 +46,9 @@ func FuzzCheckBytes(f *testing.F) {
 
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	healthy := limiter.NewMemoryStore(clock)
+	healthy := memory.New(clock)
 	f.Cleanup(func() { healthy.Close() })
-	local := limiter.NewMemoryStore(clock)
+	local := memory.New(clock)
 	f.Cleanup(func() { local.Close() })
 	down := resilient.NewBreaker(storetest.Failing(func(context.Context) error { return limiter.ErrStoreUnavailable }), resilient.BreakerConfig{Now: clock})
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 )
 
 // TestOnDenied: Config.OnDenied hears of every 429, with the scope, the
@@ -22,7 +23,7 @@ func TestOnDenied(t *testing.T) {
 		now                   time.Time
 	}
 	var calls []call
-	srv, err := authz.NewServer(limiter.NewSliding(limiter.NewMemoryStore(func() time.Time { return t0 }), limiter.SlidingConfig{MaxClockSkew: -1}), authz.Config{
+	srv, err := authz.NewServer(limiter.NewSliding(memory.New(func() time.Time { return t0 }), limiter.SlidingConfig{MaxClockSkew: -1}), authz.Config{
 		Limit: 2, Window: time.Minute, Now: func() time.Time { return t0 },
 		OnDenied: func(scope, rule, identity string, retry time.Duration, now time.Time) {
 			calls = append(calls, call{scope, rule, identity, retry, now})

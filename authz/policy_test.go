@@ -107,7 +107,7 @@ rules:
 `
 
 // TestPolicyEndToEnd applies a policy through a real gRPC server, with
-// real strategies on a MemoryStore.
+// real strategies on a memory.Store.
 func TestPolicyEndToEnd(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, baseConfig(), "")

@@ -12,10 +12,11 @@ import (
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 )
 
 // rig is a harness whose Server has every strategy, built by
-// limiter.NewStrategy on one MemoryStore, with a test clock.
+// limiter.NewStrategy on one memory.Store, with a test clock.
 type rig struct {
 	*harness
 	clock      *testutil.Clock
@@ -30,7 +31,7 @@ var t0 = time.Date(2026, 11, 22, 12, 0, 30, 0, time.UTC)
 func newRig(t testing.TB, cfg authz.Config, def string) *rig {
 	t.Helper()
 	clock := testutil.NewClock(t0)
-	store := limiter.NewMemoryStore(clock.Now)
+	store := memory.New(clock.Now)
 	t.Cleanup(func() { store.Close() })
 	strategies := make(map[string]limiter.Strategy)
 	for _, name := range limiter.Strategies() {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 )
 
 // decide prints the decisions of s at instants after start.
@@ -21,7 +22,7 @@ func decide(s limiter.Strategy, req limiter.Request, start time.Time, at ...time
 }
 
 func ExampleFixed() {
-	store := limiter.NewMemoryStore(nil)
+	store := memory.New(nil)
 	defer store.Close()
 	f := limiter.NewFixed(store, limiter.StrategyConfig{})
 
@@ -38,7 +39,7 @@ func ExampleFixed() {
 }
 
 func ExampleTokenBucket() {
-	store := limiter.NewMemoryStore(nil)
+	store := memory.New(nil)
 	defer store.Close()
 	// One process, whose clock agrees with itself: no skew to allow for.
 	// Replicas keep the default MaxClockSkew, which costs a bucket that
@@ -59,7 +60,7 @@ func ExampleTokenBucket() {
 }
 
 func ExampleSlidingLog() {
-	store := limiter.NewMemoryStore(nil)
+	store := memory.New(nil)
 	defer store.Close()
 	// One process: no skew to allow for. With the default MaxClockSkew
 	// each entry would count one second longer; see the package doc.
@@ -78,7 +79,7 @@ func ExampleSlidingLog() {
 }
 
 func ExampleNewStrategy() {
-	store := limiter.NewMemoryStore(nil)
+	store := memory.New(nil)
 	defer store.Close()
 
 	fmt.Println(limiter.Strategies())

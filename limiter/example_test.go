@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 )
 
 func ExampleSliding() {
-	store := limiter.NewMemoryStore(nil)
+	store := memory.New(nil)
 	defer store.Close()
 	s := limiter.NewSliding(store, limiter.SlidingConfig{})
 	defer s.Close()

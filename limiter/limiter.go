@@ -28,7 +28,7 @@ var ErrContention = errors.New("too many conflicting updates")
 // Store is where the strategies keep their state: counters (Add, Get,
 // Batch) for Sliding and Fixed, and whole values (GetVersioned,
 // CompareAndSwap) for TokenBucket and SlidingLog. The memcached store
-// (package limiter/memcache) and the in-memory MemoryStore implement it;
+// (package limiter/memcache) and the in-memory one (package limiter/memory) implement it;
 // the circuit breaker (package limiter/resilient) and the metrics
 // middleware (package limiter/storemetrics) wrap one Store in another, each
 // written once, with no optional upgrade a wrapper could forget.
@@ -69,7 +69,7 @@ type Store interface {
 	// counters at gets, so that the values read include every add of the
 	// batch and of any call that completed before it. When all the keys
 	// share a server, as the keys of one requestor do (see doc.go), it is
-	// one round trip: the memcached store pipelines it, MemoryStore does
+	// one round trip: the memcached store pipelines it, the in-memory store does
 	// it in one call. It returns the values read (a missing key is absent
 	// from the map and counts as zero, as with Get) and the new value of
 	// each counter in adds, in the order of adds. Either list may be

@@ -106,7 +106,7 @@ func TestAllowAll(t *testing.T) {
 			}
 			t.Run(bl.name+"/"+tc.name, func(t *testing.T) {
 				c := &clock{now: t0}
-				mem := NewMemoryStore(c.Now)
+				mem := newTestStore(c.Now)
 				t.Cleanup(func() { mem.Close() })
 				s := bl.build(mem)
 				now := t0.Add(10 * time.Second)
@@ -156,7 +156,7 @@ func TestAllowIsAllowAllOfOne(t *testing.T) {
 	for _, bl := range multiBuilders {
 		t.Run(bl.name, func(t *testing.T) {
 			c := &clock{now: t0}
-			mem1, mem2 := NewMemoryStore(c.Now), NewMemoryStore(c.Now)
+			mem1, mem2 := newTestStore(c.Now), newTestStore(c.Now)
 			t.Cleanup(func() { mem1.Close(); mem2.Close() })
 			one, all := bl.build(mem1), bl.build(mem2)
 			req := hitsReq("a", 7, 2)
@@ -174,7 +174,7 @@ func TestAllowIsAllowAllOfOne(t *testing.T) {
 }
 
 // TestConcurrentReplicasAllowWhatOneWould: 300 concurrent decisions at one
-// instant over 3 instances sharing a MemoryStore, alone and in sets beside
+// instant over 3 instances sharing a testStore, alone and in sets beside
 // a request of the caller's own, allow exactly what one instance allows
 // deciding them one after the other. (A decision whose swap lost a race
 // once had given back a token it never took: 100 of 99.)
@@ -195,7 +195,7 @@ func TestConcurrentReplicasAllowWhatOneWould(t *testing.T) {
 					return []Request{{Requestor: fmt.Sprint("own-", i), Limit: 1000, Window: time.Hour}, shared}
 				}
 				now := t0.Add(10 * time.Second)
-				mem := NewMemoryStore(nil)
+				mem := newTestStore(nil)
 				t.Cleanup(func() { mem.Close() })
 				alone := bl.build(mem)
 				want := 0
@@ -205,7 +205,7 @@ func TestConcurrentReplicasAllowWhatOneWould(t *testing.T) {
 					}
 				}
 				for round := range 20 {
-					mem := NewMemoryStore(nil)
+					mem := newTestStore(nil)
 					insts := []MultiStrategy{bl.build(mem), bl.build(mem), bl.build(mem)}
 					var allowed atomic.Int64
 					var wg sync.WaitGroup

@@ -7,12 +7,6 @@ import (
 
 // TestSizes pins the sizes the memory figures in the documentation rely on.
 func TestSizes(t *testing.T) {
-	if s := unsafe.Sizeof(memSlot{}); s != 32 {
-		t.Errorf("memSlot is %d bytes, want 32", s)
-	}
-	if s := unsafe.Sizeof(memShard{}); s%64 != 0 {
-		t.Errorf("memShard is %d bytes, want a multiple of a cache line", s)
-	}
 	if s := unsafe.Sizeof(history{}); s > 112 {
 		t.Errorf("history is %d bytes, want at most 112 (a size class)", s)
 	}

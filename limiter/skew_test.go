@@ -7,13 +7,13 @@ import (
 )
 
 // skewRun hammers one requestor through two instances of a strategy that
-// share a MemoryStore, their clocks offset from the true one, a request on
+// share a testStore, their clocks offset from the true one, a request on
 // each every 10ms of true time for 20s, and returns the true instants (in
 // ms after t0) of the allowed requests.
 func skewRun(t *testing.T, build func(Store, StrategyConfig) Strategy, skew time.Duration, offsets [2]time.Duration, req Request) []int64 {
 	t.Helper()
 	c := &clock{now: t0}
-	mem := NewMemoryStore(c.Now)
+	mem := newTestStore(c.Now)
 	t.Cleanup(func() { mem.Close() })
 	insts := [2]Strategy{build(mem, StrategyConfig{MaxClockSkew: skew}), build(mem, StrategyConfig{MaxClockSkew: skew})}
 	var allowed []int64

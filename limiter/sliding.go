@@ -60,7 +60,7 @@ type SlidingConfig struct {
 	// must be before it is settled. Zero means DefaultMaxDecisionTime. A
 	// negative value means DefaultMaxDecisionTime for the seconds read,
 	// but no decision fails for its time: for a store no other process
-	// shares (a MemoryStore), whose answer is immediate, where only this
+	// shares (the in-memory store), whose answer is immediate, where only this
 	// process's own scheduling can be slow, and where a failure would
 	// leave the request to the failure mode, uncounted.
 	MaxDecisionTime time.Duration
@@ -84,7 +84,7 @@ type SlidingConfig struct {
 // A Sliding is safe for concurrent use. Create it with NewSliding.
 type Sliding struct {
 	store  Store
-	maxPer int        // max histories per shard
+	maxPer int // max histories per shard
 	seed   maphash.Seed
 	shards [cacheShards]historyShard
 

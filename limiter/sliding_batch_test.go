@@ -183,7 +183,7 @@ func TestSlidingBatchConcurrentReplicas(t *testing.T) {
 func BenchmarkSlidingAllowBatch(b *testing.B) {
 	for _, clients := range []int{1, 10_000} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			mem := NewMemoryStore(nil)
+			mem := newTestStore(nil)
 			defer mem.Close()
 			s := NewSliding(&batchingStore{countingStore: &countingStore{Store: mem}}, SlidingConfig{})
 			names := make([]string, clients)
@@ -217,7 +217,7 @@ func BenchmarkSlidingAllowBatch(b *testing.B) {
 // before, past the history cache's capacity, so that every decision needs
 // room in the cache.
 func BenchmarkSlidingNewRequestors(b *testing.B) {
-	mem := NewMemoryStore(nil)
+	mem := newTestStore(nil)
 	defer mem.Close()
 	s := NewSliding(mem, SlidingConfig{MaxRequestors: 1 << 16})
 	req := Request{Limit: 100, Window: time.Hour}

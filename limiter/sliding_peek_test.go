@@ -27,7 +27,7 @@ func TestPeek(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := t0
-			mem := NewMemoryStore(func() time.Time { return now })
+			mem := newTestStore(func() time.Time { return now })
 			defer mem.Close()
 			s := NewSliding(mem, SlidingConfig{MaxClockSkew: -1})
 			defer s.Close()

@@ -23,7 +23,7 @@ func TestSlowDecision(t *testing.T) {
 		{"private store", StrategyConfig{}.Private(), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mem := NewMemoryStore(func() time.Time { return t0 })
+			mem := newTestStore(func() time.Time { return t0 })
 			defer mem.Close()
 			st, err := NewStrategy(StrategySliding, mem, tc.cfg)
 			if err != nil {

@@ -17,7 +17,7 @@ var t0 = time.Unix(1_800_000_000-1_800_000_000%60, 0)
 
 func sec(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
 
-// clock is a test clock shared by a MemoryStore and the decisions of a test.
+// clock is a test clock shared by a testStore and the decisions of a test.
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -36,7 +36,7 @@ type rig struct {
 func newRig(t *testing.T, replicas int) *rig {
 	t.Helper()
 	c := &clock{now: t0}
-	mem := NewMemoryStore(c.Now)
+	mem := newTestStore(c.Now)
 	t.Cleanup(func() { mem.Close() })
 	r := &rig{clock: c, store: &countingStore{Store: mem}}
 	for range replicas {
@@ -509,7 +509,7 @@ func BenchmarkSlidingAllow(b *testing.B) {
 	} {
 		clients := bc.clients
 		b.Run(bc.name, func(b *testing.B) {
-			mem := NewMemoryStore(nil)
+			mem := newTestStore(nil)
 			defer mem.Close()
 			s := NewSliding(mem, SlidingConfig{})
 			names := make([]string, clients)

@@ -48,7 +48,7 @@ type StrategyConfig struct {
 }
 
 // Private is the StrategyConfig for a store that only this process uses
-// (a MemoryStore: the default store, and the per-replica fallback's): one
+// (the in-memory store: the default, and the per-replica fallback's): one
 // clock, so no skew margin (which costs the value strategies a second of
 // refill), and no failure of a slow decision, which only keeps replicas
 // sharing a store exact. MaxRequestors is kept.

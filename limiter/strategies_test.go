@@ -24,7 +24,7 @@ var builders = []struct {
 	{StrategySlidingLog, func(st Store) Strategy { return NewSlidingLog(st, StrategyConfig{MaxClockSkew: -1}) }},
 }
 
-// strategyRig is a MemoryStore on a test clock and some instances of one
+// strategyRig is a testStore on a test clock and some instances of one
 // strategy sharing it, as replicas would.
 type strategyRig struct {
 	clock *clock
@@ -35,7 +35,7 @@ type strategyRig struct {
 func newStrategyRig(t testing.TB, n int, build func(Store) Strategy) *strategyRig {
 	t.Helper()
 	c := &clock{now: t0}
-	mem := NewMemoryStore(c.Now)
+	mem := newTestStore(c.Now)
 	t.Cleanup(func() { mem.Close() })
 	r := &strategyRig{clock: c, store: &countingStore{Store: mem}}
 	for range n {
@@ -269,7 +269,7 @@ func TestStrategiesRejectBadRequests(t *testing.T) {
 func TestSwapStrategiesContention(t *testing.T) {
 	for _, b := range builders[1:] {
 		t.Run(b.name, func(t *testing.T) {
-			mem := NewMemoryStore(nil)
+			mem := newTestStore(nil)
 			defer mem.Close()
 			_, err := b.build(contendedStore{mem}).Allow(context.Background(), hourly, time.Now())
 			if !errors.Is(err, ErrContention) || !errors.Is(err, ErrStoreUnavailable) {
@@ -284,8 +284,8 @@ func TestSwapStrategiesContention(t *testing.T) {
 func TestSwapStrategiesCancelledWhileWaiting(t *testing.T) {
 	for _, b := range builders[1:] {
 		t.Run(b.name, func(t *testing.T) {
-			gate := &gatedStore{Store: NewMemoryStore(nil), entered: make(chan struct{}), release: make(chan struct{})}
-			defer gate.Store.(*MemoryStore).Close()
+			gate := &gatedStore{Store: newTestStore(nil), entered: make(chan struct{}), release: make(chan struct{})}
+			defer gate.Store.(*testStore).Close()
 			s := b.build(gate)
 			first := make(chan error)
 			go func() {
@@ -501,13 +501,13 @@ func TestStrategiesRegistry(t *testing.T) {
 		}
 	}
 
-	mem := NewMemoryStore(nil)
+	mem := newTestStore(nil)
 	defer mem.Close()
 	wantType := map[string]Strategy{"": &Sliding{}, "sliding": &Sliding{}, "fixed": &Fixed{}, "token-bucket": &TokenBucket{}, "sliding-log": &SlidingLog{}}
 	for name, want := range wantType {
 		s, err := NewStrategy(name, mem, StrategyConfig{MaxRequestors: 100})
 		if err != nil {
-			t.Fatalf("NewStrategy(%q, MemoryStore): %v", name, err)
+			t.Fatalf("NewStrategy(%q, testStore): %v", name, err)
 		}
 		if reflect.TypeOf(s) != reflect.TypeOf(want) {
 			t.Errorf("NewStrategy(%q) = %T, want %T", name, s, want)
@@ -528,7 +528,7 @@ func BenchmarkStrategyAllow(b *testing.B) {
 	for _, bl := range builders {
 		for _, clients := range []int{1, 10_000} {
 			b.Run(fmt.Sprintf("%s/clients=%d", bl.name, clients), func(b *testing.B) {
-				mem := NewMemoryStore(nil)
+				mem := newTestStore(nil)
 				defer mem.Close()
 				s := bl.build(mem)
 				names := make([]string, clients)

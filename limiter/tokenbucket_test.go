@@ -178,11 +178,11 @@ func TestTokenBucketTTL(t *testing.T) {
 	r.at(t, 0, req, sec(0))
 	r.at(t, 0, req, sec(0)) // TAT: +30s
 	r.clock.Set(sec(30).Add(SkewMargin - time.Millisecond))
-	if n := r.store.Store.(*MemoryStore).Len(); n != 1 {
+	if n := r.store.Store.(*testStore).Len(); n != 1 {
 		t.Fatalf("before the TTL: %d values, want 1", n)
 	}
 	r.clock.Set(sec(30).Add(SkewMargin))
-	if n := r.store.Store.(*MemoryStore).Len(); n != 0 {
+	if n := r.store.Store.(*testStore).Len(); n != 0 {
 		t.Fatalf("after the TTL: %d values, want 0", n)
 	}
 	if d := r.at(t, 0, req, sec(30).Add(SkewMargin)); !d.Allowed || d.Remaining != 1 {

@@ -12,6 +12,7 @@ import (
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -27,7 +28,7 @@ func failing(st *failingStore) func(t *testing.T, c *testutil.Clock) limiter.Mul
 // the sliding window on an in-memory store, as --fail-mode local does.
 func fallback(t *testing.T, c *testutil.Clock) limiter.MultiStrategy {
 	t.Helper()
-	mem := limiter.NewMemoryStore(c.Now)
+	mem := memory.New(c.Now)
 	t.Cleanup(func() { mem.Close() })
 	fb := resilient.NewFallback(newStrategy(t, limiter.StrategySliding, &failingStore{}), newStrategy(t, limiter.StrategySliding, mem),
 		resilient.FallbackConfig{Reason: "memcached-unavailable", Now: c.Now})

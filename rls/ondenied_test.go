@@ -9,6 +9,7 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -34,7 +35,7 @@ descriptors:
 	var calls []call
 	srv, err := rls.NewServer(rls.Config{
 		Limits:   limits,
-		Strategy: limiter.NewSliding(limiter.NewMemoryStore(func() time.Time { return t0 }), limiter.SlidingConfig{MaxClockSkew: -1}),
+		Strategy: limiter.NewSliding(memory.New(func() time.Time { return t0 }), limiter.SlidingConfig{MaxClockSkew: -1}),
 		Now:      func() time.Time { return t0 },
 		OnDenied: func(scope, rule, identity string, retry time.Duration, _ time.Time) {
 			calls = append(calls, call{scope, rule, identity, retry})

@@ -23,6 +23,7 @@ import (
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -113,7 +114,7 @@ type setup struct {
 // memoryStrategy is the sliding window on an in-memory store on c.
 func memoryStrategy(t *testing.T, c *testutil.Clock) limiter.MultiStrategy {
 	t.Helper()
-	st := limiter.NewMemoryStore(c.Now)
+	st := memory.New(c.Now)
 	t.Cleanup(func() { st.Close() })
 	return newStrategy(t, limiter.StrategySliding, st)
 }

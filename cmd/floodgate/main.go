@@ -36,6 +36,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/tlsfiles"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/storemetrics"
 	"github.com/floodgate-rl/floodgate/policy"
 )
@@ -112,7 +113,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		buildInfo(),
 	)
 
-	stopTuning := runtimetune.Start(ctx, runtimetune.Config{OffHeap: limiter.OffHeapBytes}, log)
+	stopTuning := runtimetune.Start(ctx, runtimetune.Config{OffHeap: memory.OffHeapBytes}, log)
 	defer stopTuning()
 
 	store, storeKind, closeStore, err := openStore(cfg, log)
@@ -142,7 +143,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	newStrategy := func(name string, st limiter.Store) (limiter.Strategy, error) {
 		sc := limiter.StrategyConfig{MaxClockSkew: cfg.MaxClockSkew}
-		if _, private := st.(*limiter.MemoryStore); private {
+		if _, private := st.(*memory.Store); private {
 			sc = sc.Private() // --memory, or the per-replica fallback's
 		}
 		return limiter.NewStrategy(name, st, sc)
@@ -300,7 +301,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 // "memory") names it in logs; closeFn releases it.
 func openStore(cfg Config, log *slog.Logger) (store limiter.Store, kind string, closeFn func() error, err error) {
 	if len(cfg.MemcacheServers) == 0 {
-		mem := limiter.NewMemoryStore(time.Now)
+		mem := memory.New(time.Now)
 		return mem, "memory", mem.Close, nil
 	}
 	mc, err := memcache.New(cfg.MemcacheServers, memcache.Config{Timeout: cfg.MemcacheTimeout, MaxConns: cfg.MemcacheMaxConns, Logger: log})

@@ -17,6 +17,7 @@ import (
 	"github.com/floodgate-rl/floodgate/authz"
 	fgtestutil "github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/policy"
 )
 
@@ -32,7 +33,7 @@ func TestPolicyReloader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := limiter.NewMemoryStore(time.Now)
+	store := memory.New(time.Now)
 	t.Cleanup(func() { store.Close() })
 	// Only the default strategy: a rule naming another is refused.
 	az, err := authz.NewServer(limiter.NewSliding(store, limiter.SlidingConfig{}), authz.Config{Limit: 100, Window: time.Hour, Headers: true})
@@ -113,7 +114,7 @@ func testStartPolicy(t *testing.T) {
 	if err := parsePolicy(&cfg, cm.Path()); err != nil {
 		t.Fatal(err)
 	}
-	store := limiter.NewMemoryStore(time.Now)
+	store := memory.New(time.Now)
 	t.Cleanup(func() { store.Close() })
 	az, err := authz.NewServer(limiter.NewSliding(store, limiter.SlidingConfig{}), authz.Config{Limit: 100, Window: time.Hour})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/internal/prom"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
 
@@ -28,7 +29,7 @@ const overloadReason = "memcached-overloaded"
 // newStrategy(name, store). With memcached, store is wrapped once in a
 // circuit breaker (resilient.Breaker, with its metrics and logs), and
 // with --fail-mode local each strategy on it is wrapped in a
-// resilient.Fallback whose local strategy, newStrategy on a MemoryStore of
+// resilient.Fallback whose local strategy, newStrategy on a memory.Store of
 // this process shared by all of them, decides while memcached is
 // unavailable. No bulkhead: the memcached store pipelines every call over
 // at most --memcache-max-conns connections per server, and fails a call
@@ -98,7 +99,7 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 	if !cfg.LocalFallback {
 		return primary, closeFn, nil
 	}
-	mem := limiter.NewMemoryStore(time.Now)
+	mem := memory.New(time.Now)
 	closers = append(closers, mem)
 	local, err := each(mem)
 	if err != nil {

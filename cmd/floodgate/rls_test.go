@@ -23,6 +23,7 @@ import (
 
 	fgtestutil "github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -47,7 +48,7 @@ func TestRLSReloader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := limiter.NewMemoryStore(time.Now)
+	store := memory.New(time.Now)
 	t.Cleanup(func() { store.Close() })
 	// The sliding log takes at most 1,000 requests per unit: a rule of more
 	// is refused by the server.
@@ -111,7 +112,7 @@ func testStartRLSConfig(t *testing.T) {
 	if err := parseRLSConfig(&cfg, cm.Dir); err != nil {
 		t.Fatal(err)
 	}
-	store := limiter.NewMemoryStore(time.Now)
+	store := memory.New(time.Now)
 	t.Cleanup(func() { store.Close() })
 	srv, err := rls.NewServer(rls.Config{Limits: cfg.RLSConfig, Strategy: limiter.NewSliding(store, limiter.SlidingConfig{})})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 )
 
 // replica is one floodgate's Tracker and Cluster on a shared store.
@@ -52,7 +53,7 @@ func countsOf(s *topk.Summary) string {
 func stores(t *testing.T) map[string]func(t *testing.T, now func() time.Time) topk.ValueStore {
 	return map[string]func(t *testing.T, now func() time.Time) topk.ValueStore{
 		"memory": func(t *testing.T, now func() time.Time) topk.ValueStore {
-			m := limiter.NewMemoryStore(now)
+			m := memory.New(now)
 			t.Cleanup(func() { m.Close() })
 			return m
 		},
@@ -110,7 +111,7 @@ func TestClusterMergesReplicas(t *testing.T) {
 // view once its directory entry has expired (three intervals).
 func TestClusterReplicaExpires(t *testing.T) {
 	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
-	store := limiter.NewMemoryStore(clk.Now)
+	store := memory.New(clk.Now)
 	defer store.Close()
 	a, b := newReplica(t, store, "a", clk), newReplica(t, store, "b", clk)
 	now := clk.Now()
@@ -166,7 +167,7 @@ func TestClusterStoreDown(t *testing.T) {
 // counted unreadable.
 func TestClusterCorruptValues(t *testing.T) {
 	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
-	store := limiter.NewMemoryStore(clk.Now)
+	store := memory.New(clk.Now)
 	defer store.Close()
 	ctx := context.Background()
 	put := func(key, value string) {
@@ -218,7 +219,7 @@ func TestNewClusterErrors(t *testing.T) {
 // a replica publishes fits memcached's value size.
 func TestClusterValueBounded(t *testing.T) {
 	clk := testutil.NewClock(time.Unix(1_800_000_000, 0))
-	store := limiter.NewMemoryStore(clk.Now)
+	store := memory.New(clk.Now)
 	defer store.Close()
 	tr := topk.NewTracker(topk.Config{})
 	now := clk.Now()
@@ -245,7 +246,7 @@ func TestClusterValueBounded(t *testing.T) {
 // denials after the first interval and not before.
 func TestClusterRun(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := limiter.NewMemoryStore(time.Now)
+		store := memory.New(time.Now)
 		defer store.Close()
 		tr := topk.NewTracker(topk.Config{})
 		a, err := topk.NewCluster(topk.ClusterConfig{Store: store, Tracker: tr, Replica: "a", Interval: 5 * time.Second})

@@ -17,7 +17,7 @@
 // nested cgroups (the least limit of the cgroup and its ancestors) and
 // mount points with escaped characters, as floodgate's own parser did, and
 // is tested against more layouts than ours was. floodgate gives it a
-// custom provider that takes off the off-heap bytes (limiter.OffHeapBytes),
+// custom provider that takes off the off-heap bytes (memory.OffHeapBytes),
 // which the library cannot know, and refreshes the limit itself every few
 // seconds, so that stop can wait for the goroutine and the limit changes
 // only by a MiB or more. The library's AUTOMEMLIMIT variable applies as
@@ -34,7 +34,7 @@ import (
 // is a process that holds nothing outside the Go heap.
 type Config struct {
 	// OffHeap returns the bytes the process holds outside the Go heap
-	// (e.g. limiter.OffHeapBytes), which the Go memory limit must leave
+	// (e.g. memory.OffHeapBytes), which the Go memory limit must leave
 	// room for. nil means none.
 	OffHeap func() int64
 

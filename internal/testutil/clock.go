@@ -7,7 +7,7 @@ import (
 
 // Clock is a clock that a test sets, safe for concurrent use: Now returns
 // the instant last set. Pass its Now where code takes a clock (a
-// Config.Now, limiter.NewMemoryStore). Create one with NewClock.
+// Config.Now, memory.New). Create one with NewClock.
 type Clock struct {
 	mu sync.Mutex
 	t  time.Time

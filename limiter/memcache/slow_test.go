@@ -13,6 +13,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
 
@@ -90,7 +91,7 @@ func TestSlowMemcachedKeepsTheLimit(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		brk := resilient.NewBreaker(st, resilient.BreakerConfig{})
 		t.Cleanup(func() { brk.Close() })
-		mem := limiter.NewMemoryStore(time.Now)
+		mem := memory.New(time.Now)
 		t.Cleanup(func() { mem.Close() })
 		f := resilient.NewFallback(limiter.NewSliding(brk, limiter.SlidingConfig{}), limiter.NewSliding(mem, limiter.SlidingConfig{MaxClockSkew: -1, MaxDecisionTime: -1}) /* private, as floodgate builds it */, resilient.FallbackConfig{})
 		t.Cleanup(func() { f.Close() })

@@ -13,6 +13,7 @@ import (
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memcache"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 )
 
 // swapStrategies are the strategies that keep a value per requestor with
@@ -122,7 +123,7 @@ func TestStrategiesOnMemcachedMatchInMemory(t *testing.T) {
 			var mu sync.Mutex
 			start := base()
 			clock := start
-			mem := limiter.NewMemoryStore(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock })
+			mem := memory.New(func() time.Time { mu.Lock(); defer mu.Unlock(); return clock })
 			t.Cleanup(func() { mem.Close() })
 			ref, err := limiter.NewStrategy(name, mem, limiter.StrategyConfig{MaxClockSkew: -1})
 			if err != nil {

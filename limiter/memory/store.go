@@ -1,4 +1,4 @@
-package limiter
+package memory
 
 import (
 	"context"
@@ -7,15 +7,17 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/floodgate-rl/floodgate/limiter"
 )
 
-// A compile-time check that MemoryStore implements Store.
+// A compile-time check that Store implements limiter.Store.
 var (
-	_ Store = (*MemoryStore)(nil)
+	_ limiter.Store = (*Store)(nil)
 )
 
 const (
-	// memShards is the number of independently locked maps of a MemoryStore.
+	// memShards is the number of independently locked maps of a Store.
 	// A power of two, so a shard is picked with a mask.
 	memShards = 64
 
@@ -27,17 +29,17 @@ const (
 	shrinkMin = 1024
 )
 
-// MemoryStore is the embedded, in-process Store: counters live in the memory
+// Store is the embedded, in-process Store: counters live in the memory
 // of one process, so it suits a single floodgate instance, tests and
 // benchmarks. Several processes that must share counters need the memcached
 // store (package limiter/memcache).
 //
-// Create a MemoryStore with NewMemoryStore; the zero value is not usable.
+// Create a Store with New; the zero value is not usable.
 // Its methods are safe for concurrent use by many goroutines. Close it when
 // done to stop its janitor goroutine.
 //
 // Counters are spread over 64 shards by a hash of their key, each with its own
-// mutex. Like memcached, a MemoryStore keeps counters as values with no
+// mutex. Like memcached, a Store keeps counters as values with no
 // pointers: a counter is identified by a 128-bit seeded hash of its key rather
 // than the key itself, and lives in a 32-byte slot of its shard's
 // open-addressing table, so a counter costs 38 to 56 bytes whatever its key's
@@ -62,7 +64,7 @@ const (
 // gets back a version it had before. Unlike counters, values hold a pointer
 // to their bytes, so the garbage collector does scan the value maps; the
 // strategies keep one small value per active requestor.
-type MemoryStore struct {
+type Store struct {
 	now          func() time.Time
 	seedA, seedB maphash.Seed
 	shards       [memShards]memShard
@@ -95,15 +97,15 @@ type memShard struct {
 	_     [56]byte
 }
 
-// NewMemoryStore returns an empty MemoryStore that reads the time from now
+// New returns an empty Store that reads the time from now
 // (time.Now when nil) to decide which counters have expired, and starts its
 // janitor goroutine. The janitor wakes on the real clock every few seconds
 // whatever now returns.
-func NewMemoryStore(now func() time.Time) *MemoryStore {
+func New(now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	m := &MemoryStore{
+	m := &Store{
 		now:   now,
 		seedA: maphash.MakeSeed(),
 		seedB: maphash.MakeSeed(),
@@ -120,7 +122,7 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 // Close stops the janitor goroutine and waits for it to exit. It always
 // returns nil; calling it again does nothing. The store still answers Add and
 // Get after Close, but expired counters are no longer removed from memory.
-func (m *MemoryStore) Close() error {
+func (m *Store) Close() error {
 	m.closeOnce.Do(func() {
 		close(m.stop)
 		<-m.done
@@ -131,7 +133,7 @@ func (m *MemoryStore) Close() error {
 // Len returns the number of live counters and values: those that exist and
 // have not expired. It visits every one, so it is meant for tests and
 // occasional metrics, not for the request path.
-func (m *MemoryStore) Len() int {
+func (m *Store) Len() int {
 	now := m.now().UnixNano()
 	n := 0
 	for i := range m.shards {
@@ -148,14 +150,14 @@ func (m *MemoryStore) Len() int {
 	return n
 }
 
-// Add implements Store. It adds delta to the counter at key and returns the
+// Add implements limiter.Store. It adds delta to the counter at key and returns the
 // new value. A missing or expired counter is created with value delta and the
 // given ttl when delta > 0; otherwise Add returns 0 and creates nothing, as
 // memcached does. The value never goes below 0 and saturates at the largest
 // int64 instead of wrapping. Add fails only when ctx is already done.
-func (m *MemoryStore) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+func (m *Store) Add(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("memory add %q: %w: %w", key, ErrStoreUnavailable, err)
+		return 0, fmt.Errorf("memory add %q: %w: %w", key, limiter.ErrStoreUnavailable, err)
 	}
 	k := m.hash(key)
 	now := m.now().UnixNano()
@@ -166,15 +168,15 @@ func (m *MemoryStore) Add(ctx context.Context, key string, delta int64, ttl time
 	return sh.tab.add(k, delta, ttl, now), nil
 }
 
-// Get implements Store. It returns the values of the live counters among keys;
+// Get implements limiter.Store. It returns the values of the live counters among keys;
 // missing and expired ones are absent from the map. Get fails only when ctx is
 // already done.
-func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64, error) {
+func (m *Store) Get(ctx context.Context, keys []string) (map[string]int64, error) {
 	if err := ctx.Err(); err != nil {
 		if len(keys) == 1 {
-			return nil, fmt.Errorf("memory get %q: %w: %w", keys[0], ErrStoreUnavailable, err)
+			return nil, fmt.Errorf("memory get %q: %w: %w", keys[0], limiter.ErrStoreUnavailable, err)
 		}
-		return nil, fmt.Errorf("memory get %d keys: %w: %w", len(keys), ErrStoreUnavailable, err)
+		return nil, fmt.Errorf("memory get %d keys: %w: %w", len(keys), limiter.ErrStoreUnavailable, err)
 	}
 	now := m.now().UnixNano()
 	out := make(map[string]int64, len(keys))
@@ -191,21 +193,21 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) (map[string]int64,
 	return out, nil
 }
 
-// Batch implements Store: each Add of adds in order, then Get of gets,
+// Batch implements limiter.Store: each Add of adds in order, then Get of gets,
 // in the caller's goroutine, so that a decision that changes a second and
 // its minute aggregate makes one call instead of two concurrent ones. It is
 // not atomic: other calls may interleave, as on memcached. It fails only
 // when ctx is already done.
-func (m *MemoryStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
-	return BatchSequentially(ctx, m, gets, adds)
+func (m *Store) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
+	return limiter.BatchSequentially(ctx, m, gets, adds)
 }
 
-// GetVersioned implements Store. It returns a copy of the value at key
+// GetVersioned implements limiter.Store. It returns a copy of the value at key
 // and its version; a missing or expired value returns nil, 0 and no error.
 // GetVersioned fails only when ctx is already done.
-func (m *MemoryStore) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
+func (m *Store) GetVersioned(ctx context.Context, key string) ([]byte, uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, 0, fmt.Errorf("memory get %q: %w: %w", key, ErrStoreUnavailable, err)
+		return nil, 0, fmt.Errorf("memory get %q: %w: %w", key, limiter.ErrStoreUnavailable, err)
 	}
 	k := m.hash(key)
 	now := m.now().UnixNano()
@@ -221,13 +223,13 @@ func (m *MemoryStore) GetVersioned(ctx context.Context, key string) ([]byte, uin
 	return append([]byte{}, v.data...), v.version, nil
 }
 
-// CompareAndSwap implements Store. Under the shard's lock it stores a
+// CompareAndSwap implements limiter.Store. Under the shard's lock it stores a
 // copy of value with the given ttl if key's version is version (0 for a
 // missing or expired key) and gives the key the shard's next version. It
 // fails only when ctx is already done.
-func (m *MemoryStore) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
+func (m *Store) CompareAndSwap(ctx context.Context, key string, value []byte, version uint64, ttl time.Duration) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return false, fmt.Errorf("memory cas %q: %w: %w", key, ErrStoreUnavailable, err)
+		return false, fmt.Errorf("memory cas %q: %w: %w", key, limiter.ErrStoreUnavailable, err)
 	}
 	k := m.hash(key)
 	data := append([]byte{}, value...)
@@ -252,7 +254,7 @@ func (m *MemoryStore) CompareAndSwap(ctx context.Context, key string, value []by
 }
 
 // hash returns the identity of key's counter and value.
-func (m *MemoryStore) hash(key string) memKey {
+func (m *Store) hash(key string) memKey {
 	k := memKey{maphash.String(m.seedA, key), maphash.String(m.seedB, key)}
 	if k[1] == 0 {
 		k[1] = 1 // 0 marks an empty slot
@@ -261,7 +263,7 @@ func (m *MemoryStore) hash(key string) memKey {
 }
 
 // janitor calls sweep every sweepEvery until Close.
-func (m *MemoryStore) janitor() {
+func (m *Store) janitor() {
 	defer close(m.done)
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
@@ -280,7 +282,7 @@ func (m *MemoryStore) janitor() {
 // that has emptied out is rebuilt smaller (see memTable.sweep). A value map
 // that has shrunk to under a quarter of its peak is copied into a map of the
 // right size, because Go maps keep their memory after deletes.
-func (m *MemoryStore) sweep() {
+func (m *Store) sweep() {
 	for i := range m.shards {
 		now := m.now().UnixNano()
 		sh := &m.shards[i]

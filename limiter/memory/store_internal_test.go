@@ -1,4 +1,4 @@
-package limiter
+package memory
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 // stored returns how many counters m holds in memory, expired or not, and
 // the sum of its shards' table capacities.
-func (m *MemoryStore) stored() (n, capacity int) {
+func (m *Store) stored() (n, capacity int) {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
@@ -21,9 +21,9 @@ func (m *MemoryStore) stored() (n, capacity int) {
 	return n, capacity
 }
 
-// TestMemoryStoreSweep checks that the janitor's sweep frees expired counters,
+// TestStoreSweep checks that the janitor's sweep frees expired counters,
 // keeps live ones, and rebuilds shards that emptied out.
-func TestMemoryStoreSweep(t *testing.T) {
+func TestStoreSweep(t *testing.T) {
 	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	now := t0
@@ -32,7 +32,7 @@ func TestMemoryStoreSweep(t *testing.T) {
 		defer mu.Unlock()
 		return now
 	}
-	m := NewMemoryStore(clock)
+	m := New(clock)
 	t.Cleanup(func() { m.Close() })
 	ctx := context.Background()
 

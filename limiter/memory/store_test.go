@@ -1,42 +1,26 @@
-package limiter_test
+package memory_test
 
 import (
 	"context"
 	"fmt"
 	"math"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
+
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
 // t0 is the fixed instant the clock-driven tests start at.
 var t0 = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
-// fakeClock is a settable clock for NewMemoryStore.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-func newMemoryStore(t testing.TB, now func() time.Time) *limiter.MemoryStore {
-	s := limiter.NewMemoryStore(now)
+func newMemoryStore(t testing.TB, now func() time.Time) *memory.Store {
+	s := memory.New(now)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -45,14 +29,14 @@ func newMemoryStore(t testing.TB, now func() time.Time) *limiter.MemoryStore {
 	return s
 }
 
-func TestMemoryStoreConformance(t *testing.T) {
+func TestStoreConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) limiter.Store {
 		return newMemoryStore(t, nil)
 	})
 }
 
-// TestMemoryStoreClock drives expiry with an injected clock, without sleeping.
-func TestMemoryStoreClock(t *testing.T) {
+// TestStoreClock drives expiry with an injected clock, without sleeping.
+func TestStoreClock(t *testing.T) {
 	// op is an Add of delta, or with get set a Get, at t0+at.
 	type op struct {
 		at     time.Duration
@@ -144,7 +128,7 @@ func TestMemoryStoreClock(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			clock := &fakeClock{now: t0}
+			clock := testutil.NewClock(t0)
 			s := newMemoryStore(t, clock.Now)
 			ctx := context.Background()
 			const key = "fg1:requestor:1"
@@ -178,8 +162,8 @@ func TestMemoryStoreClock(t *testing.T) {
 	}
 }
 
-func TestMemoryStoreLen(t *testing.T) {
-	clock := &fakeClock{now: t0}
+func TestStoreLen(t *testing.T) {
+	clock := testutil.NewClock(t0)
 	s := newMemoryStore(t, clock.Now)
 	ctx := context.Background()
 	add := func(key string, delta int64, ttl time.Duration) {
@@ -212,8 +196,8 @@ func TestMemoryStoreLen(t *testing.T) {
 	}
 }
 
-func TestMemoryStoreCloseTwice(t *testing.T) {
-	s := limiter.NewMemoryStore(nil)
+func TestStoreCloseTwice(t *testing.T) {
+	s := memory.New(nil)
 	for i := range 2 {
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close #%d: %v", i+1, err)
@@ -225,8 +209,8 @@ func TestMemoryStoreCloseTwice(t *testing.T) {
 	}
 }
 
-func ExampleMemoryStore() {
-	s := limiter.NewMemoryStore(nil)
+func ExampleStore() {
+	s := memory.New(nil)
 	defer s.Close()
 	ctx := context.Background()
 
@@ -242,7 +226,7 @@ func ExampleMemoryStore() {
 	// 2 1 2
 }
 
-func BenchmarkMemoryStoreAdd(b *testing.B) {
+func BenchmarkStoreAdd(b *testing.B) {
 	s := newMemoryStore(b, nil)
 	// Keys the size of the limiter's, spread over many requestors.
 	keys := make([]string, 1<<14)
@@ -264,7 +248,7 @@ func BenchmarkMemoryStoreAdd(b *testing.B) {
 	})
 }
 
-func BenchmarkMemoryStoreGet(b *testing.B) {
+func BenchmarkStoreGet(b *testing.B) {
 	s := newMemoryStore(b, nil)
 	ctx := context.Background()
 	// One requestor's decision reads about this many buckets.

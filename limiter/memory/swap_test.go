@@ -1,24 +1,26 @@
-package limiter_test
+package memory_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
+
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
-func TestMemoryStoreSwapConformance(t *testing.T) {
+func TestStoreSwapConformance(t *testing.T) {
 	storetest.RunSwap(t, func(t *testing.T) limiter.Store {
 		return newMemoryStore(t, nil)
 	})
 }
 
-// TestMemoryStoreSwapClock drives the expiry of values with an injected
+// TestStoreSwapClock drives the expiry of values with an injected
 // clock, without sleeping.
-func TestMemoryStoreSwapClock(t *testing.T) {
-	clock := &fakeClock{now: t0}
+func TestStoreSwapClock(t *testing.T) {
+	clock := testutil.NewClock(t0)
 	s := newMemoryStore(t, clock.Now)
 	ctx := context.Background()
 	swap := func(value string, ver uint64, ttl time.Duration, want bool) {
@@ -66,9 +68,9 @@ func TestMemoryStoreSwapClock(t *testing.T) {
 	}
 }
 
-// TestMemoryStoreCountersAndValuesApart checks that a counter and a value of
+// TestStoreCountersAndValuesApart checks that a counter and a value of
 // the same key do not see each other.
-func TestMemoryStoreCountersAndValuesApart(t *testing.T) {
+func TestStoreCountersAndValuesApart(t *testing.T) {
 	s := newMemoryStore(t, nil)
 	ctx := context.Background()
 	if _, err := s.Add(ctx, "k", 5, time.Minute); err != nil {

@@ -1,4 +1,4 @@
-package limiter
+package memory
 
 import (
 	"math/bits"
@@ -8,7 +8,7 @@ import (
 	"unsafe"
 )
 
-// memTable is the counter table of one MemoryStore shard: an open-addressing
+// memTable is the counter table of one Store shard: an open-addressing
 // hash table of fixed-size slots without pointers, with linear probing in
 // Robin Hood order (a key is never further from its home slot than the key it
 // passes, so a search for a missing key stops early) and deletion by backward
@@ -65,7 +65,7 @@ var mmapMin = 64 << 10
 // heap, by all tables of all stores.
 var mappedBytes atomic.Int64
 
-// OffHeapBytes returns how many bytes the counter tables of all MemoryStores
+// OffHeapBytes returns how many bytes the counter tables of all Stores
 // in the process hold outside the Go heap. Go's memory limit
 // (runtime/debug.SetMemoryLimit, GOMEMLIMIT) does not count them, so a
 // process that derives its memory limit from a container's should leave
@@ -80,7 +80,7 @@ func home(k1 uint64, capacity int) int {
 }
 
 // add adds delta to the counter at key and returns the new value, as
-// MemoryStore.Add does: a missing counter, or one expired by now, is created
+// Store.Add does: a missing counter, or one expired by now, is created
 // with value delta and the given ttl when delta > 0; otherwise add returns 0,
 // removes the expired counter and creates nothing.
 func (t *memTable) add(key memKey, delta int64, ttl time.Duration, now int64) int64 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
@@ -80,11 +81,11 @@ func neverFires(time.Duration, func()) func() bool { return func() bool { return
 // errDown is what flakyStore returns while down.
 var errDown = fmt.Errorf("fake store: %w: connection refused", limiter.ErrStoreUnavailable)
 
-// flakyStore is a hand-written limiter.Store: a MemoryStore that fails
+// flakyStore is a hand-written limiter.Store: a memory.Store that fails
 // every call with errDown while down is set, and counts the calls that
 // reached it.
 type flakyStore struct {
-	mem   *limiter.MemoryStore
+	mem   *memory.Store
 	down  atomic.Bool
 	calls atomic.Int64
 	// block, when set, is received from before each call.
@@ -95,7 +96,7 @@ type flakyStore struct {
 }
 
 func newFlakyStore(t testing.TB, now func() time.Time) *flakyStore {
-	mem := limiter.NewMemoryStore(now)
+	mem := memory.New(now)
 	t.Cleanup(func() { mem.Close() })
 	return &flakyStore{mem: mem}
 }
@@ -440,7 +441,7 @@ func TestBreakerCallerGaveUp(t *testing.T) {
 	r := newRig(t, 0)
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
-	// MemoryStore fails with the context's error.
+	// memory.Store fails with the context's error.
 	for range 10 {
 		if _, err := r.st.Add(canceled, "fg1:k:1", 1, time.Minute); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Add with a cancelled context: %v", err)
@@ -634,7 +635,7 @@ func TestBreakerConcurrent(t *testing.T) {
 }
 
 func BenchmarkBreakerClosed(b *testing.B) {
-	mem := limiter.NewMemoryStore(time.Now)
+	mem := memory.New(time.Now)
 	defer mem.Close()
 	st := resilient.NewBreaker(mem, resilient.BreakerConfig{})
 	ctx := context.Background()

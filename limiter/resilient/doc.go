@@ -2,7 +2,7 @@
 // is sick. floodgate stacks its two wrappers around the memcached store
 // and the strategy that counts in it:
 //
-//	Fallback( Sliding( Breaker( memcached )), Sliding( MemoryStore ))
+//	Fallback( Sliding( Breaker( memcached )), Sliding( memory.Store ))
 //
 // From the store up:
 //

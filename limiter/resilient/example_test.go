@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
@@ -22,7 +23,7 @@ var downStore = storetest.Failing(func(context.Context) error {
 func Example() {
 	brk := resilient.NewBreaker(downStore, resilient.BreakerConfig{Failures: 2})
 	defer brk.Close() // ends its probing
-	local := limiter.NewMemoryStore(time.Now)
+	local := memory.New(time.Now)
 	defer local.Close()
 	s := resilient.NewFallback(
 		limiter.NewSliding(brk, limiter.SlidingConfig{}),

@@ -68,7 +68,7 @@ type FallbackConfig struct {
 // when that fails with an error wrapping limiter.ErrStoreUnavailable, with a
 // local one instead. floodgate's primary counts in memcached through a
 // Breaker, and its local strategy is the same algorithm on a
-// limiter.MemoryStore.
+// memory.Store.
 //
 // A local decision starts from what the primary knows of the requestor
 // without its store, when the primary can say (limiter.Sliding's Known): the

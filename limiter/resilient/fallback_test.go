@@ -10,6 +10,7 @@ import (
 
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
 
@@ -97,7 +98,7 @@ func TestFallbackDecidesAfterDeadline(t *testing.T) {
 		cancel() // the deadline passes during the store call
 		return limiter.Decision{}, errDown
 	})
-	mem := limiter.NewMemoryStore(func() time.Time { return t0 })
+	mem := memory.New(func() time.Time { return t0 })
 	defer mem.Close()
 	local := limiter.NewSliding(mem, limiter.SlidingConfig{})
 	f := resilient.NewFallback(primary, local, resilient.FallbackConfig{})
@@ -117,7 +118,7 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 	store := newFlakyStore(t, clk.Now)
 	brk := resilient.NewBreaker(store, resilient.BreakerConfig{Failures: 2, MinBackoff: time.Second, MaxBackoff: time.Second, Now: clk.Now,
 		AfterFunc: neverFires, Rand: func() float64 { return 0.999 }})
-	mem := limiter.NewMemoryStore(clk.Now)
+	mem := memory.New(clk.Now)
 	defer mem.Close()
 	logs := &testutil.Buffer{}
 	f := resilient.NewFallback(

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
 
@@ -28,7 +29,7 @@ func TestFallbackPeek(t *testing.T) {
 	if _, err := r.f.Peek(context.Background(), req, r.clk.Now()); !errors.Is(err, limiter.ErrStoreUnavailable) {
 		t.Errorf("Peek with the store down: %v, want ErrStoreUnavailable", err)
 	}
-	mem := limiter.NewMemoryStore(r.clk.Now)
+	mem := memory.New(r.clk.Now)
 	defer mem.Close()
 	tb, err := limiter.NewStrategy(limiter.StrategyTokenBucket, mem, limiter.StrategyConfig{})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
 )
 
@@ -23,7 +24,7 @@ func newFallbackRig(t *testing.T, cfg resilient.FallbackConfig) *fallbackRig {
 	t.Helper()
 	clk := newClock()
 	store := newFlakyStore(t, clk.Now)
-	mem := limiter.NewMemoryStore(clk.Now)
+	mem := memory.New(clk.Now)
 	t.Cleanup(func() { mem.Close() })
 	cfg.Now = clk.Now
 	f := resilient.NewFallback(limiter.NewSliding(store, limiter.SlidingConfig{}), limiter.NewSliding(mem, limiter.SlidingConfig{}), cfg)

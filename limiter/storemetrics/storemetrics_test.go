@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
 
@@ -66,14 +67,14 @@ floodgate_store_keys_read_total 0
 
 // meteredMemory returns store metrics registered on a new registry, and
 // an in-memory store to wrap, closed at the end of the test.
-func meteredMemory(t *testing.T) (*Metrics, *prometheus.Registry, *limiter.MemoryStore) {
+func meteredMemory(t *testing.T) (*Metrics, *prometheus.Registry, *memory.Store) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := limiter.NewMemoryStore(time.Now)
+	mem := memory.New(time.Now)
 	t.Cleanup(func() { mem.Close() })
 	return m, reg, mem
 }
