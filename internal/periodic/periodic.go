@@ -1,5 +1,6 @@
 // Package periodic runs a function at a fixed interval until stopped: in a
-// goroutine of its own ([Start]) or on the caller's ([Run]).
+// goroutine of its own ([Start]) or on the caller's ([Run]); [Loop] lets
+// each pause depend on what the last call found.
 package periodic
 
 import (
@@ -26,16 +27,25 @@ func Start(ctx context.Context, interval time.Duration, fn func()) (stop func())
 
 // Run calls fn every interval until ctx is done, on the calling goroutine:
 // it returns when ctx is done. The first call comes one interval after
-// Run.
+// Run, and each next one an interval after the previous one returned.
 func Run(ctx context.Context, interval time.Duration, fn func()) {
-	t := time.NewTicker(interval)
+	Loop(ctx, func() time.Duration { return interval }, fn)
+}
+
+// Loop calls fn until ctx is done, on the calling goroutine, after each
+// pause that next returns: next is called before the first pause and after
+// each call of fn, so a pause can depend on what fn found (a shorter one
+// while it found nothing, say). It returns when ctx is done.
+func Loop(ctx context.Context, next func() time.Duration, fn func()) {
+	t := time.NewTimer(next())
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			fn()
 		}
+		fn()
+		t.Reset(next())
 	}
 }

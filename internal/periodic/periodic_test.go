@@ -81,3 +81,53 @@ func TestRun(t *testing.T) {
 		}
 	})
 }
+
+// TestLoop runs in a synctest bubble: each pause is the one next returns,
+// asked before the first pause and after each call, and Loop returns once
+// ctx is done.
+func TestLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		pauses := []time.Duration{time.Second, 3 * time.Second, 2 * time.Second}
+		var calls, asked atomic.Int64
+		next := func() time.Duration {
+			n := asked.Add(1)
+			if int(n) > len(pauses) {
+				return time.Hour
+			}
+			return pauses[n-1]
+		}
+		returned := make(chan struct{})
+		go func() {
+			defer close(returned)
+			Loop(ctx, next, func() { calls.Add(1) })
+		}()
+		start := time.Now()
+		steps := []struct {
+			after       time.Duration // since Loop
+			calls, asks int64
+		}{
+			{0, 0, 1},
+			{time.Second - time.Nanosecond, 0, 1},
+			{time.Second, 1, 2},
+			{4*time.Second - time.Nanosecond, 1, 2},
+			{4 * time.Second, 2, 3},
+			{6 * time.Second, 3, 4},
+			{time.Hour, 3, 4},
+		}
+		for _, st := range steps {
+			time.Sleep(time.Until(start.Add(st.after)))
+			synctest.Wait()
+			if c, a := calls.Load(), asked.Load(); c != st.calls || a != st.asks {
+				t.Fatalf("%v after Loop: %d calls and %d pauses asked, want %d and %d", st.after, c, a, st.calls, st.asks)
+			}
+		}
+		cancel()
+		synctest.Wait()
+		select {
+		case <-returned:
+		default:
+			t.Fatal("Loop did not return when ctx was done")
+		}
+	})
+}
