@@ -41,41 +41,88 @@ const overloadReason = "memcached-overloaded"
 func resilientStrategies(cfg Config, storeKind string, store limiter.Store, names []string, newStrategy func(name string, st limiter.Store) (limiter.Strategy, error),
 	reg prometheus.Registerer, log *slog.Logger,
 ) (strategies map[string]limiter.Strategy, closeFn func() error, err error) {
-	var closers []io.Closer
-	closeFn = func() error {
-		var errs []error
-		for i := len(closers) - 1; i >= 0; i-- {
-			errs = append(errs, closers[i].Close())
-		}
-		return errors.Join(errs...)
+	b := &stackBuilder{names: names, newStrategy: newStrategy}
+	if strategies, err = b.build(cfg, storeKind, store, reg, log); err != nil {
+		b.Close()
+		return nil, nil, err
 	}
-	closeLater := func(v any) {
-		if c, ok := v.(io.Closer); ok {
-			closers = append(closers, c)
-		}
-	}
-	// each builds a strategy per name on st.
-	each := func(st limiter.Store) (map[string]limiter.Strategy, error) {
-		m := make(map[string]limiter.Strategy, len(names))
-		for _, name := range names {
-			s, err := newStrategy(name, st)
-			if err != nil {
-				closeFn()
-				return nil, fmt.Errorf("strategy %s: %w", name, err)
-			}
-			closeLater(s)
-			m[name] = s
-		}
-		return m, nil
-	}
+	return strategies, b.Close, nil
+}
 
+// stackBuilder builds the strategies of resilientStrategies and keeps what
+// must be closed, in the order it was made.
+type stackBuilder struct {
+	names       []string
+	newStrategy func(name string, st limiter.Store) (limiter.Strategy, error)
+	closers     []io.Closer
+}
+
+// Close closes everything built, the last made first.
+func (b *stackBuilder) Close() error {
+	var errs []error
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		errs = append(errs, b.closers[i].Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (b *stackBuilder) closeLater(v any) {
+	if c, ok := v.(io.Closer); ok {
+		b.closers = append(b.closers, c)
+	}
+}
+
+// build is resilientStrategies; on error, what it made is in b.closers.
+func (b *stackBuilder) build(cfg Config, storeKind string, store limiter.Store, reg prometheus.Registerer, log *slog.Logger) (map[string]limiter.Strategy, error) {
 	if storeKind != "memcache" {
-		if strategies, err = each(store); err != nil {
-			return nil, nil, err
-		}
-		return strategies, closeFn, nil
+		return b.each(store)
 	}
+	breaker, err := b.breaker(cfg, store, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	primary, err := b.each(breaker)
+	if err != nil || !cfg.LocalFallback {
+		return primary, err
+	}
+	mem := memory.New(time.Now)
+	b.closeLater(mem)
+	local, err := b.each(mem)
+	if err != nil {
+		return nil, err
+	}
+	strategies := make(map[string]limiter.Strategy, len(b.names))
+	var fallbacks []*resilient.Fallback
+	for _, name := range b.names {
+		fb := resilient.NewFallback(primary[name], local[name], resilient.FallbackConfig{Reason: degradedReason, OverloadReason: overloadReason, Logger: log})
+		b.closeLater(fb)
+		fallbacks = append(fallbacks, fb)
+		strategies[name] = fb
+	}
+	if err := registerReconcileMetrics(reg, fallbacks); err != nil {
+		return nil, err
+	}
+	return strategies, nil
+}
 
+// each builds a strategy per name on st.
+func (b *stackBuilder) each(st limiter.Store) (map[string]limiter.Strategy, error) {
+	m := make(map[string]limiter.Strategy, len(b.names))
+	for _, name := range b.names {
+		s, err := b.newStrategy(name, st)
+		if err != nil {
+			return nil, fmt.Errorf("strategy %s: %w", name, err)
+		}
+		b.closeLater(s)
+		m[name] = s
+	}
+	return m, nil
+}
+
+// breaker wraps store in the circuit breaker, with its metrics and logs.
+// It is closed after every strategy on it (its timer probes memcached
+// while it is open).
+func (b *stackBuilder) breaker(cfg Config, store limiter.Store, reg prometheus.Registerer, log *slog.Logger) (*resilient.Breaker, error) {
 	transitions := prom.CounterVec("floodgate_store_breaker_transitions_total",
 		"State changes of the memcached circuit breaker, by the state entered: open, half_open (probing), closed.", "to")
 	bl := breakerLog{logger: log, local: cfg.LocalFallback, failMode: cfg.FailModeName()}
@@ -85,39 +132,11 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 			bl.log(tr)
 		},
 	})
-	store = breaker
-	closers = append(closers, breaker) // last closed: ends its probing
+	b.closers = append(b.closers, breaker)
 	if err := registerBreakerMetrics(reg, breaker, transitions); err != nil {
-		closeFn()
-		return nil, nil, err
+		return nil, err
 	}
-
-	primary, err := each(store)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !cfg.LocalFallback {
-		return primary, closeFn, nil
-	}
-	mem := memory.New(time.Now)
-	closers = append(closers, mem)
-	local, err := each(mem)
-	if err != nil {
-		return nil, nil, err
-	}
-	strategies = make(map[string]limiter.Strategy, len(names))
-	var fallbacks []*resilient.Fallback
-	for _, name := range names {
-		fb := resilient.NewFallback(primary[name], local[name], resilient.FallbackConfig{Reason: degradedReason, OverloadReason: overloadReason, Logger: log})
-		closers = append(closers, fb)
-		fallbacks = append(fallbacks, fb)
-		strategies[name] = fb
-	}
-	if err := registerReconcileMetrics(reg, fallbacks); err != nil {
-		closeFn()
-		return nil, nil, err
-	}
-	return strategies, closeFn, nil
+	return breaker, nil
 }
 
 // breakerLog logs the transitions of the memcached circuit breaker: opening
