@@ -41,6 +41,10 @@ const (
 	rssSlack           = 16 << 20
 )
 
+// idlePause is how long the replicas idle before each sample, the same
+// before the first and the last so that idle is compared with idle.
+const idlePause = 5 * time.Second
+
 // sample is what one replica's /metrics said at one time.
 type sample struct {
 	goroutines float64
@@ -82,11 +86,13 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: %v of mixed load on 2 replicas, memcached %s restarted, frozen or stopped every minute; warm-up %v",
 		total, mc.Addr(), warmup)
 
-	// Warm up, then pause to sample both replicas idle.
+	// Warm up, then pause to sample both replicas idle. These sleeps and
+	// the faults' wait for nothing: they are the lengths of the load, of
+	// the idle pause and of the faults that the soak is made of.
 	l.start()
 	time.Sleep(warmup)
 	l.stop()
-	time.Sleep(3 * time.Second)
+	time.Sleep(idlePause)
 	start := l.samples(t)
 	for i, s := range start {
 		t.Logf("start   replica %d: %v", i+1, s)
@@ -125,7 +131,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	l.stop()
-	time.Sleep(5 * time.Second)
+	time.Sleep(idlePause)
 	end := l.samples(t)
 
 	t.Logf("checks: %d, errors: %d, allowed %d, denied %d, degraded %d",
@@ -318,7 +324,9 @@ func (l *load) audit(t *testing.T, n int) {
 	const checks, inFlight, limit = 300, 100, 100
 	ip := fmt.Sprintf("192.0.2.%d", n%250+1)
 	next := time.Now().Truncate(time.Second).Add(time.Second)
-	time.Sleep(time.Until(next.Add(-30 * time.Millisecond))) // 30ms before a boundary
+	// Not a wait for the replicas: the audit starts at an instant of the
+	// wall clock that they count seconds by, 30ms before a boundary.
+	time.Sleep(time.Until(next.Add(-30 * time.Millisecond)))
 	var allowed, failed atomic.Int64
 	work := make(chan int)
 	var wg sync.WaitGroup
