@@ -493,44 +493,6 @@ func FuzzRequestorID(f *testing.F) {
 	})
 }
 
-// BenchmarkSlidingAllow decides on the in-memory store: with a limit of
-// 100 an hour, after the first 100 calls one client is denied every time
-// (denied); with a limit no client reaches, every call is an allowed one
-// that counts (allowed), as in the load benchmark.
-func BenchmarkSlidingAllow(b *testing.B) {
-	for _, bc := range []struct {
-		name    string
-		limit   int64
-		clients int
-	}{
-		{"denied/clients=1", 100, 1},
-		{"allowed/clients=1", 1_000_000_000, 1},
-		{"clients=10000", 100, 10_000},
-	} {
-		clients := bc.clients
-		b.Run(bc.name, func(b *testing.B) {
-			mem := newTestStore(nil)
-			defer mem.Close()
-			s := NewSliding(mem, SlidingConfig{})
-			names := make([]string, clients)
-			for i := range names {
-				names[i] = fmt.Sprint("ip:10.0.", i/256, ".", i%256)
-			}
-			var n atomic.Uint64
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				req := Request{Limit: bc.limit, Window: time.Hour}
-				for pb.Next() {
-					req.Requestor = names[n.Add(1)%uint64(clients)]
-					if _, err := s.Allow(context.Background(), req, time.Now()); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-		})
-	}
-}
-
 func BenchmarkRequestorID(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {

@@ -523,30 +523,3 @@ func TestStrategiesRegistry(t *testing.T) {
 		t.Errorf("NewStrategy of an unknown name: err = %v, want one listing the names", err)
 	}
 }
-
-func BenchmarkStrategyAllow(b *testing.B) {
-	for _, bl := range builders {
-		for _, clients := range []int{1, 10_000} {
-			b.Run(fmt.Sprintf("%s/clients=%d", bl.name, clients), func(b *testing.B) {
-				mem := newTestStore(nil)
-				defer mem.Close()
-				s := bl.build(mem)
-				names := make([]string, clients)
-				for i := range names {
-					names[i] = fmt.Sprint("ip:10.0.", i/256, ".", i%256)
-				}
-				var n atomic.Uint64
-				b.ReportAllocs()
-				b.RunParallel(func(pb *testing.PB) {
-					req := Request{Limit: 100, Window: time.Minute}
-					for pb.Next() {
-						req.Requestor = names[n.Add(1)%uint64(clients)]
-						if _, err := s.Allow(context.Background(), req, time.Now()); err != nil {
-							b.Fatal(err)
-						}
-					}
-				})
-			})
-		}
-	}
-}
