@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/floodgate-rl/floodgate/internal/periodic"
 )
 
 const (
@@ -167,17 +169,7 @@ func (d *discovery) start() {
 
 func (d *discovery) run(ctx context.Context) {
 	defer close(d.done)
-	t := time.NewTimer(d.wait())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		d.refresh(ctx)
-		t.Reset(d.wait())
-	}
+	periodic.Loop(ctx, d.wait, func() { d.refresh(ctx) })
 }
 
 // wait returns the time until the next lookup: the interval, or at most
