@@ -1,7 +1,6 @@
 package memcache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,55 +85,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	})
 }
 
-// logBuffer collects a Logger's lines for a test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// logTo returns a Logger that writes its lines to b.
+func logTo(b *testutil.Buffer) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
-
-// openTest returns a Store on servers that t's cleanup closes.
+// openTest returns a Store on servers, resolved by lookup, that t's
+// cleanup closes.
 func openTest(t *testing.T, servers []string, cfg Config, lookup lookupFunc) *Store {
 	t.Helper()
 	s, err := open(servers, cfg, lookup)
-	if err != nil {
-		t.Fatalf("open(%q): %v", servers, err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	return closedAtEnd(t, servers, s, err)
 }
 
-// dnsStore returns a Store on servers whose names r resolves.
+// dnsStore returns a Store on servers whose names r resolves, that t's
+// cleanup closes.
 func dnsStore(t *testing.T, servers []string, r Resolver, log *slog.Logger) *Store {
 	t.Helper()
-	cfg := Config{Resolver: r, ResolveInterval: testInterval, Logger: log}
-	s, err := New(servers, cfg)
-	if err != nil {
-		t.Fatalf("New(%q): %v", servers, err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	return newStore(t, servers, Config{Resolver: r, ResolveInterval: testInterval, Logger: log})
 }
 
 func TestDiscoveryInitialLookup(t *testing.T) {
@@ -176,8 +142,8 @@ func TestDiscoveryInitialLookup(t *testing.T) {
 func TestDiscoveryFollowsChanges(t *testing.T) {
 	const name = "memcached.test"
 	r := newFakeResolver(map[string][]string{name: {"10.0.0.2", "10.0.0.1"}})
-	var log logBuffer
-	s := dnsStore(t, []string{"dns+" + name + ":11211"}, r, log.logger())
+	var log testutil.Buffer
+	s := dnsStore(t, []string{"dns+" + name + ":11211"}, r, logTo(&log))
 	stay := s.set.Load().find("10.0.0.1:11211")
 
 	r.set(name, []string{"10.0.0.3", "10.0.0.1"}, nil) // 10.0.0.2 replaced
@@ -201,8 +167,8 @@ func TestDiscoveryFollowsChanges(t *testing.T) {
 func TestDiscoveryKeepsLastGoodList(t *testing.T) {
 	const name = "memcached.test"
 	r := newFakeResolver(map[string][]string{name: {"10.0.0.1", "10.0.0.2"}})
-	var log logBuffer
-	s := dnsStore(t, []string{"dns+" + name + ":11211", "dns+other.test:11211"}, r, log.logger())
+	var log testutil.Buffer
+	s := dnsStore(t, []string{"dns+" + name + ":11211", "dns+other.test:11211"}, r, logTo(&log))
 	want := []string{"10.0.0.1:11211", "10.0.0.2:11211"}
 	if got := s.Servers(); !slices.Equal(got, want) {
 		t.Fatalf("Servers() = %q, want %q (other.test does not resolve)", got, want)
@@ -246,8 +212,8 @@ func TestDiscoveryUnresolvedAtStart(t *testing.T) {
 	host, port := splitAddr(t, mc.Addr())
 	const name = "memcached.test"
 	r := newFakeResolver(map[string][]string{})
-	var log logBuffer
-	s, err := New([]string{"dns+" + name + ":" + port}, Config{Resolver: r, ResolveInterval: time.Hour, Logger: log.logger()})
+	var log testutil.Buffer
+	s, err := New([]string{"dns+" + name + ":" + port}, Config{Resolver: r, ResolveInterval: time.Hour, Logger: logTo(&log)})
 	if err != nil {
 		t.Fatalf("New with a name that does not resolve: %v", err)
 	}

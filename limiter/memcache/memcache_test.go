@@ -22,8 +22,15 @@ import (
 func newStore(t testing.TB, servers []string, cfg Config) *Store {
 	t.Helper()
 	s, err := New(servers, cfg)
+	return closedAtEnd(t, servers, s, err)
+}
+
+// closedAtEnd returns s, the Store on servers just opened, and has t's
+// cleanup close it; it fails t on err, the error of the opening.
+func closedAtEnd(t testing.TB, servers []string, s *Store, err error) *Store {
+	t.Helper()
 	if err != nil {
-		t.Fatalf("New(%q): %v", servers, err)
+		t.Fatalf("open a Store on %q: %v", servers, err)
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
