@@ -22,6 +22,18 @@ import (
 // name ends in kustomize's content hash). Rendering decodes every object
 // strictly into its API struct, so this also fails on any unknown field.
 func TestRender(t *testing.T) {
+	standalone := []string{
+		"Deployment/floodgate/floodgate",
+		"Namespace/floodgate",
+		"NetworkPolicy/floodgate/floodgate",
+		"NetworkPolicy/floodgate/floodgate-memcached",
+		"PodDisruptionBudget/floodgate/floodgate",
+		"PodDisruptionBudget/floodgate/floodgate-memcached",
+		"Service/floodgate/floodgate",
+		"Service/floodgate/floodgate-headless",
+		"Service/floodgate/floodgate-memcached",
+		"StatefulSet/floodgate/floodgate-memcached",
+	}
 	want := map[string][]string{
 		"base": {
 			"Deployment/floodgate",
@@ -37,18 +49,7 @@ func TestRender(t *testing.T) {
 			"Service/floodgate/floodgate-memcached",
 			"StatefulSet/floodgate/floodgate-memcached",
 		},
-		"overlays/standalone": {
-			"Deployment/floodgate/floodgate",
-			"Namespace/floodgate",
-			"NetworkPolicy/floodgate/floodgate",
-			"NetworkPolicy/floodgate/floodgate-memcached",
-			"PodDisruptionBudget/floodgate/floodgate",
-			"PodDisruptionBudget/floodgate/floodgate-memcached",
-			"Service/floodgate/floodgate",
-			"Service/floodgate/floodgate-headless",
-			"Service/floodgate/floodgate-memcached",
-			"StatefulSet/floodgate/floodgate-memcached",
-		},
+		"overlays/standalone": standalone,
 		"overlays/sidecar": {
 			"ConfigMap/my-app/my-app-envoy-*",
 			"Deployment/my-app/my-app",
@@ -78,19 +79,8 @@ func TestRender(t *testing.T) {
 			"Namespace/my-ambient-app",
 			"Service/my-ambient-app/my-ambient-app",
 		},
-		"istio/rls": {
-			"ConfigMap/floodgate/floodgate-rls",
-			"Deployment/floodgate/floodgate",
-			"Namespace/floodgate",
-			"NetworkPolicy/floodgate/floodgate",
-			"NetworkPolicy/floodgate/floodgate-memcached",
-			"PodDisruptionBudget/floodgate/floodgate",
-			"PodDisruptionBudget/floodgate/floodgate-memcached",
-			"Service/floodgate/floodgate",
-			"Service/floodgate/floodgate-headless",
-			"Service/floodgate/floodgate-memcached",
-			"StatefulSet/floodgate/floodgate-memcached",
-		},
+		// The standalone install with the RLS config, sorted first.
+		"istio/rls": append([]string{"ConfigMap/floodgate/floodgate-rls"}, standalone...),
 		"istio/rls/gateway": {
 			"EnvoyFilter/istio-system/floodgate-ratelimit",
 		},
