@@ -7,7 +7,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -21,36 +20,83 @@ const (
 	refusedBodyStart = "Rate limit request refused: "
 )
 
-// statusMsgs holds the messages of a response's statuses, so that they
-// cost a few allocations instead of several per descriptor.
-type statusMsgs struct {
-	list   []*rlsv3.RateLimitResponse_DescriptorStatus
-	msgs   []rlsv3.RateLimitResponse_DescriptorStatus
-	limits []rlsv3.RateLimitResponse_RateLimit
-	waits  []durationpb.Duration
+// smallAnswer is the most descriptors whose statuses an answerBuf holds
+// itself; an answer to more allocates them apart.
+const smallAnswer = 2
+
+// answerBuf holds the messages of one answer, so that an answer to one or
+// two descriptors costs one allocation (and the map of its metadata)
+// instead of several per descriptor. What only the configuration fixes
+// (a rule's current_limit, RateLimit-Policy, the metadata's strings) is
+// shared by every answer, in the rule's ruleText: a message is only read
+// once built, and reading is safe concurrently.
+type answerBuf struct {
+	resp  rlsv3.RateLimitResponse
+	meta  answerMeta
+	msgs  []rlsv3.RateLimitResponse_DescriptorStatus // msgArr, or allocated
+	waits []durationpb.Duration                      // one per enforced rule: waitArr, or allocated
+
+	listArr [smallAnswer]*rlsv3.RateLimitResponse_DescriptorStatus
+	msgArr  [smallAnswer]rlsv3.RateLimitResponse_DescriptorStatus
+	waitArr [smallAnswer]durationpb.Duration
+
+	headerArr [3]*corev3.HeaderValue // response_headers_to_add's usual ones
+	headerVal [2]corev3.HeaderValue  // Retry-After and RateLimit
+	headerN   int                    // headerVal used
 }
 
-func newStatusMsgs(n int) *statusMsgs {
-	m := &statusMsgs{
-		list: make([]*rlsv3.RateLimitResponse_DescriptorStatus, n),
-		msgs: make([]rlsv3.RateLimitResponse_DescriptorStatus, n),
+// newAnswer returns the buffer of an answer with n statuses (resp.Statuses
+// set, every one zero) and room for the waits of enforced rules.
+func newAnswer(n, enforced int) *answerBuf {
+	b := new(answerBuf)
+	list, msgs := b.listArr[:], b.msgArr[:]
+	if n > smallAnswer {
+		list, msgs = make([]*rlsv3.RateLimitResponse_DescriptorStatus, n), make([]rlsv3.RateLimitResponse_DescriptorStatus, n)
 	}
-	for i := range m.list {
-		m.list[i] = &m.msgs[i]
+	list, b.msgs = list[:n], msgs[:n]
+	for i := range list {
+		list[i] = &b.msgs[i]
 	}
-	return m
+	b.resp.Statuses = list
+	b.waits = b.waitArr[:]
+	if enforced > smallAnswer {
+		b.waits = make([]durationpb.Duration, enforced)
+	}
+	return b
+}
+
+// addHeader appends a header to response_headers_to_add, held in b while
+// it has room. (The rate limit service API has no append action: Envoy
+// adds them.)
+func (b *answerBuf) addHeader(k, v string) {
+	var h *corev3.HeaderValue
+	if b.headerN < len(b.headerVal) {
+		h = &b.headerVal[b.headerN]
+		b.headerN++
+	} else {
+		h = new(corev3.HeaderValue)
+	}
+	h.Key, h.Value = k, v
+	b.addShared(h)
+}
+
+// addShared appends a header shared by several answers (never changed) to
+// response_headers_to_add.
+func (b *answerBuf) addShared(h *corev3.HeaderValue) {
+	if b.resp.ResponseHeadersToAdd == nil {
+		b.resp.ResponseHeadersToAdd = b.headerArr[:0]
+	}
+	b.resp.ResponseHeadersToAdd = append(b.resp.ResponseHeadersToAdd, h)
 }
 
 // answer is the response to a decided plan (or one without rules to
 // decide): the statuses, and the body and headers of the outcome.
 func (s *Server) answer(p *plan, allowed bool, reason string) *rlsv3.RateLimitResponse {
-	m := newStatusMsgs(len(p.statuses))
-	m.limits = make([]rlsv3.RateLimitResponse_RateLimit, len(p.enforced))
-	m.waits = make([]durationpb.Duration, len(p.enforced))
+	b := newAnswer(len(p.statuses), len(p.enforced))
 	binding, wait := -1, time.Duration(0) // the rule the headers describe
 	e := 0
 	for i, st := range p.statuses {
-		ds := &m.msgs[i]
+		ds := &b.msgs[i]
 		switch st.kind {
 		case kindEnforced:
 			r := &p.rules[st.rule]
@@ -59,12 +105,12 @@ func (s *Server) answer(p *plan, allowed bool, reason string) *rlsv3.RateLimitRe
 			if !d.Allowed {
 				ds.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 			}
-			ds.CurrentLimit = r.currentLimit(&m.limits[e])
+			ds.CurrentLimit = r.texts().currentLimit
 			ds.LimitRemaining = clampRemaining(d.Remaining)
 			if d.Remaining <= 0 {
-				m.waits[e].Seconds = authz.RetryAfterSeconds(d.RetryAfter)
+				b.waits[e].Seconds = authz.RetryAfterSeconds(d.RetryAfter)
 			}
-			ds.DurationUntilReset = &m.waits[e]
+			ds.DurationUntilReset = &b.waits[e]
 			e++
 			if closer(allowed, d, binding, p, wait) {
 				binding, wait = st.rule, d.RetryAfter
@@ -81,13 +127,13 @@ func (s *Server) answer(p *plan, allowed bool, reason string) *rlsv3.RateLimitRe
 			s.m.descriptors[st.kind].Inc()
 		}
 	}
-	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: m.list}
+	b.resp.OverallCode = rlsv3.RateLimitResponse_OK
 	if !allowed {
-		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+		b.resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
-	s.addHeaders(resp, p, allowed, binding, reason)
-	resp.DynamicMetadata = s.metadata(p, answerDecision(p, allowed, reason), binding, reason)
-	return resp
+	s.addHeaders(b, p, allowed, binding, reason)
+	b.metadata(p, answerDecision(p, allowed, reason), binding, reason)
+	return &b.resp
 }
 
 // closer reports whether decision d, of a rule in p, should replace the
@@ -109,13 +155,12 @@ func descriptorKind(d limiter.Decision) kind {
 	return descriptorOverLimit
 }
 
-// addHeaders adds the body and headers of the outcome to resp: for a
-// denial the body, Retry-After and the rate-limit headers of the denying
+// addHeaders adds the body and headers of the outcome to b's response: for
+// a denial the body, Retry-After and the rate-limit headers of the denying
 // rule; for an allowance, with Config.Headers, the rate-limit headers of
 // the rule with the least room; and the DegradedHeader of a decision made
 // on a degraded path.
-func (s *Server) addHeaders(resp *rlsv3.RateLimitResponse, p *plan, allowed bool, binding int, reason string) {
-	var h []*corev3.HeaderValue
+func (s *Server) addHeaders(b *answerBuf, p *plan, allowed bool, binding int, reason string) {
 	if binding >= 0 {
 		r := &p.rules[binding]
 		n := int64(0)
@@ -124,152 +169,88 @@ func (s *Server) addHeaders(resp *rlsv3.RateLimitResponse, p *plan, allowed bool
 		}
 		if !allowed {
 			ns := strconv.FormatInt(n, 10)
-			resp.RawBody = []byte(deniedBodyPrefix + ns + " seconds")
-			h = append(h, header("Retry-After", ns))
+			body := make([]byte, 0, len(deniedBodyPrefix)+len(ns)+len(" seconds"))
+			b.resp.RawBody = append(append(append(body, deniedBodyPrefix...), ns...), " seconds"...)
+			b.addHeader("Retry-After", ns)
 		}
 		if !allowed || s.headers {
 			remaining := max(min(r.decision.Remaining, int64(r.limit.RequestsPerUnit)), 0)
-			name := r.policyName()
-			h = append(h,
-				header("RateLimit-Policy", policyField(name, int64(r.limit.RequestsPerUnit), r.window)),
-				header("RateLimit", rateLimitField(name, remaining, n)))
+			t := r.texts()
+			b.addShared(t.policy)
+			b.addHeader("RateLimit", rateLimitField(t, remaining, n))
 		}
 	}
 	if reason != "" {
 		if allowed {
-			resp.RequestHeadersToAdd = []*corev3.HeaderValue{header(authz.DegradedHeader, reason)}
+			b.resp.RequestHeadersToAdd = []*corev3.HeaderValue{{Key: authz.DegradedHeader, Value: reason}}
 		}
 		if s.toClient {
-			h = append(h, header(authz.DegradedHeader, reason))
+			b.addHeader(authz.DegradedHeader, reason)
 		}
 	}
-	resp.ResponseHeadersToAdd = h
 }
 
-// currentLimit fills m with r's limit as Envoy's status reports it and
-// returns it.
-func (r *rule) currentLimit(m *rlsv3.RateLimitResponse_RateLimit) *rlsv3.RateLimitResponse_RateLimit {
-	m.Name = r.limit.Name
-	m.RequestsPerUnit = r.limit.RequestsPerUnit
-	m.Unit = rlsv3.RateLimitResponse_RateLimit_Unit(r.limit.Unit)
-	if r.mult > 0 {
-		m.UnitMultiplier = wrapperspb.UInt32(r.mult)
+// texts returns the text of r's rule: the one SetLimits formatted, else
+// (an override) formatted now.
+func (r *rule) texts() *ruleText {
+	if r.text == nil {
+		r.text = newRuleText(r.limit, r.window, r.mult)
 	}
-	return m
-}
-
-// policyName names r in RateLimit-Policy and RateLimit: its name, else its
-// key.
-func (r *rule) policyName() string {
-	if r.limit.Name != "" {
-		return r.limit.Name
-	}
-	return r.limit.Key
+	return r.text
 }
 
 // refusedResponse answers a request refused for its size: OVER_LIMIT,
 // nothing counted, a body saying why.
 func (s *Server) refusedResponse(p *plan) *rlsv3.RateLimitResponse {
-	m := newStatusMsgs(p.descriptors)
-	for i := range m.msgs {
-		m.msgs[i].Code = rlsv3.RateLimitResponse_OVER_LIMIT
+	b := newAnswer(p.descriptors, 0)
+	for i := range b.msgs {
+		b.msgs[i].Code = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
-	return &rlsv3.RateLimitResponse{
-		OverallCode:     rlsv3.RateLimitResponse_OVER_LIMIT,
-		Statuses:        m.list,
-		RawBody:         []byte(refusedBodyStart + p.refused),
-		DynamicMetadata: s.metadata(p, "refused", -1, ""),
-	}
+	b.resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+	b.resp.RawBody = []byte(refusedBodyStart + p.refused)
+	b.metadata(p, "refused", -1, "")
+	return &b.resp
 }
 
 // failOpenResponse answers OK when the limiter failed: every status OK,
 // without limits, and no header.
 func (s *Server) failOpenResponse(p *plan) *rlsv3.RateLimitResponse {
-	m := newStatusMsgs(len(p.statuses))
+	b := newAnswer(len(p.statuses), 0)
 	for i, st := range p.statuses {
-		m.msgs[i].Code = rlsv3.RateLimitResponse_OK
+		b.msgs[i].Code = rlsv3.RateLimitResponse_OK
 		if st.kind != kindEnforced && st.kind != kindShadow {
-			m.msgs[i].LimitRemaining = maxRemaining
+			b.msgs[i].LimitRemaining = maxRemaining
 		}
 	}
-	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: m.list, DynamicMetadata: s.metadata(p, "fail_open", -1, "")}
+	b.resp.OverallCode = rlsv3.RateLimitResponse_OK
+	b.metadata(p, "fail_open", -1, "")
+	return &b.resp
 }
 
 // unavailableResponse denies when the limiter failed (FailClosed): the
 // enforced statuses OVER_LIMIT with their limits, the others OK, and the
 // body "Rate limiter unavailable"; no Retry-After, as no wait is known.
 func (s *Server) unavailableResponse(p *plan) *rlsv3.RateLimitResponse {
-	m := newStatusMsgs(len(p.statuses))
-	m.limits = make([]rlsv3.RateLimitResponse_RateLimit, len(p.enforced))
-	e := 0
+	b := newAnswer(len(p.statuses), 0)
 	for i, st := range p.statuses {
-		ds := &m.msgs[i]
+		ds := &b.msgs[i]
 		ds.Code = rlsv3.RateLimitResponse_OK
 		switch st.kind {
 		case kindEnforced:
 			ds.Code = rlsv3.RateLimitResponse_OVER_LIMIT
-			ds.CurrentLimit = p.rules[st.rule].currentLimit(&m.limits[e])
-			e++
+			ds.CurrentLimit = p.rules[st.rule].texts().currentLimit
 		case kindShadow:
 		default:
 			ds.LimitRemaining = maxRemaining
 		}
 	}
-	return &rlsv3.RateLimitResponse{
-		OverallCode:     rlsv3.RateLimitResponse_OVER_LIMIT,
-		Statuses:        m.list,
-		RawBody:         []byte(unavailableBody),
-		DynamicMetadata: s.metadata(p, "fail_closed", -1, ""),
-	}
-}
-
-// header returns a header for response_headers_to_add or
-// request_headers_to_add. (The rate limit service API has no append
-// action: Envoy adds them.)
-func header(k, v string) *corev3.HeaderValue {
-	return &corev3.HeaderValue{Key: k, Value: v}
+	b.resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+	b.resp.RawBody = []byte(unavailableBody)
+	b.metadata(p, "fail_closed", -1, "")
+	return &b.resp
 }
 
 // clampRemaining fits a Decision's Remaining into limit_remaining.
 func clampRemaining(n int64) uint32 {
 	return uint32(min(max(n, 0), maxRemaining))
-}
-
-// policyField is a RateLimit-Policy item (draft-ietf-httpapi-ratelimit-
-// headers-10): "name";q=quota;w=window-seconds.
-func policyField(name string, quota int64, window time.Duration) string {
-	b := appendSFString(make([]byte, 0, len(name)+32), name)
-	b = append(b, ";q="...)
-	b = strconv.AppendInt(b, quota, 10)
-	b = append(b, ";w="...)
-	return string(strconv.AppendInt(b, int64(window/time.Second), 10))
-}
-
-// rateLimitField is a RateLimit item: "name";r=remaining;t=reset-seconds.
-func rateLimitField(name string, remaining, reset int64) string {
-	b := appendSFString(make([]byte, 0, len(name)+32), name)
-	b = append(b, ";r="...)
-	b = strconv.AppendInt(b, remaining, 10)
-	b = append(b, ";t="...)
-	return string(strconv.AppendInt(b, reset, 10))
-}
-
-// appendSFString appends s as a structured-field string (RFC 8941): in
-// double quotes, with '"' and '\' escaped. Bytes a string cannot hold
-// (controls, DEL and beyond ASCII, which a configuration's keys may have)
-// become '?', so the header stays valid.
-func appendSFString(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20 || c > 0x7e:
-			b = append(b, '?')
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/floodgate-rl/floodgate/limiter"
-	"github.com/floodgate-rl/floodgate/limiter/memory"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -21,7 +22,7 @@ func BenchmarkShouldRateLimit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st := memory.New(nil)
+	st := limiter.NewMemoryStore(nil)
 	defer st.Close()
 	s, err := limiter.NewStrategy(limiter.StrategySliding, st, limiter.StrategyConfig{})
 	if err != nil {
@@ -53,4 +54,63 @@ func BenchmarkShouldRateLimit(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// allowStrategy allows every request without counting: the limiter's cost
+// taken out, what is left of ShouldRateLimit is the translation (the plan,
+// the matching, the counter keys) and the answer.
+type allowStrategy struct{}
+
+func (allowStrategy) Allow(_ context.Context, r limiter.Request, _ time.Time) (limiter.Decision, error) {
+	return limiter.Decision{Allowed: true, Limit: r.Limit, Window: r.Window, Remaining: r.Limit - r.Hits}, nil
+}
+
+func (s allowStrategy) AllowAll(ctx context.Context, rs []limiter.Request, now time.Time) ([]limiter.Decision, error) {
+	ds := make([]limiter.Decision, len(rs))
+	for i, r := range rs {
+		ds[i], _ = s.Allow(ctx, r, now)
+	}
+	return ds, nil
+}
+
+// benchLimits is floodgate-bench's RLS configuration (floodgate-bench
+// rls-config): remote_address limited per hour.
+const benchLimits = `domain: bench
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: hour, requests_per_unit: 1000000000}
+`
+
+// BenchmarkTranslate measures ShouldRateLimit without the limiter's cost
+// (a strategy that allows without counting), for the request floodgate-
+// bench sends: one remote_address descriptor, of one hot value and of
+// 10,000 values in turn; with and without Config.Headers.
+func BenchmarkTranslate(b *testing.B) {
+	limits, err := rlsconf.Parse("limits.yaml", []byte(benchLimits))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, headers := range []bool{false, true} {
+		srv, err := rls.NewServer(rls.Config{Limits: limits, Strategy: allowStrategy{}, Headers: headers})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range []int{1, 10000} {
+			reqs := make([]*rlsv3.RateLimitRequest, n)
+			for i := range reqs {
+				reqs[i] = &rlsv3.RateLimitRequest{Domain: "bench", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc(fmt.Sprintf("remote_address=10.%d.%d.%d", i>>16, (i>>8)&255, i&255))}, HitsAddend: 1}
+			}
+			b.Run(fmt.Sprintf("values=%d/headers=%t", n, headers), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					resp, _ := srv.ShouldRateLimit(context.Background(), reqs[i%n])
+					if resp.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+						b.Fatal(resp)
+					}
+					i++
+				}
+			})
+		}
+	}
 }

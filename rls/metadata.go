@@ -24,41 +24,56 @@ import (
 // longer than 128 bytes is cut).
 const MetadataNamespace = "envoy.filters.http.ratelimit"
 
-// answerMeta holds the dynamic metadata of one answer, so that it costs
-// one allocation and its map.
+// answerMeta holds the dynamic metadata of one answer, in its answerBuf.
+// Its string values are shared: the scope and the rule formatted when the
+// configuration was put in force (ruleText), the decisions once.
 type answerMeta struct {
-	st                                    structpb.Struct
-	scope, rule, decision, degraded, left structpb.Value
-	scopeS, ruleS, decisionS, degradedS   structpb.Value_StringValue
-	leftN                                 structpb.Value_NumberValue
+	st    structpb.Struct
+	left  structpb.Value
+	leftN structpb.Value_NumberValue
 }
 
-// metadata returns the dynamic metadata of an answer to p: decision is
-// its result, binding the index in p.rules of the rule the headers
-// describe (-1 for none), reason the degraded reason ("" for none).
-func (s *Server) metadata(p *plan, decision string, binding int, reason string) *structpb.Struct {
-	m := new(answerMeta)
+// metadata sets the dynamic metadata of b's answer to p: decision is its
+// result, binding the index in p.rules of the rule the headers describe
+// (-1 for none), reason the degraded reason ("" for none).
+func (b *answerBuf) metadata(p *plan, decision string, binding int, reason string) {
+	m := &b.meta
 	m.st.Fields = make(map[string]*structpb.Value, 5)
-	m.str(authz.MetaScope, &m.scope, &m.scopeS, counterScope+truncate(p.domain, 128))
-	m.str(authz.MetaDecision, &m.decision, &m.decisionS, decision)
+	scope := p.scope
+	if scope == nil {
+		scope = metadataScope(p.domain)
+	}
+	m.st.Fields[authz.MetaScope] = scope
+	m.st.Fields[authz.MetaDecision] = decisionValue(decision)
 	if binding >= 0 {
 		r := &p.rules[binding]
-		m.str(authz.MetaRule, &m.rule, &m.ruleS, r.limit.Key)
+		m.st.Fields[authz.MetaRule] = r.texts().rule
 		m.leftN.NumberValue = float64(max(min(r.decision.Remaining, int64(r.limit.RequestsPerUnit)), 0))
 		m.left.Kind = &m.leftN
 		m.st.Fields[authz.MetaRemaining] = &m.left
 	}
 	if reason != "" {
-		m.str(authz.MetaDegraded, &m.degraded, &m.degradedS, reason)
+		m.st.Fields[authz.MetaDegraded] = structpb.NewStringValue(reason)
 	}
-	return &m.st
+	b.resp.DynamicMetadata = &m.st
 }
 
-// str sets field k to v, held in val and sv.
-func (m *answerMeta) str(k string, val *structpb.Value, sv *structpb.Value_StringValue, v string) {
-	sv.StringValue = v
-	val.Kind = sv
-	m.st.Fields[k] = val
+// decisionValues are the metadata's decision values, the results of
+// floodgate_rls_decisions_total, shared by every answer.
+var decisionValues = func() map[string]*structpb.Value {
+	m := make(map[string]*structpb.Value)
+	for _, d := range []string{"allowed", "denied", "fallback_allowed", "fallback_denied", "fail_open", "fail_closed", "unlimited", "unknown_domain", "refused"} {
+		m[d] = structpb.NewStringValue(d)
+	}
+	return m
+}()
+
+// decisionValue is the metadata's decision field of result d.
+func decisionValue(d string) *structpb.Value {
+	if v := decisionValues[d]; v != nil {
+		return v
+	}
+	return structpb.NewStringValue(d)
 }
 
 // answerDecision is the result of floodgate_rls_decisions_total that an

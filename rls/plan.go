@@ -8,6 +8,7 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/policy"
@@ -44,18 +45,26 @@ type rule struct {
 	limit    *rlsconf.Limit // the configuration's rule, or one made for an override
 	window   time.Duration  // limit's unit times an override's multiplier
 	mult     uint32         // an override's unit_multiplier; 0 without one
+	text     *ruleText      // formatted by SetLimits; nil: formatted when needed
 	req      limiter.Request
 	decision limiter.Decision
 	decided  bool
 }
 
 // plan is what ShouldRateLimit makes of one request before asking the
-// strategy, and then the decisions. The arrays hold the usual handful of
-// descriptors without allocating.
+// strategy, and then the decisions. Its arrays hold the usual handful of
+// descriptors without allocating; plans are pooled (see reset).
 type plan struct {
+	planState
+	planBufs
+}
+
+// planState is a plan but its arrays.
+type planState struct {
 	domain        string
-	descriptors   int  // descriptors in the request
-	unknownDomain bool // the domain has no configuration
+	scope         *structpb.Value // metadataScope(domain) of a configured domain, else nil
+	descriptors   int             // descriptors in the request
+	unknownDomain bool            // the domain has no configuration
 	refused       string
 	complete      bool // build finished
 
@@ -64,7 +73,10 @@ type plan struct {
 	enforced []int // indexes in rules, in descriptor order
 	shadow   []int
 	reqs     []limiter.Request
+}
 
+// planBufs are the arrays of a plan.
+type planBufs struct {
 	statusBuf [8]status
 	ruleBuf   [8]rule
 	indexBuf  [8]int
@@ -74,6 +86,21 @@ type plan struct {
 	foundBuf  [8]*rlsconf.Limit
 
 	decisionBuf [1]limiter.Decision // the decision of a set of one
+}
+
+// reset makes p a zero plan again, dropping its references to the request
+// and the configuration, for the pool. Of the arrays, it clears what the
+// plan of p.descriptors descriptors used (those without pointers need no
+// clearing: a plan writes every element before it reads it), instead of
+// the few kilobytes of the whole.
+func (p *plan) reset() {
+	n := min(p.descriptors, len(p.ruleBuf))
+	clear(p.ruleBuf[:n])
+	clear(p.reqBuf[:n])
+	clear(p.limitBuf[:n])
+	clear(p.foundBuf[:n])
+	clear(p.entryBuf[:])
+	p.planState = planState{}
 }
 
 // build makes the plan of req: every descriptor matched, the replaced rules
@@ -89,7 +116,8 @@ func (s *Server) build(p *plan, req *rlsv3.RateLimitRequest) {
 		return
 	}
 	a := s.active.Load()
-	p.unknownDomain = !a.domains[p.domain]
+	p.scope = a.scopes[p.domain]
+	p.unknownDomain = p.scope == nil
 	matched := p.limitBuf[:0]
 	var overrides map[int]rule
 	for i, d := range descs {
@@ -110,7 +138,7 @@ func (s *Server) build(p *plan, req *rlsv3.RateLimitRequest) {
 	found := append(p.foundBuf[:0], matched...)
 	rlsconf.ApplyReplaces(matched)
 	for i, d := range descs {
-		p.classify(i, d, req.GetHitsAddend(), found[i], matched[i], overrides)
+		p.classify(i, d, req.GetHitsAddend(), found[i], matched[i], overrides, a.texts)
 	}
 	if n := len(p.enforced) + len(p.shadow); n > MaxRules {
 		p.refused = strconv.Itoa(n) + " rules to decide, at most " + strconv.Itoa(MaxRules)
@@ -119,8 +147,8 @@ func (s *Server) build(p *plan, req *rlsv3.RateLimitRequest) {
 }
 
 // classify adds descriptor i's status to p: found is the rule it matched,
-// kept what ApplyReplaces left of it.
-func (p *plan) classify(i int, d *ratelimitv3.RateLimitDescriptor, reqHits uint32, found, kept *rlsconf.Limit, overrides map[int]rule) {
+// kept what ApplyReplaces left of it, texts the rules' texts.
+func (p *plan) classify(i int, d *ratelimitv3.RateLimitDescriptor, reqHits uint32, found, kept *rlsconf.Limit, overrides map[int]rule, texts map[*rlsconf.Limit]*ruleText) {
 	st := status{kind: kindNoRule}
 	switch {
 	case d.GetIsNegativeHits():
@@ -133,7 +161,7 @@ func (p *plan) classify(i int, d *ratelimitv3.RateLimitDescriptor, reqHits uint3
 	default:
 		r, ok := overrides[i]
 		if !ok {
-			r = rule{limit: kept, window: kept.Unit.Window()}
+			r = rule{limit: kept, window: kept.Unit.Window(), text: texts[kept]}
 		}
 		r.req = limiter.Request{
 			Scope:     counterScope,

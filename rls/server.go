@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/floodgate-rl/floodgate/authz"
 	"github.com/floodgate-rl/floodgate/limiter"
@@ -185,10 +186,10 @@ func (s *Server) SetLimits(c *rlsconf.Config) error {
 	if err := CheckStrategy(c, s.strategyName); err != nil {
 		return err
 	}
-	a := &active{limits: c, domains: make(map[string]bool)}
+	a := &active{limits: c, scopes: make(map[string]*structpb.Value), texts: ruleTexts(c)}
 	if c != nil {
 		for _, d := range c.Domains() {
-			a.domains[d] = true
+			a.scopes[d] = metadataScope(d)
 		}
 	}
 	old := s.active.Swap(a)
@@ -198,10 +199,14 @@ func (s *Server) SetLimits(c *rlsconf.Config) error {
 	return nil
 }
 
-// active is the configuration in force and its domains.
+// active is the configuration in force, with what its answers say that
+// only it fixes, formatted once.
 type active struct {
-	limits  *rlsconf.Config // nil: no domain
-	domains map[string]bool
+	limits *rlsconf.Config // nil: no domain
+	// scopes holds the metadata scope of every domain (never nil).
+	scopes map[string]*structpb.Value
+	// texts holds the text of every rule but the unlimited ones.
+	texts map[*rlsconf.Limit]*ruleText
 }
 
 // Limits returns the configuration in force, nil for none.
@@ -241,7 +246,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		if v := recover(); v != nil {
 			resp = s.recovered(p, v)
 		}
-		*p = plan{} // drops its references to the request and the configuration
+		p.reset()
 		planPool.Put(p)
 		s.m.duration.Observe(time.Since(start).Seconds())
 	}()
@@ -394,7 +399,7 @@ func (s *Server) recovered(p *plan, v any) *rlsv3.RateLimitResponse {
 	if !p.complete {
 		// The plan may be half built: answer for no descriptor at all, with
 		// one status per descriptor Envoy sent.
-		*p = plan{domain: p.domain, statuses: make([]status, p.descriptors)}
+		*p = plan{planState: planState{domain: p.domain, statuses: make([]status, p.descriptors)}}
 	}
 	return s.failure(p, fmt.Errorf("should rate limit panicked: %v", v))
 }
