@@ -98,9 +98,8 @@ type logGroup struct {
 	n       int64 // entries in the window, without the set's
 	untilMs int64 // when its hits fit, if they do not now; -1: never
 	at      int64 // the instant its entries were recorded at
-	taken   bool  // its entries are recorded (and not yet taken back)
-	wrote   bool  // the last call of its swap asked for a write
 	read    bool  // n, untilMs and at are from its log
+	swapMember
 }
 
 // AllowAll implements MultiStrategy. The logs of a set are one value each,
@@ -161,48 +160,21 @@ func (l *SlidingLog) decideSet(ctx context.Context, reqs []Request, gs []logGrou
 	for i := range gs {
 		g := &gs[i]
 		if g.hits > g.limit {
-			g.untilMs, doomed = -1, true
+			g.untilMs, g.skip, doomed = -1, true, true
 		} else if until, ok := l.denied.until(denyKey{id: g.id, limit: g.limit - g.hits + 1}, nowMs); ok {
-			g.untilMs, doomed = until, true
+			g.untilMs, g.skip, doomed = until, true, true
 		}
 	}
-	if !doomed {
-		release, err := l.turns.takeAll(ctx, len(gs), func(i int) string { return gs[i].key })
-		if err != nil {
-			return fmt.Errorf("sliding log: %w", err)
-		}
-		defer release()
+	set := swapSet{name: "sliding log", n: len(gs),
+		key:  func(i int) string { return gs[i].key },
+		m:    func(i int) *swapMember { return &gs[i].swapMember },
+		step: func(i int, write bool) swap { return l.decideLog(&gs[i], nowMs, write) },
+		undo: func(i int) swap { return l.takeOut(&gs[i]) },
 	}
-	if err := l.record(ctx, gs, nowMs, !doomed); err != nil {
+	if err := swapAll(ctx, l.store, l.turns, set, doomed); err != nil {
 		return err
 	}
 	l.decisions(reqs, gs, of, ds, nowMs)
-	return nil
-}
-
-// record decides every log of the set not already decided, in key order,
-// and records its entries while all have room (and write is true); once
-// one has not, the rest are only read, and the entries recorded are taken
-// out again. A failed store call takes out what was recorded, as far as the
-// store lets it, and fails.
-func (l *SlidingLog) record(ctx context.Context, gs []logGroup, nowMs int64, write bool) error {
-	for i := range gs {
-		g := &gs[i]
-		if g.untilMs != 0 {
-			continue // remembered denied, or never fits
-		}
-		if err := update(ctx, l.store, g.key, l.decideLog(g, nowMs, write)); err != nil {
-			// This log's write may or may not have been applied: it is not
-			// taken back (that could remove another decision's entries).
-			l.takeBack(ctx, gs)
-			return fmt.Errorf("sliding log: %w", err)
-		}
-		g.taken = g.wrote // only now: a write whose swap lost was never applied
-		write = write && g.taken
-	}
-	if !write {
-		l.takeBack(ctx, gs)
-	}
 	return nil
 }
 
@@ -253,34 +225,24 @@ func (l *SlidingLog) decideLog(g *logGroup, nowMs int64, write bool) swap {
 	}
 }
 
-// takeBack takes the set's recorded entries out of their logs again: a
-// compensating compare-and-swap each, removing as many entries at the
-// instant they were recorded at as the set added. Entries at one instant
-// are alike, so what other decisions recorded meanwhile stays. A failed one
-// leaves the entries, which errs on the safe side.
-func (l *SlidingLog) takeBack(ctx context.Context, gs []logGroup) {
-	for i := range gs {
-		g := &gs[i]
-		if !g.taken {
-			continue
+// takeOut is the compensating step of g's recorded entries: it removes
+// as many entries at the instant they were recorded at as the set added.
+// Entries at one instant are alike, so what other decisions recorded
+// meanwhile stays.
+func (l *SlidingLog) takeOut(g *logGroup) swap {
+	return func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
+		log, err := decodeLog(old)
+		if err != nil || !found {
+			return nil, 0, false, err
 		}
-		err := update(context.WithoutCancel(ctx), l.store, g.key, func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
-			log, err := decodeLog(old)
-			if err != nil || !found {
-				return nil, 0, false, err
+		left := g.hits
+		for j := len(log) - 1; j >= 0 && left > 0; j-- {
+			if log[j] == g.at {
+				log = slices.Delete(log, j, j+1)
+				left--
 			}
-			left := g.hits
-			for j := len(log) - 1; j >= 0 && left > 0; j-- {
-				if log[j] == g.at {
-					log = slices.Delete(log, j, j+1)
-					left--
-				}
-			}
-			return encodeLog(log), time.Duration(g.window.Milliseconds()+l.skewMs)*time.Millisecond + SkewMargin, true, nil
-		})
-		if err == nil {
-			g.taken = false
 		}
+		return encodeLog(log), time.Duration(g.window.Milliseconds()+l.skewMs)*time.Millisecond + SkewMargin, true, nil
 	}
 }
 

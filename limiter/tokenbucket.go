@@ -111,10 +111,8 @@ type tbGroup struct {
 	reqGroup
 	g          gcra
 	r          gcraResult
-	taken      bool // its tokens were taken (and not yet given back)
-	wrote      bool // the last call of its swap asked for a write
 	remembered bool // r is a remembered denial, not the bucket's answer
-	skip       bool // decided without the store: remembered, or never fits
+	swapMember
 }
 
 // AllowAll implements MultiStrategy. The buckets of a set are one value
@@ -180,43 +178,16 @@ func (b *TokenBucket) decideSet(ctx context.Context, reqs []Request, gs []tbGrou
 			g.r, g.remembered, g.skip, doomed = gcraResult{nextMs: until}, true, true, true
 		}
 	}
-	if !doomed {
-		release, err := b.turns.takeAll(ctx, len(gs), func(i int) string { return gs[i].key })
-		if err != nil {
-			return fmt.Errorf("token bucket: %w", err)
-		}
-		defer release()
+	set := swapSet{name: "token bucket", n: len(gs),
+		key:  func(i int) string { return gs[i].key },
+		m:    func(i int) *swapMember { return &gs[i].swapMember },
+		step: func(i int, write bool) swap { return b.decideBucket(&gs[i], nowMs, write) },
+		undo: func(i int) swap { return b.giveBack(&gs[i], nowMs) },
 	}
-	if err := b.take(ctx, gs, nowMs, !doomed); err != nil {
+	if err := swapAll(ctx, b.store, b.turns, set, doomed); err != nil {
 		return err
 	}
 	b.decisions(reqs, gs, of, ds, nowMs)
-	return nil
-}
-
-// take decides every bucket of the set not skipped, in key order, and
-// takes its tokens while all have them (and write is true); once one has
-// not, the rest are only read, and the tokens taken are given back. A
-// failed store call gives back what was taken, as far as the store lets
-// it, and fails.
-func (b *TokenBucket) take(ctx context.Context, gs []tbGroup, nowMs int64, write bool) error {
-	for i := range gs {
-		g := &gs[i]
-		if g.skip {
-			continue
-		}
-		if err := update(ctx, b.store, g.key, b.decideBucket(g, nowMs, write)); err != nil {
-			// This bucket's write may or may not have been applied: it is
-			// not given back (that could give a token never taken).
-			b.giveBack(ctx, gs, nowMs)
-			return fmt.Errorf("token bucket: %w", err)
-		}
-		g.taken = g.wrote // only now: a write whose swap lost was never applied
-		write = write && g.r.allowed
-	}
-	if !write {
-		b.giveBack(ctx, gs, nowMs)
-	}
 	return nil
 }
 
@@ -249,31 +220,21 @@ func (b *TokenBucket) ttl(tat gcraInstant, nowMs int64) time.Duration {
 	return time.Duration(max(full, 0))*time.Millisecond + SkewMargin
 }
 
-// giveBack returns the tokens taken from the set's buckets: a compensating
-// compare-and-swap each, moving the TAT back by the hits taken. Tokens are
-// alike, so whatever other decisions took meanwhile stays taken. A failed
-// one leaves the tokens taken, which errs on the safe side.
-func (b *TokenBucket) giveBack(ctx context.Context, gs []tbGroup, nowMs int64) {
-	for i := range gs {
-		g := &gs[i]
-		if !g.taken {
-			continue
+// giveBack is the compensating step of g's tokens: it moves the TAT back
+// by the hits taken. Tokens are alike, so whatever other decisions took
+// meanwhile stays taken.
+func (b *TokenBucket) giveBack(g *tbGroup, nowMs int64) swap {
+	back := g.g.steps(g.hits)
+	return func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
+		if !found {
+			return nil, 0, false, nil // expired: nothing left to give back
 		}
-		back := g.g.steps(g.hits)
-		err := update(context.WithoutCancel(ctx), b.store, g.key, func(old []byte, found bool) ([]byte, time.Duration, bool, error) {
-			if !found {
-				return nil, 0, false, nil // expired: nothing left to give back
-			}
-			tat, err := decodeTAT(old, g.g.limit)
-			if err != nil {
-				return nil, 0, false, err
-			}
-			tat = g.g.sub(tat, back)
-			return encodeTAT(tat), b.ttl(tat, nowMs), true, nil
-		})
-		if err == nil {
-			g.taken = false
+		tat, err := decodeTAT(old, g.g.limit)
+		if err != nil {
+			return nil, 0, false, err
 		}
+		tat = g.g.sub(tat, back)
+		return encodeTAT(tat), b.ttl(tat, nowMs), true, nil
 	}
 }
 
