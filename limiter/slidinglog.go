@@ -165,13 +165,7 @@ func (l *SlidingLog) decideSet(ctx context.Context, reqs []Request, gs []logGrou
 			g.untilMs, g.skip, doomed = until, true, true
 		}
 	}
-	set := swapSet{name: "sliding log", n: len(gs),
-		key:  func(i int) string { return gs[i].key },
-		m:    func(i int) *swapMember { return &gs[i].swapMember },
-		step: func(i int, write bool) swap { return l.decideLog(&gs[i], nowMs, write) },
-		undo: func(i int) swap { return l.takeOut(&gs[i]) },
-	}
-	if err := swapAll(ctx, l.store, l.turns, set, doomed); err != nil {
+	if err := swapAll(ctx, l.store, l.turns, "sliding log", gs, doomed, func(g *logGroup, write bool) swap { return l.decideLog(g, nowMs, write) }, l.takeOut); err != nil {
 		return err
 	}
 	l.decisions(reqs, gs, of, ds, nowMs)

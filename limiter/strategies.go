@@ -286,6 +286,9 @@ type reqGroup struct {
 	maxLimit int64         // the largest
 }
 
+// valueKey returns the key of the group's value or counter.
+func (g *reqGroup) valueKey() string { return g.key }
+
 // groupOf is the group of r alone, under id and key.
 func groupOf(r Request, id, key string) reqGroup {
 	return reqGroup{id: id, key: key, window: r.Window, hits: r.HitsOf(), limit: r.Limit, maxLimit: r.Limit}

@@ -178,13 +178,7 @@ func (b *TokenBucket) decideSet(ctx context.Context, reqs []Request, gs []tbGrou
 			g.r, g.remembered, g.skip, doomed = gcraResult{nextMs: until}, true, true, true
 		}
 	}
-	set := swapSet{name: "token bucket", n: len(gs),
-		key:  func(i int) string { return gs[i].key },
-		m:    func(i int) *swapMember { return &gs[i].swapMember },
-		step: func(i int, write bool) swap { return b.decideBucket(&gs[i], nowMs, write) },
-		undo: func(i int) swap { return b.giveBack(&gs[i], nowMs) },
-	}
-	if err := swapAll(ctx, b.store, b.turns, set, doomed); err != nil {
+	if err := swapAll(ctx, b.store, b.turns, "token bucket", gs, doomed, func(g *tbGroup, write bool) swap { return b.decideBucket(g, nowMs, write) }, func(g *tbGroup) swap { return b.giveBack(g, nowMs) }); err != nil {
 		return err
 	}
 	b.decisions(reqs, gs, of, ds, nowMs)
