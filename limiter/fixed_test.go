@@ -11,12 +11,7 @@ func newFixed(st Store) Strategy { return NewFixed(st, StrategyConfig{MaxClockSk
 // every decision. t0 is a multiple of 60 seconds (and of an hour), but not of
 // 7 seconds: windows align to the Unix epoch, not to the first request.
 func TestFixedScenarios(t *testing.T) {
-	type hit struct {
-		at      time.Duration // after t0
-		allowed bool
-		remain  int64
-		retry   time.Duration
-	}
+	type hit = scenarioHit
 	tests := []struct {
 		name   string
 		limit  int64
@@ -72,15 +67,7 @@ func TestFixedScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newStrategyRig(t, 1, newFixed)
-			req := Request{Requestor: "ip:198.51.100.7", Limit: tc.limit, Window: tc.window}
-			for i, h := range tc.hits {
-				d := r.at(t, 0, req, t0.Add(h.at))
-				want := Decision{Allowed: h.allowed, Limit: tc.limit, Window: tc.window, Remaining: h.remain, RetryAfter: h.retry}
-				if d != want {
-					t.Fatalf("hit %d at +%v: %+v, want %+v", i, h.at, d, want)
-				}
-			}
+			playScenario(t, newFixed, Request{Limit: tc.limit, Window: tc.window}, tc.hits)
 		})
 	}
 }
@@ -88,30 +75,7 @@ func TestFixedScenarios(t *testing.T) {
 // TestFixedSeparation checks that scopes, windows and requestors have
 // counters of their own, while limits share them.
 func TestFixedSeparation(t *testing.T) {
-	r := newStrategyRig(t, 1, newFixed)
-	base := Request{Requestor: "k", Limit: 1, Window: time.Minute}
-	variants := []Request{
-		base,
-		{Scope: "login", Requestor: "k", Limit: 1, Window: time.Minute},
-		{Requestor: "k", Limit: 1, Window: time.Hour},
-		{Requestor: "other", Limit: 1, Window: time.Minute},
-	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(0)); !d.Allowed {
-			t.Fatalf("%+v: first request denied", v)
-		}
-	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(1)); d.Allowed {
-			t.Fatalf("%+v: second request allowed", v)
-		}
-	}
-	// A looser limit on the same counter sees the request already counted.
-	loose := base
-	loose.Limit = 3
-	if d := r.at(t, 0, loose, sec(2)); !d.Allowed || d.Remaining != 1 {
-		t.Fatalf("limit 3 after one request: %+v, want allowed with 1 remaining", d)
-	}
+	checkSeparation(t, newFixed)
 }
 
 // fixedModel is the definition of the fixed window: a count per window of

@@ -238,16 +238,7 @@ func TestSlidingScopesAndWindowsDoNotMix(t *testing.T) {
 	r := newRig(t, 1)
 	req := Request{Requestor: "k", Limit: 1, Window: time.Minute}
 	variants := []Request{req, {Scope: "login", Requestor: "k", Limit: 1, Window: time.Minute}, {Requestor: "k", Limit: 1, Window: time.Hour}}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(0)); !d.Allowed {
-			t.Fatalf("%+v: first request denied", v)
-		}
-	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(1)); d.Allowed {
-			t.Fatalf("%+v: second request allowed", v)
-		}
-	}
+	checkApart(t, func(v Request, at time.Time) Decision { return r.at(t, 0, v, at) }, variants)
 }
 
 // model is the definition of the sliding window, by brute force over a log

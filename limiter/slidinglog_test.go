@@ -13,12 +13,7 @@ func newSlidingLog(st Store) Strategy { return NewSlidingLog(st, StrategyConfig{
 // TestSlidingLogScenarios plays request patterns at injected instants and
 // checks every decision.
 func TestSlidingLogScenarios(t *testing.T) {
-	type hit struct {
-		at      time.Duration // after t0
-		allowed bool
-		remain  int64
-		retry   time.Duration
-	}
+	type hit = scenarioHit
 	tests := []struct {
 		name   string
 		limit  int64
@@ -67,15 +62,7 @@ func TestSlidingLogScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newStrategyRig(t, 1, newSlidingLog)
-			req := Request{Requestor: "ip:198.51.100.7", Limit: tc.limit, Window: tc.window}
-			for i, h := range tc.hits {
-				d := r.at(t, 0, req, t0.Add(h.at))
-				want := Decision{Allowed: h.allowed, Limit: tc.limit, Window: tc.window, Remaining: h.remain, RetryAfter: h.retry}
-				if d != want {
-					t.Fatalf("hit %d at +%v: %+v, want %+v", i, h.at, d, want)
-				}
-			}
+			playScenario(t, newSlidingLog, Request{Limit: tc.limit, Window: tc.window}, tc.hits)
 		})
 	}
 }
@@ -112,35 +99,13 @@ func TestSlidingLogRejectsLargeLimits(t *testing.T) {
 // TestSlidingLogSeparation checks that scopes, windows and requestors have
 // logs of their own, while limits share them.
 func TestSlidingLogSeparation(t *testing.T) {
-	r := newStrategyRig(t, 1, newSlidingLog)
-	base := Request{Requestor: "k", Limit: 1, Window: time.Minute}
-	variants := []Request{
-		base,
-		{Scope: "login", Requestor: "k", Limit: 1, Window: time.Minute},
-		{Requestor: "k", Limit: 1, Window: time.Hour},
-		{Requestor: "other", Limit: 1, Window: time.Minute},
-	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(0)); !d.Allowed {
-			t.Fatalf("%+v: first request denied", v)
-		}
-	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(1)); d.Allowed {
-			t.Fatalf("%+v: second request allowed", v)
-		}
-	}
-	loose := base
-	loose.Limit = 3
-	if d := r.at(t, 0, loose, sec(2)); !d.Allowed || d.Remaining != 1 {
-		t.Fatalf("limit 3 after one request: %+v, want allowed with 1 remaining", d)
-	}
+	r, loose := checkSeparation(t, newSlidingLog)
 	if d := r.at(t, 0, loose, sec(20)); !d.Allowed || d.Remaining != 0 || d.RetryAfter != 40*time.Second {
 		t.Fatalf("limit 3, third request: %+v, want allowed, none remaining, retry 40s", d)
 	}
 	// A stricter limit on the same log (0s, 2s, 20s) must wait until two
 	// requests have left, the second at 62s.
-	strict := base
+	strict := loose
 	strict.Limit = 2
 	if d := r.at(t, 0, strict, sec(30)); d.Allowed || d.RetryAfter != 32*time.Second {
 		t.Fatalf("limit 2 on a log of 3: %+v, want denied with retry 32s", d)

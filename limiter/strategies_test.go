@@ -55,6 +55,70 @@ func (r *strategyRig) at(t testing.TB, i int, req Request, now time.Time) Decisi
 	return d
 }
 
+// scenarioHit is one request of a scenario: when, and the decision it must
+// get.
+type scenarioHit struct {
+	at      time.Duration // after t0
+	allowed bool
+	remain  int64
+	retry   time.Duration
+}
+
+// playScenario decides req for one requestor at each hit's instant on one
+// instance of build, and checks every decision.
+func playScenario(t *testing.T, build func(Store) Strategy, req Request, hits []scenarioHit) {
+	t.Helper()
+	r := newStrategyRig(t, 1, build)
+	req.Requestor = "ip:198.51.100.7"
+	for i, h := range hits {
+		d := r.at(t, 0, req, t0.Add(h.at))
+		want := Decision{Allowed: h.allowed, Limit: req.Limit, Window: req.Window, Remaining: h.remain, RetryAfter: h.retry}
+		if d != want {
+			t.Fatalf("hit %d at +%v: %+v, want %+v", i, h.at, d, want)
+		}
+	}
+}
+
+// checkApart checks that each of variants, each a limit of 1, has a value
+// or counter of its own: each is allowed at sec(0) and denied at sec(1).
+func checkApart(t *testing.T, decide func(Request, time.Time) Decision, variants []Request) {
+	t.Helper()
+	for _, v := range variants {
+		if d := decide(v, sec(0)); !d.Allowed {
+			t.Fatalf("%+v: first request denied", v)
+		}
+	}
+	for _, v := range variants {
+		if d := decide(v, sec(1)); d.Allowed {
+			t.Fatalf("%+v: second request allowed", v)
+		}
+	}
+}
+
+// checkSeparation checks that scopes, windows and requestors have values
+// of their own under build's strategy, while limits share them: a limit of
+// 3 after one request has 1 remaining. It returns the rig and that
+// request, for checks of the strategy's own.
+func checkSeparation(t *testing.T, build func(Store) Strategy) (*strategyRig, Request) {
+	t.Helper()
+	r := newStrategyRig(t, 1, build)
+	base := Request{Requestor: "k", Limit: 1, Window: time.Minute}
+	variants := []Request{
+		base,
+		{Scope: "login", Requestor: "k", Limit: 1, Window: time.Minute},
+		{Requestor: "k", Limit: 1, Window: time.Hour},
+		{Requestor: "other", Limit: 1, Window: time.Minute},
+	}
+	checkApart(t, func(v Request, at time.Time) Decision { return r.at(t, 0, v, at) }, variants)
+	// A looser limit on the same counter sees the request already counted.
+	loose := base
+	loose.Limit = 3
+	if d := r.at(t, 0, loose, sec(2)); !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("limit 3 after one request: %+v, want allowed with 1 remaining", d)
+	}
+	return r, loose
+}
+
 // ms returns the instant n milliseconds after t0.
 func ms(n int64) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 

@@ -15,12 +15,7 @@ func newTokenBucket(st Store) Strategy {
 // TestTokenBucketScenarios plays request patterns at injected instants and
 // checks every decision.
 func TestTokenBucketScenarios(t *testing.T) {
-	type hit struct {
-		at      time.Duration // after t0
-		allowed bool
-		remain  int64
-		retry   time.Duration
-	}
+	type hit = scenarioHit
 	tests := []struct {
 		name string
 		req  Request
@@ -96,16 +91,7 @@ func TestTokenBucketScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newStrategyRig(t, 1, newTokenBucket)
-			req := tc.req
-			req.Requestor = "ip:198.51.100.7"
-			for i, h := range tc.hits {
-				d := r.at(t, 0, req, t0.Add(h.at))
-				want := Decision{Allowed: h.allowed, Limit: req.Limit, Window: req.Window, Remaining: h.remain, RetryAfter: h.retry}
-				if d != want {
-					t.Fatalf("hit %d at +%v: %+v, want %+v", i, h.at, d, want)
-				}
-			}
+			playScenario(t, newTokenBucket, tc.req, tc.hits)
 		})
 	}
 }
@@ -141,16 +127,7 @@ func TestTokenBucketSeparation(t *testing.T) {
 		{Requestor: "k", Limit: 1, Window: time.Hour},
 		{Scope: "login", Requestor: "k", Limit: 1, Window: time.Minute},
 	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(0)); !d.Allowed {
-			t.Fatalf("%+v: first request denied", v)
-		}
-	}
-	for _, v := range variants {
-		if d := r.at(t, 0, v, sec(1)); d.Allowed {
-			t.Fatalf("%+v: second request allowed", v)
-		}
-	}
+	checkApart(t, func(v Request, at time.Time) Decision { return r.at(t, 0, v, at) }, variants)
 	// Burst 0 means Limit: the same bucket as an explicit Burst of Limit.
 	if d := r.at(t, 0, Request{Requestor: "k", Limit: 1, Window: time.Minute, Burst: 1}, sec(2)); d.Allowed {
 		t.Fatalf("Burst 1 with Limit 1 did not share the bucket of Burst 0: %+v", d)
