@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/floodgate-rl/floodgate/internal/supervisor"
 	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
@@ -189,14 +190,21 @@ func TestBinaryBadConfig(t *testing.T) {
 	}
 }
 
-func TestBinaryPortInUse(t *testing.T) {
-	t.Parallel()
+// busyAddr returns a loopback address that a listener of the test holds
+// until the test ends.
+func busyAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	busy := ln.Addr().String()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+func TestBinaryPortInUse(t *testing.T) {
+	t.Parallel()
+	busy := busyAddr(t)
 	for _, flagName := range []string{"--grpc-addr", "--admin-addr"} {
 		args := []string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", flagName, busy}
 		code, _, stderr := runBin(t, nil, args...)
@@ -225,13 +233,31 @@ type startupLine struct {
 	ShutdownTimeout string `json:"shutdown_timeout"`
 }
 
-// server is a running floodgate process.
+// server is a running floodgate: a process of the binary (startServer) or
+// a Main in the test's own process (startInProcess).
 type server struct {
-	cmd     *exec.Cmd
+	cmd     *exec.Cmd // nil in process: signal and wait are for the binary
 	stderr  *testutil.Buffer
-	done    chan struct{} // closed when the process has exited
+	done    chan struct{} // closed when the process or the Main has exited
 	waitErr error         // set before done is closed
 	startup startupLine
+}
+
+// serverArgs are the flags every server of the tests starts with, before
+// a test's own: free loopback ports and JSON logs.
+func serverArgs(args ...string) []string {
+	return append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
+}
+
+// startupOf returns the "floodgate serving" line of logs, if there is one.
+func startupOf(logs string) (startupLine, bool) {
+	for line := range strings.Lines(logs) {
+		var l startupLine
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "floodgate serving" {
+			return l, true
+		}
+	}
+	return startupLine{}, false
 }
 
 // startServer starts floodgate on free loopback ports with JSON logs and
@@ -239,9 +265,8 @@ type server struct {
 // killed (by its PID) at the end of the test if it is still running.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	args = append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
 	s := &server{stderr: &testutil.Buffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(floodgateBin(t), args...)
+	s.cmd = exec.Command(floodgateBin(t), serverArgs(args...)...)
 	s.cmd.Env = childEnv()
 	s.cmd.Stderr = s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -263,23 +288,19 @@ func startServer(t *testing.T, args ...string) *server {
 		}
 	})
 
-	deadline := time.After(60 * time.Second)
-	for {
-		for _, line := range strings.Split(s.stderr.String(), "\n") {
-			var l startupLine
-			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "floodgate serving" {
-				s.startup = l
-				return s
-			}
+	testutil.WaitFor(t, 60*time.Second, func() error {
+		var ok bool
+		if s.startup, ok = startupOf(s.stderr.String()); ok {
+			return nil
 		}
 		select {
 		case <-s.done:
-			t.Fatalf("floodgate exited before serving: %v\n%s", s.waitErr, s.stderr.String())
-		case <-deadline:
-			t.Fatalf("floodgate did not log its startup line within 60s:\n%s", s.stderr.String())
-		case <-time.After(20 * time.Millisecond):
+			return supervisor.Permanent(fmt.Errorf("floodgate exited before serving: %v\n%s", s.waitErr, s.stderr.String()))
+		default:
+			return errors.New("floodgate did not log its startup line")
 		}
-	}
+	})
+	return s
 }
 
 // wait waits up to timeout for the process to exit and returns its status.

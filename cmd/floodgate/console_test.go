@@ -55,12 +55,13 @@ func getJSON(t *testing.T, url string, v any) int {
 	return resp.StatusCode
 }
 
-// TestBinaryConsole drives the real binary: denials reach the top list
-// (addresses shown, an API key as its fingerprint), the lookup reads the
-// count without counting, inspect prints it with its exit status, and the
-// console's routes are not on the admin listener.
-func TestBinaryConsole(t *testing.T) {
-	s := startServer(t, "--limit", "2", "--window", "1h", "--console-addr", "127.0.0.1:0")
+// TestServeConsole drives floodgate in process, and the inspect command as
+// the binary: denials reach the top list (addresses shown, an API key as
+// its fingerprint), the lookup reads the count without counting, inspect
+// prints it with its exit status, and the console's routes are not on the
+// admin listener.
+func TestServeConsole(t *testing.T) {
+	s := startInProcess(t, "--limit", "2", "--window", "1h", "--console-addr", "127.0.0.1:0")
 	addr := consoleAddr(t, s)
 	client := authv3.NewAuthorizationClient(s.dial(t))
 	ctx := context.Background()
@@ -126,10 +127,10 @@ func TestBinaryConsole(t *testing.T) {
 	}
 }
 
-// TestBinaryConsoleFingerprints: with --key header:x-api-key the console
+// TestServeConsoleFingerprints: with --key header:x-api-key the console
 // shows the key as its fingerprint, and looks it up by the key itself.
-func TestBinaryConsoleFingerprints(t *testing.T) {
-	s := startServer(t, "--limit", "1", "--key", "header:x-api-key", "--console-addr", "127.0.0.1:0")
+func TestServeConsoleFingerprints(t *testing.T) {
+	s := startInProcess(t, "--limit", "1", "--key", "header:x-api-key", "--console-addr", "127.0.0.1:0")
 	addr := consoleAddr(t, s)
 	client := authv3.NewAuthorizationClient(s.dial(t))
 	req := checkRequest("203.0.113.7")
@@ -162,16 +163,16 @@ func TestBinaryConsoleFingerprints(t *testing.T) {
 	}
 }
 
-// TestBinaryConsoleOff: --console-addr off serves none, and a console port
+// TestServeConsoleOff: --console-addr off serves none, and a console port
 // in use does not stop floodgate from serving.
-func TestBinaryConsoleOff(t *testing.T) {
-	s := startServer(t, "--console-addr", "off")
+func TestServeConsoleOff(t *testing.T) {
+	s := startInProcess(t, "--console-addr", "off")
 	if strings.Contains(s.stderr.String(), "console serving") {
 		t.Error("console served with --console-addr off")
 	}
-	busy := startServer(t, "--console-addr", "127.0.0.1:0")
+	busy := startInProcess(t, "--console-addr", "127.0.0.1:0")
 	taken := consoleAddr(t, busy)
-	s2 := startServer(t, "--console-addr", taken)
+	s2 := startInProcess(t, "--console-addr", taken)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if !strings.Contains(s2.stderr.String(), "console not served, floodgate goes on without it") {
 			return errNotYet("no line about the console's port")

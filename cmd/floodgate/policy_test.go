@@ -162,13 +162,13 @@ func checkStartReloading(t *testing.T, path string, build func() (*reloader, err
 	}
 }
 
-// TestBinaryPolicy runs floodgate with --policy on a ConfigMap-style
+// TestServePolicy runs floodgate (in process) with --policy on a ConfigMap-style
 // directory and changes the file under it: a valid version takes effect,
 // an invalid one is logged and counted while the previous one stays.
-func TestBinaryPolicy(t *testing.T) {
+func TestServePolicy(t *testing.T) {
 	t.Parallel()
 	cm := fgtestutil.NewConfigMap(t, "policy.yaml", limitPolicy("two", 2, "  match: {path_prefix: /}\n"))
-	s := startServer(t, "--policy", cm.Path(), "--limit", "100")
+	s := startInProcess(t, "--policy", cm.Path(), "--limit", "100")
 	client := authv3.NewAuthorizationClient(s.dial(t))
 	check := func(ip string) *authv3.CheckResponse {
 		t.Helper()

@@ -183,13 +183,13 @@ func TestBinaryCheckRLSConfigErrors(t *testing.T) {
 	}
 }
 
-// TestBinaryRLS runs floodgate with --rls-config on a ConfigMap-style
+// TestServeRLS runs floodgate (in process) with --rls-config on a ConfigMap-style
 // directory: ShouldRateLimit and Check on the one gRPC listener, the
 // health of the rate limit service, a reload, and the metrics.
-func TestBinaryRLS(t *testing.T) {
+func TestServeRLS(t *testing.T) {
 	t.Parallel()
 	cm := fgtestutil.NewConfigMap(t, "policy.yaml", rlsLimits(2))
-	s := startServer(t, "--rls-config", cm.Dir, "--limit", "1")
+	s := startInProcess(t, "--rls-config", cm.Dir, "--limit", "1")
 	if !strings.Contains(s.stderr.String(), `"rls_config":"`+cm.Dir+`","rls_domains":"test","rls_rules":1,"rls_sha256":"`) {
 		t.Errorf("startup line lacks the rls config:\n%s", s.stderr.String())
 	}
@@ -244,16 +244,16 @@ func TestBinaryRLS(t *testing.T) {
 	}
 }
 
-// TestBinaryRLSOverTLS: the rate limit service is behind the listener's
+// TestServeRLSOverTLS: the rate limit service is behind the listener's
 // (mutual) TLS, as ext_authz is.
-func TestBinaryRLSOverTLS(t *testing.T) {
+func TestServeRLSOverTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ca := fgtestutil.NewCA(t, "floodgate test CA")
 	cert, key := ca.Issue(t, "floodgate", true)
 	ccert, ckey := ca.Issue(t, "envoy", false)
 	limits := fgtestutil.WriteFile(t, dir, "limits.yaml", []byte(rlsLimits(1)))
-	s := startServer(t, "--rls-config", limits,
+	s := startInProcess(t, "--rls-config", limits,
 		"--tls-cert", fgtestutil.WriteFile(t, dir, "tls.crt", cert), "--tls-key", fgtestutil.WriteFile(t, dir, "tls.key", key),
 		"--tls-client-ca", fgtestutil.WriteFile(t, dir, "ca.crt", ca.PEM))
 	clientCert, err := tls.X509KeyPair(ccert, ckey)
