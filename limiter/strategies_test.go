@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
 // builders makes each strategy of this file's tests on a Store.
@@ -229,24 +231,11 @@ func TestStrategiesConcurrentReplicas(t *testing.T) {
 			r := newStrategyRig(t, 3, b.build)
 			req := Request{Requestor: "ip:192.0.2.1", Limit: 100, Window: time.Hour}
 			now := sec(30)
-			var allowed atomic.Int64
-			var wg sync.WaitGroup
-			start := make(chan struct{})
-			for i := range 300 {
-				wg.Go(func() {
-					<-start
-					d, err := r.insts[i%3].Allow(context.Background(), req, now)
-					if err != nil {
-						t.Error(err)
-					}
-					if d.Allowed {
-						allowed.Add(1)
-					}
-				})
-			}
-			close(start)
-			wg.Wait()
-			if n := allowed.Load(); n != 100 {
+			allowed := testutil.Burst(t, 300, func(i int) (bool, error) {
+				d, err := r.insts[i%3].Allow(context.Background(), req, now)
+				return d.Allowed, err
+			})
+			if n := allowed; n != 100 {
 				t.Fatalf("%d allowed, want exactly 100", n)
 			}
 			fresh := b.build(r.store)

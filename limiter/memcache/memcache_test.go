@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -353,47 +352,8 @@ func TestParseServers(t *testing.T) {
 	}
 }
 
-func BenchmarkAdd(b *testing.B) {
+// BenchmarkStore measures the store on a real memcached (Add and Get).
+func BenchmarkStore(b *testing.B) {
 	mc := testutil.StartMemcached(b)
-	s := newStore(b, []string{mc.Addr()}, Config{})
-	keys := make([]string, 1024)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("fg1:%032x:%d", i*7919, 1732312345+i%60)
-	}
-	ctx := context.Background()
-	var next atomic.Uint64
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := next.Add(1 << 10)
-		for pb.Next() {
-			i++
-			if _, err := s.Add(ctx, keys[i%uint64(len(keys))], 1, time.Hour); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-func BenchmarkGet(b *testing.B) {
-	mc := testutil.StartMemcached(b)
-	s := newStore(b, []string{mc.Addr()}, Config{})
-	ctx := context.Background()
-	// One requestor's decision reads about this many buckets.
-	keys := make([]string, 64)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("fg1:%032x:%d", 42, 1732312345+i)
-		if _, err := s.Add(ctx, keys[i], 1, time.Hour); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.Get(ctx, keys); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	storetest.Benchmark(b, newStore(b, []string{mc.Addr()}, Config{}))
 }

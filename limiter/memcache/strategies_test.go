@@ -52,24 +52,11 @@ func TestStrategiesOnMemcachedConcurrentReplicas(t *testing.T) {
 			rs := instances(t, name, 3, mc.Addr())
 			req := limiter.Request{Requestor: "ip:192.0.2.99", Limit: 100, Window: time.Hour}
 			now := base()
-			var allowed atomic.Int64
-			var wg sync.WaitGroup
-			start := make(chan struct{})
-			for i := range 300 {
-				wg.Go(func() {
-					<-start
-					d, err := rs[i%3].Allow(context.Background(), req, now)
-					if err != nil {
-						t.Error(err)
-					}
-					if d.Allowed {
-						allowed.Add(1)
-					}
-				})
-			}
-			close(start)
-			wg.Wait()
-			if n := allowed.Load(); n != 100 {
+			allowed := testutil.Burst(t, 300, func(i int) (bool, error) {
+				d, err := rs[i%3].Allow(context.Background(), req, now)
+				return d.Allowed, err
+			})
+			if n := allowed; n != 100 {
 				t.Fatalf("%d allowed, want exactly 100", n)
 			}
 			late := instances(t, name, 1, mc.Addr())[0]

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,46 +225,7 @@ func ExampleStore() {
 	// 2 1 2
 }
 
-func BenchmarkStoreAdd(b *testing.B) {
-	s := newMemoryStore(b, nil)
-	// Keys the size of the limiter's, spread over many requestors.
-	keys := make([]string, 1<<14)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("fg1:%032x:%d", i*7919, 1732312345+i%60)
-	}
-	var next atomic.Uint64
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := next.Add(1 << 10)
-		for pb.Next() {
-			i++
-			if _, err := s.Add(ctx, keys[i%uint64(len(keys))], 1, time.Hour); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-func BenchmarkStoreGet(b *testing.B) {
-	s := newMemoryStore(b, nil)
-	ctx := context.Background()
-	// One requestor's decision reads about this many buckets.
-	keys := make([]string, 64)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("fg1:%032x:%d", 42, 1732312345+i)
-		if _, err := s.Add(ctx, keys[i], 1, time.Hour); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.Get(ctx, keys); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+// BenchmarkStore measures the in-memory store (Add and Get).
+func BenchmarkStore(b *testing.B) {
+	storetest.Benchmark(b, newMemoryStore(b, nil))
 }
