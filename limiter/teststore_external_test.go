@@ -12,5 +12,4 @@ import (
 // of limiter.Store, as the stores floodgate runs on are.
 func TestTestStoreConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) limiter.Store { return limiter.NewTestStore(time.Now) })
-	storetest.RunSwap(t, func(t *testing.T) limiter.Store { return limiter.NewTestStore(time.Now) })
 }

@@ -6,16 +6,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/internal/testutil"
-
-	"github.com/floodgate-rl/floodgate/limiter"
-	"github.com/floodgate-rl/floodgate/limiter/storetest"
 )
-
-func TestStoreSwapConformance(t *testing.T) {
-	storetest.RunSwap(t, func(t *testing.T) limiter.Store {
-		return newMemoryStore(t, nil)
-	})
-}
 
 // TestStoreSwapClock drives the expiry of values with an injected
 // clock, without sleeping.

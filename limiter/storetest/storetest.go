@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite every limiter.Store passes. A
-// store's tests call Run with a constructor, and RunSwap too when the store
-// is a limiter.Store; the suites check the contracts documented on
-// limiter.Store and limiter.Store against the store running for real.
+// store's tests call Run with a constructor; the suite checks the contract
+// documented on limiter.Store (counters, batches and versioned values)
+// against the store running for real. Benchmark measures a store.
 package storetest
 
 import (
@@ -28,19 +28,72 @@ const ttl = time.Minute
 // memcached's clock ticks once a second, so such a value lives up to 2s.
 const expired = 2100 * time.Millisecond
 
-// Run runs the conformance suite against the stores newStore returns. It
-// calls newStore once per subtest, with that subtest's t; each store must be
-// empty, used by that subtest only, and released by newStore's own t.Cleanup.
-// Subtests run in parallel with each other. One subtest waits up to about
-// two seconds for counters to expire, because a real memcached cannot be
-// given a fake clock.
+// Run runs the conformance suite against the stores newStore returns: the
+// counters (Add, Get, Batch) and the values (GetVersioned,
+// CompareAndSwap). It calls newStore once per subtest, with that subtest's
+// t; each store must be empty, used by that subtest only, and released by
+// newStore's own t.Cleanup. Subtests run in parallel with each other. Two
+// subtests wait up to about two seconds for counters and values to expire,
+// because a real memcached cannot be given a fake clock.
 func Run(t *testing.T, newStore func(t *testing.T) limiter.Store) {
 	t.Helper()
 	runSuite(t, newStore, "Sequences", sequences, map[string]func(*testing.T, limiter.Store){
-		"ConcurrentAdds": testConcurrentAdds,
-		"Expiry":         testExpiry,
-		"DoneContext":    testDoneContext,
+		"ConcurrentAdds":   testConcurrentAdds,
+		"Expiry":           testExpiry,
+		"DoneContext":      testDoneContext,
+		"Batch":            testBatch,
+		"BatchDoneContext": testBatchDoneContext,
 	})
+	runSuite(t, newStore, "SwapSequences", swapSequences, map[string]func(*testing.T, limiter.Store){
+		"SwapValuesAreCopies": testSwapCopies,
+		"ConcurrentSwaps":     testConcurrentSwaps,
+		"SwapExpiry":          testSwapExpiry,
+		"SwapDoneContext":     testSwapDoneContext,
+	})
+}
+
+// testBatch checks that a Batch applies its adds in order, as Add does,
+// then reads, seeing them: counts, floors at zero, missing keys absent.
+func testBatch(t *testing.T, s limiter.Store) {
+	ctx := context.Background()
+	adds := []limiter.Increment{
+		{Key: "fg1:b:a", Delta: 2, TTL: ttl},
+		{Key: "fg1:b:b", Delta: 3, TTL: ttl},
+		{Key: "fg1:b:a", Delta: 1, TTL: ttl},
+		{Key: "fg1:b:b", Delta: -5, TTL: ttl}, // floors at 0
+		{Key: "fg1:b:n", Delta: -1, TTL: ttl}, // creates nothing
+	}
+	vals, counts, err := s.Batch(ctx, []string{"fg1:b:a", "fg1:b:b", "fg1:b:n", "fg1:b:missing"}, adds)
+	if err != nil {
+		t.Fatalf("Batch: %v", err)
+	}
+	if want := []int64{2, 3, 3, 0, 0}; !slices.Equal(counts, want) {
+		t.Errorf("Batch counts = %v, want %v", counts, want)
+	}
+	if want := map[string]int64{"fg1:b:a": 3, "fg1:b:b": 0}; !maps.Equal(vals, want) {
+		t.Errorf("Batch read = %v, want %v (a counter at zero present, missing keys absent)", vals, want)
+	}
+	// Reads only, as Get; adds only, with no read.
+	if vals, counts, err := s.Batch(ctx, []string{"fg1:b:a"}, nil); err != nil || len(counts) != 0 || !maps.Equal(vals, map[string]int64{"fg1:b:a": 3}) {
+		t.Errorf("read-only Batch = %v, %v, %v; want a=3, no counts", vals, counts, err)
+	}
+	if vals, counts, err := s.Batch(ctx, nil, adds[:1]); err != nil || !slices.Equal(counts, []int64{5}) || len(vals) != 0 {
+		t.Errorf("add-only Batch = %v, %v, %v; want [5] and nothing read", vals, counts, err)
+	}
+	if got, err := s.Get(ctx, []string{"fg1:b:a"}); err != nil || got["fg1:b:a"] != 5 {
+		t.Errorf("Get after the batches = %v, %v; want a=5", got, err)
+	}
+}
+
+// testBatchDoneContext checks that a Batch with a done context fails with
+// an error wrapping the context's and limiter.ErrStoreUnavailable.
+func testBatchDoneContext(t *testing.T, s limiter.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err := s.Batch(ctx, []string{"k"}, []limiter.Increment{{Key: "k", Delta: 1, TTL: ttl}})
+	if !errors.Is(err, limiter.ErrStoreUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("Batch with a cancelled context: error %v, want one wrapping context.Canceled and limiter.ErrStoreUnavailable", err)
+	}
 }
 
 // runSuite runs a suite as parallel subtests of t, each on a store of its
@@ -302,21 +355,6 @@ func testDoneContext(t *testing.T, s limiter.Store) {
 	if len(got) != 0 {
 		t.Errorf("Add with a cancelled context changed the store: Get = %v", got)
 	}
-}
-
-// RunSwap runs the conformance suite of the limiter.Store methods
-// (GetVersioned and CompareAndSwap) against the stores newStore returns, on
-// the same terms as Run: one fresh store per subtest, subtests in parallel,
-// and one subtest that waits up to about two seconds for values to expire. A
-// SwapStore passes Run as well.
-func RunSwap(t *testing.T, newStore func(t *testing.T) limiter.Store) {
-	t.Helper()
-	runSuite(t, newStore, "SwapSequences", swapSequences, map[string]func(*testing.T, limiter.Store){
-		"SwapValuesAreCopies": testSwapCopies,
-		"ConcurrentSwaps":     testConcurrentSwaps,
-		"SwapExpiry":          testSwapExpiry,
-		"SwapDoneContext":     testSwapDoneContext,
-	})
 }
 
 // swapStep is one CompareAndSwap and its expected outcome. ver picks the
