@@ -2,8 +2,6 @@ package limiter
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,56 +43,6 @@ func newBatchRig(t *testing.T, replicas int, plain ...int) (*rig, *batchingStore
 		r.replicas = append(r.replicas, s)
 	}
 	return r, bs
-}
-
-// TestSlidingBatchMatchesModel is TestSlidingMatchesModel with the counting
-// done in batches: on three batching replicas, and on two batching ones
-// sharing counters with one that does not batch.
-func TestSlidingBatchMatchesModel(t *testing.T) {
-	cases := []struct {
-		limit  int
-		window time.Duration
-		gapMax int
-		n      int
-	}{
-		{limit: 20, window: time.Hour, gapMax: 200, n: 600},
-		{limit: 20, window: time.Hour, gapMax: 30, n: 800},
-		{limit: 100, window: time.Hour, gapMax: 60, n: 800},
-		{limit: 3, window: 10 * time.Second, gapMax: 4, n: 500},
-		{limit: 1, window: time.Second, gapMax: 2, n: 200},
-		{limit: 5, window: 2 * time.Second, gapMax: 1, n: 300},
-		{limit: 7, window: 5 * time.Minute, gapMax: 20, n: 600},
-	}
-	for _, mixed := range []bool{false, true} {
-		for _, tc := range cases {
-			for seed := uint64(1); seed <= 3; seed++ {
-				name := fmt.Sprintf("mixed=%v/limit=%d/window=%s/gap=%d/seed=%d", mixed, tc.limit, tc.window, tc.gapMax, seed)
-				t.Run(name, func(t *testing.T) {
-					rng := rand.New(rand.NewPCG(seed, 42))
-					var plain []int
-					if mixed {
-						plain = []int{2}
-					}
-					r, _ := newBatchRig(t, 3, plain...)
-					req := Request{Requestor: "model", Limit: int64(tc.limit), Window: tc.window}
-					m := &model{limit: tc.limit, window: int(tc.window / time.Second)}
-					now := 0
-					for i := range tc.n {
-						if rng.IntN(3) > 0 {
-							now += rng.IntN(tc.gapMax + 1)
-						}
-						d := r.at(t, rng.IntN(3), req, sec(now))
-						allowed, remaining, retry := m.allow(now)
-						got := fmt.Sprintf("allowed=%v remaining=%d retry=%v", d.Allowed, d.Remaining, d.RetryAfter)
-						want := fmt.Sprintf("allowed=%v remaining=%d retry=%v", allowed, remaining, time.Duration(retry)*time.Second)
-						if got != want {
-							t.Fatalf("request %d at +%ds: %s, want %s", i, now, got, want)
-						}
-					}
-				})
-			}
-		}
-	}
 }
 
 // TestSlidingBatchRoundTrips pins the cost model with a store that batches: one

@@ -278,7 +278,9 @@ func (m *model) allow(t int) (allowed bool, remaining, retry int) {
 
 // TestSlidingMatchesModel drives replicas sharing one store with random
 // request times and checks every decision, including the promised retry
-// time, against the brute-force definition.
+// time, against the brute-force definition: three replicas on a store that
+// cannot batch (each add and read a round trip), three that batch, and two
+// that batch sharing counters with one that does not.
 func TestSlidingMatchesModel(t *testing.T) {
 	cases := []struct {
 		limit  int
@@ -294,29 +296,39 @@ func TestSlidingMatchesModel(t *testing.T) {
 		{limit: 5, window: 2 * time.Second, gapMax: 1, n: 300},
 		{limit: 7, window: 5 * time.Minute, gapMax: 20, n: 600},
 	}
-	for _, tc := range cases {
-		for seed := uint64(1); seed <= 3; seed++ {
-			name := fmt.Sprintf("limit=%d/window=%s/gap=%d/seed=%d", tc.limit, tc.window, tc.gapMax, seed)
-			t.Run(name, func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(seed, 42))
-				r := newRig(t, 3)
-				req := Request{Requestor: "model", Limit: int64(tc.limit), Window: tc.window}
-				m := &model{limit: tc.limit, window: int(tc.window / time.Second)}
-				now := 0
-				for i := range tc.n {
-					// Bursts: sometimes several requests share a second.
-					if rng.IntN(3) > 0 {
-						now += rng.IntN(tc.gapMax + 1)
+	rigs := []struct {
+		name string
+		new  func(t *testing.T) *rig
+	}{
+		{"plain", func(t *testing.T) *rig { return newRig(t, 3) }},
+		{"batch", func(t *testing.T) *rig { r, _ := newBatchRig(t, 3); return r }},
+		{"mixed", func(t *testing.T) *rig { r, _ := newBatchRig(t, 3, 2); return r }},
+	}
+	for _, rg := range rigs {
+		for _, tc := range cases {
+			for seed := uint64(1); seed <= 3; seed++ {
+				name := fmt.Sprintf("%s/limit=%d/window=%s/gap=%d/seed=%d", rg.name, tc.limit, tc.window, tc.gapMax, seed)
+				t.Run(name, func(t *testing.T) {
+					rng := rand.New(rand.NewPCG(seed, 42))
+					r := rg.new(t)
+					req := Request{Requestor: "model", Limit: int64(tc.limit), Window: tc.window}
+					m := &model{limit: tc.limit, window: int(tc.window / time.Second)}
+					now := 0
+					for i := range tc.n {
+						// Bursts: sometimes several requests share a second.
+						if rng.IntN(3) > 0 {
+							now += rng.IntN(tc.gapMax + 1)
+						}
+						d := r.at(t, rng.IntN(3), req, sec(now))
+						allowed, remaining, retry := m.allow(now)
+						got := fmt.Sprintf("allowed=%v remaining=%d retry=%v", d.Allowed, d.Remaining, d.RetryAfter)
+						want := fmt.Sprintf("allowed=%v remaining=%d retry=%v", allowed, remaining, time.Duration(retry)*time.Second)
+						if got != want {
+							t.Fatalf("request %d at +%ds: %s, want %s", i, now, got, want)
+						}
 					}
-					d := r.at(t, rng.IntN(3), req, sec(now))
-					allowed, remaining, retry := m.allow(now)
-					got := fmt.Sprintf("allowed=%v remaining=%d retry=%v", d.Allowed, d.Remaining, d.RetryAfter)
-					want := fmt.Sprintf("allowed=%v remaining=%d retry=%v", allowed, remaining, time.Duration(retry)*time.Second)
-					if got != want {
-						t.Fatalf("request %d at +%ds: %s, want %s", i, now, got, want)
-					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
