@@ -46,6 +46,27 @@ func (s *schedStore) CompareAndSwap(context.Context, string, []byte, uint64, tim
 	return false, errNoValues
 }
 
+// replicas returns n Sliding replicas on s with the given skew bound,
+// which never pause before trying again and never find a decision slow:
+// the schedule alone decides what happens.
+func (s *schedStore) replicas(n int, skew time.Duration) []*Sliding {
+	reps := make([]*Sliding, n)
+	for i := range reps {
+		reps[i] = NewSliding(s, SlidingConfig{MaxClockSkew: skew})
+		reps[i].pause = func(context.Context) bool { return true }
+		reps[i].since = func(time.Time) time.Duration { return 0 }
+	}
+	return reps
+}
+
+// skewedAt returns the instant replica rep reads at trueSec seconds after
+// t0, its clock offset by offsets[rep].
+func skewedAt(offsets []time.Duration) func(trueSec float64, rep int) time.Time {
+	return func(trueSec float64, rep int) time.Time {
+		return t0.Add(time.Duration(trueSec*float64(time.Second)) + offsets[rep])
+	}
+}
+
 func newSchedStore() *schedStore { return &schedStore{vals: map[string]int64{}} }
 
 func (s *schedStore) wait(ctx context.Context, seq int, key string) {
@@ -198,16 +219,9 @@ type interleaving struct {
 func (sc interleaving) run(t *testing.T, c *chooser) (allowed int64, buckets map[int64]int64) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newSchedStore()
-		reps := make([]*Sliding, len(sc.offsets))
-		for i := range reps {
-			reps[i] = NewSliding(store, SlidingConfig{MaxClockSkew: sc.skew})
-			reps[i].pause = func(context.Context) bool { return true }
-			reps[i].since = func(time.Time) time.Duration { return 0 }
-		}
+		reps := store.replicas(len(sc.offsets), sc.skew)
 		req := Request{Requestor: "r", Limit: sc.limit, Window: sc.window}
-		at := func(trueSec float64, rep int) time.Time {
-			return t0.Add(time.Duration(trueSec*float64(time.Second)) + sc.offsets[rep])
-		}
+		at := skewedAt(sc.offsets)
 		drive := func() {
 			for {
 				synctest.Wait()

@@ -35,15 +35,8 @@ func (sc setRace) run(t *testing.T, c *chooser) (map[string]int64, map[string]ma
 	buckets := map[string]map[int64]int64{}
 	synctest.Test(t, func(t *testing.T) {
 		store := newSchedStore()
-		reps := make([]*Sliding, len(sc.offsets))
-		for i := range reps {
-			reps[i] = NewSliding(store, SlidingConfig{MaxClockSkew: sc.skew})
-			reps[i].pause = func(context.Context) bool { return true }
-			reps[i].since = func(time.Time) time.Duration { return 0 }
-		}
-		at := func(trueSec float64, rep int) time.Time {
-			return t0.Add(time.Duration(trueSec*float64(time.Second)) + sc.offsets[rep])
-		}
+		reps := store.replicas(len(sc.offsets), sc.skew)
+		at := skewedAt(sc.offsets)
 		grantAll := func() {
 			for {
 				synctest.Wait()
