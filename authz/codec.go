@@ -3,6 +3,7 @@ package authz
 import (
 	"fmt"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec Codec falls back to
 	"google.golang.org/grpc/mem"
@@ -25,8 +26,9 @@ type vtMarshaler interface {
 // whose reflective marshalling costs more than building the response.
 // Built without the vtprotobuf tag (go build -tags vtprotobuf; the
 // Makefile and the Dockerfile set it), go-control-plane has no such code,
-// and every message takes gRPC's path. Requests are always unmarshalled by
-// gRPC's codec: go-control-plane generates no unmarshalling code.
+// and every message takes gRPC's path. go-control-plane generates no
+// unmarshalling code: requests are decoded by protobuf-go, except a
+// CheckRequest's header map (see Unmarshal).
 func Codec() encoding.CodecV2 {
 	return codec{fallback: encoding.GetCodecV2("proto")}
 }
@@ -66,9 +68,17 @@ func marshalVT(m vtMarshaler, b []byte) error {
 	return err
 }
 
-// Unmarshal implements encoding.CodecV2 with gRPC's codec.
+// Unmarshal implements encoding.CodecV2: a CheckRequest as gRPC's codec
+// decodes it, result and error alike, with its header map decoded without
+// reflection (see unmarshalCheck); any other message by gRPC's codec.
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	return c.fallback.Unmarshal(data, v)
+	req, ok := v.(*authv3.CheckRequest)
+	if !ok {
+		return c.fallback.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return unmarshalCheck(buf.ReadOnlyData(), req)
 }
 
 // Name implements encoding.CodecV2: the codec stands in for "proto", the

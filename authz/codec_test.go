@@ -121,17 +121,20 @@ func marshalWith(t *testing.T, c encoding.CodecV2, m proto.Message) []byte {
 	return data.Materialize()
 }
 
+// benchCodecs are the codecs the benchmarks compare: Codec and gRPC's own.
+var benchCodecs = []struct {
+	name  string
+	codec encoding.CodecV2
+}{
+	{"floodgate", authz.Codec()},
+	{"grpc", encoding.GetCodecV2("proto")},
+}
+
 // BenchmarkCodecMarshal compares Codec with gRPC's own codec on an allowed
 // response with rate-limit headers, the message floodgate sends most.
 func BenchmarkCodecMarshal(b *testing.B) {
 	resp := codecResponses(b)["allowed"]
-	for _, c := range []struct {
-		name  string
-		codec encoding.CodecV2
-	}{
-		{"floodgate", authz.Codec()},
-		{"grpc", encoding.GetCodecV2("proto")},
-	} {
+	for _, c := range benchCodecs {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
