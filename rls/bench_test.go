@@ -10,6 +10,7 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/floodgate-rl/floodgate/limiter"
+	"github.com/floodgate-rl/floodgate/limiter/memory"
 	rlsconf "github.com/floodgate-rl/floodgate/policy/rls"
 	"github.com/floodgate-rl/floodgate/rls"
 )
@@ -22,7 +23,7 @@ func BenchmarkShouldRateLimit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st := limiter.NewMemoryStore(nil)
+	st := memory.New(nil)
 	defer st.Close()
 	s, err := limiter.NewStrategy(limiter.StrategySliding, st, limiter.StrategyConfig{})
 	if err != nil {

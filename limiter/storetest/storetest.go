@@ -373,7 +373,7 @@ const (
 	bogus   = -3 // a version the key never had
 )
 
-// swapSequence is a conformance case of a SwapStore: CompareAndSwaps of one
+// swapSequence is a conformance case of a Store's values: CompareAndSwaps of one
 // key in order, then the value GetVersioned must find.
 type swapSequence struct {
 	steps []swapStep
