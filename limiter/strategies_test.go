@@ -506,7 +506,7 @@ func TestTurns(t *testing.T) {
 					break
 				}
 			}
-			time.Sleep(100 * time.Microsecond)
+			time.Sleep(100 * time.Microsecond) // holds the turn a while: the overlap being looked for, not a wait
 			inside.Add(-1)
 			done()
 		})

@@ -3,6 +3,7 @@ package resilient_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -174,12 +175,12 @@ func TestFallbackLimitHoldsPerReplica(t *testing.T) {
 	store.down.Store(false)
 	clk.Advance(time.Second)
 	decide(false, "memcached-unavailable")
-	for deadline := time.Now().Add(5 * time.Second); brk.State() != resilient.Closed; {
-		if time.Now().After(deadline) {
-			t.Fatalf("breaker %v 5s after the probe started, want closed", brk.State())
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if s := brk.State(); s != resilient.Closed {
+			return fmt.Errorf("breaker %v after the probe started, want closed", s)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	decide(false, "")
 	if n, m := f.Reconciled(), f.Unreconciled(); n != 2 || m != 0 {
 		t.Errorf("Reconciled, Unreconciled = %d, %d; want 2, 0", n, m)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 	"github.com/floodgate-rl/floodgate/limiter"
 	"github.com/floodgate-rl/floodgate/limiter/memory"
 	"github.com/floodgate-rl/floodgate/limiter/resilient"
@@ -194,13 +195,12 @@ func TestFallbackChargesOthersInTheBackground(t *testing.T) {
 	if d, reason := r.decide(t, first); !d.Allowed || reason != "" || d.Remaining != 10-2-1 {
 		t.Fatalf("first decision back: %+v %q; want allowed by the store with 7 remaining", d, reason)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.f.Reconciled() != 40 {
-		if time.Now().After(deadline) {
-			t.Fatalf("Reconciled = %d after 10s, want 40", r.f.Reconciled())
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := r.f.Reconciled(); n != 40 {
+			return fmt.Errorf("Reconciled = %d, want 40", n)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	other := limiter.NewSliding(r.store, limiter.SlidingConfig{})
 	d, err := other.Allow(context.Background(), limiter.Request{Requestor: "client-13", Limit: 10, Window: time.Minute}, r.clk.Now())
 	if err != nil || d.Remaining != 10-2-1 {
