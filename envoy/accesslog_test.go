@@ -63,15 +63,14 @@ type logged struct {
 	want map[string]any
 }
 
-// checkAccessLog sends each request through Envoy at base, in order, and
-// checks the access log line of each.
-func checkAccessLog(t *testing.T, envoy *testutil.Envoy, base string, steps []logged) {
+// checkAccessLog sends each request through e's Envoy, in order, and checks
+// the access log line of each.
+func checkAccessLog(t *testing.T, e *edge, steps []logged) {
 	t.Helper()
-	c := newClient(t, "")
 	for _, s := range steps {
-		c.get(t, base+s.path, nil)
+		e.get(t, s.path, nil)
 	}
-	lines, raw := waitAccessLines(t, envoy, len(steps))
+	lines, raw := waitAccessLines(t, e.envoy, len(steps))
 	if len(lines) != len(steps) {
 		t.Fatalf("%d access log lines for %d requests:\n%v", len(lines), len(steps), lines)
 	}
@@ -120,10 +119,8 @@ func TestFrontProxyAccessLog(t *testing.T) {
 	if err := os.WriteFile(pol, []byte(accessPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fg := testutil.StartFloodgate(t, "--limit", "1", "--window", "1h", "--policy", pol)
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
-	checkAccessLog(t, envoy, envoy.URL(edgePort), []logged{
+	e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--limit", "1", "--window", "1h", "--policy", pol))
+	checkAccessLog(t, e, []logged{
 		{"/", map[string]any{"status": 200, "floodgate_decision": "allowed", "floodgate_scope": "default", "floodgate_remaining": 0}},
 		{"/", map[string]any{"status": 429, "response_flags": "UAEX", "floodgate_decision": "denied", "floodgate_scope": "default", "floodgate_remaining": 0}},
 		{"/login", map[string]any{"status": 200, "floodgate_decision": "allowed", "floodgate_scope": "login", "floodgate_remaining": 4}},
@@ -138,10 +135,8 @@ func TestFrontProxyAccessLog(t *testing.T) {
 // request in the service's scope, and the probes floodgate never sees.
 func TestSidecarAccessLog(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "1", "--window", "1h")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "sidecar.yaml", fg, app)
-	checkAccessLog(t, envoy, envoy.URL(edgePort), []logged{
+	e := startEdge(t, "sidecar.yaml", testutil.StartFloodgate(t, "--limit", "1", "--window", "1h"))
+	checkAccessLog(t, e, []logged{
 		{"/orders", map[string]any{"status": 200, "floodgate_decision": "allowed", "floodgate_scope": "my-app", "floodgate_remaining": 0}},
 		{"/orders", map[string]any{"status": http.StatusTooManyRequests, "response_flags": "UAEX", "floodgate_decision": "denied", "floodgate_scope": "my-app", "floodgate_remaining": 0}},
 		{"/healthz", map[string]any{"status": 200}},
@@ -155,11 +150,9 @@ func TestSidecarAccessLog(t *testing.T) {
 func TestSidecarAccessLogDegraded(t *testing.T) {
 	setup(t)
 	mc := testutil.StartMemcached(t)
-	fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "1", "--window", "1h")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "sidecar.yaml", fg, app)
+	e := startEdge(t, "sidecar.yaml", testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "1", "--window", "1h"))
 	mc.Stop()
-	checkAccessLog(t, envoy, envoy.URL(edgePort), []logged{
+	checkAccessLog(t, e, []logged{
 		{"/orders", map[string]any{"status": 200, "floodgate_decision": "fallback_allowed", "floodgate_scope": "my-app",
 			"floodgate_remaining": 0, "floodgate_degraded": "memcached-unavailable"}},
 		{"/orders", map[string]any{"status": 429, "response_flags": "UAEX", "floodgate_decision": "fallback_denied", "floodgate_scope": "my-app",

@@ -19,17 +19,14 @@ func TestDuplicateKeyHeader(t *testing.T) {
 	setup(t)
 	const limit = 5 // the /login route's floodgate.limit
 	const key = "k-Alice-1"
-	fg := testutil.StartFloodgate(t, "--limit", "100")
-	app := newUpstream(t)
 	// The key's header joins allowed_headers, as front-proxy.yaml says to.
-	config := rewriteConfigAll(t, "front-proxy.yaml",
+	config := rewriteConfig(t, "front-proxy.yaml",
 		"                        floodgate.scope: login\n",
 		"                        floodgate.scope: login\n                        floodgate.key: header:x-api-key\n",
 		"                - exact: x-forwarded-for\n",
 		"                - exact: x-forwarded-for\n                - exact: x-api-key\n")
-	envoy := startEnvoy(t, config, fg, app)
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/login"
+	e := startEdge(t, config, testutil.StartFloodgate(t, "--limit", "100"))
+	c, app, target := e.c, e.app, e.base+"/login"
 
 	for i := 1; i <= limit; i++ {
 		r := c.get(t, target, http.Header{"X-Api-Key": {key}})
@@ -64,9 +61,7 @@ func TestDuplicateKeyHeader(t *testing.T) {
 		}
 		checkDenied(t, r, "login", limit, 60)
 	}
-	if got := app.count(); got != limit {
-		t.Errorf("the app got %d requests, want %d", got, limit)
-	}
+	app.checkCount(t, limit, "")
 
 	// An empty first value is no key: counted under the client's address,
 	// with requests that send no key, not as a new requestor per trick.

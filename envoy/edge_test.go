@@ -189,46 +189,14 @@ func checkHeadersToFloodgate(t *testing.T, f map[string]any) {
 	}
 }
 
-// rewriteConfigAll is rewriteConfig with several replacements, old, new,
-// old, new..., each of which must occur.
-func rewriteConfigAll(t *testing.T, name string, oldNew ...string) string {
-	t.Helper()
-	src, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(src)
-	for i := 0; i+1 < len(oldNew); i += 2 {
-		if !strings.Contains(s, oldNew[i]) {
-			t.Fatalf("%s no longer contains %q; update the test", name, oldNew[i])
-		}
-		s = strings.Replace(s, oldNew[i], oldNew[i+1], 1)
-	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // TestFrontProxyLoginSpellings: once a client has used up its 5 logins,
 // every spelling of /login that an application may take for it is denied
 // in the login scope, while /loginfoo is an ordinary route.
 func TestFrontProxyLoginSpellings(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "100", "--window", "1h")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
-	c := newClient(t, "")
-	base := envoy.URL(edgePort)
+	e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--limit", "100", "--window", "1h"))
 
-	for i := 1; i <= 5; i++ {
-		r := c.get(t, base+"/login", nil)
-		if r.status != http.StatusOK {
-			t.Fatalf("login %d: got %d %q, want 200", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "login", 5, 60, 5-i)
-	}
+	e.c.useQuota(t, e.base+"/login", nil, "login", 5, 60)
 	for _, path := range []string{
 		"/LOGIN", "/Login", "/%4C%4F%47%49%4E", "/%6c%6f%67%69%6e",
 		"/login;x", "/login;jsessionid=0123", "/login%3Bx", "/login%3bx",
@@ -236,20 +204,18 @@ func TestFrontProxyLoginSpellings(t *testing.T) {
 		"/login?next=/", "//login", "/x/../login", "/login%2F",
 	} {
 		t.Run(path, func(t *testing.T) {
-			checkDenied(t, c.get(t, base+path, nil), "login", 5, 60)
+			checkDenied(t, e.get(t, path, nil), "login", 5, 60)
 		})
 	}
 	for _, path := range []string{"/loginfoo", "/logi", "/api/login"} {
-		r := c.get(t, base+path, nil)
+		r := e.get(t, path, nil)
 		if r.status != http.StatusOK {
 			t.Errorf("%s: got %d %q, want 200 outside the login scope", path, r.status, r.body)
 			continue
 		}
 		checkHeader(t, r, "RateLimit-Policy", `"default";q=100;w=3600`)
 	}
-	if got := app.count(); got != 5+3 {
-		t.Errorf("the app got %d requests, want 8: denied logins must not reach it", got)
-	}
+	e.app.checkCount(t, 5+3, "denied logins must not reach it")
 }
 
 // TestFrontProxyHeadersToFloodgate shows which request headers reach
@@ -276,27 +242,23 @@ func TestFrontProxyHeadersToFloodgate(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/allowed=%v", tc.header, tc.allow), func(t *testing.T) {
 			t.Parallel()
-			fg := testutil.StartFloodgate(t, "--limit", "2")
-			app := newUpstream(t)
 			rewrites := []string{"floodgate.key: xff\n", fmt.Sprintf("floodgate.key: \"header:%s\"\n", tc.header)}
 			if tc.allow {
 				rewrites = append(rewrites, "                - exact: x-forwarded-for\n", "                - exact: x-forwarded-for\n                - exact: \""+tc.header+"\"\n")
 			}
-			envoy := startEnvoy(t, rewriteConfigAll(t, "front-proxy.yaml", rewrites...), fg, app)
-			c := newClient(t, "")
+			e := startEdge(t, rewriteConfig(t, "front-proxy.yaml", rewrites...), testutil.StartFloodgate(t, "--limit", "2"))
 			send := func(value string) response {
 				t.Helper()
-				h := http.Header{}
-				target := envoy.URL(edgePort) + "/"
+				req := newRequest(t, http.MethodGet, e.base+"/", nil)
 				switch tc.header {
 				case ":authority":
-					return c.getHost(t, target, value)
+					req.Host = value
 				case "x-forwarded-for":
-					h.Set("X-Forwarded-For", value)
+					req.Header.Set("X-Forwarded-For", value)
 				default:
-					h.Set(tc.header, value)
+					req.Header.Set(tc.header, value)
 				}
-				return c.get(t, target, h)
+				return e.c.send(t, req)
 			}
 			for i := 1; i <= 2; i++ {
 				if r := send("alice.example"); r.status != http.StatusOK {
@@ -315,23 +277,6 @@ func TestFrontProxyHeadersToFloodgate(t *testing.T) {
 	}
 }
 
-// getHost sends GET target with Host host.
-func (c *client) getHost(t *testing.T, target, host string) response {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, target, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Host = host
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s (Host %s): %v", target, host, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
-}
-
 // TestFrontProxyEdgeLimits checks the edge settings of front-proxy.yaml
 // as a client meets them: a header with an underscore is refused before
 // the app or floodgate; an HTTP/2 client is offered 100 streams, a 64 KiB
@@ -340,19 +285,15 @@ func (c *client) getHost(t *testing.T, target, host string) response {
 // overload manager watches the heap.
 func TestFrontProxyEdgeLimits(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "100")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
-	c := newClient(t, "")
+	e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--limit", "100"))
+	envoy := e.envoy
 
 	t.Run("underscores", func(t *testing.T) {
-		r := c.get(t, envoy.URL(edgePort)+"/", http.Header{"X-Api_Key": {"k"}})
+		r := e.get(t, "/", http.Header{"X-Api_Key": {"k"}})
 		if r.status != http.StatusBadRequest {
 			t.Errorf("X-Api_Key: got %d %q, want 400", r.status, r.body)
 		}
-		if got := app.count(); got != 0 {
-			t.Errorf("the app got %d requests, want 0", got)
-		}
+		e.app.checkCount(t, 0, "")
 	})
 
 	t.Run("http2 settings", func(t *testing.T) {
@@ -479,15 +420,12 @@ func TestForgedDegradedHeader(t *testing.T) {
 	for _, config := range []string{"front-proxy.yaml", "sidecar.yaml"} {
 		t.Run(config, func(t *testing.T) {
 			t.Parallel()
-			fg := testutil.StartFloodgate(t, "--limit", "100")
-			app := newUpstream(t)
-			envoy := startEnvoy(t, config, fg, app)
-			c := newClient(t, "")
-			r := c.get(t, envoy.URL(edgePort)+"/", http.Header{"X-Floodgate-Degraded": {"memcached-unavailable"}})
+			e := startEdge(t, config, testutil.StartFloodgate(t, "--limit", "100"))
+			r := e.get(t, "/", http.Header{"X-Floodgate-Degraded": {"memcached-unavailable"}})
 			if r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") != "100" {
 				t.Fatalf("got %d, X-RateLimit-Limit %q, want 200 checked by floodgate", r.status, r.header.Get("X-RateLimit-Limit"))
 			}
-			if got := app.lastHeader("X-Floodgate-Degraded"); got != "" {
+			if got := e.app.lastHeader("X-Floodgate-Degraded"); got != "" {
 				t.Errorf("the app got the client's X-Floodgate-Degraded %q: floodgate must see the header to remove it", got)
 			}
 		})

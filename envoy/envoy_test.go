@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -72,30 +73,13 @@ func TestConfigsValidate(t *testing.T) {
 func TestFrontProxyLimit(t *testing.T) {
 	setup(t)
 	mc := testutil.StartMemcached(t)
-	fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "100", "--window", "1h")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/"
+	e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "100", "--window", "1h"))
 
-	for i := 1; i <= 100; i++ {
-		r := c.get(t, target, nil)
-		if r.status != http.StatusOK || r.body != upstreamBody {
-			t.Fatalf("request %d: got %d %q, want 200 from the app", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "default", 100, 3600, 100-i)
-	}
-
-	for _, n := range []int{101, 102} { // denied requests are not counted: still denied
-		r := c.get(t, target, nil)
-		checkDenied(t, r, "default", 100, 3600)
-		if n == 101 {
-			t.Logf("request 101: %d %q, Retry-After %s", r.status, r.body, r.header.Get("Retry-After"))
-		}
-	}
-	if got := app.count(); got != 100 {
-		t.Errorf("the app got %d requests, want 100: denied requests must not reach it", got)
-	}
+	r := e.c.useQuota(t, e.base+"/", nil, "default", 100, 3600)
+	t.Logf("request 101: %d %q, Retry-After %s", r.status, r.body, r.header.Get("Retry-After"))
+	// Denied requests are not counted: still denied.
+	checkDenied(t, e.get(t, "/", nil), "default", 100, 3600)
+	e.app.checkCount(t, 100, "denied requests must not reach it")
 }
 
 // TestFrontProxyRoutes checks the per-route settings of front-proxy.yaml:
@@ -103,34 +87,23 @@ func TestFrontProxyLimit(t *testing.T) {
 // floodgate's defaults in the default scope, and /healthz is never checked.
 func TestFrontProxyRoutes(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "10", "--window", "1h")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
-	c := newClient(t, "")
-	base := envoy.URL(edgePort)
+	e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--limit", "10", "--window", "1h"))
 
-	for i := 1; i <= 5; i++ {
-		r := c.get(t, base+"/login", nil)
-		if r.status != http.StatusOK {
-			t.Fatalf("login %d: got %d %q, want 200", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "login", 5, 60, 5-i)
-	}
-	// The 6th login is denied, however the path is spelled: Envoy
+	e.c.useQuota(t, e.base+"/login", nil, "login", 5, 60)
+	// Then a login is denied, however the path is spelled: Envoy
 	// normalizes it before routing.
 	for _, path := range []string{"/login", "//login", "/login/", "/login/reset", "/x/../login", "/%6Cogin"} {
-		r := c.get(t, base+path, nil)
-		checkDenied(t, r, "login", 5, 60)
+		checkDenied(t, e.get(t, path, nil), "login", 5, 60)
 	}
 
 	// Logins did not use up the default scope.
-	r := c.get(t, base+"/", nil)
+	r := e.get(t, "/", nil)
 	if r.status != http.StatusOK {
 		t.Fatalf("/ after the login limit: got %d %q, want 200", r.status, r.body)
 	}
 	checkAllowedHeaders(t, r, "default", 10, 3600, 9)
 	// /loginfoo is not the login route.
-	r = c.get(t, base+"/loginfoo", nil)
+	r = e.get(t, "/loginfoo", nil)
 	if r.status != http.StatusOK {
 		t.Fatalf("/loginfoo: got %d %q, want 200", r.status, r.body)
 	}
@@ -139,7 +112,7 @@ func TestFrontProxyRoutes(t *testing.T) {
 	checkHealthz := func() {
 		t.Helper()
 		for range 20 {
-			r := c.get(t, base+"/healthz", nil)
+			r := e.get(t, "/healthz", nil)
 			if r.status != http.StatusOK || r.body != upstreamBody {
 				t.Fatalf("/healthz: got %d %q, want 200 from the app", r.status, r.body)
 			}
@@ -151,11 +124,11 @@ func TestFrontProxyRoutes(t *testing.T) {
 	checkHealthz()
 
 	for i := 3; i <= 10; i++ {
-		if r := c.get(t, base+"/", nil); r.status != http.StatusOK {
+		if r := e.get(t, "/", nil); r.status != http.StatusOK {
 			t.Fatalf("/ request %d: got %d %q, want 200", i, r.status, r.body)
 		}
 	}
-	checkDenied(t, c.get(t, base+"/", nil), "default", 10, 3600)
+	checkDenied(t, e.get(t, "/", nil), "default", 10, 3600)
 	checkHealthz() // still not limited with the default scope used up
 }
 
@@ -164,17 +137,9 @@ func TestFrontProxyRoutes(t *testing.T) {
 // it sees and floodgate keys on that entry.
 func TestFrontProxyForgedXFF(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "3")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/"
+	e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--limit", "3"))
 
-	for i := 1; i <= 3; i++ {
-		if r := c.get(t, target, nil); r.status != http.StatusOK {
-			t.Fatalf("request %d: got %d %q, want 200", i, r.status, r.body)
-		}
-	}
+	e.c.useQuota(t, e.base+"/", nil, "default", 3, 3600)
 	for i, xff := range []string{
 		"203.0.113.1",
 		"203.0.113.2",
@@ -187,15 +152,13 @@ func TestFrontProxyForgedXFF(t *testing.T) {
 		if xff != "" {
 			h.Set("X-Forwarded-For", xff)
 		}
-		r := c.get(t, target, h)
+		r := e.get(t, "/", h)
 		if r.status != http.StatusTooManyRequests {
 			t.Errorf("request with X-Forwarded-For %q (#%d): got %d %q, want 429: a forged header must not give a fresh quota",
 				xff, i, r.status, r.body)
 		}
 	}
-	if got := app.count(); got != 3 {
-		t.Errorf("the app got %d requests, want 3", got)
-	}
+	e.app.checkCount(t, 3, "")
 }
 
 // TestFrontProxyBehindLoadBalancer runs front-proxy.yaml as its comments say
@@ -204,51 +167,27 @@ func TestFrontProxyForgedXFF(t *testing.T) {
 // are limited separately, though all connections come from one address.
 func TestFrontProxyBehindLoadBalancer(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "2", "--xff-trusted-hops", "1")
-	app := newUpstream(t)
 	cfg := rewriteConfig(t, "front-proxy.yaml", "xff_num_trusted_hops: 0", "xff_num_trusted_hops: 1")
-	envoy := startEnvoy(t, cfg, fg, app)
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/"
+	e := startEdge(t, cfg, testutil.StartFloodgate(t, "--limit", "2", "--xff-trusted-hops", "1"))
 
 	// As appended by the load balancer: what the client sent, then the client.
 	alice := http.Header{"X-Forwarded-For": {"198.51.100.1"}}
 	bob := http.Header{"X-Forwarded-For": {"203.0.113.99, 198.51.100.2"}}
-	for i := 1; i <= 2; i++ {
-		if r := c.get(t, target, alice); r.status != http.StatusOK {
-			t.Fatalf("alice %d: got %d %q, want 200", i, r.status, r.body)
-		}
-	}
-	checkDenied(t, c.get(t, target, alice), "default", 2, 3600)
-	for i := 1; i <= 2; i++ {
-		if r := c.get(t, target, bob); r.status != http.StatusOK {
-			t.Fatalf("bob %d: got %d %q, want 200: clients behind the balancer have their own quotas", i, r.status, r.body)
-		}
-	}
-	checkDenied(t, c.get(t, target, bob), "default", 2, 3600)
+	e.c.useQuota(t, e.base+"/", alice, "default", 2, 3600)
+	// Clients behind the balancer have their own quotas: bob's is whole.
+	e.c.useQuota(t, e.base+"/", bob, "default", 2, 3600)
 }
 
 // TestSidecar checks sidecar.yaml: the limit applies in the service's scope,
 // and the probe routes are never limited.
 func TestSidecar(t *testing.T) {
 	setup(t)
-	fg := testutil.StartFloodgate(t, "--limit", "3")
-	app := newUpstream(t)
-	envoy := startEnvoy(t, "sidecar.yaml", fg, app)
-	c := newClient(t, "")
-	base := envoy.URL(edgePort)
+	e := startEdge(t, "sidecar.yaml", testutil.StartFloodgate(t, "--limit", "3"))
 
-	for i := 1; i <= 3; i++ {
-		r := c.get(t, base+"/orders", nil)
-		if r.status != http.StatusOK {
-			t.Fatalf("request %d: got %d %q, want 200", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "my-app", 3, 3600, 3-i)
-	}
-	checkDenied(t, c.get(t, base+"/orders", nil), "my-app", 3, 3600)
+	e.c.useQuota(t, e.base+"/orders", nil, "my-app", 3, 3600)
 	for _, path := range []string{"/healthz", "/readyz"} {
 		for range 5 {
-			if r := c.get(t, base+path, nil); r.status != http.StatusOK {
+			if r := e.get(t, path, nil); r.status != http.StatusOK {
 				t.Fatalf("%s: got %d %q, want 200: probes must never be limited", path, r.status, r.body)
 			}
 		}
@@ -261,18 +200,10 @@ func TestEgressPerHost(t *testing.T) {
 	setup(t)
 	fg := testutil.StartFloodgate(t, "--limit", "3")
 	hostA, hostB := newUpstream(t), newUpstream(t)
-	envoy := testutil.StartEnvoy(t, "egress.yaml", map[int]int{floodgatePort: fg.GRPCPort()})
-	c := newClient(t, envoy.URL(egressPort)) // Envoy as the HTTP proxy
+	_, c := startEgress(t, fg)
 
 	for _, host := range []*upstream{hostA, hostB} {
-		for i := 1; i <= 3; i++ {
-			r := c.get(t, host.URL+"/v1/things", nil)
-			if r.status != http.StatusOK || r.body != upstreamBody {
-				t.Fatalf("%s request %d: got %d %q, want 200 from the host", host.URL, i, r.status, r.body)
-			}
-			checkAllowedHeaders(t, r, "egress", 3, 3600, 3-i)
-		}
-		checkDenied(t, c.get(t, host.URL+"/v1/things", nil), "egress", 3, 3600)
+		c.useQuota(t, host.URL+"/v1/things", nil, "egress", 3, 3600)
 	}
 	if a, b := hostA.count(), hostB.count(); a != 3 || b != 3 {
 		t.Errorf("the hosts got %d and %d requests, want 3 each", a, b)
@@ -286,43 +217,13 @@ func TestReplicasShareLimit(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	fg1 := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "10")
 	fg2 := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "10")
-	app := newUpstream(t)
+	e := startEdgePorts(t, secondFloodgate(t, "front-proxy.yaml"), fg1, map[int]int{secondFloodgatePort: fg2.GRPCPort()})
 
-	// A second endpoint in the floodgate cluster, port 9002 in the copy.
-	const endpoint = "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9001}}}\n"
-	cfg := rewriteConfig(t, "front-proxy.yaml", endpoint, endpoint+strings.Replace(endpoint, "9001", "9002", 1))
-	envoy := testutil.StartEnvoy(t, cfg, map[int]int{
-		floodgatePort: fg1.GRPCPort(),
-		9002:          fg2.GRPCPort(),
-		appPort:       app.port(),
-	})
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/"
-
-	for i := 1; i <= 10; i++ {
-		r := c.get(t, target, nil)
-		if r.status != http.StatusOK {
-			t.Fatalf("request %d: got %d %q, want 200", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "default", 10, 3600, 10-i)
+	e.c.useQuota(t, e.base+"/", nil, "default", 10, 3600)
+	for range 3 {
+		checkDenied(t, e.get(t, "/", nil), "default", 10, 3600)
 	}
-	for range 4 {
-		checkDenied(t, c.get(t, target, nil), "default", 10, 3600)
-	}
-
-	// Both replicas decided, and together they allowed exactly 10.
-	var allowed float64
-	for i, fg := range []*testutil.Floodgate{fg1, fg2} {
-		a := metric(t, fg.AdminURL(), `floodgate_decisions_total{result="allowed"}`)
-		d := metric(t, fg.AdminURL(), `floodgate_decisions_total{result="denied"}`)
-		if a+d == 0 {
-			t.Errorf("replica %d answered no checks: Envoy must spread them over both", i+1)
-		}
-		allowed += a
-	}
-	if allowed != 10 {
-		t.Errorf("the replicas allowed %v requests together, want 10", allowed)
-	}
+	checkReplicasShared(t, "floodgate_decisions_total", 10, fg1, fg2)
 }
 
 // TestMemcachedDown: egress.yaml fails closed in Envoy (failure_mode_allow:
@@ -335,8 +236,7 @@ func TestMemcachedDown(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", "2", "--fail-mode", "open")
 	host := newUpstream(t)
-	envoy := testutil.StartEnvoy(t, "egress.yaml", map[int]int{floodgatePort: fg.GRPCPort()})
-	c := newClient(t, envoy.URL(egressPort))
+	envoy, c := startEgress(t, fg)
 	target := host.URL + "/"
 
 	r := c.get(t, target, nil)
@@ -378,9 +278,7 @@ func TestMemcachedDown(t *testing.T) {
 				i, r.status, r.body)
 		}
 	}
-	if got := stat(t, envoy, "http.egress.ext_authz.error"); got != 0 {
-		t.Errorf("Envoy counted %d ext_authz errors, want 0: floodgate itself must answer", got)
-	}
+	checkStat(t, envoy, "http.egress.ext_authz.error", 0, "floodgate itself must answer")
 }
 
 // TestFloodgateDown stops floodgate and checks that each config behaves as
@@ -402,16 +300,17 @@ func TestFloodgateDown(t *testing.T) {
 		t.Run(tc.config, func(t *testing.T) {
 			t.Parallel()
 			fg := testutil.StartFloodgate(t, "--limit", "100")
-			app := newUpstream(t)
+			var app *upstream
 			var envoy *testutil.Envoy
 			var c *client
 			var target string
 			if tc.egress {
-				envoy = testutil.StartEnvoy(t, tc.config, map[int]int{floodgatePort: fg.GRPCPort()})
-				c, target = newClient(t, envoy.URL(egressPort)), app.URL+"/"
+				app = newUpstream(t)
+				envoy, c = startEgress(t, fg)
+				target = app.URL + "/"
 			} else {
-				envoy = startEnvoy(t, tc.config, fg, app)
-				c, target = newClient(t, ""), envoy.URL(edgePort)+"/"
+				e := startEdge(t, tc.config, fg)
+				app, envoy, c, target = e.app, e.envoy, e.c, e.base+"/"
 			}
 
 			r := c.get(t, target, nil)
@@ -437,14 +336,12 @@ func TestFloodgateDown(t *testing.T) {
 				}
 			}
 			if tc.failOpen {
-				if got := app.count(); got != 4 {
-					t.Errorf("the app got %d requests, want 4", got)
-				}
+				app.checkCount(t, 4, "")
 				if got := app.lastHeader("X-Envoy-Auth-Failure-Mode-Allowed"); got != "true" {
 					t.Errorf("unchecked requests reached the app with x-envoy-auth-failure-mode-allowed %q, want true", got)
 				}
-			} else if got := app.count(); got != 1 {
-				t.Errorf("the host got %d requests, want 1: calls must not leave while floodgate is down", got)
+			} else {
+				app.checkCount(t, 1, "calls must not leave while floodgate is down")
 			}
 			checkFailureStats(t, envoy, tc.statPrefix, tc.failOpen)
 		})
@@ -455,41 +352,172 @@ func TestFloodgateDown(t *testing.T) {
 // requests TestFloodgateDown sends with floodgate stopped.
 func checkFailureStats(t *testing.T, envoy *testutil.Envoy, prefix string, failOpen bool) {
 	t.Helper()
-	if got := stat(t, envoy, "http."+prefix+".ext_authz.error"); got != 3 {
-		t.Errorf("http.%s.ext_authz.error = %d, want 3", prefix, got)
-	}
+	checkStat(t, envoy, "http."+prefix+".ext_authz.error", 3, "")
 	want := 0
 	if failOpen {
 		want = 3
 	}
-	if got := stat(t, envoy, "http."+prefix+".ext_authz.failure_mode_allowed"); got != want {
-		t.Errorf("http.%s.ext_authz.failure_mode_allowed = %d, want %d", prefix, got, want)
+	checkStat(t, envoy, "http."+prefix+".ext_authz.failure_mode_allowed", want, "")
+}
+
+// edge is an app and Envoy running a config that listens on edgePort
+// (front-proxy.yaml, sidecar.yaml, or a copy of one) in front of it and of
+// floodgate, with a client that sends requests to Envoy directly.
+type edge struct {
+	fg    *testutil.Floodgate
+	app   *upstream
+	envoy *testutil.Envoy
+	c     *client
+	base  string // Envoy's edge listener: http://127.0.0.1:port
+}
+
+// startEdge runs config with its floodgate and app clusters pointing at fg
+// and at a new app.
+func startEdge(t *testing.T, config string, fg *testutil.Floodgate) *edge {
+	t.Helper()
+	return startEdgePorts(t, config, fg, nil)
+}
+
+// startEdgePorts is startEdge with extra, more ports of config mapped to
+// the test's (a second floodgate, another app).
+func startEdgePorts(t *testing.T, config string, fg *testutil.Floodgate, extra map[int]int) *edge {
+	t.Helper()
+	e := &edge{fg: fg, app: newUpstream(t), c: newClient(t, "")}
+	ports := map[int]int{floodgatePort: fg.GRPCPort(), appPort: e.app.port()}
+	maps.Copy(ports, extra)
+	e.envoy = testutil.StartEnvoy(t, config, ports)
+	e.base = e.envoy.URL(edgePort)
+	return e
+}
+
+// send sends method path through Envoy with the extra headers h (may be nil).
+func (e *edge) send(t *testing.T, method, path string, h http.Header) response {
+	t.Helper()
+	return e.c.send(t, newRequest(t, method, e.base+path, h))
+}
+
+// get is send GET.
+func (e *edge) get(t *testing.T, path string, h http.Header) response {
+	t.Helper()
+	return e.send(t, http.MethodGet, path, h)
+}
+
+// startEgress runs egress.yaml with its floodgate cluster pointing at fg,
+// and returns it with a client that uses it as its HTTP proxy.
+func startEgress(t *testing.T, fg *testutil.Floodgate) (*testutil.Envoy, *client) {
+	t.Helper()
+	envoy := testutil.StartEnvoy(t, "egress.yaml", map[int]int{floodgatePort: fg.GRPCPort()})
+	return envoy, newClient(t, envoy.URL(egressPort))
+}
+
+// secondFloodgatePort is the port of the floodgate endpoint that
+// secondFloodgate adds.
+const secondFloodgatePort = 9002
+
+// secondFloodgate returns a copy of config whose floodgate cluster has a
+// second endpoint, on secondFloodgatePort.
+func secondFloodgate(t *testing.T, config string) string {
+	t.Helper()
+	endpoint := fmt.Sprintf("        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}\n", floodgatePort)
+	second := strings.Replace(endpoint, strconv.Itoa(floodgatePort), strconv.Itoa(secondFloodgatePort), 1)
+	return rewriteConfig(t, config, endpoint, endpoint+second)
+}
+
+// checkReplicasShared checks that every replica answered some of Envoy's
+// calls (the series name, result "allowed" or "denied", of its /metrics),
+// and that together they allowed want requests.
+func checkReplicasShared(t *testing.T, name string, want float64, replicas ...*testutil.Floodgate) {
+	t.Helper()
+	var allowed float64
+	for i, fg := range replicas {
+		a := metric(t, fg.AdminURL(), name+`{result="allowed"}`)
+		d := metric(t, fg.AdminURL(), name+`{result="denied"}`)
+		if a+d == 0 {
+			t.Errorf("replica %d answered no calls: Envoy must spread them over all %d", i+1, len(replicas))
+		}
+		allowed += a
+	}
+	if allowed != want {
+		t.Errorf("the replicas allowed %v requests together, want %v", allowed, want)
 	}
 }
 
-// startEnvoy runs config (front-proxy.yaml or sidecar.yaml, or a rewritten
-// copy) with its floodgate and app clusters pointing at fg and app.
-func startEnvoy(t *testing.T, config string, fg *testutil.Floodgate, app *upstream) *testutil.Envoy {
+// rewriteConfig writes a copy of the file name, with the first occurrence
+// of each old string of oldNew (old, new, old, new...) replaced by its new
+// one, into a temporary directory and returns its path. Every old string
+// must occur.
+func rewriteConfig(t *testing.T, name string, oldNew ...string) string {
 	t.Helper()
-	return testutil.StartEnvoy(t, config, map[int]int{floodgatePort: fg.GRPCPort(), appPort: app.port()})
+	return rewrite(t, name, 1, oldNew)
 }
 
-// rewriteConfig writes a copy of the config file name with old replaced by
-// new into a temporary directory and returns its path. old must occur.
-func rewriteConfig(t *testing.T, name, old, new string) string {
+// rewriteAll is rewriteConfig replacing every occurrence of each old string.
+func rewriteAll(t *testing.T, name string, oldNew ...string) string {
+	t.Helper()
+	return rewrite(t, name, -1, oldNew)
+}
+
+// rewrite is rewriteConfig replacing n occurrences (-1: all) of each old
+// string.
+func rewrite(t *testing.T, name string, n int, oldNew []string) string {
+	t.Helper()
+	if len(oldNew)%2 != 0 {
+		t.Fatalf("rewrite %s: %d strings, want old, new pairs", name, len(oldNew))
+	}
+	return editCopy(t, name, func(s string) string {
+		for i := 0; i < len(oldNew); i += 2 {
+			if !strings.Contains(s, oldNew[i]) {
+				t.Fatalf("%s no longer contains %q; update the test", name, oldNew[i])
+			}
+			s = strings.Replace(s, oldNew[i], oldNew[i+1], n)
+		}
+		return s
+	})
+}
+
+// editCopy writes edit's version of the file name into a temporary
+// directory, under the same base name, and returns its path.
+func editCopy(t *testing.T, name string, edit func(string) string) string {
 	t.Helper()
 	src, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(src), old) {
-		t.Fatalf("%s no longer contains %q; update the test", name, old)
-	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(strings.Replace(string(src), old, new, 1)), 0o644); err != nil {
+	path := filepath.Join(t.TempDir(), filepath.Base(name))
+	if err := os.WriteFile(path, []byte(edit(string(src))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// useQuota sends limit GET target requests with the extra headers h (may
+// be nil), each of which must reach the app with floodgate's rate-limit
+// headers counting down policy's fresh quota of limit per windowSeconds,
+// then one more, which must be floodgate's 429. It returns that 429.
+func (c *client) useQuota(t *testing.T, target string, h http.Header, policy string, limit, windowSeconds int) response {
+	t.Helper()
+	for i := 1; i <= limit; i++ {
+		r := c.get(t, target, h)
+		if r.status != http.StatusOK || r.body != upstreamBody {
+			t.Fatalf("%s, request %d of %d: got %d %q, want 200 from the app", target, i, limit, r.status, r.body)
+		}
+		checkAllowedHeaders(t, r, policy, limit, windowSeconds, limit-i)
+	}
+	r := c.get(t, target, h)
+	checkDenied(t, r, policy, limit, windowSeconds)
+	return r
+}
+
+// checkStat checks that Envoy's counter name is want; why, if not "", says
+// why it must be.
+func checkStat(t *testing.T, envoy *testutil.Envoy, name string, want int, why string) {
+	t.Helper()
+	if got := stat(t, envoy, name); got != want {
+		if why != "" {
+			why = ": " + why
+		}
+		t.Errorf("Envoy's %s = %d, want %d%s", name, got, want, why)
+	}
 }
 
 // checkAllowedHeaders checks the rate-limit headers floodgate adds to an
@@ -514,8 +542,18 @@ func checkAllowedHeaders(t *testing.T, r response, policy string, limit, windowS
 }
 
 // checkDenied checks that r is floodgate's 429, as the client sees it
-// through Envoy.
+// through Envoy's ext_authz filter.
 func checkDenied(t *testing.T, r response, policy string, limit, windowSeconds int) {
+	t.Helper()
+	check429(t, r, policy, limit, windowSeconds)
+	checkHeader(t, r, "Content-Type", "text/plain")
+	checkHeader(t, r, "X-RateLimit-Limit", strconv.Itoa(limit))
+}
+
+// check429 checks what floodgate's 429 has through either of Envoy's
+// filters, for the rule called policy of limit per windowSeconds: the body
+// and Retry-After with the same N, and floodgate's RateLimit headers.
+func check429(t *testing.T, r response, policy string, limit, windowSeconds int) {
 	t.Helper()
 	if r.status != http.StatusTooManyRequests {
 		t.Fatalf("got %d %q, want 429", r.status, r.body)
@@ -528,8 +566,6 @@ func checkDenied(t *testing.T, r response, policy string, limit, windowSeconds i
 	if want := fmt.Sprintf("Rate limit exceeded. Try again in %d seconds", n); r.body != want {
 		t.Fatalf("429 body %q, want %q", r.body, want)
 	}
-	checkHeader(t, r, "Content-Type", "text/plain")
-	checkHeader(t, r, "X-RateLimit-Limit", strconv.Itoa(limit))
 	checkHeader(t, r, "X-RateLimit-Remaining", "0")
 	checkHeader(t, r, "X-RateLimit-Reset", ra)
 	checkHeader(t, r, "RateLimit-Policy", fmt.Sprintf(`"%s";q=%d;w=%d`, policy, limit, windowSeconds))
@@ -571,6 +607,18 @@ func newUpstream(t *testing.T) *upstream {
 // count returns the number of requests the upstream has answered.
 func (u *upstream) count() int { return int(u.n.Load()) }
 
+// checkCount checks that the upstream has answered want requests; why, if
+// not "", says why it must have.
+func (u *upstream) checkCount(t *testing.T, want int, why string) {
+	t.Helper()
+	if got := u.count(); got != want {
+		if why != "" {
+			why = ": " + why
+		}
+		t.Errorf("the upstream got %d requests, want %d%s", got, want, why)
+	}
+}
+
 // lastHeader returns header name of the latest request.
 func (u *upstream) lastHeader(name string) string {
 	u.mu.Lock()
@@ -608,26 +656,53 @@ func newClient(t *testing.T, proxy string) *client {
 	return &client{hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
-// get sends GET target with the extra headers h (may be nil).
-func (c *client) get(t *testing.T, target string, h http.Header) response {
+// newRequest returns a request for method target with the extra headers h
+// (may be nil).
+func newRequest(t *testing.T, method, target string, h http.Header) *http.Request {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, target, nil)
+	req, err := http.NewRequest(method, target, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, vs := range h {
 		req.Header[k] = vs
 	}
+	return req
+}
+
+// get sends GET target with the extra headers h (may be nil).
+func (c *client) get(t *testing.T, target string, h http.Header) response {
+	t.Helper()
+	return c.send(t, newRequest(t, http.MethodGet, target, h))
+}
+
+// send sends req and returns the whole response.
+func (c *client) send(t *testing.T, req *http.Request) response {
+	t.Helper()
+	r, err := c.do(req)
+	if err != nil {
+		host := ""
+		if req.Host != "" {
+			host = " (Host " + req.Host + ")"
+		}
+		t.Fatalf("%s %s%s: %v", req.Method, req.URL, host, err)
+	}
+	return r
+}
+
+// do sends req and reads the whole response, returning the error instead
+// of failing the test.
+func (c *client) do(req *http.Request) (response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", target, err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: read body: %v", target, err)
+		return response{}, fmt.Errorf("read body: %w", err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}, nil
 }
 
 // metric returns the sum of the series of floodgate's /metrics that series

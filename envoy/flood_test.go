@@ -53,9 +53,8 @@ func TestFrontProxyFlood(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mc := testutil.StartMemcached(t)
-			fg := testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", fmt.Sprint(floodLimit), "--window", "1h")
-			app := newUpstream(t)
-			envoy := startEnvoy(t, "front-proxy.yaml", fg, app)
+			e := startEdge(t, "front-proxy.yaml", testutil.StartFloodgate(t, "--memcache-servers", mc.Addr(), "--limit", fmt.Sprint(floodLimit), "--window", "1h"))
+			app, envoy := e.app, e.envoy
 			var protos http.Protocols
 			tc.proto(&protos)
 			tr := &http.Transport{Protocols: &protos, MaxIdleConnsPerHost: floodRequests}

@@ -1,7 +1,6 @@
 package envoy_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,11 +10,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -61,7 +57,7 @@ func TestMTLSPrincipal(t *testing.T) {
 	cfg, ca := mtlsConfig(t)
 	fg := testutil.StartFloodgate(t, "--limit", "3")
 	app := newUpstream(t)
-	envoy := startEnvoy(t, cfg, fg, app)
+	envoy := testutil.StartEnvoy(t, cfg, map[int]int{floodgatePort: fg.GRPCPort(), appPort: app.port()})
 	target := fmt.Sprintf("https://127.0.0.1:%d/", envoy.Port(mtlsPort))
 
 	webCert, webKey := ca.IssueClient(t, "web", []string{webID}, "web.shop.svc")
@@ -86,14 +82,7 @@ func TestMTLSPrincipal(t *testing.T) {
 		"X-Forwarded-Client-Cert": {"By=spiffe://example.org/ns/shop/sa/envoy;URI=spiffe://example.org/ns/shop/sa/fresh"},
 		"X-Spiffe-Id":             {"spiffe://example.org/ns/shop/sa/fresh"},
 	}
-	for i := 1; i <= 3; i++ {
-		r := api.get(t, target, claims)
-		if r.status != http.StatusOK {
-			t.Fatalf("api request %d: got %d %q, want 200: another identity has its own quota", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "default", 3, 3600, 3-i)
-	}
-	checkDenied(t, api.get(t, target, claims), "default", 3, 3600)
+	api.useQuota(t, target, claims, "default", 3, 3600)
 	// The app learns the verified identity, not the client's claim.
 	if got := app.lastHeader("X-Forwarded-Client-Cert"); !strings.Contains(got, "URI="+apiID) || strings.Contains(got, "fresh") {
 		t.Errorf("the app got x-forwarded-client-cert %q, want Envoy's, with URI=%s only", got, apiID)
@@ -108,13 +97,11 @@ func TestMTLSPrincipal(t *testing.T) {
 	forgedCert, forgedKey := forger.IssueClient(t, "web", []string{webID})
 	refused["web's SPIFFE ID from another CA"] = mtlsClient(t, ca, forgedCert, forgedKey, "127.0.0.2")
 	for name, c := range refused {
-		if r, err := c.try(target, nil); err == nil {
+		if r, err := c.do(newRequest(t, http.MethodGet, target, nil)); err == nil {
 			t.Errorf("%s: got %d %q, want the TLS handshake refused", name, r.status, r.body)
 		}
 	}
-	if got := app.count(); got != 6 {
-		t.Errorf("the app got %d requests, want 6", got)
-	}
+	app.checkCount(t, 6, "")
 	// Every checked request was decided by floodgate; the refused ones were
 	// never checked.
 	ok, denied := stat(t, envoy, "http.mtls.ext_authz.ok"), stat(t, envoy, "http.mtls.ext_authz.denied")
@@ -172,55 +159,38 @@ func TestJWTClaims(t *testing.T) {
 	iss := newIssuer(t, "test-key")
 	fg := testutil.StartFloodgate(t, "--limit", "100", "--policy", rewriteAll(t, "jwt-policy.yaml",
 		"free: {limit: 100,", "free: {limit: 2,", "pro: {limit: 1000,", "pro: {limit: 4,"))
-	app := newUpstream(t)
-	envoy := startEnvoy(t, jwtConfig(t, iss.jwks()), fg, app)
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/orders"
+	e := startEdge(t, jwtConfig(t, iss.jwks()), fg)
+	c, target := e.c, e.base+"/orders"
 	bearer := func(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
 	ann := bearer(iss.token(t, claims("ann", nil)))                           // no plan: free
 	bob := bearer(iss.token(t, claims("bob", map[string]any{"plan": "pro"}))) // pro
-	for i := 1; i <= 2; i++ {
-		r := c.get(t, target, ann)
-		if r.status != http.StatusOK {
-			t.Fatalf("ann %d: got %d %q, want 200", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "api", 2, 3600, 2-i)
-	}
-	checkDenied(t, c.get(t, target, ann), "api", 2, 3600)
+	c.useQuota(t, target, ann, "api", 2, 3600)
 	// Headers choose nothing: not the tier, not the requestor.
 	spoof := bearer(iss.token(t, claims("ann", nil)))
 	for _, h := range []string{"X-Plan", "Plan", "Payload.plan", "X-Jwt-Payload", "Sub"} {
 		spoof.Set(h, "pro")
 	}
 	checkDenied(t, c.get(t, target, spoof), "api", 2, 3600)
-	for i := 1; i <= 4; i++ {
-		r := c.get(t, target, bob)
-		if r.status != http.StatusOK {
-			t.Fatalf("bob %d: got %d %q, want 200: the pro tier comes from the plan claim", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "api", 4, 3600, 4-i)
-	}
-	checkDenied(t, c.get(t, target, bob), "api", 4, 3600)
+	// The pro tier comes from the plan claim.
+	c.useQuota(t, target, bob, "api", 4, 3600)
 	// An unknown plan is the default tier, counted for its own subject.
 	r := c.get(t, target, bearer(iss.token(t, claims("carol", map[string]any{"plan": "platinum"}))))
 	if r.status != http.StatusOK {
 		t.Fatalf("carol: got %d %q, want 200", r.status, r.body)
 	}
 	checkAllowedHeaders(t, r, "api", 2, 3600, 1)
-	if got := app.lastHeader("Authorization"); got != "" {
+	if got := e.app.lastHeader("Authorization"); got != "" {
 		t.Errorf("the app got Authorization %q, want none (forward: false)", got)
 	}
 
 	checkForgedTokens(t, c, target, iss, claims("dave", map[string]any{"plan": "pro"}))
-	if r := c.get(t, envoy.URL(edgePort)+"/healthz", nil); r.status != http.StatusOK {
+	if r := e.get(t, "/healthz", nil); r.status != http.StatusOK {
 		t.Errorf("/healthz without a token: got %d %q, want 200", r.status, r.body)
 	}
-	if got := app.count(); got != 2+4+1+1 {
-		t.Errorf("the app got %d requests, want 8", got)
-	}
+	e.app.checkCount(t, 2+4+1+1, "")
 	// floodgate decided exactly the requests with valid tokens.
-	ok, denied := stat(t, envoy, "http.jwt.ext_authz.ok"), stat(t, envoy, "http.jwt.ext_authz.denied")
+	ok, denied := stat(t, e.envoy, "http.jwt.ext_authz.ok"), stat(t, e.envoy, "http.jwt.ext_authz.denied")
 	if ok != 7 || denied != 3 {
 		t.Errorf("ext_authz ok %d, denied %d; want 7 and 3: forged tokens must never reach floodgate", ok, denied)
 	}
@@ -284,20 +254,13 @@ func checkForgedTokens(t *testing.T, cl *client, target string, iss *issuer, c m
 // instead of its example key.
 func jwtConfig(t *testing.T, jwks string) string {
 	t.Helper()
-	src, err := os.ReadFile("jwt.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	re := regexp.MustCompile(`inline_string: '[^']*'`)
-	if n := len(re.FindAllIndex(src, -1)); n != 1 {
-		t.Fatalf("jwt.yaml has %d inline_string JWKS, want 1; update the test", n)
-	}
-	out := re.ReplaceAllLiteral(src, []byte("inline_string: '"+jwks+"'"))
-	path := filepath.Join(t.TempDir(), "jwt.yaml")
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return editCopy(t, "jwt.yaml", func(src string) string {
+		if n := len(re.FindAllStringIndex(src, -1)); n != 1 {
+			t.Fatalf("jwt.yaml has %d inline_string JWKS, want 1; update the test", n)
+		}
+		return re.ReplaceAllLiteralString(src, "inline_string: '"+jwks+"'")
+	})
 }
 
 // claims are the claims of a token jwt.yaml accepts, for subject sub, with
@@ -361,48 +324,4 @@ func (iss *issuer) token(t *testing.T, claims map[string]any) string {
 	}
 	sig := append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
 	return input + "." + b64.EncodeToString(sig)
-}
-
-// rewriteAll writes a copy of the file name with each old string replaced
-// by its new one (pairs), everywhere, into a temporary directory and
-// returns its path. Every old string must occur.
-func rewriteAll(t *testing.T, name string, pairs ...string) string {
-	t.Helper()
-	src, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(src)
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if !strings.Contains(s, pairs[i]) {
-			t.Fatalf("%s no longer contains %q; update the test", name, pairs[i])
-		}
-		s = strings.ReplaceAll(s, pairs[i], pairs[i+1])
-	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// try sends GET target with the extra headers h, returning the error
-// instead of failing the test.
-func (c *client) try(target string, h http.Header) (response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return response{}, err
-	}
-	for k, vs := range h {
-		req.Header[k] = vs
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return response{}, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}, err
 }

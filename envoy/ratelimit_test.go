@@ -7,7 +7,7 @@ package envoy_test
 import (
 	"context"
 	"fmt"
-	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -33,28 +33,16 @@ const (
 	grpcAppPort     = 8081 // the gRPC app behind ratelimit-filter.yaml
 )
 
-// rlsStack is floodgate, an HTTP app, a gRPC app and Envoy running
-// ratelimit-filter.yaml (or a rewritten copy) in front of them.
-type rlsStack struct {
-	envoy *testutil.Envoy
-	fg    *testutil.Floodgate
-	app   *upstream
-	c     *client
-}
-
 // startRLSStack runs floodgate with the shipped limits and args, and Envoy
-// with config in front of it and the two apps. extra maps more ports of
-// config (a second floodgate).
-func startRLSStack(t *testing.T, config string, extra map[int]int, args ...string) *rlsStack {
+// with config (ratelimit-filter.yaml or a rewritten copy) in front of it, an
+// HTTP app and a gRPC app. extra maps more ports of config (a second
+// floodgate).
+func startRLSStack(t *testing.T, config string, extra map[int]int, args ...string) *edge {
 	t.Helper()
 	fg := testutil.StartFloodgate(t, append([]string{"--rls-config", ratelimitLimits}, args...)...)
-	s := &rlsStack{fg: fg, app: newUpstream(t), c: newClient(t, "")}
-	ports := map[int]int{floodgatePort: fg.GRPCPort(), appPort: s.app.port(), grpcAppPort: grpcApp(t)}
-	for k, v := range extra {
-		ports[k] = v
-	}
-	s.envoy = testutil.StartEnvoy(t, config, ports)
-	return s
+	ports := map[int]int{grpcAppPort: grpcApp(t)}
+	maps.Copy(ports, extra)
+	return startEdgePorts(t, config, fg, ports)
 }
 
 // grpcApp serves grpc.health.v1 on a loopback port and returns the port.
@@ -71,56 +59,14 @@ func grpcApp(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// send sends method path through Envoy with the headers h (may be nil).
-func (s *rlsStack) send(t *testing.T, method, path string, h http.Header) response {
-	t.Helper()
-	req, err := http.NewRequest(method, s.envoy.URL(edgePort)+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, vs := range h {
-		req.Header[k] = vs
-	}
-	resp, err := s.c.hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
-}
-
-// get is send GET.
-func (s *rlsStack) get(t *testing.T, path string, h http.Header) response {
-	t.Helper()
-	return s.send(t, http.MethodGet, path, h)
-}
-
 // checkRLSDenied checks that r is floodgate's 429 through the ratelimit
 // filter, for the rule called policy of limit per windowSeconds: the body
 // and Retry-After with the same N, floodgate's RateLimit headers, and
 // Envoy's x-envoy-ratelimited.
 func checkRLSDenied(t *testing.T, r response, policy string, limit, windowSeconds int) {
 	t.Helper()
-	if r.status != http.StatusTooManyRequests {
-		t.Fatalf("got %d %q, want 429", r.status, r.body)
-	}
-	ra := r.header.Get("Retry-After")
-	n, err := strconv.Atoi(ra)
-	if err != nil || n < 1 || n > windowSeconds {
-		t.Fatalf("Retry-After %q, want an integer in 1..%d", ra, windowSeconds)
-	}
-	if want := fmt.Sprintf("Rate limit exceeded. Try again in %d seconds", n); r.body != want {
-		t.Fatalf("429 body %q, want %q", r.body, want)
-	}
+	check429(t, r, policy, limit, windowSeconds)
 	checkHeader(t, r, "X-Envoy-Ratelimited", "true")
-	checkHeader(t, r, "RateLimit-Policy", fmt.Sprintf(`"%s";q=%d;w=%d`, policy, limit, windowSeconds))
-	checkHeader(t, r, "RateLimit", fmt.Sprintf(`"%s";r=0;t=%d`, policy, n))
-	checkHeader(t, r, "X-RateLimit-Remaining", "0")
-	checkHeader(t, r, "X-RateLimit-Reset", ra)
 }
 
 func TestRatelimitConfigValidates(t *testing.T) {
@@ -151,12 +97,8 @@ func TestRatelimitLogin(t *testing.T) {
 	for _, path := range []string{"/login", "//login", "/login/reset", "/%6Cogin"} {
 		checkRLSDenied(t, s.get(t, path, nil), "login", 5, 60)
 	}
-	if got := s.app.count(); got != 5 {
-		t.Errorf("the app got %d requests, want 5", got)
-	}
-	if got := stat(t, s.envoy, "cluster.app.ratelimit.over_limit"); got != 4 {
-		t.Errorf("cluster.app.ratelimit.over_limit = %d, want 4", got)
-	}
+	s.app.checkCount(t, 5, "")
+	checkStat(t, s.envoy, "cluster.app.ratelimit.over_limit", 4, "")
 }
 
 // TestRatelimitRoutes: each route sends its own descriptors. /healthz
@@ -218,9 +160,7 @@ func TestRatelimitReplicas(t *testing.T) {
 	setup(t)
 	mc := testutil.StartMemcached(t)
 	fg2 := testutil.StartFloodgate(t, "--rls-config", ratelimitLimits, "--memcache-servers", mc.Addr())
-	const endpoint = "        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9001}}}\n"
-	cfg := rewriteConfig(t, ratelimitConfig, endpoint, endpoint+strings.Replace(endpoint, "9001", "9002", 1))
-	s := startRLSStack(t, cfg, map[int]int{9002: fg2.GRPCPort()}, "--memcache-servers", mc.Addr())
+	s := startRLSStack(t, secondFloodgate(t, ratelimitConfig), map[int]int{secondFloodgatePort: fg2.GRPCPort()}, "--memcache-servers", mc.Addr())
 	for i := 1; i <= 5; i++ {
 		if r := s.get(t, "/login", nil); r.status != http.StatusOK {
 			t.Fatalf("login %d: got %d %q, want 200", i, r.status, r.body)
@@ -229,18 +169,7 @@ func TestRatelimitReplicas(t *testing.T) {
 	for range 3 {
 		checkRLSDenied(t, s.get(t, "/login", nil), "login", 5, 60)
 	}
-	var allowed float64
-	for i, fg := range []*testutil.Floodgate{s.fg, fg2} {
-		a := metric(t, fg.AdminURL(), `floodgate_rls_decisions_total{result="allowed"}`)
-		d := metric(t, fg.AdminURL(), `floodgate_rls_decisions_total{result="denied"}`)
-		if a+d == 0 {
-			t.Errorf("replica %d answered no calls: Envoy must spread them over both", i+1)
-		}
-		allowed += a
-	}
-	if allowed != 5 {
-		t.Errorf("the replicas allowed %v requests together, want 5", allowed)
-	}
+	checkReplicasShared(t, "floodgate_rls_decisions_total", 5, s.fg, fg2)
 }
 
 // TestRatelimitMemcachedDown: with memcached stopped, floodgate keeps
@@ -272,9 +201,7 @@ func TestRatelimitMemcachedDown(t *testing.T) {
 					t.Fatalf("login %d: the app saw X-Floodgate-Degraded %q, want none", i, s.app.lastHeader("X-Floodgate-Degraded"))
 				}
 			}
-			if got := stat(t, s.envoy, "cluster.app.ratelimit.error"); got != 0 {
-				t.Errorf("Envoy counted %d rate limit service errors, want 0: floodgate itself must answer", got)
-			}
+			checkStat(t, s.envoy, "cluster.app.ratelimit.error", 0, "floodgate itself must answer")
 		})
 	}
 }
@@ -294,12 +221,8 @@ func TestRatelimitFloodgateDown(t *testing.T) {
 			t.Fatalf("floodgate stopped, login %d: got %d %q, RateLimit-Policy %q; want 200 without it", i, r.status, r.body, r.header.Get("RateLimit-Policy"))
 		}
 	}
-	if got := s.app.count(); got != 8 {
-		t.Errorf("the app got %d requests, want 8", got)
-	}
-	if got := stat(t, s.envoy, "cluster.app.ratelimit.failure_mode_allowed"); got != 7 {
-		t.Errorf("cluster.app.ratelimit.failure_mode_allowed = %d, want 7", got)
-	}
+	s.app.checkCount(t, 8, "")
+	checkStat(t, s.envoy, "cluster.app.ratelimit.failure_mode_allowed", 7, "")
 }
 
 // TestRatelimitGRPC: a gRPC client of the gRPC app through Envoy gets its

@@ -2,7 +2,6 @@ package envoy_test
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 
 	"github.com/floodgate-rl/floodgate/internal/testutil"
@@ -43,23 +42,11 @@ func TestFrontProxyMutualTLS(t *testing.T) {
 		"--tls-cert", testutil.WriteFile(t, dir, "tls.crt", srvCert),
 		"--tls-key", testutil.WriteFile(t, dir, "tls.key", srvKey),
 		"--tls-client-ca", caPath)
-	app := newUpstream(t)
 	cfg := rewriteConfig(t, "front-proxy.yaml",
 		"    connect_timeout: 0.25s\n    typed_extension_protocol_options:",
 		fmt.Sprintf(tlsCluster, testutil.WriteFile(t, dir, "envoy.crt", cliCert), testutil.WriteFile(t, dir, "envoy.key", cliKey), caPath))
-	envoy := startEnvoy(t, cfg, fg, app)
-	c := newClient(t, "")
-	target := envoy.URL(edgePort) + "/"
+	e := startEdge(t, cfg, fg)
 
-	for i := 1; i <= 2; i++ {
-		r := c.get(t, target, nil)
-		if r.status != http.StatusOK {
-			t.Fatalf("request %d: got %d %q, want 200", i, r.status, r.body)
-		}
-		checkAllowedHeaders(t, r, "default", 2, 3600, 2-i)
-	}
-	checkDenied(t, c.get(t, target, nil), "default", 2, 3600)
-	if got := stat(t, envoy, "http.edge.ext_authz.error"); got != 0 {
-		t.Errorf("http.edge.ext_authz.error = %d, want 0", got)
-	}
+	e.c.useQuota(t, e.base+"/", nil, "default", 2, 3600)
+	checkStat(t, e.envoy, "http.edge.ext_authz.error", 0, "")
 }
