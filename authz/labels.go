@@ -65,6 +65,7 @@ type decisionSeries struct {
 	c           [numResults]prometheus.Counter
 	meta        [numResults]atomic.Pointer[cachedMeta]                           // see constMeta
 	allowed     atomic.Pointer[[allowedMetaRemaining]atomic.Pointer[cachedMeta]] // see allowedMeta, by remaining
+	okTemplate  atomic.Pointer[cachedMeta]                                       // see template
 	shared      *atomic.Int64                                                    // allowed metadata shared by the Server's series
 }
 

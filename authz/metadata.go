@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"maps"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -105,14 +106,49 @@ func (m *metadata) str(k string, val *structpb.Value, sv *structpb.Value_StringV
 }
 
 // okMeta is the metadata of an allowed answer: shared (allowedMeta) when
-// it is a normal one, else its own.
+// it is a normal one, else its own, a normal one's made from its series'
+// template (see fromTemplate).
 func (ds *decisionSeries) okMeta(p *plan, r result, remaining int64, degraded string) *structpb.Struct {
 	if r == resultAllowed && degraded == "" {
 		if st := ds.allowedMeta(p, remaining); st != nil {
 			return st
 		}
+		return fromTemplate(ds.template(p), remaining)
 	}
 	return new(metadata).build(p, r, remaining, degraded)
+}
+
+// template is the metadata of a normal allowed answer of p's scope and
+// rule but for its MetaRemaining, built once (the last one built is kept,
+// as in constMeta) and never changed.
+func (ds *decisionSeries) template(p *plan) *structpb.Struct {
+	if c := ds.okTemplate.Load(); c != nil && c.scope == p.req.Scope && c.rule == p.rule {
+		return c.st
+	}
+	st := new(metadata).build(p, resultAllowed, 0, "")
+	ds.okTemplate.Store(&cachedMeta{scope: p.req.Scope, rule: p.rule, st: st})
+	return st
+}
+
+// remainingMeta is the metadata of a normal allowed answer that
+// allowedMeta does not share: its template's fields and values, shared,
+// with a MetaRemaining of its own.
+type remainingMeta struct {
+	st        structpb.Struct
+	remaining structpb.Value
+	num       structpb.Value_NumberValue
+}
+
+// fromTemplate returns the metadata t with remaining as its MetaRemaining:
+// a copy of t's map (which costs no hashing of its keys, unlike building
+// it) under which only MetaRemaining is set anew.
+func fromTemplate(t *structpb.Struct, remaining int64) *structpb.Struct {
+	m := new(remainingMeta)
+	m.st.Fields = maps.Clone(t.Fields)
+	m.num.NumberValue = float64(remaining)
+	m.remaining.Kind = &m.num
+	m.st.Fields[MetaRemaining] = &m.remaining
+	return &m.st
 }
 
 // constMeta is the metadata of an answer that is the same for every
