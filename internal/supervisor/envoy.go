@@ -114,6 +114,11 @@ func StartEnvoy(bin, name string, src []byte, dir string, ports map[int]int) (*E
 			"--disable-hot-restart",
 			"--base-id", strconv.Itoa(baseID),
 			"--admin-address-path", adminPath,
+			// Access logs (stdout and files) are flushed every 100 ms,
+			// not every 10 s, Envoy's default: a test that waits for a
+			// request's access log line would otherwise wait up to 10 s
+			// for the next flush, past its deadline under load.
+			"--file-flush-interval-msec", "100",
 		)
 		if err != nil {
 			return nil, nil, err
