@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -255,6 +256,22 @@ type history struct {
 	retryTill, retryLimit int64
 
 	loading *load
+
+	// keys are the keys of the latest second a decision of one hit was
+	// made in (see keysFor), shared by the decisions in that second.
+	keys atomic.Pointer[secondKeys]
+}
+
+// secondKeys are the store keys of a requestor's decisions of one hit in
+// one second: its ID, the fresh seconds it reads and the increments that
+// count it. They are built by the first such decision and then only read,
+// by every decision of that second, so a hot requestor's decisions build
+// no key strings.
+type secondKeys struct {
+	t     int64
+	id    string
+	fresh []string
+	incs  []Increment
 }
 
 // pending is the settled part of a history that a decision has undertaken
@@ -358,9 +375,33 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 	}
 }
 
-// keysFor returns the keys a decision at t reads (the fresh seconds, with t
-// itself last) and the increments that count its hits.
-func (s *Sliding) keysFor(id string, t, w, hits int64, window time.Duration) (fresh []string, incs []Increment) {
+// keysFor returns the keys a decision of h's requestor (id) at t reads
+// (the fresh seconds, with t itself last) and the increments that count
+// its hits. For one hit they are h's keys of second t, built once; the
+// slices returned are shared and must not be changed.
+func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.Duration) (fresh []string, incs []Increment) {
+	if hits != 1 {
+		return s.buildKeys(id, t, w, hits, window)
+	}
+	if k := h.keys.Load(); k != nil && k.t == t {
+		return k.fresh, k.incs
+	}
+	fresh, incs = s.buildKeys(id, t, w, 1, window)
+	h.keys.Store(&secondKeys{t: t, id: id, fresh: fresh, incs: incs})
+	return fresh, incs
+}
+
+// idOf returns the RequestorID of h's requestor, key: the one h's keys
+// were built with, when there are any.
+func idOf(h *history, key requestorKey) string {
+	if k := h.keys.Load(); k != nil {
+		return k.id
+	}
+	return key.String()
+}
+
+// buildKeys is keysFor without h.
+func (s *Sliding) buildKeys(id string, t, w, hits int64, window time.Duration) (fresh []string, incs []Increment) {
 	lo := t - w + 1
 	fresh = make([]string, 0, s.lag+s.ahead)
 	for sec := max(t-s.lag+1, lo); sec <= t+s.ahead; sec++ {

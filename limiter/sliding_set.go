@@ -175,9 +175,9 @@ func (s *Sliding) AllowAll(ctx context.Context, reqs []Request, now time.Time) (
 // initGroup starts g as the group of key with r alone.
 func (s *Sliding) initGroup(g *slidingGroup, key requestorKey, r Request, t int64) {
 	w := int64(r.Window / time.Second)
+	h := s.history(key, w, t)
 	*g = slidingGroup{
-		key: key, id: key.String(), w: w, window: r.Window,
-		h:    s.history(key, w, t),
+		key: key, id: idOf(h, key), w: w, window: r.Window, h: h,
 		hits: r.HitsOf(), limit: r.Limit, maxLimit: r.Limit, t: t,
 	}
 }
@@ -280,7 +280,7 @@ func (s *Sliding) beginAll(ctx context.Context, gs []slidingGroup) error {
 			}
 			return err
 		}
-		g.fresh, g.incs = s.keysFor(g.id, g.t, g.w, g.hits, g.window)
+		g.fresh, g.incs = s.keysFor(g.h, g.id, g.t, g.w, g.hits, g.window)
 		g.state, g.err = stRead, nil
 	}
 	return nil
