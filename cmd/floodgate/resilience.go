@@ -38,7 +38,7 @@ const overloadReason = "memcached-overloaded"
 //
 // closeFn releases the strategies, the local store and the breaker (whose
 // timer probes memcached while it is open).
-func resilientStrategies(cfg Config, storeKind string, store limiter.Store, names []string, newStrategy func(name string, st limiter.Store) (limiter.Strategy, error),
+func resilientStrategies(cfg Config, storeKind string, store limiter.Store, names []string, newStrategy newStrategyFunc,
 	reg prometheus.Registerer, log *slog.Logger,
 ) (strategies map[string]limiter.Strategy, closeFn func() error, err error) {
 	b := &stackBuilder{names: names, newStrategy: newStrategy}
@@ -49,11 +49,17 @@ func resilientStrategies(cfg Config, storeKind string, store limiter.Store, name
 	return strategies, b.Close, nil
 }
 
+// newStrategyFunc builds the strategy called name on st; private says
+// that only this process counts in st (the in-memory store of --memory or
+// of the per-replica fallback), so the strategy needs no skew margin and
+// no bound on a decision's time (limiter.StrategyConfig.Private).
+type newStrategyFunc func(name string, st limiter.Store, private bool) (limiter.Strategy, error)
+
 // stackBuilder builds the strategies of resilientStrategies and keeps what
 // must be closed, in the order it was made.
 type stackBuilder struct {
 	names       []string
-	newStrategy func(name string, st limiter.Store) (limiter.Strategy, error)
+	newStrategy newStrategyFunc
 	closers     []io.Closer
 }
 
@@ -75,19 +81,19 @@ func (b *stackBuilder) closeLater(v any) {
 // build is resilientStrategies; on error, what it made is in b.closers.
 func (b *stackBuilder) build(cfg Config, storeKind string, store limiter.Store, reg prometheus.Registerer, log *slog.Logger) (map[string]limiter.Strategy, error) {
 	if storeKind != "memcache" {
-		return b.each(store)
+		return b.each(store, true)
 	}
 	breaker, err := b.breaker(cfg, store, reg, log)
 	if err != nil {
 		return nil, err
 	}
-	primary, err := b.each(breaker)
+	primary, err := b.each(breaker, false)
 	if err != nil || !cfg.LocalFallback {
 		return primary, err
 	}
 	mem := memory.New(time.Now)
 	b.closeLater(mem)
-	local, err := b.each(mem)
+	local, err := b.each(mem, true)
 	if err != nil {
 		return nil, err
 	}
@@ -105,11 +111,12 @@ func (b *stackBuilder) build(cfg Config, storeKind string, store limiter.Store, 
 	return strategies, nil
 }
 
-// each builds a strategy per name on st.
-func (b *stackBuilder) each(st limiter.Store) (map[string]limiter.Strategy, error) {
+// each builds a strategy per name on st, private when only this process
+// counts in st.
+func (b *stackBuilder) each(st limiter.Store, private bool) (map[string]limiter.Strategy, error) {
 	m := make(map[string]limiter.Strategy, len(b.names))
 	for _, name := range b.names {
-		s, err := b.newStrategy(name, st)
+		s, err := b.newStrategy(name, st, private)
 		if err != nil {
 			return nil, fmt.Errorf("strategy %s: %w", name, err)
 		}

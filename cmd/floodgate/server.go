@@ -228,9 +228,9 @@ func (m *Main) instrument(ctx context.Context, store limiter.Store) (limiter.Sto
 // default, routes and policy rules choose others. With memcached: a
 // circuit breaker, and the per-replica fallback.
 func (m *Main) strategies(store limiter.Store) (map[string]limiter.Strategy, error) {
-	newStrategy := func(name string, st limiter.Store) (limiter.Strategy, error) {
+	newStrategy := func(name string, st limiter.Store, private bool) (limiter.Strategy, error) {
 		sc := limiter.StrategyConfig{MaxClockSkew: m.cfg.MaxClockSkew}
-		if _, private := st.(*memory.Store); private {
+		if private {
 			sc = sc.Private() // --memory, or the per-replica fallback's
 		}
 		return limiter.NewStrategy(name, st, sc)
