@@ -90,11 +90,12 @@ func checkDeadline(cfg Config) time.Duration {
 // responses with generated code (authz.Codec), and TLS when creds is not
 // nil.
 func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls *grpcbound.Calls) []grpc.ServerOption {
-	var interceptors []grpc.UnaryServerInterceptor
+	// One interceptor, not gRPC's chain of two (a closure per call): the
+	// deadline cap, and with a call bound the slot given back.
+	interceptor := grpcbound.CapDeadline(checkDeadline(cfg))
 	if calls != nil {
-		interceptors = append(interceptors, grpcbound.Release)
+		interceptor = grpcbound.Unary(checkDeadline(cfg))
 	}
-	interceptors = append(interceptors, grpcbound.CapDeadline(checkDeadline(cfg)))
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.GRPCMaxRecvBytes),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
@@ -109,7 +110,7 @@ func grpcServerOptions(cfg Config, creds credentials.TransportCredentials, calls
 			Timeout:           keepaliveTimeout,
 			MaxConnectionIdle: maxConnectionIdle,
 		}),
-		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.UnaryInterceptor(interceptor),
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.ForceServerCodecV2(authz.Codec()),
 	}

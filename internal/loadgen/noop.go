@@ -55,7 +55,7 @@ func ServerOptions() []grpc.ServerOption {
 			Timeout:           20 * time.Second,
 			MaxConnectionIdle: 2 * time.Minute,
 		}),
-		grpc.ChainUnaryInterceptor(grpcbound.Release, grpcbound.CapDeadline(time.Second)),
+		grpc.UnaryInterceptor(grpcbound.Unary(time.Second)), // as floodgate's server installs it
 		grpc.NumStreamWorkers(64),
 		grpc.ForceServerCodecV2(authz.Codec()),
 		grpc.InTapHandle(calls.Admit),
