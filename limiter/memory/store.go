@@ -178,7 +178,11 @@ func (m *Store) Get(ctx context.Context, keys []string) (map[string]int64, error
 		}
 		return nil, fmt.Errorf("memory get %d keys: %w: %w", len(keys), limiter.ErrStoreUnavailable, err)
 	}
-	now := m.now().UnixNano()
+	return m.get(keys, m.now().UnixNano()), nil
+}
+
+// get returns the values of the counters among keys live at now.
+func (m *Store) get(keys []string, now int64) map[string]int64 {
 	out := make(map[string]int64, len(keys))
 	for _, key := range keys {
 		k := m.hash(key)
@@ -190,7 +194,7 @@ func (m *Store) Get(ctx context.Context, keys []string) (map[string]int64, error
 			out[key] = v
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Batch implements limiter.Store: each Add of adds in order, then Get of gets,
@@ -199,7 +203,22 @@ func (m *Store) Get(ctx context.Context, keys []string) (map[string]int64, error
 // not atomic: other calls may interleave, as on memcached. It fails only
 // when ctx is already done.
 func (m *Store) Batch(ctx context.Context, gets []string, adds []limiter.Increment) (map[string]int64, []int64, error) {
-	return limiter.BatchSequentially(ctx, m, gets, adds)
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("memory batch of %d keys: %w: %w", len(gets)+len(adds), limiter.ErrStoreUnavailable, err)
+	}
+	now := m.now().UnixNano()
+	counts := make([]int64, len(adds))
+	for i, a := range adds {
+		k := m.hash(a.Key)
+		sh := &m.shards[k[0]&(memShards-1)]
+		sh.mu.Lock()
+		counts[i] = sh.tab.add(k, a.Delta, a.TTL, now)
+		sh.mu.Unlock()
+	}
+	if len(gets) == 0 {
+		return nil, counts, nil
+	}
+	return m.get(gets, now), counts, nil
 }
 
 // GetVersioned implements limiter.Store. It returns a copy of the value at key
