@@ -189,16 +189,26 @@ func TestParseAccepts(t *testing.T) {
 	}
 }
 
+// aliased is a configuration of domain d with a descriptor for each of
+// keys, all sharing the rate_limit block: anchored (&lim) at the first
+// key's line 4, aliased (*lim) at the others'.
+func aliased(block string, keys ...string) []byte {
+	var b strings.Builder
+	b.WriteString("domain: d\ndescriptors:\n")
+	for i, k := range keys {
+		limit := "*lim"
+		if i == 0 {
+			limit = "&lim " + block
+		}
+		b.WriteString("  - key: " + k + "\n    rate_limit: " + limit + "\n")
+	}
+	return []byte(b.String())
+}
+
 // TestAliasedRateLimit: an anchor and alias share a rate_limit block, as
 // YAML users of the peer write them.
 func TestAliasedRateLimit(t *testing.T) {
-	c, err := rls.Parse("f.yaml", []byte(`domain: d
-descriptors:
-  - key: a
-    rate_limit: &lim {unit: minute, requests_per_unit: 7}
-  - key: b
-    rate_limit: *lim
-`))
+	c, err := rls.Parse("f.yaml", aliased("{unit: minute, requests_per_unit: 7}", "a", "b"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,15 +324,7 @@ func TestCheckValid(t *testing.T) {
 // TestAliasedErrorOnce: an error in an aliased block is reported once, at
 // its line, not at every place the alias expands to.
 func TestAliasedErrorOnce(t *testing.T) {
-	_, err := rls.Parse("f.yaml", []byte(`domain: d
-descriptors:
-  - key: a
-    rate_limit: &bad {unit: fortnight, requests_per_unit: 1}
-  - key: b
-    rate_limit: *bad
-  - key: c
-    rate_limit: *bad
-`))
+	_, err := rls.Parse("f.yaml", aliased("{unit: fortnight, requests_per_unit: 1}", "a", "b", "c"))
 	checkErrors(t, err, "f.yaml", []bad{{4, "descriptors[0].rate_limit.unit", "invalid rate limit unit 'fortnight'"}})
 }
 
