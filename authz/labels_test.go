@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/floodgate-rl/floodgate/authz"
+	"github.com/floodgate-rl/floodgate/internal/testutil"
 )
 
 // labelValues returns the sorted distinct values of label among the
@@ -55,20 +56,16 @@ func TestDecisionLabels(t *testing.T) {
 	r.check(t, httpReq("203.0.113.7", "GET", "/", nil, other))
 	r.check(t, httpReq("203.0.113.7", "GET", "/", nil, nil))
 	r.check(t, httpReq("192.0.2.1", "GET", "/", nil, nil))
-	for _, tt := range []struct {
-		result, scope, rule string
-		want                float64
-	}{
-		{"allowed", "login", "login", 2},
-		{"denied", "login", "login", 1},
-		{"allowed", "login", "none", 1},
-		{"allowed", "checkout", "none", 1},
-		{"allowed", "default", "none", 1},
-		{"blocked", "default", "none", 1},
-		{"allowed", "api", "api", 0}, // the policy's rules are exported at 0
-	} {
-		r.expectMetric(t, tt.want, "floodgate_decisions_total", "result", tt.result, "scope", tt.scope, "rule", tt.rule)
-	}
+	// The policy's rules are exported at 0 from the start (api here).
+	testutil.ExpectSeries(t, r.reg, `
+floodgate_decisions_total{result="allowed",scope="login",rule="login"} 2
+floodgate_decisions_total{result="denied",scope="login",rule="login"} 1
+floodgate_decisions_total{result="allowed",scope="login",rule="none"} 1
+floodgate_decisions_total{result="allowed",scope="checkout",rule="none"} 1
+floodgate_decisions_total{result="allowed",scope="default",rule="none"} 1
+floodgate_decisions_total{result="blocked",scope="default",rule="none"} 1
+floodgate_decisions_total{result="allowed",scope="api",rule="api"} 0
+`)
 	// Shadow rules decide nothing: they have floodgate_shadow_denials_total.
 	if got := r.labelValues(t, "floodgate_decisions_total", "rule"); !slices.Equal(got, []string{"api", "login", "none", "uploads"}) {
 		t.Errorf("rule labels %q, want the enforcing rules and none", got)

@@ -180,28 +180,21 @@ func TestMetrics(t *testing.T) {
 	} {
 		h.call(t, t0, req)
 	}
-	for _, m := range []struct {
-		name, label, value string
-		want               float64
-	}{
-		{"floodgate_rls_decisions_total", "result", "allowed", 4},
-		{"floodgate_rls_decisions_total", "result", "denied", 1},
-		{"floodgate_rls_decisions_total", "result", "refused", 1},
-		{"floodgate_rls_decisions_total", "result", "unknown_domain", 2},
-		{"floodgate_rls_decisions_total", "result", "unlimited", 1},
-		{"floodgate_rls_descriptors_total", "result", "ok", 2},
-		{"floodgate_rls_descriptors_total", "result", "over_limit", 1},
-		{"floodgate_rls_descriptors_total", "result", "no_rule", 4},
-		{"floodgate_rls_descriptors_total", "result", "unlimited", 1},
-		{"floodgate_rls_descriptors_total", "result", "negative_hits", 1},
-		{"floodgate_rls_descriptors_total", "result", "replaced", 1},
-		{"floodgate_rls_descriptors_total", "result", "shadow", 2},
-		{"floodgate_rls_shadow_over_limit_total", "rule", "test.route_trial.remote_address", 1},
-	} {
-		if got := h.metric(m.name, m.label, m.value); got != m.want {
-			t.Errorf("%s{%s=%q} = %v, want %v", m.name, m.label, m.value, got, m.want)
-		}
-	}
+	testutil.ExpectSeries(t, h.reg, `
+floodgate_rls_decisions_total{result="allowed"} 4
+floodgate_rls_decisions_total{result="denied"} 1
+floodgate_rls_decisions_total{result="refused"} 1
+floodgate_rls_decisions_total{result="unknown_domain"} 2
+floodgate_rls_decisions_total{result="unlimited"} 1
+floodgate_rls_descriptors_total{result="ok"} 2
+floodgate_rls_descriptors_total{result="over_limit"} 1
+floodgate_rls_descriptors_total{result="no_rule"} 4
+floodgate_rls_descriptors_total{result="unlimited"} 1
+floodgate_rls_descriptors_total{result="negative_hits"} 1
+floodgate_rls_descriptors_total{result="replaced"} 1
+floodgate_rls_descriptors_total{result="shadow"} 2
+floodgate_rls_shadow_over_limit_total{rule="test.route_trial.remote_address"} 1
+`)
 	if n := strings.Count(h.logs.String(), "rls request for a domain without configuration"); n != 1 {
 		t.Errorf("the unknown domain logged %d times, want once:\n%s", n, h.logs)
 	}
