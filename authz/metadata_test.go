@@ -160,27 +160,17 @@ func TestMetadataOfSharedSeries(t *testing.T) {
 func TestMetadataShadowNotShared(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, authz.Config{Limit: 100, Window: time.Hour}, "")
-	r.setPolicy(t, `
-rules:
-- name: trial
-  shadow: true
-  match: {path_prefix: /a}
-  limit: 1
-  window: 1m
-- name: all
-  limit: 10
-  window: 1m
-`)
+	r.setPolicy(t, shadowTrialPolicy)
 	for _, step := range []struct {
 		ip, path string
 		want     *structpb.Struct
 	}{
-		{"203.0.113.1", "/a", meta(t, 9, "scope", "all", "rule", "all", "decision", "allowed")},
-		{"203.0.113.1", "/a", meta(t, 8, "scope", "all", "rule", "all", "decision", "allowed", "shadow", "would-deny")},
-		{"203.0.113.2", "/b", meta(t, 9, "scope", "all", "rule", "all", "decision", "allowed")},
-		{"203.0.113.2", "/b", meta(t, 8, "scope", "all", "rule", "all", "decision", "allowed")},
-		{"203.0.113.1", "/a", meta(t, 7, "scope", "all", "rule", "all", "decision", "allowed", "shadow", "would-deny")},
-		{"203.0.113.2", "/b", meta(t, 7, "scope", "all", "rule", "all", "decision", "allowed")},
+		{"203.0.113.1", "/a", meta(t, 2, "scope", "enforced", "rule", "enforced", "decision", "allowed")},
+		{"203.0.113.1", "/a", meta(t, 1, "scope", "enforced", "rule", "enforced", "decision", "allowed", "shadow", "would-deny")},
+		{"203.0.113.2", "/b", meta(t, 2, "scope", "enforced", "rule", "enforced", "decision", "allowed")},
+		{"203.0.113.2", "/b", meta(t, 1, "scope", "enforced", "rule", "enforced", "decision", "allowed")},
+		{"203.0.113.1", "/a", meta(t, 0, "scope", "enforced", "rule", "enforced", "decision", "allowed", "shadow", "would-deny")},
+		{"203.0.113.2", "/b", meta(t, 0, "scope", "enforced", "rule", "enforced", "decision", "allowed")},
 	} {
 		if got := r.checkFull(t, httpReq(step.ip, "GET", step.path, nil, nil)).GetDynamicMetadata(); !proto.Equal(got, step.want) {
 			t.Errorf("%s %s: dynamic_metadata:\n got %v\nwant %v", step.ip, step.path, got, step.want)

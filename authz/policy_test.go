@@ -274,10 +274,9 @@ rules:
 	}
 }
 
-func TestShadowRuleBeforeTheEnforcingOne(t *testing.T) {
-	t.Parallel()
-	r := newRig(t, authz.Config{Limit: 1000, Window: time.Hour, Headers: true}, "")
-	r.setPolicy(t, `
+// shadowTrialPolicy enforces 3 a minute, with a shadow rule of 1 a
+// minute on /a before the enforcing rule and one after it.
+const shadowTrialPolicy = `
 rules:
 - name: trial
   shadow: true
@@ -291,7 +290,12 @@ rules:
   shadow: true
   limit: 1
   window: 1m
-`)
+`
+
+func TestShadowRuleBeforeTheEnforcingOne(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, authz.Config{Limit: 1000, Window: time.Hour, Headers: true}, "")
+	r.setPolicy(t, shadowTrialPolicy)
 	// The shadow rule after the deciding one never runs; the one before
 	// does, in its own scope.
 	expect(t, "1", r.check(t, httpReq("203.0.113.7", "GET", "/a", nil, nil)), okResp(okHeaders(3, 2, 0, 60, "enforced")...))
@@ -325,24 +329,10 @@ func TestRulesHaveTheirOwnCounters(t *testing.T) {
 	r := newRig(t, authz.Config{Limit: 1000, Window: time.Hour, Headers: true}, "")
 	r.setPolicy(t, `
 rules:
-- name: a
-  match: {path_prefix: /a}
-  limit: 1
-  window: 1m
-- name: b
-  match: {path_prefix: /b}
-  limit: 1
-  window: 1m
-- name: c
-  match: {path_prefix: /c}
-  scope: shared
-  limit: 1
-  window: 1m
-- name: d
-  match: {path_prefix: /d}
-  scope: shared
-  limit: 1
-  window: 1m
+- {name: a, match: {path_prefix: /a}, limit: 1, window: 1m}
+- {name: b, match: {path_prefix: /b}, limit: 1, window: 1m}
+- {name: c, match: {path_prefix: /c}, scope: shared, limit: 1, window: 1m}
+- {name: d, match: {path_prefix: /d}, scope: shared, limit: 1, window: 1m}
 `)
 	expect(t, "a", r.check(t, httpReq("203.0.113.7", "GET", "/a", nil, nil)), okResp(okHeaders(1, 0, 60, 60, "a")...))
 	expect(t, "b: its own counter", r.check(t, httpReq("203.0.113.7", "GET", "/b", nil, nil)), okResp(okHeaders(1, 0, 60, 60, "b")...))
