@@ -248,11 +248,7 @@ func allAllowedIn(ds []Decision) bool {
 func TestRememberedDenialsTrustedASecond(t *testing.T) {
 	for _, b := range builders {
 		t.Run(b.name, func(t *testing.T) {
-			r := newStrategyRig(t, 1, b.build)
-			req := Request{Requestor: "k", Limit: 3, Window: time.Minute}
-			for range 3 {
-				r.at(t, 0, req, sec(1))
-			}
+			r, req := usedUpRig(t, b.build)
 			for _, step := range []struct {
 				at    time.Duration // after the third request
 				calls bool          // whether the store is asked

@@ -50,6 +50,19 @@ var skewCases = []skewCase{
 	{name: "control: a clock 0.9s ahead, no bound", offsets: [2]time.Duration{0, 900 * time.Millisecond}, skew: -1, over: true},
 }
 
+// forSkewCases runs req through build on each of skewCases' two clocks
+// (skewRun), in a subtest, and hands check the instants allowed.
+func forSkewCases(t *testing.T, build func(Store, StrategyConfig) Strategy, req Request, check func(t *testing.T, tc skewCase, allowed []int64)) {
+	t.Helper()
+	for _, tc := range skewCases {
+		t.Run(tc.name, func(t *testing.T) {
+			allowed := skewRun(t, build, tc.skew, tc.offsets, req)
+			t.Logf("%d allowed in 20s", len(allowed))
+			check(t, tc, allowed)
+		})
+	}
+}
+
 // TestTokenBucketSkewedClocks: however the two clocks differ within the
 // bound, no interval of true time [a, b] holds more allowed requests than
 // one bucket on one clock allows, floor((b-a)/step) + Burst, and the burst
@@ -59,33 +72,29 @@ func TestTokenBucketSkewedClocks(t *testing.T) {
 	const stepMs = windowMs / limit
 	build := func(st Store, cfg StrategyConfig) Strategy { return NewTokenBucket(st, cfg) }
 	req := Request{Requestor: "a", Limit: limit, Window: windowMs * time.Millisecond}
-	for _, tc := range skewCases {
-		t.Run(tc.name, func(t *testing.T) {
-			allowed := skewRun(t, build, tc.skew, tc.offsets, req)
-			t.Logf("%d allowed in 20s", len(allowed))
-			worst := int64(0) // the most by which an interval exceeds its bound
-			for i := range allowed {
-				for j := i; j < len(allowed); j++ {
-					n := int64(j - i + 1)
-					worst = max(worst, n-((allowed[j]-allowed[i])/stepMs+limit))
-				}
+	forSkewCases(t, build, req, func(t *testing.T, tc skewCase, allowed []int64) {
+		worst := int64(0) // the most by which an interval exceeds its bound
+		for i := range allowed {
+			for j := i; j < len(allowed); j++ {
+				n := int64(j - i + 1)
+				worst = max(worst, n-((allowed[j]-allowed[i])/stepMs+limit))
 			}
-			if tc.over {
-				if worst <= 0 {
-					t.Fatalf("the control allowed no more than one bucket: the check cannot fail")
-				}
-				return
+		}
+		if tc.over {
+			if worst <= 0 {
+				t.Fatalf("the control allowed no more than one bucket: the check cannot fail")
 			}
-			if worst > 0 {
-				t.Fatalf("an interval held %d requests more than one bucket allows", worst)
-			}
-			skewMs := StrategyConfig{MaxClockSkew: tc.skew}.skewMs()
-			ideal := int64(allowed[len(allowed)-1]/stepMs + limit) // one bucket on one clock, to the last
-			if lost := ideal - int64(len(allowed)); lost > skewMs/stepMs+1 {
-				t.Errorf("%d allowed, %d fewer than one bucket would: more than the skew's refill (%d)", len(allowed), lost, skewMs/stepMs)
-			}
-		})
-	}
+			return
+		}
+		if worst > 0 {
+			t.Fatalf("an interval held %d requests more than one bucket allows", worst)
+		}
+		skewMs := StrategyConfig{MaxClockSkew: tc.skew}.skewMs()
+		ideal := int64(allowed[len(allowed)-1]/stepMs + limit) // one bucket on one clock, to the last
+		if lost := ideal - int64(len(allowed)); lost > skewMs/stepMs+1 {
+			t.Errorf("%d allowed, %d fewer than one bucket would: more than the skew's refill (%d)", len(allowed), lost, skewMs/stepMs)
+		}
+	})
 }
 
 // TestSlidingLogSkewedClocks: no true window of Window holds more than
@@ -94,31 +103,27 @@ func TestSlidingLogSkewedClocks(t *testing.T) {
 	const limit, windowMs = 40, 4000
 	build := func(st Store, cfg StrategyConfig) Strategy { return NewSlidingLog(st, cfg) }
 	req := Request{Requestor: "a", Limit: limit, Window: windowMs * time.Millisecond}
-	for _, tc := range skewCases {
-		t.Run(tc.name, func(t *testing.T) {
-			allowed := skewRun(t, build, tc.skew, tc.offsets, req)
-			t.Logf("%d allowed in 20s", len(allowed))
-			most := 0 // the most allowed in one window (t-Window, t]
-			for j := range allowed {
-				n := 0
-				for i := j; i >= 0 && allowed[i] > allowed[j]-windowMs; i-- {
-					n++
-				}
-				most = max(most, n)
+	forSkewCases(t, build, req, func(t *testing.T, tc skewCase, allowed []int64) {
+		most := 0 // the most allowed in one window (t-Window, t]
+		for j := range allowed {
+			n := 0
+			for i := j; i >= 0 && allowed[i] > allowed[j]-windowMs; i-- {
+				n++
 			}
-			if tc.over {
-				if most <= limit {
-					t.Fatalf("the control allowed at most %d in a window: the check cannot fail", most)
-				}
-				return
+			most = max(most, n)
+		}
+		if tc.over {
+			if most <= limit {
+				t.Fatalf("the control allowed at most %d in a window: the check cannot fail", most)
 			}
-			if most > limit {
-				t.Fatalf("a window of %dms held %d requests, limit %d", windowMs, most, limit)
-			}
-			skewMs := StrategyConfig{MaxClockSkew: tc.skew}.skewMs()
-			if least := limit * (20_000 / (windowMs + skewMs + 1000)); len(allowed) < int(least) {
-				t.Errorf("%d allowed in 20s, want at least %d (a limit per window and skew, and a second of offset)", len(allowed), least)
-			}
-		})
-	}
+			return
+		}
+		if most > limit {
+			t.Fatalf("a window of %dms held %d requests, limit %d", windowMs, most, limit)
+		}
+		skewMs := StrategyConfig{MaxClockSkew: tc.skew}.skewMs()
+		if least := limit * (20_000 / (windowMs + skewMs + 1000)); len(allowed) < int(least) {
+			t.Errorf("%d allowed in 20s, want at least %d (a limit per window and skew, and a second of offset)", len(allowed), least)
+		}
+	})
 }

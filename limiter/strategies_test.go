@@ -248,17 +248,25 @@ func TestStrategiesConcurrentReplicas(t *testing.T) {
 	}
 }
 
+// usedUpRig returns a rig of one instance built by build, and a request
+// whose limit of 3 a minute that instance has used up at sec(1).
+func usedUpRig(t *testing.T, build func(Store) Strategy) (*strategyRig, Request) {
+	t.Helper()
+	r := newStrategyRig(t, 1, build)
+	req := Request{Requestor: "k", Limit: 3, Window: time.Minute}
+	for range 3 {
+		r.at(t, 0, req, sec(1))
+	}
+	return r, req
+}
+
 // TestStrategiesDeniedCostNothing pins the cost model: once an instance has
 // seen a requestor's quota used up, its further denials cost no store round
 // trip until the promised retry time.
 func TestStrategiesDeniedCostNothing(t *testing.T) {
 	for _, b := range builders {
 		t.Run(b.name, func(t *testing.T) {
-			r := newStrategyRig(t, 1, b.build)
-			req := Request{Requestor: "k", Limit: 3, Window: time.Minute}
-			for range 3 {
-				r.at(t, 0, req, sec(1))
-			}
+			r, req := usedUpRig(t, b.build)
 			calls := r.store.calls()
 			var retry time.Duration
 			for i := range 50 {

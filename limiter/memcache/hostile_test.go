@@ -205,12 +205,7 @@ func TestHostileAnswers(t *testing.T) {
 // is not a timeout: the answer itself must have been refused.
 func wantHostileError(t *testing.T, what string, err error) {
 	t.Helper()
-	switch {
-	case err == nil:
-		t.Errorf("%s: no error, want one wrapping limiter.ErrStoreUnavailable", what)
-	case !errors.Is(err, limiter.ErrStoreUnavailable):
-		t.Errorf("%s: error %q does not wrap limiter.ErrStoreUnavailable", what, err)
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	if wrapsUnavailable(t, what, err) && errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("%s: error %q is the timeout, want the answer refused at once", what, err)
 	}
 }

@@ -156,16 +156,26 @@ func TestLongTTL(t *testing.T) {
 	}
 }
 
-// wantUnavailable fails t unless err wraps limiter.ErrStoreUnavailable and
-// names op and key.
-func wantUnavailable(t *testing.T, what string, err error, op, key string) {
+// wrapsUnavailable fails t unless err wraps limiter.ErrStoreUnavailable,
+// and says whether it does.
+func wrapsUnavailable(t *testing.T, what string, err error) bool {
 	t.Helper()
 	switch {
 	case err == nil:
 		t.Errorf("%s: no error, want one wrapping limiter.ErrStoreUnavailable", what)
 	case !errors.Is(err, limiter.ErrStoreUnavailable):
 		t.Errorf("%s: error %q does not wrap limiter.ErrStoreUnavailable", what, err)
-	case !strings.Contains(err.Error(), "memcache "+op+" ") || !strings.Contains(err.Error(), strconv.Quote(key)):
+	default:
+		return true
+	}
+	return false
+}
+
+// wantUnavailable fails t unless err wraps limiter.ErrStoreUnavailable and
+// names op and key.
+func wantUnavailable(t *testing.T, what string, err error, op, key string) {
+	t.Helper()
+	if wrapsUnavailable(t, what, err) && (!strings.Contains(err.Error(), "memcache "+op+" ") || !strings.Contains(err.Error(), strconv.Quote(key))) {
 		t.Errorf("%s: error %q does not name operation %q and key %q", what, err, op, key)
 	}
 }

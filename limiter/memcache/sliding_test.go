@@ -98,15 +98,7 @@ func TestSlidingOnMemcachedScenarios(t *testing.T) {
 func TestSlidingOnMemcachedConcurrentReplicas(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	rs := replicas(t, 3, mc.Addr())
-	req := limiter.Request{Requestor: "ip:192.0.2.99", Limit: 100, Window: time.Hour}
-	now := base()
-	allowed := testutil.Burst(t, 300, func(i int) (bool, error) {
-		d, err := rs[i%3].Allow(context.Background(), req, now)
-		return d.Allowed, err
-	})
-	if n := allowed; n != 100 {
-		t.Fatalf("%d allowed, want exactly 100", n)
-	}
+	req, now := burstOf300(t, rs[0], rs[1], rs[2])
 	// The next second, every replica still denies.
 	for i, s := range rs {
 		if d, err := s.Allow(context.Background(), req, now.Add(time.Second)); err != nil || d.Allowed {

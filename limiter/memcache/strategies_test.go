@@ -42,6 +42,23 @@ func instances(t *testing.T, name string, n int, servers ...string) []limiter.St
 	return out
 }
 
+// burstOf300 makes 300 simultaneous checks of one requestor, limit 100
+// an hour, at base(), spread over rs in turn, and fails t unless exactly
+// 100 are allowed. It returns the request and the instant.
+func burstOf300(t *testing.T, rs ...limiter.Strategy) (limiter.Request, time.Time) {
+	t.Helper()
+	req := limiter.Request{Requestor: "ip:192.0.2.99", Limit: 100, Window: time.Hour}
+	now := base()
+	allowed := testutil.Burst(t, 300, func(i int) (bool, error) {
+		d, err := rs[i%len(rs)].Allow(context.Background(), req, now)
+		return d.Allowed, err
+	})
+	if n := allowed; n != 100 {
+		t.Fatalf("%d allowed, want exactly 100", n)
+	}
+	return req, now
+}
+
 // TestStrategiesOnMemcachedConcurrentReplicas: 300 simultaneous checks over
 // 3 instances, each with its own client, sharing one memcached allow exactly
 // the limit.
@@ -49,16 +66,7 @@ func TestStrategiesOnMemcachedConcurrentReplicas(t *testing.T) {
 	mc := testutil.StartMemcached(t)
 	for _, name := range swapStrategies {
 		t.Run(name, func(t *testing.T) {
-			rs := instances(t, name, 3, mc.Addr())
-			req := limiter.Request{Requestor: "ip:192.0.2.99", Limit: 100, Window: time.Hour}
-			now := base()
-			allowed := testutil.Burst(t, 300, func(i int) (bool, error) {
-				d, err := rs[i%3].Allow(context.Background(), req, now)
-				return d.Allowed, err
-			})
-			if n := allowed; n != 100 {
-				t.Fatalf("%d allowed, want exactly 100", n)
-			}
+			req, now := burstOf300(t, instances(t, name, 3, mc.Addr())...)
 			late := instances(t, name, 1, mc.Addr())[0]
 			if d, err := late.Allow(context.Background(), req, now.Add(time.Second)); err != nil || d.Allowed {
 				t.Fatalf("a new instance a second later: %+v %v, want denied", d, err)
@@ -164,19 +172,27 @@ func TestStrategiesOnMemcachedDown(t *testing.T) {
 	}
 }
 
+// benchStrategy returns the strategy called name on a client of the
+// memcached at addr with cfg, closed at the end of the benchmark.
+func benchStrategy(b *testing.B, name, addr string, cfg memcache.Config) limiter.Strategy {
+	b.Helper()
+	st, err := memcache.New([]string{addr}, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	s, err := limiter.NewStrategy(name, st, limiter.StrategyConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
 func BenchmarkStrategiesOnMemcached(b *testing.B) {
 	mc := testutil.StartMemcached(b)
 	for _, name := range swapStrategies {
 		b.Run(name, func(b *testing.B) {
-			st, err := memcache.New([]string{mc.Addr()}, memcache.Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			s, err := limiter.NewStrategy(name, st, limiter.StrategyConfig{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			s := benchStrategy(b, name, mc.Addr(), memcache.Config{})
 			var n atomic.Uint64
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
@@ -202,15 +218,7 @@ func BenchmarkValueStrategiesOnMemcached(b *testing.B) {
 	mc := testutil.StartMemcached(b)
 	for _, name := range []string{limiter.StrategyTokenBucket, limiter.StrategySlidingLog} {
 		b.Run(name, func(b *testing.B) {
-			st, err := memcache.New([]string{mc.Addr()}, memcache.Config{Timeout: 10 * time.Second})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			s, err := limiter.NewStrategy(name, st, limiter.StrategyConfig{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			s := benchStrategy(b, name, mc.Addr(), memcache.Config{Timeout: 10 * time.Second})
 			var n atomic.Uint64
 			b.ReportAllocs()
 			b.SetParallelism(16)

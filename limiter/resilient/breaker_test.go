@@ -224,6 +224,18 @@ func newRigTimers(t *testing.T, rnd float64, clk *clock, afterFunc func(time.Dur
 	return r
 }
 
+// backedOffRig returns a call rig whose breaker three failures opened,
+// with the store back up and the backoff over, its timer not fired.
+func backedOffRig(t *testing.T) *rig {
+	t.Helper()
+	r := newCallRig(t, 0)
+	r.store.down.Store(true)
+	r.calls(t, 3, errDown)
+	r.store.down.Store(false)
+	r.clk.Advance(time.Second)
+	return r
+}
+
 // call makes one Get and returns its error.
 func (r *rig) call() error {
 	_, err := r.st.Get(context.Background(), []string{"fg1:k:1"})
@@ -400,11 +412,7 @@ func TestBreakerOneProbe(t *testing.T) {
 }
 
 func testBreakerOneProbe(t *testing.T) {
-	r := newCallRig(t, 0)
-	r.store.down.Store(true)
-	r.calls(t, 3, errDown)
-	r.store.down.Store(false)
-	r.clk.Advance(time.Second)
+	r := backedOffRig(t)
 
 	block := make(chan struct{})
 	r.store.block = block
@@ -564,11 +572,7 @@ func TestBreakerValues(t *testing.T) {
 }
 
 func TestBreakerEmptyGetIsNotACall(t *testing.T) {
-	r := newCallRig(t, 0)
-	r.store.down.Store(true)
-	r.calls(t, 3, errDown)
-	r.store.down.Store(false)
-	r.clk.Advance(time.Second)
+	r := backedOffRig(t)
 	if _, err := r.st.Get(context.Background(), nil); err != nil {
 		t.Errorf("Get of no keys on an open breaker: %v", err)
 	}

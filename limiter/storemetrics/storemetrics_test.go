@@ -65,9 +65,17 @@ floodgate_store_keys_read_total 0
 	}
 }
 
-// meteredMemory returns store metrics registered on a new registry, and
-// an in-memory store to wrap, closed at the end of the test.
-func meteredMemory(t *testing.T) (*Metrics, *prometheus.Registry, *memory.Store) {
+// metered is store metrics registered on a new registry, and two stores
+// they wrap: ok, an in-memory store closed at the end of the test, and bad,
+// failingStore.
+type metered struct {
+	m       *Metrics
+	reg     *prometheus.Registry
+	ok, bad limiter.Store
+}
+
+// newMetered returns a metered on a new registry and in-memory store.
+func newMetered(t *testing.T) metered {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := New(reg)
@@ -76,15 +84,14 @@ func meteredMemory(t *testing.T) (*Metrics, *prometheus.Registry, *memory.Store)
 	}
 	mem := memory.New(time.Now)
 	t.Cleanup(func() { mem.Close() })
-	return m, reg, mem
+	return metered{m: m, reg: reg, ok: m.Wrap(mem), bad: m.Wrap(failingStore)}
 }
 
 func TestStoreMetricsRecords(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	m, reg, mem := meteredMemory(t)
-	ok := m.Wrap(mem)
-	bad := m.Wrap(failingStore)
+	s := newMetered(t)
+	m, reg, ok, bad := s.m, s.reg, s.ok, s.bad
 
 	if n, err := ok.Add(ctx, "k1", 3, time.Minute); err != nil || n != 3 {
 		t.Fatalf("Add = %d, %v; want 3, nil", n, err)
@@ -160,9 +167,8 @@ func TestStoreMetricsRegisterTwice(t *testing.T) {
 func TestStoreMetricsBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	m, _, mem := meteredMemory(t)
-	bs := m.Wrap(mem)
-	bad := m.Wrap(failingStore)
+	s := newMetered(t)
+	m, bs, bad := s.m, s.ok, s.bad
 
 	inc := []limiter.Increment{{Key: "k", Delta: 2, TTL: time.Minute}, {Key: "m", Delta: 2, TTL: time.Minute}}
 	if _, counts, err := bs.Batch(ctx, []string{"k", "x", "y"}, inc); err != nil || counts[0] != 2 {
