@@ -32,31 +32,20 @@ import (
 	"github.com/floodgate-rl/floodgate/limiter"
 )
 
-func TestGRPCLimitFlags(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct {
-		name             string
-		args             []string
-		env              map[string]string
-		conns, calls, mb int
-		err              string
-	}{
-		{name: "defaults", conns: 4096, calls: 1024, mb: 1 << 20},
-		{name: "flags", args: []string{"--grpc-max-conns", "50", "--grpc-max-calls", "8", "--grpc-max-recv-bytes", "4096"},
-			conns: 50, calls: 8, mb: 4096},
-		{name: "env", env: map[string]string{"FLOODGATE_GRPC_MAX_CONNS": "10", "FLOODGATE_GRPC_MAX_CALLS": "2", "FLOODGATE_GRPC_MAX_RECV_BYTES": "67108864"},
-			conns: 10, calls: 2, mb: 64 << 20},
-		{name: "conns 0", args: []string{"--grpc-max-conns", "0"},
-			err: `invalid value "0" for flag --grpc-max-conns: must be at least 1`},
-		{name: "calls not a number", args: []string{"--grpc-max-calls", "many"},
-			err: `invalid value "many" for flag --grpc-max-calls: not an integer`},
-		{name: "recv too small", args: []string{"--grpc-max-recv-bytes", "4095"},
-			err: `invalid value "4095" for flag --grpc-max-recv-bytes: must be from 4096 to 67108864 bytes`},
-		{name: "recv too large", env: map[string]string{"FLOODGATE_GRPC_MAX_RECV_BYTES": "67108865"},
-			err: `invalid value "67108865" for FLOODGATE_GRPC_MAX_RECV_BYTES: must be from 4096 to 67108864 bytes`},
-		{name: "recv with a unit", args: []string{"--grpc-max-recv-bytes", "1MiB"},
-			err: `invalid value "1MiB" for flag --grpc-max-recv-bytes: not an integer (bytes)`},
-	} {
+// configCase is one ParseConfig case: arguments and environment, and
+// either the error wanted or a check of the Config parsed.
+type configCase struct {
+	name string
+	args []string
+	env  map[string]string
+	err  string             // the error wanted; "" for none
+	want func(Config) error // with err "": nil if the Config is right
+}
+
+// testParseConfig runs ParseConfig on each case, in a subtest.
+func testParseConfig(t *testing.T, cases []configCase) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := ParseConfig(tt.args, envOf(tt.env))
 			if tt.err != "" {
@@ -68,12 +57,44 @@ func TestGRPCLimitFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.GRPCMaxConns != tt.conns || c.GRPCMaxCalls != tt.calls || c.GRPCMaxRecvBytes != tt.mb {
-				t.Errorf("conns, calls, recv bytes = %d, %d, %d; want %d, %d, %d",
-					c.GRPCMaxConns, c.GRPCMaxCalls, c.GRPCMaxRecvBytes, tt.conns, tt.calls, tt.mb)
+			if err := tt.want(c); err != nil {
+				t.Error(err)
 			}
 		})
 	}
+}
+
+// grpcLimits checks a Config's --grpc-max-conns, --grpc-max-calls and
+// --grpc-max-recv-bytes.
+func grpcLimits(conns, calls, recv int) func(Config) error {
+	return func(c Config) error {
+		if c.GRPCMaxConns != conns || c.GRPCMaxCalls != calls || c.GRPCMaxRecvBytes != recv {
+			return fmt.Errorf("conns, calls, recv bytes = %d, %d, %d; want %d, %d, %d",
+				c.GRPCMaxConns, c.GRPCMaxCalls, c.GRPCMaxRecvBytes, conns, calls, recv)
+		}
+		return nil
+	}
+}
+
+func TestGRPCLimitFlags(t *testing.T) {
+	t.Parallel()
+	testParseConfig(t, []configCase{
+		{name: "defaults", want: grpcLimits(4096, 1024, 1<<20)},
+		{name: "flags", args: []string{"--grpc-max-conns", "50", "--grpc-max-calls", "8", "--grpc-max-recv-bytes", "4096"},
+			want: grpcLimits(50, 8, 4096)},
+		{name: "env", env: map[string]string{"FLOODGATE_GRPC_MAX_CONNS": "10", "FLOODGATE_GRPC_MAX_CALLS": "2", "FLOODGATE_GRPC_MAX_RECV_BYTES": "67108864"},
+			want: grpcLimits(10, 2, 64<<20)},
+		{name: "conns 0", args: []string{"--grpc-max-conns", "0"},
+			err: `invalid value "0" for flag --grpc-max-conns: must be at least 1`},
+		{name: "calls not a number", args: []string{"--grpc-max-calls", "many"},
+			err: `invalid value "many" for flag --grpc-max-calls: not an integer`},
+		{name: "recv too small", args: []string{"--grpc-max-recv-bytes", "4095"},
+			err: `invalid value "4095" for flag --grpc-max-recv-bytes: must be from 4096 to 67108864 bytes`},
+		{name: "recv too large", env: map[string]string{"FLOODGATE_GRPC_MAX_RECV_BYTES": "67108865"},
+			err: `invalid value "67108865" for FLOODGATE_GRPC_MAX_RECV_BYTES: must be from 4096 to 67108864 bytes`},
+		{name: "recv with a unit", args: []string{"--grpc-max-recv-bytes", "1MiB"},
+			err: `invalid value "1MiB" for flag --grpc-max-recv-bytes: not an integer (bytes)`},
+	})
 }
 
 func TestGRPCConnBound(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,27 +15,20 @@ import (
 
 func TestPProfFlag(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		args []string
-		env  map[string]string
-		want bool
-	}{
-		{"default", nil, nil, false},
-		{"flag", []string{"--pprof"}, nil, true},
-		{"env", nil, map[string]string{"FLOODGATE_PPROF": "true"}, true},
-		{"flag wins", []string{"--pprof=false"}, map[string]string{"FLOODGATE_PPROF": "true"}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseConfig(tc.args, envOf(tc.env))
-			if err != nil {
-				t.Fatal(err)
+	pprof := func(want bool) func(Config) error {
+		return func(c Config) error {
+			if c.PProf != want {
+				return fmt.Errorf("PProf = %v, want %v", c.PProf, want)
 			}
-			if c.PProf != tc.want {
-				t.Errorf("PProf = %v, want %v", c.PProf, tc.want)
-			}
-		})
+			return nil
+		}
 	}
+	testParseConfig(t, []configCase{
+		{name: "default", want: pprof(false)},
+		{name: "flag", args: []string{"--pprof"}, want: pprof(true)},
+		{name: "env", env: map[string]string{"FLOODGATE_PPROF": "true"}, want: pprof(true)},
+		{name: "flag wins", args: []string{"--pprof=false"}, env: map[string]string{"FLOODGATE_PPROF": "true"}, want: pprof(false)},
+	})
 }
 
 func TestWithPProf(t *testing.T) {
