@@ -301,6 +301,17 @@ func TestSlidingInterleavings(t *testing.T) {
 			before:  []float64{8.5}, racing: [][2]float64{{0, 10.5}, {1, 10.5}, {0, 10.6}, {1, 10.7}}, schedule: 4000},
 		{name: "one minute window, limit 3, a burst over a boundary", limit: 3, window: time.Minute, offsets: []time.Duration{0, 200 * time.Millisecond, -500 * time.Millisecond},
 			before: []float64{20, 50}, racing: [][2]float64{{0, 59.9}, {1, 59.9}, {2, 60.1}, {0, 60.2}}, schedule: 4000},
+		// Windows of three minutes and more keep minute aggregates beside
+		// the seconds: every decision changes both. Requests before, in
+		// the same minute and in the one before it.
+		{name: "three-minute window with minute aggregates, limit 5", limit: 5, window: 3 * time.Minute,
+			offsets: []time.Duration{0, 300 * time.Millisecond, -300 * time.Millisecond},
+			before:  []float64{70, 95}, racing: [][2]float64{{0, 100.1}, {1, 100.2}, {2, 100.3}, {0, 100.4}, {1, 100.5}}, schedule: 4000},
+		{name: "three-minute window with minute aggregates, clocks 0.9s apart, limit 3", limit: 3, window: 3 * time.Minute,
+			offsets: []time.Duration{-900 * time.Millisecond, 0},
+			before:  []float64{90}, racing: [][2]float64{{0, 110.5}, {1, 110.5}, {0, 110.6}, {1, 110.7}}, schedule: 4000},
+		{name: "three-minute window, two replicas, limit 2, every schedule", limit: 2, window: 3 * time.Minute,
+			offsets: []time.Duration{0, 0}, before: []float64{75}, racing: [][2]float64{{0, 100.1}, {1, 100.2}}, exhaust: true},
 	}
 	for _, sc := range cases {
 		t.Run(sc.name, func(t *testing.T) {
