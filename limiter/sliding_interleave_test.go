@@ -14,9 +14,9 @@ import (
 )
 
 // schedStore is a counter Store whose every step waits for a scheduler
-// (Sliding uses no value methods, and they fail if called): a Batch is two
-// steps, its adds and then its reads, each applied atomically
-// when granted, so that a test decides the order in which the steps of
+// (Sliding uses no value methods, and they fail if called): a Batch is a
+// step for each of its adds and then one for its reads, each applied
+// atomically when granted, so that a test decides the order in which the steps of
 // concurrent decisions reach the store, as memcached's connections would
 // interleave them. Steps are told apart by the decision index that each
 // decision's context carries.
@@ -128,13 +128,14 @@ func (s *schedStore) Get(ctx context.Context, keys []string) (map[string]int64, 
 }
 
 func (s *schedStore) Batch(ctx context.Context, gets []string, adds []Increment) (map[string]int64, []int64, error) {
+	// Each increment is a step of its own: memcached runs a connection's
+	// commands in order, but other connections' commands may come between
+	// them (a decision's second and its minute, say).
 	var counts []int64
-	if len(adds) > 0 {
-		s.wait(ctx, 0, adds[0].Key)
+	for _, a := range adds {
+		s.wait(ctx, 0, a.Key)
 		s.mu.Lock()
-		for _, a := range adds {
-			counts = append(counts, s.add(a.Key, a.Delta))
-		}
+		counts = append(counts, s.add(a.Key, a.Delta))
 		s.mu.Unlock()
 	}
 	var vals map[string]int64
