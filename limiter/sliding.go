@@ -345,6 +345,9 @@ type settledView struct {
 	// minute (windows with minute aggregates only): what the minute's
 	// aggregate holds beside the seconds that may still change.
 	minuteSettled int64
+	// again says that this replica had decided in the same second before:
+	// a requestor hot enough for its keys to be kept (keysFor).
+	again bool
 }
 
 // begin returns the second a decision at t decides in (never earlier than
@@ -368,10 +371,11 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 		}
 		// Decisions of one requestor never go back in time: one that read
 		// the clock just before another crossed into a new second joins it.
+		again := h.latest >= t // this replica decided in t already
 		t = max(t, h.latest)
 		h.latest = t
 		h.prepare(t, w)
-		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit}
+		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, again: again}
 		if w >= minuteWindowMin {
 			v.minuteSettled = h.sumFrom(floorDiv(t, minuteSeconds) * minuteSeconds)
 		}
@@ -388,9 +392,12 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 
 // keysFor returns the keys a decision of h's requestor (id) at t reads
 // (the fresh seconds, with t itself last) and the increments that count
-// its hits. For one hit they are h's keys of second t, built once; the
-// slices returned are shared and must not be changed.
-func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.Duration) (fresh []string, incs []Increment) {
+// its hits. For one hit of a requestor decided here before in second t
+// (again), they are h's keys of second t, built once; the slices returned
+// are shared and must not be changed. A requestor seen once a second or
+// less keeps none: a million of them would hold a few hundred bytes each
+// for nothing.
+func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.Duration, again bool) (fresh []string, incs []Increment) {
 	if hits != 1 {
 		return s.buildKeys(id, t, w, hits, window)
 	}
@@ -398,7 +405,9 @@ func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.D
 		return k.fresh, k.incs
 	}
 	fresh, incs = s.buildKeys(id, t, w, 1, window)
-	h.keys.Store(&secondKeys{t: t, id: id, fresh: fresh, incs: incs})
+	if again {
+		h.keys.Store(&secondKeys{t: t, id: id, fresh: fresh, incs: incs})
+	}
 	return fresh, incs
 }
 

@@ -55,3 +55,23 @@ func TestSlowDecision(t *testing.T) {
 		})
 	}
 }
+
+// TestSlidingKeepsKeysOnlyForHotRequestors: a requestor's keys of a second
+// are kept only once it is decided a second time in that second, so a
+// stream of one-off requestors (a million clients, one request each) holds
+// none of them.
+func TestSlidingKeepsKeysOnlyForHotRequestors(t *testing.T) {
+	mem := newTestStore(func() time.Time { return t0 })
+	s := NewSliding(mem, SlidingConfig{})
+	defer s.Close()
+	req := Request{Requestor: "k", Limit: 100, Window: time.Hour}
+	h := func() *history { return s.history(newRequestorKey("", 3600, "k"), 3600, t0.Unix()) }
+	for i, want := range []bool{false, true, true} {
+		if _, err := s.Allow(context.Background(), req, t0); err != nil {
+			t.Fatal(err)
+		}
+		if got := h().keys.Load() != nil; got != want {
+			t.Fatalf("after decision %d in one second: keys kept %v, want %v", i+1, got, want)
+		}
+	}
+}

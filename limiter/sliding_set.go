@@ -280,7 +280,7 @@ func (s *Sliding) beginAll(ctx context.Context, gs []slidingGroup) error {
 			}
 			return err
 		}
-		g.fresh, g.incs = s.keysFor(g.h, g.id, g.t, g.w, g.hits, g.window)
+		g.fresh, g.incs = s.keysFor(g.h, g.id, g.t, g.w, g.hits, g.window, g.view.again)
 		g.state, g.err = stRead, nil
 	}
 	return nil
