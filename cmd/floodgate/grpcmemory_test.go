@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/floodgate-rl/floodgate/internal/runtimetune"
+
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/floodgate-rl/floodgate/internal/testutil"
@@ -87,12 +89,18 @@ func TestBinaryMemoryAfterBurst(t *testing.T) {
 	if heap < baseHeap+100<<20 {
 		t.Fatalf("heap %d MiB after the burst, %d MiB before: the burst did not hold the memory it should measure", heap>>20, baseHeap>>20)
 	}
+	// A quiet process may hold up to runtimetune.ReleaseAbove before the
+	// quiet-heap release collects and returns the rest; below it, garbage
+	// waits for the next collection (at the heap floor), which a quiet
+	// process may not reach for long. So the heap comes back under that
+	// bound, and the resident set, which counts only pages in use, under
+	// back.
 	const back = 64 << 20
 	afterHeap, afterRSS := heap, rss
 	testutil.WaitFor(t, time.Minute, func() error {
 		var numbers string
-		if heap, numbers = s.heapHeld(t); heap >= baseHeap+back {
-			return fmt.Errorf("heap not back under %d MiB (%d MiB before the burst, %d MiB right after it): %s", (baseHeap+back)>>20, baseHeap>>20, afterHeap>>20, numbers)
+		if heap, numbers = s.heapHeld(t); heap >= baseHeap+runtimetune.ReleaseAbove {
+			return fmt.Errorf("heap not back under %d MiB (%d MiB before the burst, %d MiB right after it): %s", (baseHeap+runtimetune.ReleaseAbove)>>20, baseHeap>>20, afterHeap>>20, numbers)
 		}
 		return nil
 	})
