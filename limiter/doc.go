@@ -89,24 +89,6 @@
 // TestSlidingInterleavings checks this on replicas with skewed clocks over
 // every interleaving of small cases.
 //
-// Windows of minuteWindowMin or more count by the minute instead, and most
-// of their decisions read nothing. A decision's increments go out second
-// first, minute last, and the minute's increment answers with the whole
-// minute's count, every replica's. When every second that may still change
-// (t-lag+1 to t+ahead) lies in t's minute, the window holds at most the
-// settled count outside that minute plus that answer; a decision that fits
-// under that bound with room to spare is allowed on it, in one round trip
-// that reads no key. One that does not, and every decision whose changing
-// seconds straddle a minute, reads the fresh seconds after its increments,
-// its own second included (not the value its second's increment returned).
-// So every decision of such a window observes after its minute's increment,
-// and the argument above holds with the minute's order of increments in
-// place of the second's: of the allowed requests of any run of Window
-// seconds, the one whose minute increment was applied last saw every
-// other's. The interleaving test schedules each increment as a step of its
-// own, so a decision coming between another's second and minute is
-// explored.
-//
 // The rule errs on the side of under-admission, in bounded ways. Two
 // decisions in different seconds may each see the other's increment and both
 // be denied: a denial undoes its count and reads again in one round trip, and

@@ -289,12 +289,8 @@ type pending struct {
 // second that the first add returned.
 func (s *Sliding) exchange(ctx context.Context, h *history, pend *pending, sum int64, fresh []string, adds []Increment, t, w int64) (int64, map[string]int64, int64, error) {
 	gets := fresh
-	if len(adds) == 1 && adds[0].Delta > 0 {
-		// The count comes back from the add. Not with a minute aggregate:
-		// countByMinute decides on the minute's order of increments, so
-		// every decision of such a window reads its own second after its
-		// minute too (see countByMinute).
-		gets = fresh[:len(fresh)-1]
+	if len(adds) > 0 && adds[0].Delta > 0 {
+		gets = fresh[:len(fresh)-1] // the count comes back from the add
 	}
 	if pend != nil {
 		gets = append(slices.Clip(pend.p.keys), gets...)
@@ -341,10 +337,6 @@ type settledView struct {
 	deniedAt int64
 	// retryTill and retryLimit are from this replica's last denial.
 	retryTill, retryLimit int64
-	// minuteSettled is the settled part of sum in the decision's own
-	// minute (windows with minute aggregates only): what the minute's
-	// aggregate holds beside the seconds that may still change.
-	minuteSettled int64
 	// again says that this replica had decided in the same second before:
 	// a requestor hot enough for its keys to be kept (keysFor).
 	again bool
@@ -376,9 +368,6 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 		h.latest = t
 		h.prepare(t, w)
 		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, again: again}
-		if w >= minuteWindowMin {
-			v.minuteSettled = h.sumFrom(floorDiv(t, minuteSeconds) * minuteSeconds)
-		}
 		p := h.plan(id, t, w, s.lag)
 		var pend *pending
 		if len(p.keys) > 0 {
@@ -781,18 +770,6 @@ func (h *history) expand(m, lo int64, vals map[string]int64, keys []string) {
 
 // sum counts the settled requests in the window ending at t. Called with
 // h.mu held after a complete plan.
-// sumFrom returns the settled count from second from on. Called with h.mu
-// held.
-func (h *history) sumFrom(from int64) int64 {
-	var n int64
-	for _, sp := range h.spans {
-		if sp.start >= from {
-			n += sp.n
-		}
-	}
-	return n
-}
-
 func (h *history) sum(t, w int64) int64 {
 	lo := t - w + 1
 	var n int64

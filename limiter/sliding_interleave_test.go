@@ -312,7 +312,7 @@ func TestSlidingInterleavings(t *testing.T) {
 			offsets: []time.Duration{-900 * time.Millisecond, 0},
 			before:  []float64{90}, racing: [][2]float64{{0, 110.5}, {1, 110.5}, {0, 110.6}, {1, 110.7}}, schedule: 4000},
 		{name: "three-minute window, two replicas, limit 2, every schedule", limit: 2, window: 3 * time.Minute,
-			offsets: []time.Duration{0, 0}, before: []float64{75}, racing: [][2]float64{{0, 100.1}, {1, 100.2}}, schedule: 20000},
+			offsets: []time.Duration{0, 0}, before: []float64{75}, racing: [][2]float64{{0, 100.1}, {1, 100.2}}, exhaust: true},
 	}
 	for _, sc := range cases {
 		t.Run(sc.name, func(t *testing.T) {

@@ -392,16 +392,13 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 			return
 		}
 	case opCount:
-		if s.countByMinute(ctx, g) {
-			return
-		}
 		g.sum, g.vals, g.v, err = s.exchange(ctx, g.h, g.pend, g.view.sum, g.fresh, g.incs, g.t, g.w)
 		g.pend = nil
 		if err != nil {
 			g.state, g.err = stUnknown, fmt.Errorf("count %s: %w", g.id, err)
 			return
 		}
-		g.total = g.countedTotal()
+		g.total = g.sum + freshSum(g.vals, g.fresh[:len(g.fresh)-1]) + g.v
 		g.state = stCounted
 		g.h.observe(g.t, g.total-g.sum)
 		return
@@ -421,73 +418,6 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 	}
 	g.state = stRead
 	g.h.observe(g.t, freshSum(g.vals, g.fresh))
-}
-
-// countByMinute counts g's hits, when it can, without reading the fresh
-// seconds: it reports whether g is decided (stCounted, or stUnknown with
-// g.err), false when the count is to be made with the read as usual.
-//
-// The minute aggregate's increment answers with the whole minute's count,
-// every replica's, atomically with this decision's own; a decision's
-// increments go out second first, minute last. When the window has minute
-// aggregates (so that the whole of the decision's minute m lies in it), no
-// settled second is missing (no pending read) and every second that may
-// still change, from t-lag+1 to t+ahead, lies in m, the window holds at
-// most the settled count outside m plus that answer, which counts every
-// request whose minute increment came before this one's. Every decision of
-// such a window observes after its minute increment: here by that answer,
-// on the usual path by a read of the fresh seconds that includes its own
-// second (countedTotal), never by the count its second's increment
-// returned, which would follow the seconds' order of increments instead of
-// the minutes'. Of the allowed requests of any window, the one whose minute
-// increment came last then saw all the others, and the proof of doc.go
-// holds (TestSlidingInterleavings explores the orders, each increment a
-// step of its own). When the bound leaves room for more than the hits (so
-// that no retry time is needed), g is allowed on it, its remaining the room
-// under the bound; otherwise the fresh seconds are read, after the count,
-// and g is decided on them exactly.
-func (s *Sliding) countByMinute(ctx context.Context, g *slidingGroup) bool {
-	m := floorDiv(g.t, minuteSeconds)
-	if g.pend != nil || len(g.incs) != 2 || floorDiv(g.t-s.lag+1, minuteSeconds) != m || floorDiv(g.t+s.ahead, minuteSeconds) != m {
-		return false
-	}
-	_, counts, err := s.store.Batch(ctx, nil, g.incs)
-	if err == nil && len(counts) != 2 {
-		err = fmt.Errorf("%w: the store's batch returned %d counts for 2 increments", ErrStoreUnavailable, len(counts))
-	}
-	if err != nil {
-		g.state, g.err = stUnknown, fmt.Errorf("count %s: %w", g.id, err)
-		return true
-	}
-	g.sum, g.v = g.view.sum, counts[0]
-	if bound := g.view.sum - g.view.minuteSettled + counts[1]; bound < g.limit {
-		g.vals, g.total, g.state = nil, bound, stCounted
-		g.h.observe(g.t, bound-g.sum)
-		return true
-	}
-	// Near the limit: the fresh seconds, read after the count.
-	g.sum, g.vals, _, err = s.exchange(ctx, g.h, nil, g.view.sum, g.fresh, nil, g.t, g.w)
-	if err != nil {
-		g.state, g.err = stUnknown, fmt.Errorf("count %s: %w", g.id, err)
-		return true
-	}
-	g.total = g.countedTotal()
-	g.state = stCounted
-	g.h.observe(g.t, g.total-g.sum)
-	return true
-}
-
-// countedTotal is what a count that read the fresh seconds found: the
-// settled sum, the fresh seconds read and the decision's own second. That
-// second's count is the one its increment returned, except in a window
-// with minute aggregates, where it is the one read after the minute's
-// increment, so that every decision of such a window observes after its
-// last increment (see countByMinute).
-func (g *slidingGroup) countedTotal() int64 {
-	if len(g.incs) == 2 {
-		return g.sum + freshSum(g.vals, g.fresh)
-	}
-	return g.sum + freshSum(g.vals, g.fresh[:len(g.fresh)-1]) + g.v
 }
 
 // undoCounted takes back, as far as the store lets it, the counts of a set
@@ -514,9 +444,7 @@ func (s *Sliding) allowed(ctx context.Context, set *slidingSet, out []Decision) 
 			if g.vals == nil {
 				g.vals = map[string]int64{}
 			}
-			if _, read := g.vals[g.fresh[len(g.fresh)-1]]; !read {
-				g.vals[g.fresh[len(g.fresh)-1]] = g.v
-			}
+			g.vals[g.fresh[len(g.fresh)-1]] = g.v
 			if rd, err := s.denied(ctx, g.h, g.id, g.t, d, g.vals, r.Limit); err == nil {
 				d.RetryAfter = rd.RetryAfter
 			} else {
