@@ -51,9 +51,11 @@
 // knows up to which second it is complete. A decision then reads only what it
 // does not know yet, in the round trip that counts it (see below):
 //
-//   - always, the fresh seconds (t-lag, t+ahead] but t itself, where
-//     ahead = ceil(s+d) (2 by default) covers replicas whose clocks run
-//     ahead: 4 keys by default;
+//   - the fresh seconds (t-lag, t+ahead] but t itself, where ahead =
+//     ceil(s+d) (2 by default) covers replicas whose clocks run ahead: 4
+//     keys by default. In a window with minute aggregates only those of
+//     them outside t's minute, as the minute's increment answers for the
+//     rest (see below): none at 56 seconds of 60 with the defaults;
 //   - first in a new second, the seconds that settled since its last
 //     decision (usually one);
 //   - a requestor this instance has not seen within the window: whole settled
@@ -68,21 +70,35 @@
 // # Exactness across replicas
 //
 // Every decision counts first and reads after: a Store's Batch applies
-// its increments and then reads, and memcached applies one connection's
-// commands in order and each key's changes one at a time. A decision at t
-// increments second t (and its minute), reads the fresh seconds, and adds the
-// settled sum S, what it read, and the value v its increment returned; it is
+// its increments in order and then reads, and memcached applies one
+// connection's commands in order and each key's changes one at a time. A
+// decision at t increments second t and then, in a window with minute
+// aggregates, its minute m. Without minute aggregates its total is the
+// settled sum, the fresh seconds read, and the value v its second's
+// increment returned. With them it is the settled sum before m, the value M
+// its minute's increment returned (every request counted in m so far, its
+// own included, in one atomic answer), and the fresh seconds outside m; so
+// in most seconds a decision is its two increments and nothing else. It is
 // allowed when that total is at most Limit, else denied and undone.
 //
 // No run of Window consecutive seconds ever holds more than Limit allowed
-// requests. Take those requests and the one, r, whose increment was applied
-// last. Each of the others incremented before r did, hence before r read.
-// Each was counted in a second of the run, and so no earlier than r's window
-// start; and, since it read its clock before r incremented, at most ceil(s+d)
-// seconds after r's second on r's clock (its clock is at most s ahead, and r
-// incremented at most d after reading its own): r read or had settled every
-// second they are in. r's total thus included all of them and r itself, and
-// r was allowed: there are at most Limit. Settled seconds hold no increment
+// requests. Call a decision's point its minute's increment, or without
+// minute aggregates its second's. Take those requests and the one, r, whose
+// point came last. Each other q was counted in a second of the run, and so
+// no earlier than r's window start; and, since it read its clock before r
+// counted, at most ceil(s+d) seconds after r's second on r's clock (its
+// clock is at most s ahead, and r counted at most d after reading its own).
+// With minute aggregates: a q in r's minute m is in M, as q's point came
+// before r's; a q in another minute is in a settled second, which r had, or
+// in a fresh second outside m, which r read after its point, so after q's
+// second's increment, which q made before its own point. Without them: q is
+// in a settled second, or in r's second, whose v counts every increment
+// before r's, or in a fresh second, which r read after its point. r's total
+// thus included all of them and r itself, and r was allowed: there are at
+// most Limit. The order of a decision's two increments matters: with the
+// minute first, a decision at the end of a minute could read a second of
+// the next before a decision there, whose minute came earlier, counted its
+// second (TestSlidingInterleavings has that case). Settled seconds hold no increment
 // that a decision still deciding will make (that is what the lag ensures); an
 // increment whose answer came too late fails its decision, so it only ever
 // makes counts higher, as a failed undo does, erring on the safe side.

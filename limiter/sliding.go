@@ -263,15 +263,30 @@ type history struct {
 }
 
 // secondKeys are the store keys of a requestor's decisions of one hit in
-// one second: its ID, the fresh seconds it reads and the increments that
-// count it. They are built by the first such decision and then only read,
-// by every decision of that second, so a hot requestor's decisions build
-// no key strings.
+// one second: its ID and its decisionKeys. They are built by the first such
+// decision and then only read, by every decision of that second, so a hot
+// requestor's decisions build no key strings.
 type secondKeys struct {
-	t     int64
-	id    string
+	t  int64
+	id string
+	decisionKeys
+}
+
+// decisionKeys are the keys of a decision at second t: fresh, every second
+// that may still change, from t-lag+1 to t+ahead, t itself last; reads, the
+// ones its count reads beside its increments (see Sliding.counted); and
+// incs, the increments that count its hits, second t's first.
+type decisionKeys struct {
 	fresh []string
+	reads []string
 	incs  []Increment
+}
+
+// settledSums is what a history's settled seconds add up to in the window
+// ending at t: all of them, and those before t's minute (see
+// Sliding.counted).
+type settledSums struct {
+	all, beforeMinute int64
 }
 
 // pending is the settled part of a history that a decision has undertaken
@@ -283,27 +298,22 @@ type pending struct {
 
 // exchange is one round trip of a decision at t: it applies adds (the
 // increments that count the request, those that undo it, or none), then
-// reads the fresh keys (all of them, or all but t's own when counting) and,
-// for pend, the settled ones the history lacks, which it merges. It returns
-// the settled sum of the window, the values read and the count of t's
-// second that the first add returned.
-func (s *Sliding) exchange(ctx context.Context, h *history, pend *pending, sum int64, fresh []string, adds []Increment, t, w int64) (int64, map[string]int64, int64, error) {
-	gets := fresh
-	if len(adds) > 0 && adds[0].Delta > 0 {
-		gets = fresh[:len(fresh)-1] // the count comes back from the add
-	}
+// reads gets and, for pend, the settled keys the history lacks, which it
+// merges. It returns the settled sums of the window (sums, or after the
+// merge), the values read and the counts the adds returned, one per add.
+func (s *Sliding) exchange(ctx context.Context, h *history, pend *pending, sums settledSums, gets []string, adds []Increment, t, w int64) (settledSums, map[string]int64, []int64, error) {
 	if pend != nil {
 		gets = append(slices.Clip(pend.p.keys), gets...)
 	}
 	vals, counts, err := s.store.Batch(ctx, gets, adds)
-	if err == nil && len(adds) > 0 && len(counts) == 0 {
-		err = fmt.Errorf("%w: the store's batch returned no counts", ErrStoreUnavailable)
+	if err == nil && len(counts) != len(adds) {
+		err = fmt.Errorf("%w: the store's batch returned %d counts for %d increments", ErrStoreUnavailable, len(counts), len(adds))
 	}
 	if pend != nil {
 		h.mu.Lock()
 		if err == nil {
 			h.merge(pend.p, vals, t)
-			sum = h.sum(t, w)
+			sums = h.sums(t, w)
 		} else {
 			pend.l.err = fmt.Errorf("sliding window: read %d buckets: %w", len(pend.p.keys), err)
 		}
@@ -312,13 +322,9 @@ func (s *Sliding) exchange(ctx context.Context, h *history, pend *pending, sum i
 		h.mu.Unlock()
 	}
 	if err != nil {
-		return 0, nil, 0, err
+		return settledSums{}, nil, nil, err
 	}
-	var v int64
-	if len(counts) > 0 {
-		v = counts[0]
-	}
-	return sum, vals, v, nil
+	return sums, vals, counts, nil
 }
 
 // freshSum adds up the values read under keys.
@@ -333,7 +339,7 @@ func freshSum(vals map[string]int64, keys []string) int64 {
 // settledView is what a decision takes from its history under the lock:
 // the settled sum of the window and this replica's last denial.
 type settledView struct {
-	sum      int64
+	settledSums
 	deniedAt int64
 	// retryTill and retryLimit are from this replica's last denial.
 	retryTill, retryLimit int64
@@ -367,7 +373,7 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 		t = max(t, h.latest)
 		h.latest = t
 		h.prepare(t, w)
-		v := settledView{sum: h.sum(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, again: again}
+		v := settledView{settledSums: h.sums(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, again: again}
 		p := h.plan(id, t, w, s.lag)
 		var pend *pending
 		if len(p.keys) > 0 {
@@ -379,25 +385,24 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 	}
 }
 
-// keysFor returns the keys a decision of h's requestor (id) at t reads
-// (the fresh seconds, with t itself last) and the increments that count
-// its hits. For one hit of a requestor decided here before in second t
+// keysFor returns the keys of a decision of h's requestor (id) at t (see
+// decisionKeys). For one hit of a requestor decided here before in second t
 // (again), they are h's keys of second t, built once; the slices returned
 // are shared and must not be changed. A requestor seen once a second or
 // less keeps none: a million of them would hold a few hundred bytes each
 // for nothing.
-func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.Duration, again bool) (fresh []string, incs []Increment) {
+func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.Duration, again bool) decisionKeys {
 	if hits != 1 {
 		return s.buildKeys(id, t, w, hits, window)
 	}
 	if k := h.keys.Load(); k != nil && k.t == t {
-		return k.fresh, k.incs
+		return k.decisionKeys
 	}
-	fresh, incs = s.buildKeys(id, t, w, 1, window)
+	keys := s.buildKeys(id, t, w, 1, window)
 	if again {
-		h.keys.Store(&secondKeys{t: t, id: id, fresh: fresh, incs: incs})
+		h.keys.Store(&secondKeys{t: t, id: id, decisionKeys: keys})
 	}
-	return fresh, incs
+	return keys
 }
 
 // idOf returns the RequestorID of h's requestor, key: the one h's keys
@@ -410,16 +415,34 @@ func idOf(h *history, key requestorKey) string {
 }
 
 // buildKeys is keysFor without h.
-func (s *Sliding) buildKeys(id string, t, w, hits int64, window time.Duration) (fresh []string, incs []Increment) {
+func (s *Sliding) buildKeys(id string, t, w, hits int64, window time.Duration) decisionKeys {
 	lo := t - w + 1
-	fresh = make([]string, 0, s.lag+s.ahead)
-	for sec := max(t-s.lag+1, lo); sec <= t+s.ahead; sec++ {
+	first := max(t-s.lag+1, lo)
+	fresh := make([]string, 0, t+s.ahead-first+1)
+	for sec := first; sec <= t+s.ahead; sec++ {
 		if sec != t {
 			fresh = append(fresh, secondKey(id, sec))
 		}
 	}
 	fresh = append(fresh, secondKey(id, t))
-	return fresh, s.increments(id, t, w, hits, window)
+	k := decisionKeys{fresh: fresh, reads: fresh[:len(fresh)-1], incs: s.increments(id, t, w, hits, window)}
+	if len(k.incs) == 2 {
+		// The minute aggregate's count stands for every second of t's
+		// minute: a count reads only the fresh seconds outside it.
+		m0 := floorDiv(t, minuteSeconds) * minuteSeconds
+		k.reads = nil
+		i := 0
+		for sec := first; sec <= t+s.ahead; sec++ {
+			if sec == t {
+				continue
+			}
+			if sec < m0 || sec >= m0+minuteSeconds {
+				k.reads = append(k.reads, fresh[i])
+			}
+			i++
+		}
+	}
+	return k
 }
 
 // undo returns the increments that take back incs.
@@ -770,15 +793,22 @@ func (h *history) expand(m, lo int64, vals map[string]int64, keys []string) {
 
 // sum counts the settled requests in the window ending at t. Called with
 // h.mu held after a complete plan.
-func (h *history) sum(t, w int64) int64 {
-	lo := t - w + 1
-	var n int64
+func (h *history) sum(t, w int64) int64 { return h.sums(t, w).all }
+
+// sums counts the settled requests in the window ending at t, and those of
+// them before t's minute. Called with h.mu held after a complete plan.
+func (h *history) sums(t, w int64) settledSums {
+	lo, m0 := t-w+1, floorDiv(t, minuteSeconds)*minuteSeconds
+	var out settledSums
 	for _, sp := range h.spans {
 		if sp.end() >= lo {
-			n += sp.n
+			out.all += sp.n
+			if sp.start < m0 {
+				out.beforeMinute += sp.n
+			}
 		}
 	}
-	return n
+	return out
 }
 
 // retryAfter returns how long until a request would be allowed at the limit

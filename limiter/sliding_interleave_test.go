@@ -313,6 +313,19 @@ func TestSlidingInterleavings(t *testing.T) {
 			before:  []float64{90}, racing: [][2]float64{{0, 110.5}, {1, 110.5}, {0, 110.6}, {1, 110.7}}, schedule: 4000},
 		{name: "three-minute window, two replicas, limit 2, every schedule", limit: 2, window: 3 * time.Minute,
 			offsets: []time.Duration{0, 0}, before: []float64{75}, racing: [][2]float64{{0, 100.1}, {1, 100.2}}, exhaust: true},
+		// At a minute's boundary a count reads the fresh seconds outside its
+		// minute beside the minute's own count, and replicas on either side
+		// of the boundary count in different aggregates.
+		{name: "three-minute window, a burst over a minute boundary, limit 1", limit: 1, window: 3 * time.Minute,
+			offsets: []time.Duration{0, 0}, racing: [][2]float64{{0, 119.99}, {1, 120.01}, {0, 120.02}}, schedule: 20000},
+		{name: "three-minute window, two in a minute and one in the next, limit 2", limit: 2, window: 3 * time.Minute,
+			offsets: []time.Duration{0, 0, 0}, racing: [][2]float64{{0, 119.5}, {1, 119.6}, {2, 120.2}}, schedule: 20000},
+		{name: "three-minute window, a minute boundary, clocks 0.9s either way, limit 3", limit: 3, window: 3 * time.Minute,
+			offsets: []time.Duration{0, 900 * time.Millisecond, -900 * time.Millisecond},
+			before:  []float64{70, 100}, racing: [][2]float64{{0, 119.8}, {1, 119.9}, {2, 120.1}, {0, 120.3}, {1, 120.5}}, schedule: 4000},
+		{name: "three-minute window, a minute boundary, clocks 1.8s apart with a 2s bound, limit 2", limit: 2, window: 3 * time.Minute, skew: 2 * time.Second,
+			offsets: []time.Duration{-900 * time.Millisecond, 900 * time.Millisecond},
+			before:  []float64{117.5}, racing: [][2]float64{{0, 119.5}, {1, 119.5}, {0, 120.6}, {1, 120.7}}, schedule: 4000},
 	}
 	for _, sc := range cases {
 		t.Run(sc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -28,16 +29,15 @@ type slidingGroup struct {
 	t        int64 // the second it decides in
 
 	// The current attempt.
-	view  settledView
-	pend  *pending
-	fresh []string // t's own second last
-	incs  []Increment
-	sum   int64            // the settled sum of the window
-	vals  map[string]int64 // the fresh counts read
-	v     int64            // what the count of second t returned
-	total int64            // after a count: sum, the fresh counts and v
-	state groupState
-	err   error // of the last round
+	view settledView
+	pend *pending
+	decisionKeys
+	settledSums                  // of the window
+	vals        map[string]int64 // the fresh counts read
+	v           int64            // what the count of second t returned
+	total       int64            // after a count: what the window holds with its hits
+	state       groupState
+	err         error // of the last round
 }
 
 // groupState says what a group's fields tell after a round.
@@ -60,7 +60,7 @@ func (g *slidingGroup) fits(c, limit int64) bool { return c <= limit-g.hits }
 func (g *slidingGroup) oneHit(limit int64) int64 { return limit - g.hits + 1 }
 
 // counts is what the window holds after a read round, without g's hits.
-func (g *slidingGroup) counts() int64 { return g.sum + freshSum(g.vals, g.fresh) }
+func (g *slidingGroup) counts() int64 { return g.all + freshSum(g.vals, g.fresh) }
 
 // add makes r one more request of g.
 func (g *slidingGroup) add(r Request) {
@@ -119,15 +119,15 @@ func (set *slidingSet) name() string {
 // at now and counts them when allowed. It implements Strategy, and is
 // AllowAll of req alone.
 //
-// A decision at second t counts its hits in second t and, in the same
-// round trip, reads the seconds that may still change: those after the
-// settled part of the window up to t+ahead. Its total is the settled sum,
-// plus what it read, plus the count that its increment returned; it is
-// allowed when that is at most Limit, else it is undone. As memcached
-// applies one connection's commands in order, and every pair of decisions
-// increments before it reads, the last decision to count of any set sees
-// all the others (doc.go has the proof), so no window ever holds more than
-// Limit. A denial whose undo shows room after all (the requests it saw were
+// A decision at second t counts its hits in second t (and in a window of
+// three minutes or more, then in t's minute) and, in the same round trip,
+// reads the seconds that may still change: those after the settled part of
+// the window up to t+ahead, but for those in t's minute when the minute's
+// count stands for them. It is allowed when its total (see counted) is at
+// most Limit, else it is undone. As memcached applies one connection's
+// commands in order, and every decision increments before it reads, the
+// last decision to count of any set sees all the others (doc.go has the
+// proof), so no window ever holds more than Limit. A denial whose undo shows room after all (the requests it saw were
 // themselves being denied) tries again, at most maxAttempts times in all.
 func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
 	if err := req.Validate(); err != nil {
@@ -280,7 +280,7 @@ func (s *Sliding) beginAll(ctx context.Context, gs []slidingGroup) error {
 			}
 			return err
 		}
-		g.fresh, g.incs = s.keysFor(g.h, g.id, g.t, g.w, g.hits, g.window, g.view.again)
+		g.decisionKeys = s.keysFor(g.h, g.id, g.t, g.w, g.hits, g.window, g.view.again)
 		g.state, g.err = stRead, nil
 	}
 	return nil
@@ -295,7 +295,7 @@ func doomed(gs []slidingGroup) bool {
 	for i := range gs {
 		g := &gs[i]
 		never := g.hits > g.limit
-		settled := g.limit == g.maxLimit && g.pend == nil && g.view.sum >= g.oneHit(g.limit) &&
+		settled := g.limit == g.maxLimit && g.pend == nil && g.view.all >= g.oneHit(g.limit) &&
 			g.view.retryTill > g.t && g.view.retryLimit == g.oneHit(g.limit)
 		if g.hits > g.maxLimit || settled {
 			g.state = stSkip
@@ -310,7 +310,7 @@ func doomed(gs []slidingGroup) bool {
 func wantsProbe(gs []slidingGroup) bool {
 	for i := range gs {
 		g := &gs[i]
-		if g.view.deniedAt >= g.t-1 || g.pend == nil && g.view.sum >= g.oneHit(g.limit) {
+		if g.view.deniedAt >= g.t-1 || g.pend == nil && g.view.all >= g.oneHit(g.limit) {
 			return true
 		}
 	}
@@ -385,26 +385,27 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 	var err error
 	switch op {
 	case opRead:
-		g.sum, g.vals, _, err = s.exchange(ctx, g.h, g.pend, g.view.sum, g.fresh, nil, g.t, g.w)
+		g.settledSums, g.vals, _, err = s.exchange(ctx, g.h, g.pend, g.view.settledSums, g.fresh, nil, g.t, g.w)
 		g.pend = nil
 		if err != nil {
 			g.state, g.err = stUnknown, fmt.Errorf("read %d buckets of %s: %w", len(g.fresh), g.id, err)
 			return
 		}
 	case opCount:
-		g.sum, g.vals, g.v, err = s.exchange(ctx, g.h, g.pend, g.view.sum, g.fresh, g.incs, g.t, g.w)
+		var counts []int64
+		g.settledSums, g.vals, counts, err = s.exchange(ctx, g.h, g.pend, g.view.settledSums, g.reads, g.incs, g.t, g.w)
 		g.pend = nil
 		if err != nil {
 			g.state, g.err = stUnknown, fmt.Errorf("count %s: %w", g.id, err)
 			return
 		}
-		g.total = g.sum + freshSum(g.vals, g.fresh[:len(g.fresh)-1]) + g.v
+		g.v, g.total = counts[0], g.counted(counts)
 		g.state = stCounted
-		g.h.observe(g.t, g.total-g.sum)
+		g.h.observe(g.t, g.total-g.all)
 		return
 	case opUndo:
 		var vals map[string]int64
-		_, vals, _, err = s.exchange(ctx, g.h, nil, g.sum, g.fresh, undo(g.incs), g.t, g.w)
+		_, vals, _, err = s.exchange(ctx, g.h, nil, g.settledSums, g.fresh, undo(g.incs), g.t, g.w)
 		if err != nil {
 			// The counter may stay too high, which errs on the safe side
 			// and heals when the bucket leaves the window.
@@ -418,6 +419,23 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 	}
 	g.state = stRead
 	g.h.observe(g.t, freshSum(g.vals, g.fresh))
+}
+
+// counted is what the window holds, g's hits included, after g's count,
+// whose increments returned counts. In a window with minute aggregates it
+// is the settled count before t's minute, the count the minute's increment
+// returned (every replica's requests in that minute up to this one, as one
+// atomic answer), and the fresh seconds outside the minute, read after it.
+// Otherwise it is the settled count, the fresh seconds read after the
+// count, and the count of t's second that its increment returned. Either
+// way a decision observes after its last increment, and of any two
+// concurrent decisions the one whose minute (or second) increment came last
+// sees the other: doc.go has the proof.
+func (g *slidingGroup) counted(counts []int64) int64 {
+	if len(counts) == 2 {
+		return g.beforeMinute + counts[1] + freshSum(g.vals, g.reads)
+	}
+	return g.all + freshSum(g.vals, g.reads) + counts[0]
 }
 
 // undoCounted takes back, as far as the store lets it, the counts of a set
@@ -441,11 +459,7 @@ func (s *Sliding) allowed(ctx context.Context, set *slidingSet, out []Decision) 
 		g := set.groupOf(i)
 		d := Decision{Allowed: true, Limit: r.Limit, Window: r.Window, Remaining: r.Limit - g.total}
 		if d.Remaining == 0 {
-			if g.vals == nil {
-				g.vals = map[string]int64{}
-			}
-			g.vals[g.fresh[len(g.fresh)-1]] = g.v
-			if rd, err := s.denied(ctx, g.h, g.id, g.t, d, g.vals, r.Limit); err == nil {
+			if rd, err := s.lastOne(ctx, g, d, r.Limit); err == nil {
 				d.RetryAfter = rd.RetryAfter
 			} else {
 				d.RetryAfter = r.Window // counted; only the retry time is missing
@@ -454,6 +468,26 @@ func (s *Sliding) allowed(ctx context.Context, set *slidingSet, out []Decision) 
 		out[i] = d
 	}
 	return nil
+}
+
+// lastOne completes d, allowed with the last of g's quota, with its retry
+// time, from the fresh seconds: those the count read and the count of t's
+// second its increment returned, or, in a window with minute aggregates,
+// whose count did not read the seconds of t's minute, read now.
+func (s *Sliding) lastOne(ctx context.Context, g *slidingGroup, d Decision, limit int64) (Decision, error) {
+	if len(g.incs) == 2 {
+		vals, err := s.store.Get(ctx, g.fresh)
+		if err != nil {
+			return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(g.fresh), g.id, err)
+		}
+		return s.denied(ctx, g.h, g.id, g.t, d, vals, limit)
+	}
+	vals := maps.Clone(g.vals)
+	if vals == nil {
+		vals = map[string]int64{}
+	}
+	vals[g.fresh[len(g.fresh)-1]] = g.v
+	return s.denied(ctx, g.h, g.id, g.t, d, vals, limit)
 }
 
 // deny writes the decisions of a set that was not counted, each from what

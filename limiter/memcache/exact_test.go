@@ -32,6 +32,7 @@ func TestSlidingOnMemcachedExactUnderRaces(t *testing.T) {
 		offsets []time.Duration // each replica's clock, ahead of the true one
 		skew    time.Duration   // SlidingConfig.MaxClockSkew; 0 for the default
 		before  time.Duration   // the burst starts this long before a boundary
+		minute  bool            // the boundary is a minute's, on the replicas' clocks
 	}{
 		{name: "3 replicas, 40ms before a boundary", offsets: []time.Duration{0, 0, 0}, before: 40 * ms},
 		{name: "5 replicas, 20ms before a boundary", offsets: []time.Duration{0, 0, 0, 0, 0}, before: 20 * ms},
@@ -39,6 +40,11 @@ func TestSlidingOnMemcachedExactUnderRaces(t *testing.T) {
 		{name: "a clock 0.9s ahead", offsets: []time.Duration{0, 900 * ms, 0}, before: 30 * ms},
 		{name: "a clock 0.9s behind", offsets: []time.Duration{0, -900 * ms, 0}, before: 30 * ms},
 		{name: "clocks 0.9s either way, 2s bound", offsets: []time.Duration{-900 * ms, 0, 900 * ms}, skew: 2 * time.Second, before: 50 * ms},
+		// A window of an hour keeps minute aggregates, whose counts decide
+		// within a minute: at a minute's boundary the fresh seconds of the
+		// other minute are read beside them.
+		{name: "3 replicas, 40ms before a minute boundary", offsets: []time.Duration{0, 0, 0}, before: 40 * ms, minute: true},
+		{name: "clocks 0.9s either way, 2s bound, a minute boundary", offsets: []time.Duration{-900 * ms, 0, 900 * ms}, skew: 2 * time.Second, before: 50 * ms, minute: true},
 	}
 	mc := testutil.StartMemcached(t)
 	for ci, tc := range cases {
@@ -62,6 +68,12 @@ func TestSlidingOnMemcachedExactUnderRaces(t *testing.T) {
 			if next.Sub(now) < tc.before+5*ms {
 				next = next.Add(time.Second)
 			}
+			// For a minute's boundary, the replicas' clocks are moved on by
+			// the whole seconds that make next one.
+			var shift time.Duration
+			if tc.minute {
+				shift = time.Duration((60-next.Unix()%60)%60) * time.Second
+			}
 			startAt := time.NewTimer(time.Until(next.Add(-tc.before)))
 			defer startAt.Stop()
 
@@ -74,7 +86,7 @@ func TestSlidingOnMemcachedExactUnderRaces(t *testing.T) {
 				wg.Go(func() {
 					for c := range work {
 						req := limiter.Request{Scope: fmt.Sprintf("case%d", ci), Requestor: fmt.Sprintf("id-%d", c.id), Limit: limit, Window: time.Hour}
-						d, err := reps[c.rep].Allow(context.Background(), req, time.Now().Add(tc.offsets[c.rep]))
+						d, err := reps[c.rep].Allow(context.Background(), req, time.Now().Add(shift+tc.offsets[c.rep]))
 						if err != nil {
 							if errs.Add(1) == 1 {
 								t.Errorf("check of id-%d on replica %d: %v", c.id, c.rep, err)
