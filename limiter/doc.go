@@ -98,7 +98,12 @@
 // most Limit. The order of a decision's two increments matters: with the
 // minute first, a decision at the end of a minute could read a second of
 // the next before a decision there, whose minute came earlier, counted its
-// second (TestSlidingInterleavings has that case). Settled seconds hold no increment
+// second (TestSlidingInterleavings has that case). A minute's count lower
+// than the settled seconds of the minute that the deciding replica knows,
+// and its own hits, means the aggregate lost counts (memcached evicted it,
+// or a connection broke between a count's two increments): that decision
+// reads the fresh seconds after its increments, decides on the seconds, and
+// adds what the minute lost back to it. Settled seconds hold no increment
 // that a decision still deciding will make (that is what the lag ensures); an
 // increment whose answer came too late fails its decision, so it only ever
 // makes counts higher, as a failed undo does, erring on the safe side.

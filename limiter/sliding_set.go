@@ -400,6 +400,12 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 			return
 		}
 		g.v, g.total = counts[0], g.counted(counts)
+		if len(counts) == 2 && counts[1] < g.all-g.beforeMinute+g.hits {
+			if err := s.recount(ctx, g, counts[1]); err != nil {
+				g.state, g.err = stCounted, fmt.Errorf("count %s: %w", g.id, err)
+				return
+			}
+		}
 		g.state = stCounted
 		g.h.observe(g.t, g.total-g.all)
 		return
@@ -419,6 +425,32 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 	}
 	g.state = stRead
 	g.h.observe(g.t, freshSum(g.vals, g.fresh))
+}
+
+// recount decides g, counted in a window with minute aggregates, on its
+// fresh seconds instead of the minute's count, m, which is lower than the
+// settled seconds of the minute this replica knows and g's own hits: the
+// aggregate lost counts (memcached evicted it, or an earlier count's
+// connection broke between its two increments). The fresh seconds are read
+// after both increments, so g still sees every decision whose point came
+// before its own (doc.go), and may see later ones too, erring on the safe
+// side. What the minute lost is then added back to it, so that the
+// decisions after it, on every replica, count it again.
+func (s *Sliding) recount(ctx context.Context, g *slidingGroup, m int64) error {
+	vals, err := s.store.Get(ctx, g.fresh)
+	if err != nil {
+		return fmt.Errorf("read %d buckets after the minute's count %d: %w", len(g.fresh), m, err)
+	}
+	g.vals = vals
+	g.total = g.all + freshSum(vals, g.fresh)
+	inMinute := g.total - g.beforeMinute - freshSum(vals, g.reads)
+	if lost := inMinute - m; lost > 0 {
+		inc := g.incs[1]
+		if _, err := s.store.Add(ctx, inc.Key, lost, inc.TTL); err != nil {
+			return fmt.Errorf("restore %d lost counts to the minute's aggregate: %w", lost, err)
+		}
+	}
+	return nil
 }
 
 // counted is what the window holds, g's hits included, after g's count,

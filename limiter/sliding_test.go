@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -500,5 +501,54 @@ func BenchmarkRequestorID(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = secondKey(RequestorID("", 3600, "ip:203.0.113.7"), 1_800_000_000)
+	}
+}
+
+// TestSlidingMinuteAggregateLost: a minute aggregate that memcached evicted
+// (or that missed an increment) is recreated by the next count with only
+// that count in it. The replica that knows the minute's settled seconds
+// decides on the seconds instead and puts the lost counts back, so that a
+// replica that knows nothing of the requestor is not fooled either.
+func TestSlidingMinuteAggregateLost(t *testing.T) {
+	c := &clock{now: t0}
+	mem := newTestStore(c.Now)
+	warm, cold := NewSliding(mem, SlidingConfig{}), NewSliding(mem, SlidingConfig{})
+	req := Request{Requestor: "k", Limit: 10, Window: time.Hour}
+	id := RequestorID("", 3600, "k")
+	minute := minuteKey(id, floorDiv(sec(10).Unix(), minuteSeconds))
+	decide := func(s *Sliding, at time.Time) Decision {
+		t.Helper()
+		c.Set(at)
+		d, err := s.Allow(context.Background(), req, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for i := range 8 {
+		if d := decide(warm, sec(10)); !d.Allowed {
+			t.Fatalf("request %d at second 10 denied", i)
+		}
+	}
+	decide(warm, sec(30)) // the ninth; second 10 is settled and cached now
+	mem.mu.Lock()
+	delete(mem.counters, minute)
+	mem.mu.Unlock()
+
+	var got []bool
+	for range 3 {
+		got = append(got, decide(warm, sec(31)).Allowed)
+	}
+	if want := []bool{true, false, false}; !slices.Equal(got, want) {
+		t.Errorf("after the minute's aggregate was lost, the warm replica allowed %v, want %v", got, want)
+	}
+	if d := decide(cold, sec(32)); d.Allowed {
+		t.Errorf("a replica that had not seen the requestor allowed the 11th request: %+v", d)
+	}
+	mem.mu.Lock()
+	n := mem.counters[minute].n
+	mem.mu.Unlock()
+	if n != 10 {
+		t.Errorf("the minute's aggregate holds %d after the repair, want the 10 requests counted in it", n)
 	}
 }
