@@ -346,6 +346,9 @@ type settledView struct {
 	// again says that this replica had decided in the same second before:
 	// a requestor hot enough for its keys to be kept (keysFor).
 	again bool
+	// fresh is what this replica's last decision counted in the seconds
+	// that had not settled, when that is recent enough to still be in them.
+	fresh int64
 }
 
 // begin returns the second a decision at t decides in (never earlier than
@@ -374,6 +377,9 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 		h.latest = t
 		h.prepare(t, w)
 		v := settledView{settledSums: h.sums(t, w), deniedAt: h.deniedAt, retryTill: h.retryTill, retryLimit: h.retryLimit, again: again}
+		if h.freshAt > t-s.lag {
+			v.fresh = h.freshSum
+		}
 		p := h.plan(id, t, w, s.lag)
 		var pend *pending
 		if len(p.keys) > 0 {

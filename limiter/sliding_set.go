@@ -32,6 +32,9 @@ type slidingGroup struct {
 	view settledView
 	pend *pending
 	decisionKeys
+	// near: the count reads every fresh second, not only reads, as it
+	// may take the last of the quota, whose retry time needs them all.
+	near        bool
 	settledSums                  // of the window
 	vals        map[string]int64 // the fresh counts read
 	v           int64            // what the count of second t returned
@@ -281,6 +284,7 @@ func (s *Sliding) beginAll(ctx context.Context, gs []slidingGroup) error {
 			return err
 		}
 		g.decisionKeys = s.keysFor(g.h, g.id, g.t, g.w, g.hits, g.window, g.view.again)
+		g.near = g.view.all+g.view.fresh >= g.limit-g.hits
 		g.state, g.err = stRead, nil
 	}
 	return nil
@@ -393,7 +397,11 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 		}
 	case opCount:
 		var counts []int64
-		g.settledSums, g.vals, counts, err = s.exchange(ctx, g.h, g.pend, g.view.settledSums, g.reads, g.incs, g.t, g.w)
+		gets := g.reads
+		if g.near {
+			gets = g.fresh[:len(g.fresh)-1]
+		}
+		g.settledSums, g.vals, counts, err = s.exchange(ctx, g.h, g.pend, g.view.settledSums, gets, g.incs, g.t, g.w)
 		g.pend = nil
 		if err != nil {
 			g.state, g.err = stUnknown, fmt.Errorf("count %s: %w", g.id, err)
@@ -504,10 +512,11 @@ func (s *Sliding) allowed(ctx context.Context, set *slidingSet, out []Decision) 
 
 // lastOne completes d, allowed with the last of g's quota, with its retry
 // time, from the fresh seconds: those the count read and the count of t's
-// second its increment returned, or, in a window with minute aggregates,
-// whose count did not read the seconds of t's minute, read now.
+// second its increment returned, or, when the count did not read them all
+// (a window with minute aggregates, and a count not near the limit as this
+// replica knew it), read now.
 func (s *Sliding) lastOne(ctx context.Context, g *slidingGroup, d Decision, limit int64) (Decision, error) {
-	if len(g.incs) == 2 {
+	if len(g.incs) == 2 && !g.near {
 		vals, err := s.store.Get(ctx, g.fresh)
 		if err != nil {
 			return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(g.fresh), g.id, err)

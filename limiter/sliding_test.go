@@ -552,3 +552,54 @@ func TestSlidingMinuteAggregateLost(t *testing.T) {
 		t.Errorf("the minute's aggregate holds %d after the repair, want the 10 requests counted in it", n)
 	}
 }
+
+// TestSlidingLastOfQuotaRetryTime: the request that takes the last of the
+// quota learns when the next will be let in, also on a replica that did
+// not know the requestor was near its limit (whose count read no second of
+// the minute, the minute's aggregate answering for them), and at once
+// with another replica's requests in the fresh seconds.
+func TestSlidingLastOfQuotaRetryTime(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		early int // requests at second 10, on replica 0
+		late  int // requests at second 19 on replica 0, fresh at replica 1's
+		want  time.Duration
+	}{
+		{name: "the rest settled", early: 9, want: 3590 * time.Second},
+		{name: "the rest fresh", late: 9, want: 3599 * time.Second},
+		{name: "both", early: 4, late: 5, want: 3590 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{now: t0}
+			mem := newTestStore(c.Now)
+			reps := []*Sliding{NewSliding(mem, SlidingConfig{}), NewSliding(mem, SlidingConfig{})}
+			req := Request{Requestor: "k", Limit: 10, Window: time.Hour}
+			decide := func(rep, at int) Decision {
+				t.Helper()
+				c.Set(sec(at))
+				d, err := reps[rep].Allow(context.Background(), req, sec(at))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return d
+			}
+			for range tc.early {
+				decide(0, 10)
+			}
+			for range tc.late {
+				decide(0, 19)
+			}
+			d := decide(1, 20)
+			if !d.Allowed || d.Remaining != 0 || d.RetryAfter != tc.want {
+				t.Errorf("the 10th request: %+v, want allowed, 0 remaining, retry after %v", d, tc.want)
+			}
+			next := decide(1, 20+int(tc.want/time.Second)-1)
+			if next.Allowed {
+				t.Errorf("a request a second before the retry time was allowed")
+			}
+			if next := decide(1, 20+int(tc.want/time.Second)); !next.Allowed {
+				t.Errorf("a request at the retry time was denied: %+v", next)
+			}
+		})
+	}
+}
