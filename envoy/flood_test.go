@@ -41,7 +41,9 @@ const (
 // a flood, and failure_mode_allow let all of those through unchecked.
 //
 // The test is not parallel (Go runs it before the parallel tests of the
-// package start), so the flood has the machine to itself.
+// package start), and make test runs it on its own after every other
+// package's tests, so the flood has the machine to itself: beside them it
+// had 47 of 3,000 undecided once.
 func TestFrontProxyFlood(t *testing.T) {
 	testutil.EnvoyPath(t) // skip (fail under CI) without an Envoy
 	for _, tc := range []struct {
