@@ -273,9 +273,11 @@ type secondKeys struct {
 }
 
 // decisionKeys are the keys of a decision at second t: fresh, every second
-// that may still change, from t-lag+1 to t+ahead, t itself last; reads, the
-// ones its count reads beside its increments (see Sliding.counted); and
-// incs, the increments that count its hits, second t's first.
+// that may still change, from t-lag+1 to t+ahead, t itself last (nil until
+// needed, in a window with minute aggregates: see slidingGroup.freshKeys);
+// reads, the ones its count reads beside its increments (see
+// slidingGroup.counted); and incs, the increments that count its hits,
+// second t's first.
 type decisionKeys struct {
 	fresh []string
 	reads []string
@@ -395,18 +397,23 @@ func (s *Sliding) begin(ctx context.Context, h *history, id string, t, w int64) 
 // decisionKeys). For one hit of a requestor decided here before in second t
 // (again), they are h's keys of second t, built once; the slices returned
 // are shared and must not be changed. A requestor seen once a second or
-// less keeps none: a million of them would hold a few hundred bytes each
-// for nothing.
+// less keeps none, and one that was hot drops its keys at its first
+// decision of a later second that is not hot: a million of them would hold
+// a few hundred bytes each for nothing.
 func (s *Sliding) keysFor(h *history, id string, t, w, hits int64, window time.Duration, again bool) decisionKeys {
 	if hits != 1 {
-		return s.buildKeys(id, t, w, hits, window)
+		return s.buildKeys(id, t, w, hits, window, false)
 	}
-	if k := h.keys.Load(); k != nil && k.t == t {
+	k := h.keys.Load()
+	if k != nil && k.t == t {
 		return k.decisionKeys
 	}
-	keys := s.buildKeys(id, t, w, 1, window)
-	if again {
+	keys := s.buildKeys(id, t, w, 1, window, again)
+	switch {
+	case again:
 		h.keys.Store(&secondKeys{t: t, id: id, decisionKeys: keys})
+	case k != nil:
+		h.keys.CompareAndSwap(k, nil) // an earlier second's, of no more use
 	}
 	return keys
 }
@@ -420,35 +427,40 @@ func idOf(h *history, key requestorKey) string {
 	return key.String()
 }
 
-// buildKeys is keysFor without h.
-func (s *Sliding) buildKeys(id string, t, w, hits int64, window time.Duration) decisionKeys {
-	lo := t - w + 1
-	first := max(t-s.lag+1, lo)
+// buildKeys is keysFor without h. In a window with minute aggregates,
+// fresh is left nil unless eager: most counts there read none of them, and
+// freshKeys builds them when a decision needs them.
+func (s *Sliding) buildKeys(id string, t, w, hits int64, window time.Duration, eager bool) decisionKeys {
+	k := decisionKeys{incs: s.increments(id, t, w, hits, window)}
+	if len(k.incs) == 1 || eager {
+		k.fresh = s.freshKeys(id, t, w)
+	}
+	if len(k.incs) == 1 {
+		k.reads = k.fresh[:len(k.fresh)-1]
+		return k
+	}
+	// The minute aggregate's count stands for every second of t's minute:
+	// a count reads only the fresh seconds outside it.
+	m0 := floorDiv(t, minuteSeconds) * minuteSeconds
+	for sec := max(t-s.lag+1, t-w+1); sec <= t+s.ahead; sec++ {
+		if sec < m0 || sec >= m0+minuteSeconds {
+			k.reads = append(k.reads, secondKey(id, sec))
+		}
+	}
+	return k
+}
+
+// freshKeys returns the keys of the fresh seconds of a decision at t, from
+// t-lag+1 to t+ahead, with t's own last.
+func (s *Sliding) freshKeys(id string, t, w int64) []string {
+	first := max(t-s.lag+1, t-w+1)
 	fresh := make([]string, 0, t+s.ahead-first+1)
 	for sec := first; sec <= t+s.ahead; sec++ {
 		if sec != t {
 			fresh = append(fresh, secondKey(id, sec))
 		}
 	}
-	fresh = append(fresh, secondKey(id, t))
-	k := decisionKeys{fresh: fresh, reads: fresh[:len(fresh)-1], incs: s.increments(id, t, w, hits, window)}
-	if len(k.incs) == 2 {
-		// The minute aggregate's count stands for every second of t's
-		// minute: a count reads only the fresh seconds outside it.
-		m0 := floorDiv(t, minuteSeconds) * minuteSeconds
-		k.reads = nil
-		i := 0
-		for sec := first; sec <= t+s.ahead; sec++ {
-			if sec == t {
-				continue
-			}
-			if sec < m0 || sec >= m0+minuteSeconds {
-				k.reads = append(k.reads, fresh[i])
-			}
-			i++
-		}
-	}
-	return k
+	return append(fresh, secondKey(id, t))
 }
 
 // undo returns the increments that take back incs.

@@ -66,12 +66,18 @@ func TestSlidingKeepsKeysOnlyForHotRequestors(t *testing.T) {
 	defer s.Close()
 	req := Request{Requestor: "k", Limit: 100, Window: time.Hour}
 	h := func() *history { return s.history(newRequestorKey("", 3600, "k"), 3600, t0.Unix()) }
-	for i, want := range []bool{false, true, true} {
-		if _, err := s.Allow(context.Background(), req, t0); err != nil {
+	// Three decisions in one second, then one in each of the next two:
+	// keys from the second decision of the first second, none once the
+	// requestor is decided once in a second.
+	for i, tc := range []struct {
+		sec  int
+		want bool
+	}{{0, false}, {0, true}, {0, true}, {1, false}, {2, false}} {
+		if _, err := s.Allow(context.Background(), req, sec(tc.sec)); err != nil {
 			t.Fatal(err)
 		}
-		if got := h().keys.Load() != nil; got != want {
-			t.Fatalf("after decision %d in one second: keys kept %v, want %v", i+1, got, want)
+		if got := h().keys.Load() != nil; got != tc.want {
+			t.Fatalf("after decision %d (second %d): keys kept %v, want %v", i+1, tc.sec, got, tc.want)
 		}
 	}
 }

@@ -62,6 +62,16 @@ func (g *slidingGroup) fits(c, limit int64) bool { return c <= limit-g.hits }
 // when it never does).
 func (g *slidingGroup) oneHit(limit int64) int64 { return limit - g.hits + 1 }
 
+// freshKeys returns g's fresh keys, built now if they were left for later
+// (see Sliding.buildKeys). The group's own copy is set, never the keys a
+// history shares.
+func (g *slidingGroup) freshKeys(s *Sliding) []string {
+	if g.fresh == nil {
+		g.fresh = s.freshKeys(g.id, g.t, g.w)
+	}
+	return g.fresh
+}
+
 // counts is what the window holds after a read round, without g's hits.
 func (g *slidingGroup) counts() int64 { return g.all + freshSum(g.vals, g.fresh) }
 
@@ -387,6 +397,9 @@ func (s *Sliding) roundTogether(ctx context.Context, gs []slidingGroup, op round
 // step does op for g: one exchange, and what it tells recorded.
 func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 	var err error
+	if op != opCount || g.near {
+		g.freshKeys(s)
+	}
 	switch op {
 	case opRead:
 		g.settledSums, g.vals, _, err = s.exchange(ctx, g.h, g.pend, g.view.settledSums, g.fresh, nil, g.t, g.w)
@@ -445,7 +458,7 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 // side. What the minute lost is then added back to it, so that the
 // decisions after it, on every replica, count it again.
 func (s *Sliding) recount(ctx context.Context, g *slidingGroup, m int64) error {
-	vals, err := s.store.Get(ctx, g.fresh)
+	vals, err := s.store.Get(ctx, g.freshKeys(s))
 	if err != nil {
 		return fmt.Errorf("read %d buckets after the minute's count %d: %w", len(g.fresh), m, err)
 	}
@@ -517,7 +530,7 @@ func (s *Sliding) allowed(ctx context.Context, set *slidingSet, out []Decision) 
 // replica knew it), read now.
 func (s *Sliding) lastOne(ctx context.Context, g *slidingGroup, d Decision, limit int64) (Decision, error) {
 	if len(g.incs) == 2 && !g.near {
-		vals, err := s.store.Get(ctx, g.fresh)
+		vals, err := s.store.Get(ctx, g.freshKeys(s))
 		if err != nil {
 			return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(g.fresh), g.id, err)
 		}
