@@ -284,6 +284,10 @@ type decisionKeys struct {
 	incs  []Increment
 }
 
+// byMinute reports whether the keys are of a window with minute aggregates,
+// whose counts are decided by the minute's count (slidingGroup.counted).
+func (k decisionKeys) byMinute() bool { return len(k.incs) == 2 }
+
 // settledSums is what a history's settled seconds add up to in the window
 // ending at t: all of them, and those before t's minute (see
 // Sliding.counted).
@@ -432,10 +436,10 @@ func idOf(h *history, key requestorKey) string {
 // freshKeys builds them when a decision needs them.
 func (s *Sliding) buildKeys(id string, t, w, hits int64, window time.Duration, eager bool) decisionKeys {
 	k := decisionKeys{incs: s.increments(id, t, w, hits, window)}
-	if len(k.incs) == 1 || eager {
+	if !k.byMinute() || eager {
 		k.fresh = s.freshKeys(id, t, w)
 	}
-	if len(k.incs) == 1 {
+	if !k.byMinute() {
 		k.reads = k.fresh[:len(k.fresh)-1]
 		return k
 	}

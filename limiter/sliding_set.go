@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -140,8 +139,9 @@ func (set *slidingSet) name() string {
 // most Limit, else it is undone. As memcached applies one connection's
 // commands in order, and every decision increments before it reads, the
 // last decision to count of any set sees all the others (doc.go has the
-// proof), so no window ever holds more than Limit. A denial whose undo shows room after all (the requests it saw were
-// themselves being denied) tries again, at most maxAttempts times in all.
+// proof), so no window ever holds more than Limit. A denial whose undo
+// shows room after all (the requests it saw were themselves being denied)
+// tries again, at most maxAttempts times in all.
 func (s *Sliding) Allow(ctx context.Context, req Request, now time.Time) (Decision, error) {
 	if err := req.Validate(); err != nil {
 		return Decision{}, fmt.Errorf("sliding window: %w", err)
@@ -421,7 +421,7 @@ func (s *Sliding) step(ctx context.Context, g *slidingGroup, op roundOp) {
 			return
 		}
 		g.v, g.total = counts[0], g.counted(counts)
-		if len(counts) == 2 && counts[1] < g.all-g.beforeMinute+g.hits {
+		if g.byMinute() && counts[1] < g.all-g.beforeMinute+g.hits {
 			if err := s.recount(ctx, g, counts[1]); err != nil {
 				g.state, g.err = stCounted, fmt.Errorf("count %s: %w", g.id, err)
 				return
@@ -485,7 +485,7 @@ func (s *Sliding) recount(ctx context.Context, g *slidingGroup, m int64) error {
 // concurrent decisions the one whose minute (or second) increment came last
 // sees the other: doc.go has the proof.
 func (g *slidingGroup) counted(counts []int64) int64 {
-	if len(counts) == 2 {
+	if g.byMinute() {
 		return g.beforeMinute + counts[1] + freshSum(g.vals, g.reads)
 	}
 	return g.all + freshSum(g.vals, g.reads) + counts[0]
@@ -529,19 +529,18 @@ func (s *Sliding) allowed(ctx context.Context, set *slidingSet, out []Decision) 
 // (a window with minute aggregates, and a count not near the limit as this
 // replica knew it), read now.
 func (s *Sliding) lastOne(ctx context.Context, g *slidingGroup, d Decision, limit int64) (Decision, error) {
-	if len(g.incs) == 2 && !g.near {
+	if g.byMinute() && !g.near {
 		vals, err := s.store.Get(ctx, g.freshKeys(s))
 		if err != nil {
 			return Decision{}, fmt.Errorf("sliding window: read %d buckets of %s: %w", len(g.fresh), g.id, err)
 		}
 		return s.denied(ctx, g.h, g.id, g.t, d, vals, limit)
 	}
-	vals := maps.Clone(g.vals)
-	if vals == nil {
-		vals = map[string]int64{}
+	if g.vals == nil {
+		g.vals = map[string]int64{}
 	}
-	vals[g.fresh[len(g.fresh)-1]] = g.v
-	return s.denied(ctx, g.h, g.id, g.t, d, vals, limit)
+	g.vals[g.fresh[len(g.fresh)-1]] = g.v
+	return s.denied(ctx, g.h, g.id, g.t, d, g.vals, limit)
 }
 
 // deny writes the decisions of a set that was not counted, each from what
